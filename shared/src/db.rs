@@ -1,0 +1,133 @@
+//! Postgres access: a lazily connecting deadpool pool (TLS when the URL asks for it) and the
+//! embedded migrations.
+
+use std::time::Duration;
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use secrecy::{ExposeSecret, SecretString};
+use tokio_postgres::config::SslMode;
+
+pub use deadpool_postgres::{Object as Client, Pool as DbPool};
+
+mod embedded {
+    refinery::embed_migrations!("../migrations");
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("DATABASE_URL is invalid: {0}")]
+    Config(String),
+    #[error("database unavailable: {0}")]
+    Pool(#[from] deadpool_postgres::PoolError),
+    #[error("database error: {0}")]
+    Query(#[from] tokio_postgres::Error),
+    #[error("migration failed: {0}")]
+    Migration(String),
+}
+
+impl DbError {
+    /// Whether retrying later may succeed (connection trouble), as opposed to a bug or bad data.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::Pool(_) => true,
+            Self::Query(e) => {
+                e.is_closed()
+                    || e.code().is_some_and(|c| {
+                        let c = c.code();
+                        // connection exceptions, insufficient resources, operator intervention,
+                        // serialization failure / deadlock
+                        c.starts_with("08")
+                            || c.starts_with("53")
+                            || c.starts_with("57")
+                            || c == "40001"
+                            || c == "40P01"
+                    })
+                    || e.code().is_none() && e.as_db_error().is_none()
+            }
+            Self::Config(_) | Self::Migration(_) => false,
+        }
+    }
+}
+
+/// Builds the pool without connecting: the first query connects, so a cold start never waits
+/// for (or fails on) the database.
+pub fn pool(url: &SecretString) -> Result<Pool, DbError> {
+    let config: tokio_postgres::Config = url
+        .expose_secret()
+        .parse()
+        .map_err(|e: tokio_postgres::Error| DbError::Config(e.to_string()))?;
+    pool_from_config(config, 4)
+}
+
+pub fn pool_from_config(
+    mut config: tokio_postgres::Config,
+    max_size: usize,
+) -> Result<Pool, DbError> {
+    config.connect_timeout(Duration::from_secs(5));
+    config.application_name("plexsync");
+    let manager_config = ManagerConfig {
+        recycling_method: RecyclingMethod::Fast,
+    };
+    let manager = if config.get_ssl_mode() == SslMode::Require {
+        Manager::from_config(config, tls_connector()?, manager_config)
+    } else {
+        Manager::from_config(config, tokio_postgres::NoTls, manager_config)
+    };
+    Pool::builder(manager)
+        .max_size(max_size)
+        .runtime(Runtime::Tokio1)
+        .wait_timeout(Some(Duration::from_secs(10)))
+        .create_timeout(Some(Duration::from_secs(6)))
+        .recycle_timeout(Some(Duration::from_secs(5)))
+        .build()
+        .map_err(|e| DbError::Config(e.to_string()))
+}
+
+/// Public roots, plus the CA bundle named by `PGSSLROOTCERT` (the libpq variable), which is how
+/// the Amazon RDS CA bundle is supplied.
+fn tls_connector() -> Result<tokio_postgres_rustls::MakeRustlsConnect, DbError> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots_certs());
+    if let Ok(path) = std::env::var("PGSSLROOTCERT") {
+        let pem = std::fs::read(&path)
+            .map_err(|e| DbError::Config(format!("PGSSLROOTCERT {path}: {e}")))?;
+        for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
+            let cert = cert.map_err(|e| DbError::Config(format!("PGSSLROOTCERT {path}: {e}")))?;
+            roots
+                .add(cert)
+                .map_err(|e| DbError::Config(format!("PGSSLROOTCERT {path}: {e}")))?;
+        }
+    }
+    let tls = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(tokio_postgres_rustls::MakeRustlsConnect::new(tls))
+}
+
+fn webpki_roots_certs() -> impl Iterator<Item = rustls::pki_types::TrustAnchor<'static>> {
+    webpki_roots::TLS_SERVER_ROOTS.iter().cloned()
+}
+
+/// Applies pending migrations in order, each recorded so it runs once. An advisory lock keeps
+/// two concurrent deploys (or a deploy and a test) from applying the same migration twice.
+pub async fn migrate(pool: &Pool) -> Result<Vec<String>, DbError> {
+    const LOCK_KEY: i64 = 0x706c_6578_7379_6e63; // "plexsync"
+    let mut client = pool.get().await?;
+    client
+        .execute("SELECT pg_advisory_lock($1)", &[&LOCK_KEY])
+        .await?;
+    let raw: &mut tokio_postgres::Client = &mut client;
+    let report = embedded::migrations::runner()
+        .run_async(raw)
+        .await
+        .map_err(|e| DbError::Migration(e.to_string()));
+    // Unlock even when the run failed; the session ends with the connection anyway.
+    let _ = client
+        .execute("SELECT pg_advisory_unlock($1)", &[&LOCK_KEY])
+        .await;
+    Ok(report?
+        .applied_migrations()
+        .iter()
+        .map(|m| format!("V{}__{}", m.version(), m.name()))
+        .collect())
+}

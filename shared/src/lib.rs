@@ -1,0 +1,18 @@
+//! plexsync's shared library: everything the Lambda functions have in common.
+//!
+//! Each function's `main.rs` builds its state once (configuration, clients, pool) and hands
+//! events to the modules here.
+
+pub mod aws;
+pub mod config;
+pub mod crypto;
+pub mod db;
+pub mod error;
+pub mod http;
+pub mod secrets;
+pub mod telemetry;
+
+#[cfg(feature = "testing")]
+pub mod testing;
+
+pub use error::ApiError;

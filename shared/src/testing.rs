@@ -1,0 +1,228 @@
+//! Test harness: a fresh, migrated database per test (so tests run in parallel), moto-backed
+//! AWS clients, and HTTP stubs for services we do not own. Missing services fail the test with
+//! a message saying how to start them; nothing is skipped silently.
+
+use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_sdk_sqs::config::Credentials;
+use secrecy::SecretString;
+use url::Url;
+
+use crate::db::{self, DbPool};
+
+const HOW_TO_START: &str =
+    "run the tests with `make test`, which starts Postgres and moto_server and sets \
+DATABASE_URL and AWS_ENDPOINT_URL";
+
+/// A uniquely named database with every migration applied. It is left behind on purpose (a
+/// `Drop` cannot await); `make test` drops leftover `plexsync_test_*` databases before a run.
+pub struct TestDb {
+    pub pool: DbPool,
+    pub name: String,
+    pub url: SecretString,
+}
+
+fn base_database_url() -> String {
+    std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| panic!("DATABASE_URL is not set: {HOW_TO_START}"))
+}
+
+/// The admin connection used to create test databases.
+async fn admin_client(url: &str) -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .unwrap_or_else(|e| {
+            panic!("cannot connect to Postgres at DATABASE_URL ({e}): {HOW_TO_START}")
+        });
+    tokio::spawn(connection);
+    client
+}
+
+/// A fresh database, migrated, with a small pool.
+pub async fn fresh_db() -> TestDb {
+    let (name, url) = empty_db().await;
+    let pool = db::pool(&SecretString::from(url.clone())).expect("pool for test database");
+    db::migrate(&pool)
+        .await
+        .expect("migrations apply to a fresh database");
+    TestDb {
+        pool,
+        name,
+        url: SecretString::from(url),
+    }
+}
+
+/// A fresh database with nothing applied (for migration tests). Returns its name and URL.
+pub async fn empty_db() -> (String, String) {
+    let base = base_database_url();
+    let admin = admin_client(&base).await;
+    let name = format!(
+        "plexsync_test_{}",
+        crate::crypto::random_token(9)
+            .to_lowercase()
+            .replace(['-', '_'], "x")
+    );
+    admin
+        .batch_execute(&format!("CREATE DATABASE \"{name}\""))
+        .await
+        .unwrap_or_else(|e| panic!("cannot create test database (the role needs CREATEDB): {e}"));
+    let mut url = Url::parse(&base).expect("DATABASE_URL is a URL");
+    url.set_path(&format!("/{name}"));
+    (name, url.to_string())
+}
+
+/// SDK configuration pointed at moto_server (`AWS_ENDPOINT_URL`), with dummy credentials.
+pub async fn moto_config() -> SdkConfig {
+    let endpoint = std::env::var("AWS_ENDPOINT_URL")
+        .unwrap_or_else(|_| panic!("AWS_ENDPOINT_URL is not set (moto_server): {HOW_TO_START}"));
+    let config = aws_config::defaults(BehaviorVersion::latest())
+        .endpoint_url(&endpoint)
+        .region(Region::new("us-east-1"))
+        .credentials_provider(Credentials::new(
+            "test",
+            "test",
+            None,
+            None,
+            "plexsync-tests",
+        ))
+        .load()
+        .await;
+    // Fail loudly and early when moto is not running rather than with an SDK timeout later.
+    aws_sdk_sqs::Client::new(&config)
+        .list_queues()
+        .send()
+        .await
+        .unwrap_or_else(|e| {
+            panic!("moto_server is not answering at {endpoint} ({e}): {HOW_TO_START}")
+        });
+    config
+}
+
+/// A uniquely named FIFO queue (with its DLQ) on moto; returns the queue URL.
+pub async fn fifo_queue(config: &SdkConfig) -> String {
+    use aws_sdk_sqs::types::QueueAttributeName as A;
+    let sqs = aws_sdk_sqs::Client::new(config);
+    let suffix = unique_suffix();
+    let dlq = sqs
+        .create_queue()
+        .queue_name(format!("plexsync-test-dlq-{suffix}.fifo"))
+        .attributes(A::FifoQueue, "true")
+        .send()
+        .await
+        .expect("create DLQ on moto");
+    let dlq_arn = sqs
+        .get_queue_attributes()
+        .queue_url(dlq.queue_url().unwrap_or_default())
+        .attribute_names(A::QueueArn)
+        .send()
+        .await
+        .expect("DLQ attributes")
+        .attributes()
+        .and_then(|a| a.get(&A::QueueArn).cloned())
+        .expect("DLQ arn");
+    let queue = sqs
+        .create_queue()
+        .queue_name(format!("plexsync-test-{suffix}.fifo"))
+        .attributes(A::FifoQueue, "true")
+        .attributes(A::VisibilityTimeout, "2")
+        .attributes(
+            A::RedrivePolicy,
+            format!(r#"{{"deadLetterTargetArn":"{dlq_arn}","maxReceiveCount":"5"}}"#),
+        )
+        .send()
+        .await
+        .expect("create FIFO queue on moto");
+    queue.queue_url().expect("queue url").to_string()
+}
+
+/// Creates a uniquely named secret with `value`; returns its id (name).
+pub async fn secret(config: &SdkConfig, value: &str) -> String {
+    let name = format!("plexsync-test/{}", unique_suffix());
+    aws_sdk_secretsmanager::Client::new(config)
+        .create_secret()
+        .name(&name)
+        .secret_string(value)
+        .send()
+        .await
+        .expect("create secret on moto");
+    name
+}
+
+/// A name no other test will pick.
+pub fn unique_suffix() -> String {
+    hex::encode(rand::random::<[u8; 6]>())
+}
+
+/// Realistic TMDB and plex.tv payloads for HTTP stubs (real ids: The Office (US) is TMDB 2316).
+pub mod fixtures {
+    use serde_json::{json, Value};
+
+    /// `GET /3/tv/2316` (trimmed to the fields we read).
+    pub fn tmdb_the_office() -> Value {
+        json!({
+            "id": 2316,
+            "name": "The Office",
+            "original_name": "The Office",
+            "first_air_date": "2005-03-24",
+            "status": "Ended",
+            "number_of_seasons": 9,
+            "number_of_episodes": 201,
+            "external_ids": {"imdb_id": "tt0386676", "tvdb_id": 73244},
+            "seasons": [
+                {"id": 3627, "season_number": 0, "episode_count": 29, "name": "Specials", "air_date": "2007-07-13"},
+                {"id": 3626, "season_number": 1, "episode_count": 6, "name": "Season 1", "air_date": "2005-03-24"},
+                {"id": 3628, "season_number": 2, "episode_count": 22, "name": "Season 2", "air_date": "2005-09-20"}
+            ]
+        })
+    }
+
+    /// `GET /3/tv/2316/season/1`.
+    pub fn tmdb_the_office_season_1() -> Value {
+        let titles = [
+            "Pilot",
+            "Diversity Day",
+            "Health Care",
+            "The Alliance",
+            "Basketball",
+            "Hot Girl",
+        ];
+        let dates = [
+            "2005-03-24",
+            "2005-03-29",
+            "2005-04-05",
+            "2005-04-12",
+            "2005-04-19",
+            "2005-04-26",
+        ];
+        let episodes: Vec<Value> = titles
+            .iter()
+            .zip(dates)
+            .enumerate()
+            .map(|(i, (title, date))| {
+                json!({"id": 397627 + i as i64, "episode_number": i + 1, "season_number": 1, "name": title, "air_date": date})
+            })
+            .collect();
+        json!({"id": 3626, "season_number": 1, "name": "Season 1", "air_date": "2005-03-24", "episodes": episodes})
+    }
+
+    /// `GET /3/find/{tvdb episode id}?external_source=tvdb_id` for The Office S01E01.
+    pub fn tmdb_find_office_pilot() -> Value {
+        json!({
+            "movie_results": [], "person_results": [], "tv_results": [], "tv_season_results": [],
+            "tv_episode_results": [{
+                "id": 397627, "name": "Pilot", "episode_number": 1, "season_number": 1,
+                "show_id": 2316, "air_date": "2005-03-24", "episode_type": "standard"
+            }]
+        })
+    }
+
+    /// `GET https://plex.tv/api/v2/user` for a valid token.
+    pub fn plex_tv_user() -> Value {
+        json!({
+            "id": 12345678, "uuid": "a1b2c3d4e5f60718", "username": "alice", "title": "alice",
+            "email": "alice@example.com", "friendlyName": "Alice", "locale": null,
+            "confirmed": true, "joinedAt": 1546300800, "emailOnlyAuth": false,
+            "hasPassword": true, "protected": false, "thumb": "https://plex.tv/users/a1b2c3d4e5f60718/avatar",
+            "subscription": {"active": true, "status": "Active", "plan": "lifetime"}
+        })
+    }
+}
