@@ -1,3 +1,4 @@
+#![recursion_limit = "256"]
 //! plexsync's shared library: everything the Lambda functions have in common.
 //!
 //! Each function's `main.rs` builds its state once (configuration, clients, pool) and hands
@@ -9,6 +10,8 @@ pub mod crypto;
 pub mod db;
 pub mod error;
 pub mod http;
+pub mod payload;
+pub mod queue;
 pub mod secrets;
 pub mod telemetry;
 

@@ -215,6 +215,134 @@ pub mod fixtures {
         })
     }
 
+    /// A Plex Media Server webhook payload as the new Plex agent sends it: The Office (US)
+    /// S01E01 "Pilot" scrobbled by the server owner. The `Guid` array holds the *episode's* ids.
+    pub fn plex_episode_scrobble() -> Value {
+        json!({
+            "event": "media.scrobble",
+            "user": true,
+            "owner": true,
+            "Account": {"id": 1, "thumb": "https://plex.tv/users/a1b2c3d4e5f60718/avatar?c=1700000000", "title": "alice"},
+            "Server": {"title": "basement-nas", "uuid": "7f3e1c2b9a8d4e6f5a4b3c2d1e0f9a8b7c6d5e4f"},
+            "Player": {"local": true, "publicAddress": "198.51.100.23", "title": "Living Room TV", "uuid": "r2k9x7c4v1b8n5m3"},
+            "Metadata": {
+                "librarySectionType": "show",
+                "ratingKey": "48213",
+                "key": "/library/metadata/48213",
+                "parentRatingKey": "48207",
+                "grandparentRatingKey": "48200",
+                "guid": "plex://episode/5d9c0874ffd9ef001e99607a",
+                "parentGuid": "plex://season/602e67e61d3358002c411c3e",
+                "grandparentGuid": "plex://show/5d9c086c46115600200aa2fe",
+                "type": "episode",
+                "title": "Pilot",
+                "grandparentKey": "/library/metadata/48200",
+                "parentKey": "/library/metadata/48207",
+                "librarySectionTitle": "TV Shows",
+                "librarySectionID": 2,
+                "librarySectionKey": "/library/sections/2",
+                "grandparentTitle": "The Office",
+                "parentTitle": "Season 1",
+                "contentRating": "TV-14",
+                "summary": "The premiere episode introduces the boss and staff of the Dunder-Mifflin Paper Company.",
+                "index": 1,
+                "parentIndex": 1,
+                "audienceRating": 7.4,
+                "viewCount": 1,
+                "lastViewedAt": 1764339000,
+                "year": 2005,
+                "thumb": "/library/metadata/48213/thumb/1700000000",
+                "art": "/library/metadata/48200/art/1700000000",
+                "grandparentThumb": "/library/metadata/48200/thumb/1700000000",
+                "duration": 1380000,
+                "originallyAvailableAt": "2005-03-24",
+                "addedAt": 1690000000,
+                "updatedAt": 1700000000,
+                "Guid": [
+                    {"id": "imdb://tt0664521"},
+                    {"id": "tmdb://397627"},
+                    {"id": "tvdb://110413"}
+                ]
+            }
+        })
+    }
+
+    /// The same kind of event from a server still on the legacy TheTVDB agent:
+    /// Game of Thrones (TVDB 121361) S01E01. The show id sits in the episode guid.
+    pub fn plex_legacy_episode_scrobble() -> Value {
+        json!({
+            "event": "media.scrobble",
+            "user": true,
+            "owner": true,
+            "Account": {"id": 1, "title": "alice"},
+            "Server": {"title": "old-htpc", "uuid": "0c1d2e3f4a5b6c7d8e9f0a1b2c3d4e5f6a7b8c9d"},
+            "Player": {"local": false, "publicAddress": "203.0.113.40", "title": "Chrome", "uuid": "k3j4h5g6"},
+            "Metadata": {
+                "librarySectionType": "show",
+                "ratingKey": "1201",
+                "key": "/library/metadata/1201",
+                "parentRatingKey": "1200",
+                "grandparentRatingKey": "1199",
+                "guid": "com.plexapp.agents.thetvdb://121361/1/1?lang=en",
+                "parentGuid": "com.plexapp.agents.thetvdb://121361/1?lang=en",
+                "grandparentGuid": "com.plexapp.agents.thetvdb://121361?lang=en",
+                "type": "episode",
+                "title": "Winter Is Coming",
+                "grandparentTitle": "Game of Thrones",
+                "parentTitle": "Season 1",
+                "index": 1,
+                "parentIndex": 1,
+                "year": 2011,
+                "addedAt": 1500000000,
+                "updatedAt": 1500000000
+            }
+        })
+    }
+
+    /// A movie scrobble (never synced).
+    pub fn plex_movie_scrobble() -> Value {
+        json!({
+            "event": "media.scrobble", "user": true, "owner": true,
+            "Account": {"id": 1, "title": "alice"},
+            "Server": {"title": "basement-nas", "uuid": "7f3e1c2b9a8d4e6f5a4b3c2d1e0f9a8b7c6d5e4f"},
+            "Player": {"local": true, "publicAddress": "198.51.100.23", "title": "Living Room TV", "uuid": "r2k9x7c4v1b8n5m3"},
+            "Metadata": {
+                "librarySectionType": "movie", "ratingKey": "9001", "key": "/library/metadata/9001",
+                "guid": "plex://movie/5d7768ba96b655001fdc0408", "type": "movie", "title": "Inception",
+                "year": 2010, "Guid": [{"id": "imdb://tt1375666"}, {"id": "tmdb://27205"}, {"id": "tvdb://97"}]
+            }
+        })
+    }
+
+    /// `library.new` for a newly added show (new agent; here the Guid array is the show's).
+    pub fn plex_library_new_show() -> Value {
+        json!({
+            "event": "library.new", "user": true, "owner": true,
+            "Account": {"id": 1, "title": "alice"},
+            "Server": {"title": "basement-nas", "uuid": "7f3e1c2b9a8d4e6f5a4b3c2d1e0f9a8b7c6d5e4f"},
+            "Metadata": {
+                "librarySectionType": "show", "ratingKey": "51000", "key": "/library/metadata/51000/children",
+                "guid": "plex://show/5d9c086c46115600200aa2fe", "type": "show", "title": "The Office",
+                "year": 2005, "addedAt": 1764300000,
+                "Guid": [{"id": "imdb://tt0386676"}, {"id": "tmdb://2316"}, {"id": "tvdb://73244"}]
+            }
+        })
+    }
+
+    /// Another household member's play on the owner's server: `user` is false.
+    pub fn plex_other_account_scrobble() -> Value {
+        let mut payload = plex_episode_scrobble();
+        payload["user"] = json!(false);
+        payload["Account"] = json!({"id": 2, "thumb": "https://plex.tv/users/f0e1d2c3b4a59687/avatar", "title": "bob"});
+        payload
+    }
+
+    /// Any payload with its event replaced (`media.play`, `media.pause`, ...).
+    pub fn with_event(mut payload: Value, event: &str) -> Value {
+        payload["event"] = json!(event);
+        payload
+    }
+
     /// `GET https://plex.tv/api/v2/user` for a valid token.
     pub fn plex_tv_user() -> Value {
         json!({

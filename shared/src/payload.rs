@@ -1,0 +1,779 @@
+//! Plex webhook payloads: the typed shape Plex posts, and the normalized event we queue.
+//!
+//! An episode event describes the *episode*: the show is `grandparent*`, the `Guid` array holds
+//! the episode's own ids and `year` is the episode's air year (design.md, "Show identity").
+
+use chrono::{DateTime, TimeZone, Utc};
+use serde::{Deserialize, Deserializer, Serialize};
+
+/// What Plex posts (the JSON of the multipart `payload` field). Unknown fields are tolerated.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+pub struct WebhookPayload {
+    pub event: String,
+    /// True when the event comes from the account that registered the webhook.
+    #[serde(default)]
+    pub user: bool,
+    /// True when that account owns the server.
+    #[serde(default)]
+    pub owner: bool,
+    #[serde(rename = "Account", default)]
+    pub account: Option<Account>,
+    #[serde(rename = "Server", default)]
+    pub server: Option<Server>,
+    #[serde(rename = "Player", default)]
+    pub player: Option<Player>,
+    #[serde(rename = "Metadata", default)]
+    pub metadata: Option<Metadata>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+pub struct Account {
+    /// Server-local account id (the owner is often 1), not the plex.tv id.
+    #[serde(default, deserialize_with = "lenient_i64")]
+    pub id: Option<i64>,
+    #[serde(default)]
+    pub title: Option<String>,
+    #[serde(default)]
+    pub thumb: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+pub struct Server {
+    #[serde(default)]
+    pub title: Option<String>,
+    #[serde(default)]
+    pub uuid: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Player {
+    #[serde(default)]
+    pub local: Option<bool>,
+    #[serde(default)]
+    pub public_address: Option<String>,
+    #[serde(default)]
+    pub title: Option<String>,
+    #[serde(default)]
+    pub uuid: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Metadata {
+    #[serde(default)]
+    pub library_section_type: Option<String>,
+    #[serde(rename = "type", default)]
+    pub item_type: Option<String>,
+    #[serde(default, deserialize_with = "lenient_string")]
+    pub rating_key: Option<String>,
+    #[serde(default, deserialize_with = "lenient_string")]
+    pub parent_rating_key: Option<String>,
+    #[serde(default, deserialize_with = "lenient_string")]
+    pub grandparent_rating_key: Option<String>,
+    #[serde(default)]
+    pub guid: Option<String>,
+    #[serde(default)]
+    pub parent_guid: Option<String>,
+    #[serde(default)]
+    pub grandparent_guid: Option<String>,
+    #[serde(default)]
+    pub title: Option<String>,
+    #[serde(default)]
+    pub parent_title: Option<String>,
+    #[serde(default)]
+    pub grandparent_title: Option<String>,
+    /// Episode number (episodes) or season number (seasons).
+    #[serde(default, deserialize_with = "lenient_i64")]
+    pub index: Option<i64>,
+    /// Season number (episodes).
+    #[serde(default, deserialize_with = "lenient_i64")]
+    pub parent_index: Option<i64>,
+    /// For an episode: its air year, not the show's.
+    #[serde(default, deserialize_with = "lenient_i64")]
+    pub year: Option<i64>,
+    #[serde(default, deserialize_with = "lenient_i64")]
+    pub last_viewed_at: Option<i64>,
+    #[serde(rename = "Guid", default)]
+    pub guids: Vec<GuidEntry>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+pub struct GuidEntry {
+    pub id: String,
+}
+
+/// Plex sends numbers as JSON numbers, some relays as strings: accept both, reject the rest.
+fn lenient_i64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum NumOrStr {
+        Num(i64),
+        Float(f64),
+        Str(String),
+    }
+    match Option::<NumOrStr>::deserialize(d)? {
+        None => Ok(None),
+        Some(NumOrStr::Num(n)) => Ok(Some(n)),
+        Some(NumOrStr::Float(f)) if f.fract() == 0.0 && f.abs() < 1e15 => Ok(Some(f as i64)),
+        Some(NumOrStr::Str(s)) if s.trim().is_empty() => Ok(None),
+        Some(NumOrStr::Str(s)) => s
+            .trim()
+            .parse()
+            .map(Some)
+            .map_err(|_| serde::de::Error::custom(format!("expected an integer, found {s:?}"))),
+        Some(NumOrStr::Float(f)) => Err(serde::de::Error::custom(format!(
+            "expected an integer, found {f}"
+        ))),
+    }
+}
+
+/// Rating keys are strings in Plex JSON, numbers in some senders.
+fn lenient_string<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum NumOrStr {
+        Num(i64),
+        Str(String),
+    }
+    Ok(match Option::<NumOrStr>::deserialize(d)? {
+        None => None,
+        Some(NumOrStr::Num(n)) => Some(n.to_string()),
+        Some(NumOrStr::Str(s)) => Some(s).filter(|s| !s.trim().is_empty()),
+    })
+}
+
+/// External ids that identify one thing (a show, or an episode; never mix the two).
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct ExternalIds {
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub tmdb: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub tvdb: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub imdb: Option<String>,
+}
+
+impl ExternalIds {
+    pub fn is_empty(&self) -> bool {
+        self.tmdb.is_none() && self.tvdb.is_none() && self.imdb.is_none()
+    }
+
+    /// Ids from a `Guid` array (`tmdb://1`, `tvdb://2`, `imdb://tt3`).
+    pub fn from_guid_array(entries: &[GuidEntry]) -> Self {
+        let mut ids = Self::default();
+        for entry in entries {
+            let Some((scheme, value)) = entry.id.split_once("://") else {
+                continue;
+            };
+            match scheme {
+                "tmdb" => ids.tmdb = ids.tmdb.or(value.parse().ok()),
+                "tvdb" => ids.tvdb = ids.tvdb.or(value.parse().ok()),
+                "imdb" if is_imdb_id(value) => {
+                    ids.imdb = ids.imdb.clone().or(Some(value.to_string()))
+                }
+                _ => {}
+            }
+        }
+        ids
+    }
+}
+
+fn is_imdb_id(s: &str) -> bool {
+    s.len() > 2 && s.starts_with("tt") && s[2..].bytes().all(|b| b.is_ascii_digit())
+}
+
+/// A Plex guid, parsed. Legacy agents carry the *show* id in an episode's guid
+/// (`com.plexapp.agents.thetvdb://121361/1/1?lang=en`); the new agent's `plex://` ids are opaque.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PlexGuid {
+    /// `plex://show/5d9c...`, `plex://episode/...`.
+    Plex {
+        kind: String,
+        id: String,
+    },
+    /// A legacy agent guid: the show's id plus, for episodes, season and episode numbers.
+    Legacy {
+        show: ExternalIds,
+        season: Option<i64>,
+        episode: Option<i64>,
+    },
+    /// `local://123`: personal media without agent metadata.
+    Local,
+    Other(String),
+}
+
+impl PlexGuid {
+    pub fn parse(guid: &str) -> Self {
+        let guid = guid.trim();
+        let Some((scheme, rest)) = guid.split_once("://") else {
+            return Self::Other(guid.to_string());
+        };
+        let rest = rest.split('?').next().unwrap_or_default();
+        match scheme {
+            "plex" => match rest.split_once('/') {
+                Some((kind, id)) if !id.is_empty() => Self::Plex {
+                    kind: kind.to_string(),
+                    id: id.to_string(),
+                },
+                _ => Self::Other(guid.to_string()),
+            },
+            "local" => Self::Local,
+            "com.plexapp.agents.thetvdb"
+            | "com.plexapp.agents.themoviedb"
+            | "com.plexapp.agents.imdb" => {
+                let mut parts = rest.split('/');
+                let id = parts.next().unwrap_or_default();
+                let mut show = ExternalIds::default();
+                match scheme {
+                    "com.plexapp.agents.thetvdb" => show.tvdb = id.parse().ok(),
+                    "com.plexapp.agents.themoviedb" => show.tmdb = id.parse().ok(),
+                    _ if is_imdb_id(id) => show.imdb = Some(id.to_string()),
+                    _ => {}
+                }
+                if show.is_empty() {
+                    return Self::Other(guid.to_string());
+                }
+                let season = parts.next().and_then(|s| s.parse().ok());
+                let episode = parts.next().and_then(|s| s.parse().ok());
+                Self::Legacy {
+                    show,
+                    season,
+                    episode,
+                }
+            }
+            _ => Self::Other(guid.to_string()),
+        }
+    }
+
+    /// The show ids a legacy guid carries, if any.
+    pub fn legacy_show_ids(&self) -> Option<&ExternalIds> {
+        match self {
+            Self::Legacy { show, .. } => Some(show),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Hash)]
+pub enum EventKind {
+    #[serde(rename = "media.scrobble")]
+    Scrobble,
+    #[serde(rename = "library.new")]
+    LibraryNew,
+}
+
+impl EventKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Scrobble => "media.scrobble",
+            Self::LibraryNew => "library.new",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ItemKind {
+    Episode,
+    Season,
+    Show,
+}
+
+/// Who played it: checked by the processor against the configured account(s).
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct AccountRef {
+    pub id: Option<i64>,
+    pub title: Option<String>,
+    /// The payload's `user` flag: the event is the webhook owner's own.
+    pub is_webhook_user: bool,
+    /// The payload's `owner` flag: the webhook owner owns the server.
+    pub owns_server: bool,
+}
+
+/// The show an event belongs to: the identity mappings and conflicts are keyed on.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct ShowRef {
+    pub rating_key: String,
+    pub guid: Option<String>,
+    pub title: String,
+    /// The show's first-air year, when the item *is* the show (never an episode's year).
+    pub year: Option<i64>,
+    /// Show ids carried by legacy agent guids.
+    pub ids: ExternalIds,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct EpisodeRef {
+    pub rating_key: String,
+    pub guid: Option<String>,
+    pub season: i64,
+    pub number: i64,
+    pub title: Option<String>,
+    /// The *episode's* own ids from its `Guid` array.
+    pub ids: ExternalIds,
+}
+
+/// A validated event worth processing, independent of how Plex phrased it.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct PlexEvent {
+    pub kind: EventKind,
+    pub item: ItemKind,
+    pub server_uuid: String,
+    pub server_title: Option<String>,
+    pub account: AccountRef,
+    pub show: ShowRef,
+    /// Season number for season and episode items.
+    pub season: Option<i64>,
+    pub episode: Option<EpisodeRef>,
+    /// The rating key of the item itself (episode, season or show).
+    pub item_rating_key: String,
+    /// When Plex says it was viewed (`lastViewedAt`), for scrobbles.
+    pub viewed_at: Option<DateTime<Utc>>,
+}
+
+impl PlexEvent {
+    /// Key for ordering and mapping: one show on one server.
+    pub fn show_key(&self) -> String {
+        format!("{}:{}", self.server_uuid, self.show.rating_key)
+    }
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum PayloadError {
+    #[error("payload is not valid JSON: {0}")]
+    NotJson(String),
+    #[error("payload has the wrong shape: {0}")]
+    Shape(String),
+    #[error("payload is missing required field {0}")]
+    Missing(&'static str),
+    #[error("payload field {field} is invalid: {reason}")]
+    Invalid { field: &'static str, reason: String },
+}
+
+/// What to do with a payload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    Process(Box<PlexEvent>),
+    Ignore(String),
+}
+
+/// Deepest JSON nesting accepted; Plex payloads are about 4 levels deep.
+pub const MAX_JSON_DEPTH: usize = 32;
+
+impl WebhookPayload {
+    /// Parses the JSON text of a payload, bounding nesting depth before serde sees it.
+    pub fn from_json(bytes: &[u8]) -> Result<(Self, serde_json::Value), PayloadError> {
+        if json_depth_exceeds(bytes, MAX_JSON_DEPTH) {
+            return Err(PayloadError::Shape(format!(
+                "JSON nested deeper than {MAX_JSON_DEPTH} levels"
+            )));
+        }
+        let raw: serde_json::Value =
+            serde_json::from_slice(bytes).map_err(|e| PayloadError::NotJson(e.to_string()))?;
+        if !raw.is_object() {
+            return Err(PayloadError::Shape("expected a JSON object".into()));
+        }
+        let payload = Self::deserialize(&raw).map_err(|e| PayloadError::Shape(e.to_string()))?;
+        Ok((payload, raw))
+    }
+
+    /// Filters and validates: which events we sync, and the fields each needs.
+    pub fn decide(&self) -> Result<Decision, PayloadError> {
+        let kind = match self.event.as_str() {
+            "media.scrobble" => EventKind::Scrobble,
+            "library.new" => EventKind::LibraryNew,
+            other => return Ok(Decision::Ignore(format!("event {other} is not synced"))),
+        };
+        let meta = self
+            .metadata
+            .as_ref()
+            .ok_or(PayloadError::Missing("Metadata"))?;
+        match meta.library_section_type.as_deref() {
+            Some("show") => {}
+            Some(other) => {
+                return Ok(Decision::Ignore(format!(
+                    "not a TV item (library type {other})"
+                )))
+            }
+            None if meta
+                .item_type
+                .as_deref()
+                .is_some_and(|t| matches!(t, "episode" | "season" | "show")) => {}
+            None => return Ok(Decision::Ignore("not a TV item".into())),
+        }
+        if meta
+            .guid
+            .as_deref()
+            .is_some_and(|g| PlexGuid::parse(g) == PlexGuid::Local)
+        {
+            return Ok(Decision::Ignore(
+                "local item without agent metadata (local://)".into(),
+            ));
+        }
+        let item = match meta.item_type.as_deref() {
+            Some("episode") => ItemKind::Episode,
+            Some("season") => ItemKind::Season,
+            Some("show") => ItemKind::Show,
+            Some(other) => return Ok(Decision::Ignore(format!("item type {other} is not synced"))),
+            None => return Err(PayloadError::Missing("Metadata.type")),
+        };
+        if kind == EventKind::Scrobble && item != ItemKind::Episode {
+            return Ok(Decision::Ignore(
+                format!("scrobble of a {item:?} is not synced").to_lowercase(),
+            ));
+        }
+        let item_rating_key = meta
+            .rating_key
+            .clone()
+            .ok_or(PayloadError::Missing("Metadata.ratingKey"))?;
+        let (show, season, episode) = match item {
+            ItemKind::Episode => {
+                let season = require_number(meta.parent_index, "Metadata.parentIndex")?;
+                let number = require_number(meta.index, "Metadata.index")?;
+                let show_guid = meta.grandparent_guid.clone();
+                let episode_guid = meta.guid.as_deref().map(PlexGuid::parse);
+                let show = ShowRef {
+                    rating_key: meta
+                        .grandparent_rating_key
+                        .clone()
+                        .ok_or(PayloadError::Missing("Metadata.grandparentRatingKey"))?,
+                    title: non_empty(&meta.grandparent_title)
+                        .ok_or(PayloadError::Missing("Metadata.grandparentTitle"))?,
+                    ids: legacy_ids(show_guid.as_deref())
+                        .or_else(|| {
+                            episode_guid
+                                .as_ref()
+                                .and_then(|g| g.legacy_show_ids().cloned())
+                        })
+                        .unwrap_or_default(),
+                    guid: show_guid,
+                    year: None,
+                };
+                let episode = EpisodeRef {
+                    rating_key: item_rating_key.clone(),
+                    guid: meta.guid.clone(),
+                    season,
+                    number,
+                    title: meta.title.clone(),
+                    ids: ExternalIds::from_guid_array(&meta.guids),
+                };
+                (show, Some(season), Some(episode))
+            }
+            ItemKind::Season => {
+                let show = ShowRef {
+                    rating_key: meta
+                        .parent_rating_key
+                        .clone()
+                        .ok_or(PayloadError::Missing("Metadata.parentRatingKey"))?,
+                    title: non_empty(&meta.parent_title)
+                        .ok_or(PayloadError::Missing("Metadata.parentTitle"))?,
+                    ids: legacy_ids(meta.parent_guid.as_deref()).unwrap_or_default(),
+                    guid: meta.parent_guid.clone(),
+                    year: None,
+                };
+                (show, meta.index.filter(|n| *n >= 0), None)
+            }
+            ItemKind::Show => {
+                let show = ShowRef {
+                    rating_key: item_rating_key.clone(),
+                    title: non_empty(&meta.title).ok_or(PayloadError::Missing("Metadata.title"))?,
+                    // For a show item, the Guid array and year *are* the show's.
+                    ids: legacy_ids(meta.guid.as_deref())
+                        .filter(|ids| !ids.is_empty())
+                        .unwrap_or_else(|| ExternalIds::from_guid_array(&meta.guids)),
+                    guid: meta.guid.clone(),
+                    year: meta.year,
+                };
+                (show, None, None)
+            }
+        };
+        let account = self.account.as_ref();
+        Ok(Decision::Process(Box::new(PlexEvent {
+            kind,
+            item,
+            server_uuid: self
+                .server
+                .as_ref()
+                .and_then(|s| s.uuid.clone())
+                .unwrap_or_default(),
+            server_title: self.server.as_ref().and_then(|s| s.title.clone()),
+            account: AccountRef {
+                id: account.and_then(|a| a.id),
+                title: account.and_then(|a| a.title.clone()),
+                is_webhook_user: self.user,
+                owns_server: self.owner,
+            },
+            show,
+            season,
+            episode,
+            item_rating_key,
+            viewed_at: meta
+                .last_viewed_at
+                .and_then(|t| Utc.timestamp_opt(t, 0).single()),
+        })))
+    }
+}
+
+fn legacy_ids(guid: Option<&str>) -> Option<ExternalIds> {
+    guid.map(PlexGuid::parse)
+        .and_then(|g| g.legacy_show_ids().cloned())
+}
+
+fn non_empty(s: &Option<String>) -> Option<String> {
+    s.as_deref()
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+}
+
+fn require_number(value: Option<i64>, field: &'static str) -> Result<i64, PayloadError> {
+    let n = value.ok_or(PayloadError::Missing(field))?;
+    if (0..=100_000).contains(&n) {
+        Ok(n)
+    } else {
+        Err(PayloadError::Invalid {
+            field,
+            reason: format!("{n} is out of range"),
+        })
+    }
+}
+
+/// True when the JSON text nests arrays/objects deeper than `max` (strings are skipped).
+fn json_depth_exceeds(bytes: &[u8], max: usize) -> bool {
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    for &b in bytes {
+        if in_string {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'{' | b'[' => {
+                depth += 1;
+                if depth > max {
+                    return true;
+                }
+            }
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::fixtures;
+    use proptest::prelude::*;
+
+    fn decide(value: serde_json::Value) -> Result<Decision, PayloadError> {
+        let (payload, _) = WebhookPayload::from_json(value.to_string().as_bytes())?;
+        payload.decide()
+    }
+
+    fn processed(value: serde_json::Value) -> PlexEvent {
+        match decide(value).unwrap() {
+            Decision::Process(e) => *e,
+            Decision::Ignore(r) => panic!("ignored: {r}"),
+        }
+    }
+
+    #[test]
+    fn new_agent_episode_uses_show_identity_not_episode_ids() {
+        let e = processed(fixtures::plex_episode_scrobble());
+        assert_eq!(e.kind, EventKind::Scrobble);
+        assert_eq!(e.item, ItemKind::Episode);
+        assert_eq!(e.show.rating_key, "48200");
+        assert_eq!(e.show.title, "The Office");
+        assert_eq!(
+            e.show.guid.as_deref(),
+            Some("plex://show/5d9c086c46115600200aa2fe")
+        );
+        // The Guid array belongs to the episode: it must not become the show's ids.
+        assert!(e.show.ids.is_empty());
+        assert_eq!(
+            e.show.year, None,
+            "an episode's year is its air year, not the show's"
+        );
+        let ep = e.episode.unwrap();
+        assert_eq!((ep.season, ep.number), (1, 1));
+        assert_eq!(ep.ids.tmdb, Some(397627));
+        assert_eq!(ep.ids.tvdb, Some(110413));
+        assert_eq!(ep.ids.imdb.as_deref(), Some("tt0664521"));
+        assert_eq!(e.viewed_at.unwrap().timestamp(), 1764339000);
+        assert_eq!(e.account.id, Some(1));
+        assert!(e.account.is_webhook_user);
+        assert_eq!(e.server_uuid, "7f3e1c2b9a8d4e6f5a4b3c2d1e0f9a8b7c6d5e4f");
+    }
+
+    #[test]
+    fn legacy_agent_episode_carries_show_tvdb_id() {
+        let e = processed(fixtures::plex_legacy_episode_scrobble());
+        assert_eq!(e.show.ids.tvdb, Some(121361));
+        assert_eq!(e.show.ids.tmdb, None);
+        assert_eq!(e.episode.unwrap().season, 1);
+    }
+
+    #[test]
+    fn library_new_show_takes_ids_and_year_from_the_show() {
+        let e = processed(fixtures::plex_library_new_show());
+        assert_eq!(e.kind, EventKind::LibraryNew);
+        assert_eq!(e.item, ItemKind::Show);
+        assert_eq!(e.show.rating_key, "51000");
+        assert_eq!(e.show.ids.tmdb, Some(2316));
+        assert_eq!(e.show.year, Some(2005));
+        assert!(e.episode.is_none());
+    }
+
+    #[test]
+    fn unsynced_events_and_items_are_ignored_with_a_reason() {
+        for event in [
+            "media.play",
+            "media.pause",
+            "media.resume",
+            "media.stop",
+            "media.rate",
+            "admin.database.backup",
+        ] {
+            let d = decide(fixtures::with_event(
+                fixtures::plex_episode_scrobble(),
+                event,
+            ))
+            .unwrap();
+            assert!(
+                matches!(d, Decision::Ignore(ref r) if r.contains(event)),
+                "{event}: {d:?}"
+            );
+        }
+        assert!(
+            matches!(decide(fixtures::plex_movie_scrobble()).unwrap(), Decision::Ignore(r) if r.contains("movie"))
+        );
+        let mut local = fixtures::plex_episode_scrobble();
+        local["Metadata"]["guid"] = "local://48213".into();
+        assert!(matches!(decide(local).unwrap(), Decision::Ignore(r) if r.contains("local://")));
+    }
+
+    #[test]
+    fn missing_fields_are_named() {
+        for (field, name) in [
+            ("grandparentTitle", "Metadata.grandparentTitle"),
+            ("index", "Metadata.index"),
+            ("parentIndex", "Metadata.parentIndex"),
+            ("grandparentRatingKey", "Metadata.grandparentRatingKey"),
+            ("ratingKey", "Metadata.ratingKey"),
+        ] {
+            let mut p = fixtures::plex_episode_scrobble();
+            p["Metadata"].as_object_mut().unwrap().remove(field);
+            assert_eq!(decide(p).unwrap_err(), PayloadError::Missing(name));
+        }
+        let mut p = fixtures::plex_episode_scrobble();
+        p.as_object_mut().unwrap().remove("Metadata");
+        assert_eq!(decide(p).unwrap_err(), PayloadError::Missing("Metadata"));
+    }
+
+    #[test]
+    fn wrong_types_and_shapes_are_errors() {
+        let mut p = fixtures::plex_episode_scrobble();
+        p["Metadata"]["index"] = "one".into();
+        assert!(matches!(decide(p), Err(PayloadError::Shape(m)) if m.contains("integer")));
+        let mut p = fixtures::plex_episode_scrobble();
+        p["Metadata"]["index"] = "3".into();
+        assert_eq!(processed(p).episode.unwrap().number, 3);
+        assert!(matches!(
+            WebhookPayload::from_json(b"[1,2]"),
+            Err(PayloadError::Shape(_))
+        ));
+        assert!(matches!(
+            WebhookPayload::from_json(b"{\"event\": 5}"),
+            Err(PayloadError::Shape(_))
+        ));
+        assert!(matches!(
+            WebhookPayload::from_json(b"not json"),
+            Err(PayloadError::NotJson(_))
+        ));
+        let deep = format!(
+            "{{\"event\":\"x\",\"a\":{}1{}}}",
+            "[".repeat(100),
+            "]".repeat(100)
+        );
+        assert!(
+            matches!(WebhookPayload::from_json(deep.as_bytes()), Err(PayloadError::Shape(m)) if m.contains("nested"))
+        );
+    }
+
+    #[test]
+    fn guids_parse() {
+        assert_eq!(
+            PlexGuid::parse("com.plexapp.agents.themoviedb://1418?lang=en"),
+            PlexGuid::Legacy {
+                show: ExternalIds {
+                    tmdb: Some(1418),
+                    ..Default::default()
+                },
+                season: None,
+                episode: None
+            }
+        );
+        assert_eq!(
+            PlexGuid::parse("com.plexapp.agents.imdb://tt0944947?lang=en")
+                .legacy_show_ids()
+                .unwrap()
+                .imdb
+                .as_deref(),
+            Some("tt0944947")
+        );
+        assert_eq!(
+            PlexGuid::parse("com.plexapp.agents.thetvdb://121361/2/5?lang=en"),
+            PlexGuid::Legacy {
+                show: ExternalIds {
+                    tvdb: Some(121361),
+                    ..Default::default()
+                },
+                season: Some(2),
+                episode: Some(5)
+            }
+        );
+        assert_eq!(
+            PlexGuid::parse("plex://show/5d9c086c46115600200aa2fe"),
+            PlexGuid::Plex {
+                kind: "show".into(),
+                id: "5d9c086c46115600200aa2fe".into()
+            }
+        );
+        assert_eq!(PlexGuid::parse("local://77"), PlexGuid::Local);
+        assert!(matches!(
+            PlexGuid::parse("com.plexapp.agents.hama://anidb-123"),
+            PlexGuid::Other(_)
+        ));
+        assert!(matches!(
+            PlexGuid::parse("com.plexapp.agents.imdb://nope"),
+            PlexGuid::Other(_)
+        ));
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            if let Ok((p, _)) = WebhookPayload::from_json(&bytes) {
+                let _ = p.decide();
+            }
+        }
+
+        #[test]
+        fn arbitrary_guids_never_panic(s in ".{0,80}") {
+            let _ = PlexGuid::parse(&s);
+        }
+    }
+}

@@ -1,0 +1,200 @@
+//! The queue message contract between `webhook` (producer) and `processor` (consumer).
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::payload::PlexEvent;
+
+pub const MESSAGE_VERSION: u32 = 1;
+
+/// Raw payloads larger than this are replaced by a marker; the normalized event is always kept.
+/// SQS allows 256 KiB per message; Plex payloads are a few KiB.
+pub const MAX_RAW_BYTES: usize = 128 * 1024;
+
+/// One webhook event on the FIFO queue (JSON, camelCase, versioned).
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct QueueMessage {
+    pub version: u32,
+    pub event: PlexEvent,
+    /// The payload as Plex sent it, for the activity log and replays.
+    pub raw: serde_json::Value,
+    #[serde(default)]
+    pub raw_truncated: bool,
+    pub received_at: DateTime<Utc>,
+    pub source_ip: Option<String>,
+    pub request_id: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum MessageError {
+    #[error("queue message is not valid: {0}")]
+    Invalid(String),
+    #[error("queue message version {0} is not supported")]
+    Version(u32),
+}
+
+impl QueueMessage {
+    pub fn new(
+        event: PlexEvent,
+        raw: serde_json::Value,
+        received_at: DateTime<Utc>,
+        source_ip: Option<String>,
+        request_id: Option<String>,
+    ) -> Self {
+        let raw_len = serde_json::to_vec(&raw)
+            .map(|v| v.len())
+            .unwrap_or(usize::MAX);
+        let (raw, raw_truncated) = if raw_len > MAX_RAW_BYTES {
+            (
+                serde_json::json!({ "truncated": true, "bytes": raw_len }),
+                true,
+            )
+        } else {
+            (raw, false)
+        };
+        Self {
+            version: MESSAGE_VERSION,
+            event,
+            raw,
+            raw_truncated,
+            received_at,
+            source_ip,
+            request_id,
+        }
+    }
+
+    pub fn to_body(&self) -> String {
+        serde_json::to_string(self).expect("queue message serialises")
+    }
+
+    pub fn from_body(body: &str) -> Result<Self, MessageError> {
+        #[derive(Deserialize)]
+        struct Versioned {
+            version: u32,
+        }
+        let v: Versioned =
+            serde_json::from_str(body).map_err(|e| MessageError::Invalid(e.to_string()))?;
+        if v.version != MESSAGE_VERSION {
+            return Err(MessageError::Version(v.version));
+        }
+        serde_json::from_str(body).map_err(|e| MessageError::Invalid(e.to_string()))
+    }
+
+    /// FIFO group: one show on one server, so a show's events are processed in order and
+    /// never concurrently. SQS allows 128 characters; long keys are hashed.
+    pub fn group_id(&self) -> String {
+        let key = self.event.show_key();
+        if key.len() <= 128 && key.bytes().all(|b| b.is_ascii_graphic()) {
+            key
+        } else {
+            sha256_hex(key.as_bytes())
+        }
+    }
+
+    /// FIFO deduplication id: hash of (account, event, item rating key). SQS drops a second
+    /// message with the same id within 5 minutes: the seed's duplicate window.
+    pub fn deduplication_id(&self) -> String {
+        let e = &self.event;
+        let account = e.account.id.map(|i| i.to_string()).unwrap_or_default();
+        sha256_hex(
+            format!(
+                "{}\0{account}\0{}\0{}",
+                e.server_uuid,
+                e.kind.as_str(),
+                e.item_rating_key
+            )
+            .as_bytes(),
+        )
+    }
+
+    /// Longer-lived idempotency key recorded by the processor with the change it makes. It adds
+    /// the view time to the dedup fields, so a rewatch weeks later is a new event, while a
+    /// redelivery (or a replay of the same payload) is not.
+    pub fn idempotency_key(&self) -> String {
+        let viewed = self
+            .event
+            .viewed_at
+            .map(|t| t.timestamp().to_string())
+            .unwrap_or_default();
+        sha256_hex(format!("{}\0{viewed}", self.deduplication_id()).as_bytes())
+    }
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::payload::{Decision, WebhookPayload};
+    use crate::testing::fixtures;
+
+    fn message(value: serde_json::Value) -> QueueMessage {
+        let (payload, raw) = WebhookPayload::from_json(value.to_string().as_bytes()).unwrap();
+        let Decision::Process(event) = payload.decide().unwrap() else {
+            panic!("ignored")
+        };
+        QueueMessage::new(*event, raw, Utc::now(), Some("198.51.100.23".into()), None)
+    }
+
+    #[test]
+    fn round_trips_and_checks_version() {
+        let m = message(fixtures::plex_episode_scrobble());
+        let back = QueueMessage::from_body(&m.to_body()).unwrap();
+        assert_eq!(back, m);
+        let mut v: serde_json::Value = serde_json::from_str(&m.to_body()).unwrap();
+        v["version"] = 2.into();
+        assert!(matches!(
+            QueueMessage::from_body(&v.to_string()),
+            Err(MessageError::Version(2))
+        ));
+        assert!(matches!(
+            QueueMessage::from_body("{}"),
+            Err(MessageError::Invalid(_))
+        ));
+    }
+
+    #[test]
+    fn group_is_the_show_and_dedup_ignores_receipt_details() {
+        let a = message(fixtures::plex_episode_scrobble());
+        let b = message(fixtures::plex_episode_scrobble());
+        assert_eq!(
+            a.group_id(),
+            "7f3e1c2b9a8d4e6f5a4b3c2d1e0f9a8b7c6d5e4f:48200"
+        );
+        assert_eq!(a.deduplication_id(), b.deduplication_id());
+        assert_eq!(a.deduplication_id().len(), 64);
+        let mut other_episode = fixtures::plex_episode_scrobble();
+        other_episode["Metadata"]["ratingKey"] = "48214".into();
+        other_episode["Metadata"]["index"] = 2.into();
+        let c = message(other_episode);
+        assert_eq!(c.group_id(), a.group_id());
+        assert_ne!(c.deduplication_id(), a.deduplication_id());
+        let d = message(fixtures::plex_other_account_scrobble());
+        assert_ne!(d.deduplication_id(), a.deduplication_id());
+    }
+
+    #[test]
+    fn rewatch_is_a_new_idempotency_key_but_same_dedup_id() {
+        let a = message(fixtures::plex_episode_scrobble());
+        let mut later = fixtures::plex_episode_scrobble();
+        later["Metadata"]["lastViewedAt"] = (1764339000 + 86400 * 30).into();
+        let b = message(later);
+        assert_eq!(a.deduplication_id(), b.deduplication_id());
+        assert_ne!(a.idempotency_key(), b.idempotency_key());
+    }
+
+    #[test]
+    fn huge_raw_payload_is_truncated_but_event_kept() {
+        let mut big = fixtures::plex_episode_scrobble();
+        big["Metadata"]["summary"] = "x".repeat(MAX_RAW_BYTES + 10).into();
+        let m = message(big);
+        assert!(m.raw_truncated);
+        assert_eq!(m.raw["truncated"], true);
+        assert_eq!(m.event.show.title, "The Office");
+        assert!(m.to_body().len() < 16 * 1024);
+    }
+}

@@ -1,0 +1,4 @@
+//! Integration tests against real Postgres and moto_server (started by `make test`).
+
+mod migrations;
+mod secrets;

@@ -1,0 +1,271 @@
+use plexsync::{db, testing};
+use secrecy::SecretString;
+
+async fn count(client: &tokio_postgres::Client, sql: &str) -> i64 {
+    client.query_one(sql, &[]).await.unwrap().get(0)
+}
+
+#[tokio::test]
+async fn apply_then_reapply_is_a_noop() {
+    let (_, url) = testing::empty_db().await;
+    let pool = db::pool(&SecretString::from(url)).unwrap();
+    let first = db::migrate(&pool).await.unwrap();
+    assert_eq!(first, vec!["V1__tracker_baseline", "V2__plex_integration"]);
+    let second = db::migrate(&pool).await.unwrap();
+    assert!(second.is_empty(), "re-applying applied {second:?}");
+    let client = pool.get().await.unwrap();
+    assert_eq!(
+        count(&client, "SELECT count(*) FROM refinery_schema_history").await,
+        2
+    );
+    for table in [
+        "tvshows",
+        "plex_config",
+        "plex_show_mappings",
+        "plex_webhook_logs",
+        "plex_conflicts",
+        "plex_pending_events",
+        "plex_processed_messages",
+        "tmdb_id_cache",
+    ] {
+        let exists: bool = client
+            .query_one("SELECT to_regclass($1) IS NOT NULL", &[&table])
+            .await
+            .unwrap()
+            .get(0);
+        assert!(exists, "{table} missing");
+    }
+}
+
+#[tokio::test]
+async fn concurrent_migrations_apply_once() {
+    let (_, url) = testing::empty_db().await;
+    let pool = db::pool(&SecretString::from(url)).unwrap();
+    let (a, b) = tokio::join!(db::migrate(&pool), db::migrate(&pool));
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert_eq!(a.len() + b.len(), 2, "{a:?} {b:?}");
+}
+
+#[tokio::test]
+async fn all_timestamps_are_timestamptz() {
+    let test_db = testing::fresh_db().await;
+    let client = test_db.pool.get().await.unwrap();
+    let naive = count(
+        &client,
+        "SELECT count(*) FROM information_schema.columns \
+         WHERE table_schema = 'public' AND data_type = 'timestamp without time zone'",
+    )
+    .await;
+    assert_eq!(naive, 0);
+}
+
+async fn insert_show(client: &tokio_postgres::Client, tmdb_id: i32, title: &str) -> i32 {
+    client
+        .query_one(
+            "INSERT INTO tvshows (tmdb_id, title) VALUES ($1, $2) RETURNING id",
+            &[&tmdb_id, &title],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
+const OPEN_CONFLICT: &str = "INSERT INTO plex_conflicts (plex_server_uuid, plex_rating_key, plex_guid, plex_title, conflict_type) \
+     VALUES ('srv', $1, 'plex://show/abc', 'The Office', 'no_match') RETURNING id";
+
+#[tokio::test]
+async fn only_one_open_conflict_per_show_but_many_resolved() {
+    let test_db = testing::fresh_db().await;
+    let client = test_db.pool.get().await.unwrap();
+    let first: i32 = client
+        .query_one(OPEN_CONFLICT, &[&"48200"])
+        .await
+        .unwrap()
+        .get(0);
+    let dup = client
+        .query_one(OPEN_CONFLICT, &[&"48200"])
+        .await
+        .unwrap_err();
+    assert_eq!(
+        dup.code(),
+        Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION)
+    );
+    // Another show may have its own open conflict.
+    client.query_one(OPEN_CONFLICT, &[&"48300"]).await.unwrap();
+
+    // Resolve the first; a new open conflict for the same show is then allowed, and again.
+    for _ in 0..2 {
+        client
+            .execute(
+                "UPDATE plex_conflicts SET resolved = true, resolved_at = now(), resolution_action = 'ignored' \
+                 WHERE plex_rating_key = '48200' AND NOT resolved",
+                &[],
+            )
+            .await
+            .unwrap();
+        client.query_one(OPEN_CONFLICT, &[&"48200"]).await.unwrap();
+    }
+    assert_eq!(
+        count(
+            &client,
+            "SELECT count(*) FROM plex_conflicts WHERE plex_rating_key = '48200'"
+        )
+        .await,
+        3
+    );
+    assert!(first > 0);
+
+    // resolved without a resolution time is rejected.
+    let err = client
+        .execute(
+            "UPDATE plex_conflicts SET resolved = true WHERE plex_rating_key = '48300'",
+            &[],
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.code(),
+        Some(&tokio_postgres::error::SqlState::CHECK_VIOLATION)
+    );
+}
+
+#[tokio::test]
+async fn mapping_survives_show_deletion_with_sync_disabled() {
+    let test_db = testing::fresh_db().await;
+    let client = test_db.pool.get().await.unwrap();
+    let show = insert_show(&client, 2316, "The Office").await;
+    let mapping: i32 = client
+        .query_one(
+            "INSERT INTO plex_show_mappings (plex_server_uuid, plex_rating_key, plex_guid, plex_title, tmdb_id, tvshow_id, match_confidence, match_method) \
+             VALUES ('srv', '48200', 'plex://show/5d9c086c46115600200aa2fe', 'The Office', 2316, $1, 1.0, 'tmdb_id') RETURNING id",
+            &[&show],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let logged = client
+        .execute(
+            "INSERT INTO plex_webhook_logs (event_type, payload, status, tvshow_id) VALUES ('media.scrobble', '{}', 'success', $1)",
+            &[&show],
+        )
+        .await
+        .unwrap();
+    assert_eq!(logged, 1);
+
+    client
+        .execute("DELETE FROM tvshows WHERE id = $1", &[&show])
+        .await
+        .unwrap();
+
+    let row = client
+        .query_one(
+            "SELECT tvshow_id, sync_enabled, tmdb_id FROM plex_show_mappings WHERE id = $1",
+            &[&mapping],
+        )
+        .await
+        .expect("mapping row kept after its show was deleted");
+    assert_eq!(row.get::<_, Option<i32>>(0), None);
+    assert!(
+        !row.get::<_, bool>(1),
+        "sync must be disabled so auto-add does not bring the show back"
+    );
+    assert_eq!(row.get::<_, Option<i32>>(2), Some(2316));
+    assert_eq!(
+        count(
+            &client,
+            "SELECT count(*) FROM plex_webhook_logs WHERE tvshow_id IS NULL"
+        )
+        .await,
+        1
+    );
+}
+
+#[tokio::test]
+async fn mapping_is_unique_per_server_and_show() {
+    let test_db = testing::fresh_db().await;
+    let client = test_db.pool.get().await.unwrap();
+    let insert = "INSERT INTO plex_show_mappings (plex_server_uuid, plex_rating_key, plex_guid, plex_title) VALUES ($1, $2, $3, 'X')";
+    client
+        .execute(insert, &[&"srv-a", &"1", &"plex://show/1"])
+        .await
+        .unwrap();
+    // Same rating key on another server is another show.
+    client
+        .execute(insert, &[&"srv-b", &"1", &"plex://show/1"])
+        .await
+        .unwrap();
+    let err = client
+        .execute(insert, &[&"srv-a", &"1", &"plex://show/2"])
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.code(),
+        Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION)
+    );
+    let err = client
+        .execute(insert, &[&"srv-a", &"2", &"plex://show/1"])
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.code(),
+        Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION)
+    );
+}
+
+#[tokio::test]
+async fn trigram_index_serves_fuzzy_title_search() {
+    let test_db = testing::fresh_db().await;
+    let client = test_db.pool.get().await.unwrap();
+    insert_show(&client, 2316, "The Office").await;
+    insert_show(&client, 1418, "The Big Bang Theory").await;
+    let rows = client
+        .query(
+            "SELECT title, similarity(title, $1) AS sim FROM tvshows WHERE title % $1 ORDER BY sim DESC",
+            &[&"The Office (US)"],
+        )
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].get::<_, String>(0), "The Office");
+    let plan: Vec<String> = client
+        .query(
+            "EXPLAIN (COSTS OFF) SELECT id FROM tvshows WHERE title % 'office'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    // With two rows the planner may still choose a seq scan; force the index to prove it exists.
+    client
+        .batch_execute("SET enable_seqscan = off")
+        .await
+        .unwrap();
+    let forced: Vec<String> = client
+        .query(
+            "EXPLAIN (COSTS OFF) SELECT id FROM tvshows WHERE title % 'office'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert!(
+        forced.iter().any(|l| l.contains("idx_tvshows_title_trgm")),
+        "plan without index: {plan:?} / forced: {forced:?}"
+    );
+}
+
+#[tokio::test]
+async fn unreachable_database_is_a_transient_error() {
+    let pool = db::pool(&SecretString::from(
+        "postgres://nobody:nothing@127.0.0.1:1/none".to_string(),
+    ))
+    .unwrap();
+    let err = db::migrate(&pool).await.unwrap_err();
+    assert!(err.is_transient(), "{err}");
+    let api: plexsync::ApiError = err.into();
+    assert_eq!(api.status().as_u16(), 503);
+}

@@ -1,0 +1,138 @@
+use std::time::Duration;
+
+use plexsync::{crypto::Keyring, secrets::SecretsCache, testing};
+use secrecy::{ExposeSecret, SecretString};
+
+#[tokio::test]
+async fn reads_caches_and_refreshes_from_moto() {
+    let config = testing::moto_config().await;
+    let id = testing::secret(&config, "first-value").await;
+    let client = aws_sdk_secretsmanager::Client::new(&config);
+    let cache = SecretsCache::with_timings(
+        client.clone(),
+        Duration::from_secs(300),
+        Duration::from_millis(200),
+    );
+
+    assert_eq!(
+        cache.get(&id).await.unwrap().unwrap().expose_secret(),
+        "first-value"
+    );
+
+    // Rotate behind the cache's back: get() keeps the cached value until the TTL...
+    client
+        .put_secret_value()
+        .secret_id(&id)
+        .secret_string("second-value")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        cache.get(&id).await.unwrap().unwrap().expose_secret(),
+        "first-value"
+    );
+    // ...refresh() right away is rate-limited...
+    assert_eq!(
+        cache.refresh(&id).await.unwrap().unwrap().expose_secret(),
+        "first-value"
+    );
+    // ...and after the minimum interval it re-reads.
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    assert_eq!(
+        cache.refresh(&id).await.unwrap().unwrap().expose_secret(),
+        "second-value"
+    );
+    assert_eq!(
+        cache.get(&id).await.unwrap().unwrap().expose_secret(),
+        "second-value"
+    );
+}
+
+#[tokio::test]
+async fn ttl_expiry_rereads() {
+    let config = testing::moto_config().await;
+    let id = testing::secret(&config, "v1").await;
+    let client = aws_sdk_secretsmanager::Client::new(&config);
+    let cache = SecretsCache::with_timings(
+        client.clone(),
+        Duration::from_millis(100),
+        Duration::from_millis(10),
+    );
+    assert_eq!(cache.get(&id).await.unwrap().unwrap().expose_secret(), "v1");
+    client
+        .put_secret_value()
+        .secret_id(&id)
+        .secret_string("v2")
+        .send()
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    assert_eq!(cache.get(&id).await.unwrap().unwrap().expose_secret(), "v2");
+}
+
+#[tokio::test]
+async fn missing_secret_is_none_and_put_creates_it() {
+    let config = testing::moto_config().await;
+    let cache = SecretsCache::new(aws_sdk_secretsmanager::Client::new(&config));
+    let id = format!("plexsync-test/absent-{}", testing::unique_suffix());
+    assert!(cache.get(&id).await.unwrap().is_none());
+
+    cache
+        .put(&id, &SecretString::from("created".to_string()))
+        .await
+        .unwrap();
+    // A new cache (a cold start) sees what was written.
+    let fresh = SecretsCache::new(aws_sdk_secretsmanager::Client::new(&config));
+    assert_eq!(
+        fresh.get(&id).await.unwrap().unwrap().expose_secret(),
+        "created"
+    );
+    cache
+        .put(&id, &SecretString::from("updated".to_string()))
+        .await
+        .unwrap();
+    let fresh = SecretsCache::new(aws_sdk_secretsmanager::Client::new(&config));
+    assert_eq!(
+        fresh.get(&id).await.unwrap().unwrap().expose_secret(),
+        "updated"
+    );
+}
+
+#[tokio::test]
+async fn secret_read_by_arn_builds_a_working_keyring() {
+    let config = testing::moto_config().await;
+    let key = plexsync::crypto::generate_key_hex();
+    let id = testing::secret(&config, &key).await;
+    let client = aws_sdk_secretsmanager::Client::new(&config);
+    let arn = client
+        .describe_secret()
+        .secret_id(&id)
+        .send()
+        .await
+        .unwrap()
+        .arn()
+        .unwrap()
+        .to_string();
+    let cache = SecretsCache::new(client);
+    let ring = Keyring::from_secret(&cache.get(&arn).await.unwrap().unwrap()).unwrap();
+    let ct = ring.encrypt(&SecretString::from("plex-token".to_string()));
+    assert_eq!(ring.decrypt(&ct).unwrap().expose_secret(), "plex-token");
+}
+
+#[tokio::test]
+async fn unreachable_secrets_manager_is_an_error_naming_the_secret() {
+    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .endpoint_url("http://127.0.0.1:1")
+        .region(aws_config::Region::new("us-east-1"))
+        .credentials_provider(aws_sdk_secretsmanager::config::Credentials::new(
+            "t", "t", None, None, "t",
+        ))
+        .retry_config(aws_config::retry::RetryConfig::disabled())
+        .load()
+        .await;
+    let cache = SecretsCache::new(aws_sdk_secretsmanager::Client::new(&config));
+    let err = cache.get("plexsync/webhook-secret").await.unwrap_err();
+    assert!(err.to_string().contains("plexsync/webhook-secret"), "{err}");
+    let api: plexsync::ApiError = err.into();
+    assert_eq!(api.status().as_u16(), 503);
+}
