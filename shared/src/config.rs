@@ -18,8 +18,10 @@ pub enum ConfigError {
 /// Where variables come from: the process environment, or a map in tests (tests run in
 /// parallel, so they must not mutate the real environment).
 pub struct Env {
-    lookup: Box<dyn Fn(&str) -> Option<String> + Send + Sync>,
+    lookup: Lookup,
 }
+
+type Lookup = Box<dyn Fn(&str) -> Option<String> + Send + Sync>;
 
 impl Env {
     pub fn from_process() -> Self {
