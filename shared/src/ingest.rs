@@ -86,7 +86,12 @@ impl Ingest {
     }
 
     pub fn new(config: IngestConfig, secrets: SecretsCache, sqs: aws_sdk_sqs::Client) -> Self {
-        Self::with_limiter(config, secrets, sqs, RateLimiter::new(RATE_LIMIT, RATE_WINDOW))
+        Self::with_limiter(
+            config,
+            secrets,
+            sqs,
+            RateLimiter::new(RATE_LIMIT, RATE_WINDOW),
+        )
     }
 
     pub fn with_limiter(
@@ -360,7 +365,8 @@ async fn multipart_payload(content_type: &str, body: &[u8]) -> Result<Bytes, Bod
     let boundary =
         multer::parse_boundary(content_type).map_err(|e| BodyError::Multipart(e.to_string()))?;
     let chunk = Bytes::copy_from_slice(body);
-    let stream = futures_util::stream::once(async move { Ok::<_, std::convert::Infallible>(chunk) });
+    let stream =
+        futures_util::stream::once(async move { Ok::<_, std::convert::Infallible>(chunk) });
     let mut multipart = multer::Multipart::new(stream, boundary);
     loop {
         let field = multipart
@@ -546,7 +552,9 @@ mod tests {
             BodyError::UnsupportedType("text/plain".into())
         );
         assert_eq!(
-            extract_payload(None, b"event=media.play").await.unwrap_err(),
+            extract_payload(None, b"event=media.play")
+                .await
+                .unwrap_err(),
             BodyError::UnsupportedType("none".into())
         );
         assert_eq!(
@@ -556,12 +564,9 @@ mod tests {
             BodyError::Empty
         );
         assert_eq!(
-            extract_payload(
-                Some("application/json"),
-                &vec![b' '; MAX_BODY_BYTES + 1]
-            )
-            .await
-            .unwrap_err(),
+            extract_payload(Some("application/json"), &vec![b' '; MAX_BODY_BYTES + 1])
+                .await
+                .unwrap_err(),
             BodyError::TooLarge
         );
     }
