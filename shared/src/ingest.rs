@@ -162,7 +162,6 @@ impl Ingest {
                 ));
             }
         };
-        log_event("webhook accepted", &event);
         let message = QueueMessage::new(
             *event,
             raw,
@@ -181,6 +180,7 @@ impl Ingest {
             );
             ApiError::Unavailable("could not queue the event, try again shortly".into())
         })?;
+        log_event("webhook accepted", &message.event);
         Ok(json(StatusCode::ACCEPTED, &json!({"status": "accepted"})))
     }
 
