@@ -10,6 +10,7 @@ pub mod crypto;
 pub mod db;
 pub mod error;
 pub mod http;
+pub mod ingest;
 pub mod payload;
 pub mod queue;
 pub mod secrets;

@@ -379,7 +379,9 @@ impl WebhookPayload {
         if !raw.is_object() {
             return Err(PayloadError::Shape("expected a JSON object".into()));
         }
-        let payload = Self::deserialize(&raw).map_err(|e| PayloadError::Shape(e.to_string()))?;
+        // The path names the failing field (`Metadata.index: expected an integer ...`).
+        let payload = serde_path_to_error::deserialize(&raw)
+            .map_err(|e| PayloadError::Shape(e.to_string()))?;
         Ok((payload, raw))
     }
 
@@ -687,7 +689,9 @@ mod tests {
     fn wrong_types_and_shapes_are_errors() {
         let mut p = fixtures::plex_episode_scrobble();
         p["Metadata"]["index"] = "one".into();
-        assert!(matches!(decide(p), Err(PayloadError::Shape(m)) if m.contains("integer")));
+        assert!(
+            matches!(decide(p), Err(PayloadError::Shape(m)) if m.contains("Metadata.index") && m.contains("integer"))
+        );
         let mut p = fixtures::plex_episode_scrobble();
         p["Metadata"]["index"] = "3".into();
         assert_eq!(processed(p).episode.unwrap().number, 3);
@@ -697,7 +701,7 @@ mod tests {
         ));
         assert!(matches!(
             WebhookPayload::from_json(b"{\"event\": 5}"),
-            Err(PayloadError::Shape(_))
+            Err(PayloadError::Shape(m)) if m.starts_with("event: ")
         ));
         assert!(matches!(
             WebhookPayload::from_json(b"not json"),
