@@ -1,0 +1,35 @@
+# plexsync: local development and test entry points (GNU make).
+# The logic lives in scripts/ so it can be run and checked on its own.
+SHELL := bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+
+# cargo-lambda (and the zig it uses) come from the project venv.
+VENV_PATH := $(CURDIR)/.venv/bin:$(PATH)
+
+.PHONY: help test dev lint build clean-dev
+
+help:
+	@echo "make test       Postgres + moto, then cargo test --workspace (ARGS=... go to cargo test)"
+	@echo "make dev        local stack: Postgres, moto, migrations, cargo lambda watch on :9000"
+	@echo "make lint       cargo fmt --check and clippy -D warnings"
+	@echo "make build      cargo lambda build --release (Lambda artifacts in target/lambda/)"
+	@echo "make clean-dev  stop what make dev started and remove .dev/"
+
+test:
+	scripts/test.sh $(ARGS)
+
+dev:
+	scripts/dev.sh
+
+lint:
+	cargo fmt --all -- --check
+	cargo clippy --workspace --all-targets -- -D warnings
+
+build:
+	scripts/ensure-venv.sh --with-cargo-lambda
+	PATH="$(VENV_PATH)" cargo lambda build --release
+
+clean-dev:
+	scripts/dev.sh stop
+	rm -rf .dev

@@ -1,0 +1,124 @@
+#!/usr/bin/env bash
+# `make dev`: the whole stack on this machine, no Docker.
+#   Postgres (ensure-postgres.sh), moto for SQS + Secrets Manager, migrations, and
+#   `cargo lambda watch` serving every function at http://127.0.0.1:9000/lambda-url/<function>/.
+# Runs in the foreground; Ctrl-C stops what it started.
+# `dev.sh stop` (used by `make clean-dev`) stops what a `make dev` started, from its pid files.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+DEV="$ROOT/.dev"
+WATCH_PORT=9000
+
+log() { echo "dev: $*" >&2; }
+
+# Stop a process group we started, if its leader (pid from the file) is still what we expect.
+stop_group() { # pidfile pattern
+  local pid
+  [[ -f $1 ]] || return 0
+  pid=$(<"$1")
+  if [[ $pid =~ ^[0-9]+$ ]] && grep -qa -- "$2" "/proc/$pid/cmdline" 2>/dev/null; then
+    kill -TERM -- "-$pid" 2>/dev/null || true
+    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL -- "-$pid" 2>/dev/null || true
+    log "stopped $(basename "$1" .pid) (pid $pid)"
+  fi
+  rm -f "$1"
+}
+
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+if [[ ${1:-} == stop ]]; then
+  # --- local SQS → processor bridge: stop it here too (stop_group "$DEV/bridge.pid" <pattern>) ---
+  stop_group "$DEV/watch.pid" cargo-lambda
+  scripts/moto.sh stop
+  exit 0
+fi
+
+scripts/ensure-postgres.sh
+scripts/ensure-venv.sh --with-cargo-lambda
+# cargo-lambda lives in the venv, and finds zig through that venv's python (ziglang).
+export PATH="$ROOT/.venv/bin:$PATH"
+mkdir -p "$DEV"
+
+if port_open "$WATCH_PORT"; then
+  log "127.0.0.1:$WATCH_PORT is already in use (another make dev?); stop it first (make clean-dev)"
+  exit 1
+fi
+
+moto_state=""
+# shellcheck disable=SC2317 # called through the trap
+cleanup() {
+  trap - EXIT INT TERM
+  echo >&2
+  # --- local SQS → processor bridge: stop_group "$DEV/bridge.pid" <pattern> ---
+  stop_group "$DEV/watch.pid" cargo-lambda
+  if [[ $moto_state == started ]]; then scripts/moto.sh stop; fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM # exit runs the EXIT trap
+
+moto_state=$(scripts/moto.sh start)
+secrets_out=$(.venv/bin/python scripts/bootstrap-aws.py --print)
+api_token=$(sed -n 's/^API_TOKEN=//p' <<<"$secrets_out")
+webhook_secret=$(sed -n 's/^WEBHOOK_SECRET=//p' <<<"$secrets_out")
+# shellcheck source=/dev/null
+source "$DEV/env"
+
+log "applying migrations"
+cargo run -q -p migrate
+
+# Every function is built on its first request (a cold debug build takes ~30 s).
+# setsid: own process group, so cleanup can stop watch and the functions it runs.
+setsid cargo lambda watch --invoke-address 127.0.0.1 --invoke-port "$WATCH_PORT" \
+  >"$DEV/watch.log" 2>&1 </dev/null &
+watch_pid=$!
+echo "$watch_pid" >"$DEV/watch.pid"
+# Probe the port only: an HTTP request to / would invoke a function.
+for _ in $(seq 100); do
+  port_open "$WATCH_PORT" && break
+  kill -0 "$watch_pid" 2>/dev/null || break
+  sleep 0.3
+done
+if ! port_open "$WATCH_PORT"; then
+  log "cargo lambda watch did not start; last lines of $DEV/watch.log:"
+  tail -n 20 "$DEV/watch.log" >&2
+  exit 1
+fi
+pids=("$watch_pid")
+
+# --- local SQS → processor bridge: start it here -------------------------------------
+# Long-poll "$QUEUE_URL" and invoke processor via
+#   POST http://127.0.0.1:$WATCH_PORT/2015-03-31/functions/processor/invocations
+# in the background with setsid, output to "$DEV/bridge.log", pid to "$DEV/bridge.pid",
+# then: pids+=("$bridge_pid")   (and stop it in cleanup and `dev.sh stop` above).
+# ---------------------------------------------------------------------------------------
+
+base="http://127.0.0.1:$WATCH_PORT/lambda-url"
+cat <<EOF
+
+  plexsync dev stack is up.
+
+  Webhook URL (Plex: Settings > Webhooks):
+    $PUBLIC_BASE_URL/api/plex/webhook?secret=$webhook_secret
+
+  API token (management API: Authorization: Bearer <token>):
+    $api_token
+
+  Management API:  $base/<function>/api/plex/...   (function: config, mappings, conflicts, logs)
+    e.g. curl -H "Authorization: Bearer $api_token" $base/config/api/plex/config
+  Invoke a non-HTTP function:  POST http://127.0.0.1:$WATCH_PORT/2015-03-31/functions/<name>/invocations
+
+  Logs: $DEV/watch.log (functions, builds), $DEV/moto.log (SQS, Secrets Manager)
+  Env:  source .dev/env   (DATABASE_URL, QUEUE_URL, ...)
+  Each function compiles on its first request (~30 s cold). Ctrl-C stops everything.
+
+EOF
+
+# Return when a background service dies (or on Ctrl-C); cleanup runs on exit.
+set +e
+wait -n "${pids[@]}"
+rc=$?
+log "a service exited (status $rc); see $DEV/*.log"
+exit "$rc"

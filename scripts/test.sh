@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# `make test`: bring up the local services the tests use (Postgres, moto), clean up what
+# earlier runs left behind, run the workspace tests, and stop moto again if we started it.
+# Extra arguments go to `cargo test` (e.g. `scripts/test.sh -p plexsync -- matching`).
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+
+scripts/ensure-postgres.sh
+scripts/ensure-venv.sh
+
+# Only stop moto afterwards if this run started it (a running `make dev` keeps its own).
+moto_state=$(scripts/moto.sh start)
+if [[ $moto_state == started ]]; then
+  trap 'scripts/moto.sh stop' EXIT # runs on failure too; the exit status is kept
+fi
+
+export DATABASE_URL=postgres://plexsync:plexsync@127.0.0.1:5432/plexsync
+export AWS_ENDPOINT_URL=http://127.0.0.1:5050
+export AWS_REGION=us-east-1 AWS_DEFAULT_REGION=us-east-1
+export AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test
+
+# Each test creates its own database plexsync_test_<something>; a crashed or killed run
+# leaves some behind. WITH (FORCE) also ends stray connections to them. Only ours
+# (owned by role plexsync) can be dropped; a failure here must not stop the tests.
+psql "$DATABASE_URL" -XAtq -c "select datname from pg_database
+    where datname like 'plexsync\_test\_%' and datdba = (select oid from pg_roles where rolname = current_user)" |
+  while read -r db; do
+    psql "$DATABASE_URL" -Xq -c "drop database if exists \"$db\" with (force)" ||
+      echo "test: could not drop leftover database $db" >&2
+  done
+
+cargo test --workspace "$@"
