@@ -595,7 +595,7 @@ pub async fn open_conflict<C: GenericClient>(
 pub async fn lock_show_identity(tx: &Transaction<'_>, event: &PlexEvent) -> Result<(), DbError> {
     tx.execute(
         "SELECT pg_advisory_xact_lock(hashtextextended($1, 7))",
-        &[&format!("plex-show\0{}", event.show_key())],
+        &[&format!("plex-show:{}", event.show_key())],
     )
     .await?;
     Ok(())

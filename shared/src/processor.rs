@@ -175,11 +175,23 @@ enum Failure {
 
 impl From<DbError> for Failure {
     fn from(e: DbError) -> Self {
+        let detail = db_detail(&e);
         if e.is_transient() {
-            Self::Transient(e.to_string())
+            Self::Transient(detail)
         } else {
-            Self::Permanent(e.to_string())
+            Self::Permanent(detail)
         }
+    }
+}
+
+/// tokio-postgres prints server errors as just "db error": add the server's message.
+fn db_detail(e: &DbError) -> String {
+    match e {
+        DbError::Query(q) => match q.as_db_error() {
+            Some(db) => format!("database error: {} ({})", db.message(), db.code().code()),
+            None => e.to_string(),
+        },
+        _ => e.to_string(),
     }
 }
 
@@ -207,6 +219,9 @@ impl From<TmdbError> for Failure {
 
 impl From<MatchError> for Failure {
     fn from(e: MatchError) -> Self {
+        if let MatchError::Db(db) = e {
+            return db.into();
+        }
         if e.is_transient() {
             Self::Transient(e.to_string())
         } else {
