@@ -171,7 +171,7 @@ impl Resolver<'_> {
             ..Default::default()
         };
         // 1. Legacy agent guids (or a show item's own Guid array) carry the show's ids.
-        if let Some(show) = self.from_show_ids(&event.show.ids, "show guid").await? {
+        if let Some(show) = self.by_show_ids(&event.show.ids, "show guid").await? {
             res.show = Some(show);
             return Ok(res);
         }
@@ -200,7 +200,7 @@ impl Resolver<'_> {
         // 3. The Plex server's metadata for the show, when it is reachable.
         if let Some(ids) = self.plex_show_ids(event, receive_count).await? {
             merge_ids(&mut res.show_ids, &ids);
-            if let Some(show) = self.from_show_ids(&ids, "plex server").await? {
+            if let Some(show) = self.by_show_ids(&ids, "plex server").await? {
                 res.show = Some(show);
                 return Ok(res);
             }
@@ -218,7 +218,7 @@ impl Resolver<'_> {
         Ok(res)
     }
 
-    async fn from_show_ids(
+    async fn by_show_ids(
         &self,
         ids: &ExternalIds,
         via: &'static str,

@@ -626,7 +626,7 @@ async fn resolve_and_map(
             confidence,
             method,
         } => {
-            matching::create_mapping(
+            let mapping = matching::create_mapping(
                 &tx,
                 ev,
                 &resolution.show_ids,
@@ -636,7 +636,8 @@ async fn resolve_and_map(
                 &method,
             )
             .await?;
-            Resolved::Show(tvshow_id, Mapped::Matched)
+            // A concurrent insert under the same guid may have won: follow the stored row.
+            Resolved::Show(mapping.tvshow_id.unwrap_or(tvshow_id), Mapped::Matched)
         }
         MatchDecision::AutoAdd { method, .. } => {
             let (show, seasons) = added.expect("fetched for auto-add");

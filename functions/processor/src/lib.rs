@@ -9,20 +9,31 @@ use tracing::Instrument;
 
 /// Handles one batch. Never fails as a whole: a record either completes (logged, acknowledged)
 /// or is listed in `batch_item_failures`.
+///
+/// The queue is FIFO: after the first record that must be retried, the rest of the batch is
+/// returned unprocessed too (as AWS prescribes for FIFO partial batch responses), so a later
+/// event of the same show can never overtake an earlier one.
 pub async fn handle_batch(state: &ProcessorState, event: SqsEvent) -> SqsBatchResponse {
     let mut response = SqsBatchResponse::default();
+    let mut stopped = false;
     for record in event.records {
         let message_id = record.message_id.clone().unwrap_or_default();
-        let span = tracing::info_span!("record", message_id = %message_id);
-        if let Err(e) = handle_record(state, &record, &message_id)
-            .instrument(span)
-            .await
-        {
-            tracing::warn!(message_id = %message_id, error = %e, "record will be retried");
-            let mut failure = BatchItemFailure::default();
-            failure.item_identifier = message_id;
-            response.batch_item_failures.push(failure);
+        if !stopped {
+            let span = tracing::info_span!("record", message_id = %message_id);
+            match handle_record(state, &record, &message_id)
+                .instrument(span)
+                .await
+            {
+                Ok(()) => continue,
+                Err(e) => {
+                    tracing::warn!(message_id = %message_id, error = %e, "record will be retried");
+                    stopped = true;
+                }
+            }
         }
+        let mut failure = BatchItemFailure::default();
+        failure.item_identifier = message_id;
+        response.batch_item_failures.push(failure);
     }
     response
 }

@@ -291,7 +291,7 @@ fn office_seasons() -> Value {
     json!([{"seasonNumber": 1, "episodes": episodes}])
 }
 
-fn episode<'a>(seasons: &'a Value, season: i64, number: i64) -> &'a Value {
+fn episode(seasons: &Value, season: i64, number: i64) -> &Value {
     seasons
         .as_array()
         .unwrap()
@@ -1167,4 +1167,83 @@ async fn batch_records_are_processed_in_order_with_their_receive_counts() {
         true,
         "mapped by the first record"
     );
+}
+
+/// A Plex server that does not answer in time: retried through SQS on the first deliveries,
+/// skipped on later ones so the show still reaches a conflict instead of the DLQ.
+#[tokio::test]
+async fn plex_timeout_is_transient_at_first_then_skipped() {
+    let h = harness().await;
+    let plex = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/library/metadata/48200"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_delay(Duration::from_secs(3))
+                .set_body_json(fixtures::plex_server_show_the_office()),
+        )
+        .mount(&plex)
+        .await;
+    h.configure(json!({"plex_server_url": plex.uri()})).await;
+    stub_search(&h, json!({"page": 1, "results": []})).await;
+    let msg = message(office_scrobble_with_guids(&[]));
+
+    let first = process_message(&h.state, &msg, "m-t", Some(1)).await;
+    assert!(first.is_err(), "{first:?}");
+    assert_eq!(h.count("SELECT count(*) FROM plex_webhook_logs").await, 0);
+
+    let later = process_message(&h.state, &msg, "m-t", Some(3))
+        .await
+        .unwrap();
+    assert_eq!(later.status, LogStatus::NeedsResolution);
+    assert_eq!(h.count("SELECT count(*) FROM plex_conflicts").await, 1);
+}
+
+/// Conversions are cached for 24 h: a second show identity with the same episode ids does not
+/// call TMDB again, and an entry older than a day is refetched.
+#[tokio::test]
+async fn id_conversions_are_cached_for_a_day() {
+    let h = harness().await;
+    h.stub_find("110413", "tvdb_id", fixtures::tmdb_find_office_pilot())
+        .await;
+    h.add_show(Some(2316), "The Office", office_seasons()).await;
+    let on_server = |uuid: &str| {
+        let mut p = fixtures::plex_episode_scrobble();
+        p["Server"]["uuid"] = uuid.into();
+        p
+    };
+    h.process(on_server("aaaa")).await;
+    h.process(on_server("bbbb")).await;
+    assert_eq!(h.tmdb_requests("/3/find/110413").await, 1);
+    assert_eq!(h.count("SELECT count(*) FROM plex_show_mappings").await, 2);
+
+    h.query("UPDATE tmdb_id_cache SET fetched_at = now() - interval '25 hours'")
+        .await;
+    h.process(on_server("cccc")).await;
+    assert_eq!(h.tmdb_requests("/3/find/110413").await, 2);
+}
+
+/// FIFO: after a record that must be retried, the rest of the batch is not processed and is
+/// returned for retry as well, so no later event overtakes it.
+#[tokio::test]
+async fn records_after_a_transient_failure_are_returned_unprocessed() {
+    let h = harness().await;
+    Mock::given(method("GET"))
+        .respond_with(ResponseTemplate::new(503))
+        .mount(&h.tmdb)
+        .await;
+    let body = message(fixtures::plex_episode_scrobble()).to_body();
+    let response = processor::handle_batch(
+        &h.state,
+        sqs_event(&[("m-1", body, 1), ("m-2", "not json".to_string(), 1)]),
+    )
+    .await;
+    let failed: Vec<&str> = response
+        .batch_item_failures
+        .iter()
+        .map(|f| f.item_identifier.as_str())
+        .collect();
+    assert_eq!(failed, ["m-1", "m-2"]);
+    // m-2 would have been logged `failed` had it been processed.
+    assert_eq!(h.count("SELECT count(*) FROM plex_webhook_logs").await, 0);
 }
