@@ -73,22 +73,25 @@ pub struct ProcessorState {
     pub keys: KeySource,
 }
 
+/// Why the function cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("cannot build an HTTP client: {0}")]
+    Http(String),
+}
+
 impl ProcessorState {
     /// From `DATABASE_URL`, `ENCRYPTION_KEY_SECRET_ID`, `TMDB_BASE_URL`, `TMDB_API_TOKEN`.
-    pub fn from_env(env: &Env, aws: &SdkConfig) -> Result<Self, ConfigError> {
+    pub fn from_env(env: &Env, aws: &SdkConfig) -> Result<Self, StartupError> {
         let pool = db::pool(&env.secret("DATABASE_URL")?).map_err(|e| ConfigError::Invalid {
             name: "DATABASE_URL",
             reason: e.to_string(),
         })?;
-        let tmdb =
-            TmdbClient::new(&TmdbConfig::from_env(env)?).map_err(|e| ConfigError::Invalid {
-                name: "TMDB_BASE_URL",
-                reason: e.to_string(),
-            })?;
-        let plex = PlexServerClient::new().map_err(|e| ConfigError::Invalid {
-            name: "ENCRYPTION_KEY_SECRET_ID",
-            reason: e.to_string(),
-        })?;
+        let tmdb = TmdbClient::new(&TmdbConfig::from_env(env)?)
+            .map_err(|e| StartupError::Http(e.to_string()))?;
+        let plex = PlexServerClient::new().map_err(|e| StartupError::Http(e.to_string()))?;
         let keys = KeySource::Secrets {
             cache: SecretsCache::new(aws_sdk_secretsmanager::Client::new(aws)),
             secret_id: env.required("ENCRYPTION_KEY_SECRET_ID")?,
