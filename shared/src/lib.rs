@@ -8,13 +8,18 @@ pub mod aws;
 pub mod config;
 pub mod crypto;
 pub mod db;
+pub mod episodes;
 pub mod error;
 pub mod http;
 pub mod ingest;
+pub mod matching;
 pub mod payload;
+pub mod plex;
+pub mod processor;
 pub mod queue;
 pub mod secrets;
 pub mod telemetry;
+pub mod tmdb;
 
 #[cfg(feature = "testing")]
 pub mod testing;

@@ -215,6 +215,41 @@ pub mod fixtures {
         })
     }
 
+    /// `GET {plex server}/library/metadata/48200` (Accept: JSON): the *show's* metadata, whose
+    /// `Guid` array holds the show's ids (TMDB 2316, TVDB 73244, IMDb tt0386676).
+    pub fn plex_server_show_the_office() -> Value {
+        json!({
+            "MediaContainer": {
+                "size": 1, "allowSync": true, "identifier": "com.plexapp.plugins.library",
+                "librarySectionID": 2, "librarySectionTitle": "TV Shows",
+                "Metadata": [{
+                    "ratingKey": "48200", "key": "/library/metadata/48200/children",
+                    "guid": "plex://show/5d9c086c46115600200aa2fe", "type": "show",
+                    "title": "The Office", "contentRating": "TV-14", "year": 2005,
+                    "originallyAvailableAt": "2005-03-24", "leafCount": 201, "childCount": 9,
+                    "Guid": [{"id": "imdb://tt0386676"}, {"id": "tmdb://2316"}, {"id": "tvdb://73244"}]
+                }]
+            }
+        })
+    }
+
+    /// `GET /3/search/tv?query=The Office` (first results, trimmed).
+    pub fn tmdb_search_the_office() -> Value {
+        json!({
+            "page": 1, "total_pages": 1, "total_results": 3,
+            "results": [
+                {"id": 2316, "name": "The Office", "original_name": "The Office", "first_air_date": "2005-03-24", "origin_country": ["US"]},
+                {"id": 2996, "name": "The Office", "original_name": "The Office", "first_air_date": "2001-07-09", "origin_country": ["GB"]},
+                {"id": 127635, "name": "The Office", "original_name": "The Office", "first_air_date": "2022-10-20", "origin_country": ["AU"]}
+            ]
+        })
+    }
+
+    /// `GET /3/find/{id}` that matched nothing.
+    pub fn tmdb_find_nothing() -> Value {
+        json!({"movie_results": [], "person_results": [], "tv_results": [], "tv_season_results": [], "tv_episode_results": []})
+    }
+
     /// A Plex Media Server webhook payload as the new Plex agent sends it: The Office (US)
     /// S01E01 "Pilot" scrobbled by the server owner. The `Guid` array holds the *episode's* ids.
     pub fn plex_episode_scrobble() -> Value {
