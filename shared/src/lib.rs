@@ -4,6 +4,7 @@
 //! Each function's `main.rs` builds its state once (configuration, clients, pool) and hands
 //! events to the modules here.
 
+pub mod api;
 pub mod aws;
 pub mod config;
 pub mod crypto;
@@ -11,8 +12,10 @@ pub mod db;
 pub mod error;
 pub mod http;
 pub mod payload;
+pub mod plex_tv;
 pub mod queue;
 pub mod secrets;
+pub mod store;
 pub mod telemetry;
 
 #[cfg(feature = "testing")]
