@@ -14,6 +14,7 @@ pub mod http;
 pub mod payload;
 pub mod plex_tv;
 pub mod queue;
+pub mod replay;
 pub mod secrets;
 pub mod store;
 pub mod telemetry;
