@@ -96,7 +96,7 @@ pub async fn list(
     let after = page.after.as_ref().map(|c| c.id).unwrap_or(0);
     let limit = page.fetch_limit();
     let params: [&(dyn ToSql + Sync); 2] = [&after, &limit];
-    sql.push_str(" AND m.id > $1 ORDER BY m.id LIMIT $2");
+    sql.push_str(" AND m.id > $1::int8 ORDER BY m.id LIMIT $2");
     let client = pool.get().await?;
     let rows = client.query(&sql, &params).await?;
     let items = rows.iter().map(from_row).collect();
