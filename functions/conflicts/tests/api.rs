@@ -306,6 +306,38 @@ async fn select_updates_an_existing_mapping_instead_of_adding_one() {
 }
 
 #[tokio::test]
+async fn select_moves_a_mapping_found_by_guid_to_the_new_rating_key() {
+    let h = Harness::new().await;
+    // The show was re-added to the library: same guid, old rating key.
+    let existing: i32 = h
+        .db
+        .pool
+        .get()
+        .await
+        .unwrap()
+        .query_one(
+            "INSERT INTO plex_show_mappings (plex_server_uuid, plex_rating_key, plex_guid, plex_title)
+             VALUES ($1, '31000', 'plex://show/5d9c086c46115600200aa2fe', 'The Office') RETURNING id",
+            &[&SERVER],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let resp = h
+        .resolve(
+            h.office,
+            json!({"action": "select", "tvshowId": h.office_show}),
+        )
+        .await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(json(&resp)["mappingId"], existing);
+    let mappings = h.mappings().await;
+    assert_eq!(mappings.len(), 1);
+    assert_eq!(mappings[0].get::<_, String>(1), "48200");
+    assert_eq!(mappings[0].get::<_, Option<i32>>(2), Some(h.office_show));
+}
+
+#[tokio::test]
 async fn ignore_resolves_and_keeps_the_show_from_syncing() {
     let h = Harness::new().await;
     let resp = h.resolve(h.got, json!({"action": "ignore"})).await;

@@ -197,13 +197,22 @@ pub async fn resolve(
     // library); update that one rather than trip either unique constraint.
     let existing = tx
         .query_opt(
-            "SELECT id FROM plex_show_mappings
+            "SELECT id, plex_rating_key = $2 FROM plex_show_mappings
               WHERE plex_server_uuid = $1 AND (plex_rating_key = $2 OR plex_guid = $3)
               ORDER BY (plex_rating_key = $2) DESC LIMIT 1 FOR UPDATE",
             &[&server_uuid, &rating_key, &guid],
         )
         .await?
-        .map(|r| r.get::<_, i32>(0));
+        .map(|r| (r.get::<_, i32>(0), r.get::<_, bool>(1)));
+    if let Some((mid, false)) = existing {
+        // Found by guid only, so no row holds the new rating key: move the mapping to it.
+        tx.execute(
+            "UPDATE plex_show_mappings SET plex_rating_key = $2 WHERE id = $1",
+            &[&mid, &rating_key],
+        )
+        .await?;
+    }
+    let existing = existing.map(|(mid, _)| mid);
     let mapping_id: i32 = match (resolution, existing) {
         (Resolution::Select { .. }, Some(mid)) => {
             tx.execute(
