@@ -4,6 +4,7 @@
 //! Each function's `main.rs` builds its state once (configuration, clients, pool) and hands
 //! events to the modules here.
 
+pub mod api;
 pub mod aws;
 pub mod config;
 pub mod crypto;
@@ -16,8 +17,11 @@ pub mod matching;
 pub mod payload;
 pub mod plex;
 pub mod processor;
+pub mod plex_tv;
 pub mod queue;
+pub mod replay;
 pub mod secrets;
+pub mod store;
 pub mod telemetry;
 pub mod tmdb;
 

@@ -1,4 +1,5 @@
 //! Integration tests against real Postgres and moto_server (started by `make test`).
 
 mod migrations;
+mod openapi;
 mod secrets;
