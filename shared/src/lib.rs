@@ -20,6 +20,7 @@ pub mod plex_tv;
 pub mod processor;
 pub mod queue;
 pub mod replay;
+pub mod resolution;
 pub mod secrets;
 pub mod store;
 pub mod telemetry;
