@@ -23,6 +23,7 @@ pub mod replay;
 pub mod resolution;
 pub mod secrets;
 pub mod store;
+pub mod sync;
 pub mod telemetry;
 pub mod tmdb;
 
