@@ -7,13 +7,14 @@ SHELL := bash
 # cargo-lambda (and the zig it uses) come from the project venv.
 VENV_PATH := $(CURDIR)/.venv/bin:$(PATH)
 
-.PHONY: help test dev lint build clean-dev
+.PHONY: help test dev lint build bench clean-dev
 
 help:
 	@echo "make test       Postgres + moto, then cargo test --workspace (ARGS=... go to cargo test)"
 	@echo "make dev        local stack: Postgres, moto, migrations, cargo lambda watch on :9000"
 	@echo "make lint       cargo fmt --check and clippy -D warnings"
 	@echo "make build      cargo lambda build --release (Lambda artifacts in target/lambda/)"
+	@echo "make bench      criterion benchmarks of the CPU hot paths (see BENCHMARKS.md)"
 	@echo "make clean-dev  stop what make dev started and remove .dev/"
 
 test:
@@ -29,6 +30,9 @@ lint:
 build:
 	scripts/ensure-venv.sh --with-cargo-lambda
 	PATH="$(VENV_PATH)" cargo lambda build --release
+
+bench:
+	scripts/bench.sh
 
 clean-dev:
 	scripts/dev.sh stop
