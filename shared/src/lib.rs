@@ -7,6 +7,7 @@
 pub mod aws;
 pub mod config;
 pub mod crypto;
+pub mod custom_resource;
 pub mod db;
 pub mod error;
 pub mod http;
