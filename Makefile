@@ -7,12 +7,13 @@ SHELL := bash
 # cargo-lambda (and the zig it uses) come from the project venv.
 VENV_PATH := $(CURDIR)/.venv/bin:$(PATH)
 
-.PHONY: help test dev lint build clean-dev
+.PHONY: help test dev demo lint lint-template build clean-dev
 
 help:
 	@echo "make test       Postgres + moto, then cargo test --workspace (ARGS=... go to cargo test)"
 	@echo "make dev        local stack: Postgres, moto, migrations, cargo lambda watch on :9000"
 	@echo "make lint       cargo fmt --check and clippy -D warnings"
+	@echo "make lint-template  cfn-lint (+ serverless rules) and sam validate --lint on template.yaml"
 	@echo "make build      cargo lambda build --release (Lambda artifacts in target/lambda/)"
 	@echo "make clean-dev  stop what make dev started and remove .dev/"
 
@@ -25,6 +26,11 @@ dev:
 lint:
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
+
+lint-template:
+	scripts/ensure-venv.sh --with-sam
+	.venv/bin/cfn-lint template.yaml -a cfn_lint_serverless.rules
+	.venv-sam/bin/sam validate --lint --template-file template.yaml
 
 build:
 	scripts/ensure-venv.sh --with-cargo-lambda

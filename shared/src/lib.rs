@@ -12,6 +12,7 @@ pub mod db;
 pub mod error;
 pub mod http;
 pub mod ingest;
+pub mod metrics;
 pub mod payload;
 pub mod queue;
 pub mod secrets;
