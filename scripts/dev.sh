@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `make dev`: the whole stack on this machine, no Docker.
-#   Postgres (ensure-postgres.sh), moto for SQS + Secrets Manager, migrations, and
-#   `cargo lambda watch` serving every function at http://127.0.0.1:9000/lambda-url/<function>/.
+#   Postgres (ensure-postgres.sh), moto for SQS + Secrets Manager, migrations,
+#   `cargo lambda watch` serving every function at http://127.0.0.1:9000/lambda-url/<function>/,
+#   and tools/bridge.py delivering the queue to the processor as the event source mapping would.
 # Runs in the foreground; Ctrl-C stops what it started.
 # `dev.sh stop` (used by `make clean-dev`) stops what a `make dev` started, from its pid files.
 set -euo pipefail
@@ -30,7 +31,7 @@ stop_group() { # pidfile pattern
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
 if [[ ${1:-} == stop ]]; then
-  # --- local SQS → processor bridge: stop it here too (stop_group "$DEV/bridge.pid" <pattern>) ---
+  stop_group "$DEV/bridge.pid" tools/bridge.py
   stop_group "$DEV/watch.pid" cargo-lambda
   scripts/moto.sh stop
   exit 0
@@ -52,7 +53,7 @@ moto_state=""
 cleanup() {
   trap - EXIT INT TERM
   echo >&2
-  # --- local SQS → processor bridge: stop_group "$DEV/bridge.pid" <pattern> ---
+  stop_group "$DEV/bridge.pid" tools/bridge.py
   stop_group "$DEV/watch.pid" cargo-lambda
   if [[ $moto_state == started ]]; then scripts/moto.sh stop; fi
 }
@@ -88,12 +89,14 @@ if ! port_open "$WATCH_PORT"; then
 fi
 pids=("$watch_pid")
 
-# --- local SQS → processor bridge: start it here -------------------------------------
-# Long-poll "$QUEUE_URL" and invoke processor via
-#   POST http://127.0.0.1:$WATCH_PORT/2015-03-31/functions/processor/invocations
-# in the background with setsid, output to "$DEV/bridge.log", pid to "$DEV/bridge.pid",
-# then: pids+=("$bridge_pid")   (and stop it in cleanup and `dev.sh stop` above).
-# ---------------------------------------------------------------------------------------
+# The local stand-in for the SQS event source mapping: long-polls "$QUEUE_URL" and invokes
+# the processor through watch's invoke API (tools/bridge.py says how it mirrors AWS).
+setsid .venv/bin/python tools/bridge.py --queue-url "$QUEUE_URL" \
+  --invoke-url "http://127.0.0.1:$WATCH_PORT/2015-03-31/functions/processor/invocations" \
+  >"$DEV/bridge.log" 2>&1 </dev/null &
+bridge_pid=$!
+echo "$bridge_pid" >"$DEV/bridge.pid"
+pids+=("$bridge_pid")
 
 base="http://127.0.0.1:$WATCH_PORT/lambda-url"
 cat <<EOF
@@ -110,7 +113,8 @@ cat <<EOF
     e.g. curl -H "Authorization: Bearer $api_token" $base/config/api/plex/config
   Invoke a non-HTTP function:  POST http://127.0.0.1:$WATCH_PORT/2015-03-31/functions/<name>/invocations
 
-  Logs: $DEV/watch.log (functions, builds), $DEV/moto.log (SQS, Secrets Manager)
+  Logs: $DEV/watch.log (functions, builds), $DEV/bridge.log (queue -> processor),
+        $DEV/moto.log (SQS, Secrets Manager)
   Env:  source .dev/env   (DATABASE_URL, QUEUE_URL, ...)
   Each function compiles on its first request (~30 s cold). Ctrl-C stops everything.
 
