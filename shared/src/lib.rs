@@ -4,19 +4,28 @@
 //! Each function's `main.rs` builds its state once (configuration, clients, pool) and hands
 //! events to the modules here.
 
+pub mod api;
 pub mod aws;
 pub mod config;
 pub mod crypto;
 pub mod custom_resource;
 pub mod db;
+pub mod episodes;
 pub mod error;
 pub mod http;
 pub mod ingest;
+pub mod matching;
 pub mod metrics;
 pub mod payload;
+pub mod plex;
+pub mod processor;
+pub mod plex_tv;
 pub mod queue;
+pub mod replay;
 pub mod secrets;
+pub mod store;
 pub mod telemetry;
+pub mod tmdb;
 
 #[cfg(feature = "testing")]
 pub mod testing;

@@ -215,6 +215,41 @@ pub mod fixtures {
         })
     }
 
+    /// `GET {plex server}/library/metadata/48200` (Accept: JSON): the *show's* metadata, whose
+    /// `Guid` array holds the show's ids (TMDB 2316, TVDB 73244, IMDb tt0386676).
+    pub fn plex_server_show_the_office() -> Value {
+        json!({
+            "MediaContainer": {
+                "size": 1, "allowSync": true, "identifier": "com.plexapp.plugins.library",
+                "librarySectionID": 2, "librarySectionTitle": "TV Shows",
+                "Metadata": [{
+                    "ratingKey": "48200", "key": "/library/metadata/48200/children",
+                    "guid": "plex://show/5d9c086c46115600200aa2fe", "type": "show",
+                    "title": "The Office", "contentRating": "TV-14", "year": 2005,
+                    "originallyAvailableAt": "2005-03-24", "leafCount": 201, "childCount": 9,
+                    "Guid": [{"id": "imdb://tt0386676"}, {"id": "tmdb://2316"}, {"id": "tvdb://73244"}]
+                }]
+            }
+        })
+    }
+
+    /// `GET /3/search/tv?query=The Office` (first results, trimmed).
+    pub fn tmdb_search_the_office() -> Value {
+        json!({
+            "page": 1, "total_pages": 1, "total_results": 3,
+            "results": [
+                {"id": 2316, "name": "The Office", "original_name": "The Office", "first_air_date": "2005-03-24", "origin_country": ["US"]},
+                {"id": 2996, "name": "The Office", "original_name": "The Office", "first_air_date": "2001-07-09", "origin_country": ["GB"]},
+                {"id": 127635, "name": "The Office", "original_name": "The Office", "first_air_date": "2022-10-20", "origin_country": ["AU"]}
+            ]
+        })
+    }
+
+    /// `GET /3/find/{id}` that matched nothing.
+    pub fn tmdb_find_nothing() -> Value {
+        json!({"movie_results": [], "person_results": [], "tv_results": [], "tv_season_results": [], "tv_episode_results": []})
+    }
+
     /// A Plex Media Server webhook payload as the new Plex agent sends it: The Office (US)
     /// S01E01 "Pilot" scrobbled by the server owner. The `Guid` array holds the *episode's* ids.
     pub fn plex_episode_scrobble() -> Value {
@@ -341,6 +376,61 @@ pub mod fixtures {
     pub fn with_event(mut payload: Value, event: &str) -> Value {
         payload["event"] = json!(event);
         payload
+    }
+
+    /// `GET https://plex.tv/api/v2/resources?includeHttps=1&includeRelay=1` for alice: her own
+    /// server (LAN, remote https, relay connections), a server shared with her, and a player.
+    pub fn plex_tv_resources() -> Value {
+        json!([
+            {
+                "name": "Living Room TV", "product": "Plex for Android (TV)", "productVersion": "10.19.0.2434",
+                "platform": "Android", "platformVersion": "11", "device": "SHIELD Android TV",
+                "clientIdentifier": "r2k9x7c4v1b8n5m3", "createdAt": "2024-02-11T19:02:41Z",
+                "lastSeenAt": "2026-11-27T21:14:05Z", "provides": "client,player,pubsub-player",
+                "ownerId": null, "sourceTitle": null, "publicAddress": "198.51.100.23",
+                "accessToken": "plr-device-token-5f4e3d2c1b", "owned": true, "home": false, "synced": false,
+                "relay": false, "presence": true, "httpsRequired": false, "publicAddressMatches": true,
+                "dnsRebindingProtection": false, "natLoopbackSupported": false, "connections": []
+            },
+            {
+                "name": "bobs-server", "product": "Plex Media Server", "productVersion": "1.41.2.9200-c6bbc1b53",
+                "platform": "Windows", "platformVersion": "10.0 (Build 19045)", "device": "PC",
+                "clientIdentifier": "c0ffee00c0ffee00c0ffee00c0ffee00c0ffee00", "createdAt": "2022-06-01T10:00:00Z",
+                "lastSeenAt": "2026-11-28T08:00:00Z", "provides": "server", "ownerId": 87654321,
+                "sourceTitle": "bob", "publicAddress": "203.0.113.77", "accessToken": "shared-server-token-9a8b7c",
+                "owned": false, "home": false, "synced": false, "relay": true, "presence": true,
+                "httpsRequired": true, "publicAddressMatches": false, "dnsRebindingProtection": false,
+                "natLoopbackSupported": true,
+                "connections": [
+                    {"protocol": "https", "address": "203.0.113.77", "port": 32400,
+                     "uri": "https://203-0-113-77.fedcba9876543210fedcba9876543210.plex.direct:32400",
+                     "local": false, "relay": false, "IPv6": false}
+                ]
+            },
+            {
+                "name": "basement-nas", "product": "Plex Media Server", "productVersion": "1.41.2.9200-c6bbc1b53",
+                "platform": "Linux", "platformVersion": "Ubuntu 22.04.4 LTS", "device": "Docker Container",
+                "clientIdentifier": "7f3e1c2b9a8d4e6f5a4b3c2d1e0f9a8b7c6d5e4f", "createdAt": "2023-01-15T18:22:03Z",
+                "lastSeenAt": "2026-11-28T17:59:12Z", "provides": "server", "ownerId": null,
+                "sourceTitle": null, "publicAddress": "198.51.100.23", "accessToken": "server-access-token-1a2b3c4d",
+                "owned": true, "home": false, "synced": false, "relay": true, "presence": true,
+                "httpsRequired": false, "publicAddressMatches": true, "dnsRebindingProtection": false,
+                "natLoopbackSupported": false,
+                "connections": [
+                    {"protocol": "https", "address": "192.168.1.20", "port": 32400,
+                     "uri": "https://192-168-1-20.0123456789abcdef0123456789abcdef.plex.direct:32400",
+                     "local": true, "relay": false, "IPv6": false},
+                    {"protocol": "http", "address": "192.168.1.20", "port": 32400,
+                     "uri": "http://192.168.1.20:32400", "local": true, "relay": false, "IPv6": false},
+                    {"protocol": "https", "address": "143.110.1.5", "port": 8443,
+                     "uri": "https://143-110-1-5.0123456789abcdef0123456789abcdef.plex.direct:8443",
+                     "local": false, "relay": true, "IPv6": false},
+                    {"protocol": "https", "address": "198.51.100.23", "port": 32400,
+                     "uri": "https://198-51-100-23.0123456789abcdef0123456789abcdef.plex.direct:32400",
+                     "local": false, "relay": false, "IPv6": false}
+                ]
+            }
+        ])
     }
 
     /// `GET https://plex.tv/api/v2/user` for a valid token.

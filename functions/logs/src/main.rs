@@ -1,17 +1,17 @@
-//! `logs` function: placeholder until its issue lands; answers every route with a JSON 501.
+//! `logs` function: the activity log, statistics and webhook replay. Builds its state once,
+//! then hands every request to [`logs_fn::handle`].
 
 use lambda_http::{run, service_fn, Error, Request};
-use plexsync::{http::respond, ApiError};
+use plexsync::config::{or_exit, Env};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     plexsync::telemetry::init();
-    run(service_fn(|req: Request| async move {
-        Ok::<_, Error>(respond(Err(ApiError::NotImplemented(format!(
-            "{} {} is not implemented yet",
-            req.method(),
-            req.uri().path()
-        )))))
+    let sdk = plexsync::aws::sdk_config().await;
+    let state = or_exit(logs_fn::State::from_env(&Env::from_process(), &sdk));
+    let state = &state;
+    run(service_fn(move |req: Request| async move {
+        Ok::<_, Error>(logs_fn::handle(state, req).await)
     }))
     .await
 }

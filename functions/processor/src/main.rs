@@ -1,20 +1,28 @@
-//! `processor` function: placeholder until its issue lands. It reports every record as failed,
-//! so SQS keeps the messages (and eventually moves them to the DLQ) rather than losing them.
+#![recursion_limit = "256"]
+//! `processor` function entry point: builds the state once, then hands each SQS batch to
+//! [`processor::handle_batch`].
 
-use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
+use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use lambda_runtime::{run, service_fn, Error, LambdaEvent};
+use plexsync::config::{or_exit, Env};
+use plexsync::processor::{ProcessorState, StartupError};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     plexsync::telemetry::init();
-    run(service_fn(|event: LambdaEvent<SqsEvent>| async move {
-        let mut response = SqsBatchResponse::default();
-        for record in event.payload.records {
-            let mut failure = BatchItemFailure::default();
-            failure.item_identifier = record.message_id.unwrap_or_default();
-            response.batch_item_failures.push(failure);
+    let aws = plexsync::aws::sdk_config().await;
+    let state = match ProcessorState::from_env(&Env::from_process(), &aws) {
+        Ok(state) => state,
+        Err(StartupError::Config(e)) => or_exit(Err(e)),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start");
+            eprintln!("plexsync: {e}");
+            std::process::exit(2)
         }
-        Ok::<_, Error>(response)
+    };
+    let state = &state;
+    run(service_fn(move |event: LambdaEvent<SqsEvent>| async move {
+        Ok::<SqsBatchResponse, Error>(processor::handle_batch(state, event.payload).await)
     }))
     .await
 }

@@ -3,4 +3,5 @@
 mod custom_resource;
 mod metrics;
 mod migrations;
+mod openapi;
 mod secrets;

@@ -1,0 +1,366 @@
+//! `config` handler: the Plex connection settings.
+//!
+//! - `GET /api/plex/config`: the settings, never the token.
+//! - `POST /api/plex/config`: validate the token with plex.tv, discover the server, encrypt the
+//!   token, keep (or create, or rotate) the webhook secret, store; nothing is stored on failure.
+//! - `DELETE /api/plex/config`: soft disable; mappings and history stay.
+
+use lambda_http::{http::StatusCode, Body, Request, Response};
+use plexsync::{
+    api::{self, routes, ApiContext, StrictBody},
+    config::{plex_tv_base_url, ConfigError, Env},
+    crypto::{random_token, Keyring},
+    db::DbError,
+    http::{json, respond, route_not_found},
+    plex_tv::{PlexServer, PlexTvClient},
+    store::config::{self as store, SaveConfig},
+    ApiError,
+};
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+use url::Url;
+
+/// Bytes of randomness in a generated webhook secret.
+pub const WEBHOOK_SECRET_BYTES: usize = 32;
+
+pub struct State {
+    pub api: ApiContext,
+    pub plex_tv: PlexTvClient,
+    /// Base of the webhook URL shown to the user (`PUBLIC_BASE_URL`).
+    pub public_base_url: Url,
+    pub encryption_key_id: String,
+    pub webhook_secret_id: String,
+}
+
+impl State {
+    pub fn from_env(env: &Env, sdk: &aws_config::SdkConfig) -> Result<Self, ConfigError> {
+        Ok(Self {
+            api: ApiContext::from_env(env, sdk)?,
+            plex_tv: PlexTvClient::new(plex_tv_base_url(env)?),
+            public_base_url: env.url("PUBLIC_BASE_URL")?,
+            encryption_key_id: env.required("ENCRYPTION_KEY_SECRET_ID")?,
+            webhook_secret_id: env.required("WEBHOOK_SECRET_ID")?,
+        })
+    }
+}
+
+/// Serves one request: auth and routing, then the route's handler; always a JSON response.
+pub async fn handle(state: &State, req: Request) -> Response<Body> {
+    let route = match state.api.begin(&req, routes::CONFIG).await {
+        Ok(route) => route,
+        Err(resp) => return resp,
+    };
+    let result = match route.key() {
+        ("GET", "/api/plex/config") => get_config(state).await,
+        ("POST", "/api/plex/config") => save_config(state, &req).await,
+        ("DELETE", "/api/plex/config") => disable_config(state).await,
+        _ => Err(route_not_found(&req)),
+    };
+    state.api.finish(&req, respond(result))
+}
+
+/// The seed's `GET /api/plex/config` shape, plus the server URL and the Plex account name.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ConfigView {
+    configured: bool,
+    enabled: bool,
+    auto_add_shows: bool,
+    auto_mark_watched: bool,
+    server_name: Option<String>,
+    server_url: Option<String>,
+    plex_account_name: Option<String>,
+    last_webhook_received: Option<chrono::DateTime<chrono::Utc>>,
+    webhook_url: Option<String>,
+}
+
+async fn get_config(state: &State) -> Result<Response<Body>, ApiError> {
+    let view = match store::load(&state.api.pool).await? {
+        None => ConfigView {
+            configured: false,
+            enabled: false,
+            auto_add_shows: true,
+            auto_mark_watched: true,
+            server_name: None,
+            server_url: None,
+            plex_account_name: None,
+            last_webhook_received: None,
+            webhook_url: None,
+        },
+        Some(cfg) => {
+            let secret = state.api.secrets.get(&state.webhook_secret_id).await?;
+            ConfigView {
+                configured: true,
+                enabled: cfg.enabled,
+                auto_add_shows: cfg.auto_add_shows,
+                auto_mark_watched: cfg.auto_mark_watched,
+                server_name: cfg.server_name,
+                server_url: cfg.server_url,
+                plex_account_name: cfg.account_name,
+                last_webhook_received: cfg.last_webhook_received,
+                webhook_url: secret
+                    .filter(usable_secret)
+                    .map(|s| webhook_url(&state.public_base_url, &s)),
+            }
+        }
+    };
+    Ok(json(StatusCode::OK, &view))
+}
+
+/// `POST /api/plex/config` body (the seed's, plus `rotateWebhookSecret`).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct SaveBody {
+    plex_token: SecretString,
+    plex_server_url: Option<String>,
+    auto_add_shows: Option<bool>,
+    auto_mark_watched: Option<bool>,
+    enabled: Option<bool>,
+    #[serde(default)]
+    rotate_webhook_secret: bool,
+}
+
+impl StrictBody for SaveBody {
+    const FIELDS: &'static [&'static str] = &[
+        "plexToken",
+        "plexServerUrl",
+        "autoAddShows",
+        "autoMarkWatched",
+        "enabled",
+        "rotateWebhookSecret",
+    ];
+}
+
+const TOKEN_MIN: usize = 20;
+const TOKEN_MAX: usize = 200;
+
+/// The token goes into an HTTP header: printable ASCII, no spaces. Its value is never echoed.
+fn validate_token(token: &SecretString) -> Result<(), ApiError> {
+    let t = token.expose_secret();
+    if !(TOKEN_MIN..=TOKEN_MAX).contains(&t.len()) || !t.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(ApiError::BadRequest(format!(
+            "plexToken must be {TOKEN_MIN} to {TOKEN_MAX} printable characters without spaces"
+        )));
+    }
+    Ok(())
+}
+
+/// A well-formed http(s) URL with a host and nothing after the path; stored without the
+/// trailing slash.
+fn validate_server_url(raw: &str) -> Result<String, ApiError> {
+    let bad = || {
+        ApiError::BadRequest(
+            "plexServerUrl must be an http(s) URL such as https://plex.example.com:32400".into(),
+        )
+    };
+    if raw.len() > 2048 {
+        return Err(bad());
+    }
+    let url = Url::parse(raw.trim()).map_err(|_| bad())?;
+    let ok = matches!(url.scheme(), "http" | "https")
+        && url.host().is_some()
+        && url.username().is_empty()
+        && url.password().is_none()
+        && url.query().is_none()
+        && url.fragment().is_none();
+    if !ok {
+        return Err(bad());
+    }
+    Ok(url.as_str().trim_end_matches('/').to_string())
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct SaveResponse {
+    success: bool,
+    webhook_url: String,
+    server_name: Option<String>,
+}
+
+async fn save_config(state: &State, req: &Request) -> Result<Response<Body>, ApiError> {
+    let body: SaveBody = api::parse_body(req)?;
+    validate_token(&body.plex_token)?;
+    let given_url = body
+        .plex_server_url
+        .as_deref()
+        .filter(|u| !u.trim().is_empty())
+        .map(validate_server_url)
+        .transpose()?;
+
+    // plex.tv first: a rejected token or an outage stores nothing.
+    let account = state.plex_tv.account(&body.plex_token).await?;
+    let servers = state.plex_tv.owned_servers(&body.plex_token).await?;
+    let (server_url, server) = match given_url {
+        Some(url) => {
+            let server = server_for_url(&servers, &url);
+            (url, server)
+        }
+        None => {
+            let server = servers.iter().find(|s| s.url.is_some()).ok_or_else(|| {
+                ApiError::Unprocessable(
+                    "plex.tv lists no Plex Media Server owned by this account with a usable \
+                     connection; pass plexServerUrl"
+                        .into(),
+                )
+            })?;
+            let url = server.url.as_ref().map_or_else(String::new, |u| {
+                u.as_str().trim_end_matches('/').to_string()
+            });
+            (url, Some(server))
+        }
+    };
+
+    let key = state
+        .api
+        .secrets
+        .get(&state.encryption_key_id)
+        .await?
+        .ok_or_else(|| ApiError::Internal("the encryption key secret does not exist".into()))?;
+    let encrypted_token = Keyring::from_secret(&key)?.encrypt(&body.plex_token);
+
+    let existing = state
+        .api
+        .secrets
+        .get(&state.webhook_secret_id)
+        .await?
+        .filter(usable_secret);
+    let (webhook_secret, write_secret) = match existing {
+        Some(s) if !body.rotate_webhook_secret => (s, false),
+        _ => (SecretString::from(random_token(WEBHOOK_SECRET_BYTES)), true),
+    };
+
+    // One transaction; the secret is written before the commit, so a Secrets Manager failure
+    // rolls the row back.
+    let mut client = state.api.pool.get().await.map_err(DbError::from)?;
+    let tx = client.transaction().await.map_err(DbError::from)?;
+    store::save(
+        &tx,
+        &SaveConfig {
+            encrypted_token: &encrypted_token,
+            server_url: Some(&server_url)
+                .filter(|u| !u.is_empty())
+                .map(|u| u.as_str()),
+            server_name: server.map(|s| s.name.as_str()),
+            server_uuid: server.map(|s| s.uuid.as_str()),
+            account_id: account.id,
+            account_name: &account.username,
+            enabled: body.enabled,
+            auto_add_shows: body.auto_add_shows,
+            auto_mark_watched: body.auto_mark_watched,
+        },
+    )
+    .await?;
+    if write_secret {
+        state
+            .api
+            .secrets
+            .put(&state.webhook_secret_id, &webhook_secret)
+            .await?;
+    }
+    tx.commit().await.map_err(DbError::from)?;
+    tracing::info!(
+        plex_account = %account.username,
+        server = server.map(|s| s.name.as_str()).unwrap_or("unknown"),
+        webhook_secret_rotated = write_secret,
+        "plex configuration saved"
+    );
+    Ok(json(
+        StatusCode::OK,
+        &SaveResponse {
+            success: true,
+            webhook_url: webhook_url(&state.public_base_url, &webhook_secret),
+            server_name: server.map(|s| s.name.clone()),
+        },
+    ))
+}
+
+/// The owned server a user-given URL points at (same host as one of its connections), or the
+/// only owned server.
+fn server_for_url<'a>(servers: &'a [PlexServer], url: &str) -> Option<&'a PlexServer> {
+    let host = Url::parse(url).ok()?.host_str()?.to_ascii_lowercase();
+    servers
+        .iter()
+        .find(|s| {
+            s.url
+                .as_ref()
+                .and_then(|u| u.host_str())
+                .is_some_and(|h| h.eq_ignore_ascii_case(&host))
+        })
+        .or(match servers {
+            [only] => Some(only),
+            _ => None,
+        })
+}
+
+#[derive(Serialize)]
+struct DisableResponse {
+    success: bool,
+    enabled: bool,
+}
+
+async fn disable_config(state: &State) -> Result<Response<Body>, ApiError> {
+    if !store::disable(&state.api.pool).await? {
+        return Err(ApiError::NotFound("Plex is not configured".into()));
+    }
+    tracing::info!("plex integration disabled");
+    Ok(json(
+        StatusCode::OK,
+        &DisableResponse {
+            success: true,
+            enabled: false,
+        },
+    ))
+}
+
+/// A placeholder or empty secret (e.g. created empty by a template) counts as none.
+fn usable_secret(s: &SecretString) -> bool {
+    s.expose_secret().trim().len() >= 16
+}
+
+/// `PUBLIC_BASE_URL` + `/api/plex/webhook?secret=...`.
+pub fn webhook_url(base: &Url, secret: &SecretString) -> String {
+    let mut url = base.clone();
+    let path = format!("{}/api/plex/webhook", base.path().trim_end_matches('/'));
+    url.set_path(&path);
+    url.set_query(None);
+    url.set_fragment(None);
+    url.query_pairs_mut()
+        .append_pair("secret", secret.expose_secret());
+    url.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn webhook_url_joins_base_and_encodes_the_secret() {
+        let s = SecretString::from("a+b/c".to_string());
+        assert_eq!(
+            webhook_url(&"https://api.example.com".parse().unwrap(), &s),
+            "https://api.example.com/api/plex/webhook?secret=a%2Bb%2Fc"
+        );
+        assert_eq!(
+            webhook_url(&"https://x.example.com/prod/".parse().unwrap(), &s),
+            "https://x.example.com/prod/api/plex/webhook?secret=a%2Bb%2Fc"
+        );
+    }
+
+    #[test]
+    fn server_urls_are_validated() {
+        assert_eq!(
+            validate_server_url("https://plex.example.com:32400/").unwrap(),
+            "https://plex.example.com:32400"
+        );
+        for bad in [
+            "plex.example.com",
+            "ftp://plex.example.com",
+            "https://",
+            "https://user:pw@plex.example.com",
+            "https://plex.example.com/?x=1",
+            "not a url",
+        ] {
+            assert!(validate_server_url(bad).is_err(), "{bad}");
+        }
+    }
+}

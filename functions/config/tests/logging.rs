@@ -1,0 +1,113 @@
+//! No log line contains the Plex token. In its own test binary: the subscriber captures
+//! every line of this process, and no other test races it for tracing's callsite cache.
+
+use std::sync::{Arc, Mutex};
+
+use config_fn::{handle, State};
+use lambda_http::{Body, Response};
+use plexsync::{
+    api::testing::{authed, text},
+    crypto::generate_key_hex,
+    plex_tv::PlexTvClient,
+    testing::{fixtures, fresh_db, moto_config, secret, unique_suffix},
+};
+use serde_json::json;
+use wiremock::{matchers::path, Mock, MockServer, ResponseTemplate};
+
+const PLEX_TOKEN: &str = "yZxW9vUtSrQpOnMlKjIh";
+
+async fn state(plex: &MockServer) -> State {
+    let db = fresh_db().await;
+    let sdk = moto_config().await;
+    let (api, _) = plexsync::api::testing::context(db.pool.clone(), &sdk).await;
+    State {
+        api,
+        plex_tv: PlexTvClient::new(plex.uri().parse().unwrap()),
+        public_base_url: "https://api.example.com".parse().unwrap(),
+        encryption_key_id: secret(&sdk, &generate_key_hex()).await,
+        webhook_secret_id: format!("plexsync-test/webhook-{}", unique_suffix()),
+    }
+}
+
+async fn call(state: &State, method: &str, body: Option<serde_json::Value>) -> Response<Body> {
+    let resp = handle(state, authed(method, "/api/plex/config", body)).await;
+    assert!(!text(&resp).contains(PLEX_TOKEN));
+    resp
+}
+
+/// Collects every log line written while a test runs.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn no_log_line_contains_the_plex_token() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let plex = MockServer::start().await;
+    Mock::given(path("/api/v2/user"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(fixtures::plex_tv_user()))
+        .mount(&plex)
+        .await;
+    Mock::given(path("/api/v2/resources"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(fixtures::plex_tv_resources()))
+        .mount(&plex)
+        .await;
+    let s = state(&plex).await;
+    assert_eq!(
+        call(&s, "POST", Some(json!({"plexToken": PLEX_TOKEN})))
+            .await
+            .status(),
+        200
+    );
+    call(&s, "GET", None).await;
+    call(&s, "DELETE", None).await;
+    // The token in a field where it does not belong: the 400 names the field, not the value.
+    let resp = call(
+        &s,
+        "POST",
+        Some(json!({"plexToken": PLEX_TOKEN, "enabled": PLEX_TOKEN})),
+    )
+    .await;
+    assert_eq!(resp.status(), 400);
+
+    let failing = MockServer::start().await;
+    Mock::given(path("/api/v2/user"))
+        .respond_with(ResponseTemplate::new(500))
+        .mount(&failing)
+        .await;
+    let s = state(&failing).await;
+    assert_eq!(
+        call(&s, "POST", Some(json!({"plexToken": PLEX_TOKEN})))
+            .await
+            .status(),
+        502
+    );
+
+    let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    assert!(
+        logs.contains("plex configuration saved"),
+        "logging was captured: {logs}"
+    );
+    assert!(logs.contains("plex.tv call failed"), "{logs}");
+    assert!(
+        !logs.contains(PLEX_TOKEN),
+        "a log line contains the Plex token"
+    );
+}

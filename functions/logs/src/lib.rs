@@ -1,0 +1,125 @@
+//! `logs` handler.
+//!
+//! - `GET /api/plex/logs`: the activity log, newest first (`limit`, `status`, `cursor`).
+//! - `GET /api/plex/stats`: the seed's per-day totals for 7 days, plus open conflicts.
+//! - `POST /api/plex/logs/{id}/replay`: re-enqueue a stored payload.
+
+use lambda_http::{http::StatusCode, Body, Request, Response};
+use plexsync::{
+    api::{routes, ApiContext, PageRequest, RouteMatch},
+    config::{ConfigError, Env},
+    http::{json, query_param, respond, route_not_found},
+    replay::replay_log,
+    store::{
+        conflicts,
+        logs::{self, DayStats, LogEntry, STATUSES},
+    },
+    ApiError,
+};
+use serde::Serialize;
+
+/// Days covered by `GET /api/plex/stats` (the seed's dashboard query).
+pub const STATS_DAYS: i32 = 7;
+
+pub struct State {
+    pub api: ApiContext,
+    pub sqs: aws_sdk_sqs::Client,
+    pub queue_url: String,
+}
+
+impl State {
+    pub fn from_env(env: &Env, sdk: &aws_config::SdkConfig) -> Result<Self, ConfigError> {
+        Ok(Self {
+            api: ApiContext::from_env(env, sdk)?,
+            sqs: aws_sdk_sqs::Client::new(sdk),
+            queue_url: env.url("QUEUE_URL")?.to_string(),
+        })
+    }
+}
+
+/// Serves one request: auth and routing, then the route's handler; always a JSON response.
+pub async fn handle(state: &State, req: Request) -> Response<Body> {
+    let route = match state.api.begin(&req, routes::LOGS).await {
+        Ok(route) => route,
+        Err(resp) => return resp,
+    };
+    let result = match route.key() {
+        ("GET", "/api/plex/logs") => list(state, &req).await,
+        ("GET", "/api/plex/stats") => stats(state).await,
+        ("POST", "/api/plex/logs/{id}/replay") => replay(state, &route).await,
+        _ => Err(route_not_found(&req)),
+    };
+    state.api.finish(&req, respond(result))
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct LogsResponse {
+    logs: Vec<LogEntry>,
+    next_cursor: Option<String>,
+}
+
+async fn list(state: &State, req: &Request) -> Result<Response<Body>, ApiError> {
+    let page = PageRequest::from_request(req)?;
+    let status = query_param(req, "status");
+    if let Some(s) = &status {
+        if !STATUSES.contains(&s.as_str()) {
+            return Err(ApiError::BadRequest(format!(
+                "status must be one of {}",
+                STATUSES.join(", ")
+            )));
+        }
+    }
+    let page = logs::list(&state.api.pool, status.as_deref(), &page).await?;
+    Ok(json(
+        StatusCode::OK,
+        &LogsResponse {
+            logs: page.items,
+            next_cursor: page.next_cursor,
+        },
+    ))
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct StatsResponse {
+    days: Vec<DayStats>,
+    open_conflicts: i64,
+}
+
+async fn stats(state: &State) -> Result<Response<Body>, ApiError> {
+    let days = logs::daily_stats(&state.api.pool, STATS_DAYS).await?;
+    let open_conflicts = conflicts::count_open(&state.api.pool).await?;
+    Ok(json(
+        StatusCode::OK,
+        &StatsResponse {
+            days,
+            open_conflicts,
+        },
+    ))
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ReplayResponse {
+    success: bool,
+    log_id: i64,
+    message_id: Option<String>,
+    event_type: &'static str,
+    plex_title: String,
+}
+
+async fn replay(state: &State, route: &RouteMatch) -> Result<Response<Body>, ApiError> {
+    let id = route.id("id")?;
+    let done = replay_log(&state.api.pool, &state.sqs, &state.queue_url, id).await?;
+    Ok(json(
+        StatusCode::ACCEPTED,
+        &ReplayResponse {
+            success: true,
+            log_id: done.log_id,
+            message_id: done.message_id,
+            event_type: done.message.event.kind.as_str(),
+            plex_title: done.message.event.show.title.clone(),
+        },
+    ))
+}

@@ -1,0 +1,137 @@
+//! `mappings` handler.
+//!
+//! - `GET /api/plex/mappings`: every Plex show we know (`unmapped`, `conflicts`, pagination).
+//! - `POST /api/plex/mappings/{id}/confirm`: map to a tracker show, as the user says.
+//! - `DELETE /api/plex/mappings/{id}`: stop syncing the show (the mapping stays).
+//! - `POST /api/plex/mappings/{id}/sync`: history sync; answered 501 until it lands.
+
+use lambda_http::{http::StatusCode, Body, Request, Response};
+use plexsync::{
+    api::{self, query_bool, routes, ApiContext, PageRequest, RouteMatch, StrictBody},
+    config::{ConfigError, Env},
+    http::{json, respond, route_not_found},
+    store::mappings::{self, ConfirmError, Mapping, MappingFilter},
+    ApiError,
+};
+use serde::{Deserialize, Serialize};
+
+pub struct State {
+    pub api: ApiContext,
+}
+
+impl State {
+    pub fn from_env(env: &Env, sdk: &aws_config::SdkConfig) -> Result<Self, ConfigError> {
+        Ok(Self {
+            api: ApiContext::from_env(env, sdk)?,
+        })
+    }
+}
+
+/// Serves one request: auth and routing, then the route's handler; always a JSON response.
+pub async fn handle(state: &State, req: Request) -> Response<Body> {
+    let route = match state.api.begin(&req, routes::MAPPINGS).await {
+        Ok(route) => route,
+        Err(resp) => return resp,
+    };
+    let result = match route.key() {
+        ("GET", "/api/plex/mappings") => list(state, &req).await,
+        ("POST", "/api/plex/mappings/{id}/confirm") => confirm(state, &route, &req).await,
+        ("DELETE", "/api/plex/mappings/{id}") => disable(state, &route).await,
+        ("POST", "/api/plex/mappings/{id}/sync") => sync(state, &route).await,
+        _ => Err(route_not_found(&req)),
+    };
+    state.api.finish(&req, respond(result))
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ListResponse {
+    mappings: Vec<Mapping>,
+    next_cursor: Option<String>,
+}
+
+async fn list(state: &State, req: &Request) -> Result<Response<Body>, ApiError> {
+    let filter = MappingFilter {
+        unmapped: query_bool(req, "unmapped")?.unwrap_or(false),
+        conflicts: query_bool(req, "conflicts")?.unwrap_or(false),
+    };
+    let page = PageRequest::from_request(req)?;
+    let page = mappings::list(&state.api.pool, filter, &page).await?;
+    Ok(json(
+        StatusCode::OK,
+        &ListResponse {
+            mappings: page.items,
+            next_cursor: page.next_cursor,
+        },
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct ConfirmBody {
+    tvshow_id: i64,
+}
+
+impl StrictBody for ConfirmBody {
+    const FIELDS: &'static [&'static str] = &["tvshowId"];
+}
+
+#[derive(Serialize)]
+struct MappingResponse {
+    success: bool,
+    mapping: Mapping,
+}
+
+async fn confirm(
+    state: &State,
+    route: &RouteMatch,
+    req: &Request,
+) -> Result<Response<Body>, ApiError> {
+    let id = route.id("id")?;
+    let body: ConfirmBody = api::parse_body(req)?;
+    if body.tvshow_id <= 0 {
+        return Err(ApiError::BadRequest(
+            "tvshowId must be a positive integer".into(),
+        ));
+    }
+    let mapping = mappings::confirm(&state.api.pool, id, body.tvshow_id)
+        .await
+        .map_err(|e| match e {
+            ConfirmError::NotFound(_) => ApiError::NotFound(e.to_string()),
+            ConfirmError::UnknownShow(_) => ApiError::Unprocessable(e.to_string()),
+            ConfirmError::Db(db) => db.into(),
+        })?;
+    tracing::info!(mapping = id, tvshow = body.tvshow_id, "mapping confirmed");
+    Ok(json(
+        StatusCode::OK,
+        &MappingResponse {
+            success: true,
+            mapping,
+        },
+    ))
+}
+
+async fn disable(state: &State, route: &RouteMatch) -> Result<Response<Body>, ApiError> {
+    let id = route.id("id")?;
+    let mapping = mappings::disable(&state.api.pool, id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("mapping {id} does not exist")))?;
+    tracing::info!(mapping = id, "sync disabled for mapping");
+    Ok(json(
+        StatusCode::OK,
+        &MappingResponse {
+            success: true,
+            mapping,
+        },
+    ))
+}
+
+async fn sync(state: &State, route: &RouteMatch) -> Result<Response<Body>, ApiError> {
+    let id = route.id("id")?;
+    if mappings::get(&state.api.pool, id).await?.is_none() {
+        return Err(ApiError::NotFound(format!("mapping {id} does not exist")));
+    }
+    Err(ApiError::NotImplemented(
+        "history sync for a mapping is not available yet".into(),
+    ))
+}

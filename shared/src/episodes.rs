@@ -1,0 +1,311 @@
+//! Writes to the tracker's `tvshows` rows: marking an episode watched (locked, idempotent,
+//! never overwriting an episode already watched) and adding a show fetched from TMDB.
+//!
+//! `seasons` is kept as JSON (`[{seasonNumber, episodes:[{episodeNumber, title, airDate,
+//! watched, dateWatched}]}]`) and edited in place, so fields a real tracker adds survive.
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use deadpool_postgres::Transaction;
+use serde_json::{json, Value};
+
+use crate::db::{DbError, DbPool};
+use crate::tmdb::{SeasonDetails, TvDetails};
+
+/// One "this episode was watched" fact.
+#[derive(Debug, Clone)]
+pub struct MarkRequest<'a> {
+    pub tvshow_id: i32,
+    pub season: i64,
+    pub episode: i64,
+    pub watched_at: DateTime<Utc>,
+    /// Recorded with the change, so the same message applied twice is a no-op.
+    pub idempotency_key: Option<&'a str>,
+    pub message_id: Option<&'a str>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MarkOutcome {
+    Marked {
+        watched_episodes: i32,
+        total_episodes: i32,
+    },
+    /// Already watched: its date (possibly entered by hand) is kept.
+    AlreadyWatched { date_watched: Option<String> },
+    /// The idempotency key was already recorded: nothing changed.
+    Duplicate,
+    /// The stored seasons do not have this episode (stale data). Nothing was written.
+    EpisodeMissing { show_tmdb_id: Option<i32> },
+    /// The tracker show no longer exists. Nothing was written.
+    ShowMissing,
+}
+
+/// Marks an episode in its own transaction.
+#[tracing::instrument(skip(pool), fields(tvshow_id = req.tvshow_id, season = req.season, episode = req.episode))]
+pub async fn mark_episode(pool: &DbPool, req: &MarkRequest<'_>) -> Result<MarkOutcome, DbError> {
+    let mut client = pool.get().await?;
+    let tx = client.transaction().await?;
+    let outcome = mark_episode_in(&tx, req, None).await?;
+    tx.commit().await?;
+    Ok(outcome)
+}
+
+/// Marks an episode inside the caller's transaction (so the caller can add its log row to the
+/// same commit). `fresh_season`, when given, is merged into the stored seasons first (a season
+/// refreshed from TMDB because the episode was missing). The caller commits; on
+/// `Duplicate`/`EpisodeMissing`/`ShowMissing` nothing was written.
+pub async fn mark_episode_in(
+    tx: &Transaction<'_>,
+    req: &MarkRequest<'_>,
+    fresh_season: Option<Value>,
+) -> Result<MarkOutcome, DbError> {
+    // The row lock serialises every change to this show's seasons (concurrent scrobbles of two
+    // episodes would otherwise overwrite each other's JSON edit).
+    let Some(row) = tx
+        .query_opt(
+            "SELECT seasons, tmdb_id FROM tvshows WHERE id = $1 FOR UPDATE",
+            &[&req.tvshow_id],
+        )
+        .await?
+    else {
+        return Ok(MarkOutcome::ShowMissing);
+    };
+    let mut seasons: Value = row.get(0);
+    let show_tmdb_id: Option<i32> = row.get(1);
+
+    if let Some(key) = req.idempotency_key {
+        let seen = tx
+            .query_opt(
+                "SELECT 1 FROM plex_processed_messages WHERE idempotency_key = $1",
+                &[&key],
+            )
+            .await?;
+        if seen.is_some() {
+            return Ok(MarkOutcome::Duplicate);
+        }
+    }
+
+    let refreshed = fresh_season.is_some();
+    if let Some(fresh) = fresh_season {
+        merge_season(&mut seasons, fresh);
+    }
+
+    let Some(ep) = find_episode_mut(&mut seasons, req.season, req.episode) else {
+        return Ok(MarkOutcome::EpisodeMissing { show_tmdb_id });
+    };
+    let outcome = if ep.get("watched").and_then(Value::as_bool) == Some(true) {
+        MarkOutcome::AlreadyWatched {
+            date_watched: ep
+                .get("dateWatched")
+                .and_then(Value::as_str)
+                .map(str::to_owned),
+        }
+    } else {
+        ep["watched"] = Value::Bool(true);
+        ep["dateWatched"] =
+            Value::String(req.watched_at.to_rfc3339_opts(SecondsFormat::Millis, true));
+        let (watched, total) = counts(&seasons);
+        MarkOutcome::Marked {
+            watched_episodes: watched,
+            total_episodes: total,
+        }
+    };
+
+    if let Some(key) = req.idempotency_key {
+        tx.execute(
+            "INSERT INTO plex_processed_messages (idempotency_key, message_id) VALUES ($1, $2)
+             ON CONFLICT (idempotency_key) DO NOTHING",
+            &[&key, &req.message_id],
+        )
+        .await?;
+    }
+    let changed = matches!(outcome, MarkOutcome::Marked { .. }) || refreshed;
+    if changed {
+        let (watched, total) = counts(&seasons);
+        tx.execute(
+            "UPDATE tvshows
+                SET seasons = $2, watched_episodes = $3, total_episodes = $4,
+                    plex_synced = true, plex_last_sync = now(), updated_at = now()
+              WHERE id = $1",
+            &[&req.tvshow_id, &seasons, &watched, &total],
+        )
+        .await?;
+    } else {
+        tx.execute(
+            "UPDATE tvshows SET plex_synced = true, plex_last_sync = now() WHERE id = $1",
+            &[&req.tvshow_id],
+        )
+        .await?;
+    }
+    Ok(outcome)
+}
+
+fn find_episode_mut(seasons: &mut Value, season: i64, episode: i64) -> Option<&mut Value> {
+    seasons
+        .as_array_mut()?
+        .iter_mut()
+        .find(|s| s.get("seasonNumber").and_then(Value::as_i64) == Some(season))?
+        .get_mut("episodes")?
+        .as_array_mut()?
+        .iter_mut()
+        .find(|e| e.get("episodeNumber").and_then(Value::as_i64) == Some(episode))
+}
+
+/// (watched, total) over every season, specials included.
+pub fn counts(seasons: &Value) -> (i32, i32) {
+    let episodes = seasons
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|s| s.get("episodes").and_then(Value::as_array))
+        .flatten();
+    let (mut watched, mut total) = (0i32, 0i32);
+    for e in episodes {
+        total += 1;
+        if e.get("watched").and_then(Value::as_bool) == Some(true) {
+            watched += 1;
+        }
+    }
+    (watched, total)
+}
+
+/// A TMDB season in the tracker's shape, nothing watched.
+pub fn season_from_tmdb(season: &SeasonDetails) -> Value {
+    let episodes: Vec<Value> = season
+        .episodes
+        .iter()
+        .map(|e| {
+            json!({
+                "episodeNumber": e.episode_number,
+                "title": e.name,
+                "airDate": e.air_date,
+                "watched": false,
+                "dateWatched": null,
+            })
+        })
+        .collect();
+    json!({"seasonNumber": season.season_number, "episodes": episodes})
+}
+
+/// Replaces (or inserts, in order) a season with fresh data, keeping what the user already
+/// watched and any stored episodes the fresh data lacks.
+pub fn merge_season(seasons: &mut Value, mut fresh: Value) {
+    if !seasons.is_array() {
+        *seasons = json!([]);
+    }
+    let list = seasons.as_array_mut().expect("array");
+    let number = fresh.get("seasonNumber").and_then(Value::as_i64);
+    let Some(pos) = list
+        .iter()
+        .position(|s| s.get("seasonNumber").and_then(Value::as_i64) == number)
+    else {
+        let at = list
+            .iter()
+            .position(|s| s.get("seasonNumber").and_then(Value::as_i64) > number)
+            .unwrap_or(list.len());
+        list.insert(at, fresh);
+        return;
+    };
+    let old_episodes: Vec<Value> = list[pos]
+        .get("episodes")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    if let Some(new_episodes) = fresh.get_mut("episodes").and_then(Value::as_array_mut) {
+        for new in new_episodes.iter_mut() {
+            let n = new.get("episodeNumber").and_then(Value::as_i64);
+            if let Some(old) = old_episodes
+                .iter()
+                .find(|o| o.get("episodeNumber").and_then(Value::as_i64) == n)
+            {
+                for field in ["watched", "dateWatched"] {
+                    if let Some(v) = old.get(field) {
+                        new[field] = v.clone();
+                    }
+                }
+            }
+        }
+        for old in &old_episodes {
+            let n = old.get("episodeNumber").and_then(Value::as_i64);
+            if !new_episodes
+                .iter()
+                .any(|e| e.get("episodeNumber").and_then(Value::as_i64) == n)
+            {
+                new_episodes.push(old.clone());
+            }
+        }
+        new_episodes.sort_by_key(|e| e.get("episodeNumber").and_then(Value::as_i64));
+    }
+    list[pos] = fresh;
+}
+
+/// Inserts a show fetched from TMDB (status Watching, source plex), or finds the row another
+/// message inserted first. Returns the show id and whether this call created it.
+pub async fn insert_show_from_tmdb(
+    tx: &Transaction<'_>,
+    show: &TvDetails,
+    seasons: &[SeasonDetails],
+) -> Result<(i32, bool), DbError> {
+    let mut stored: Vec<&SeasonDetails> = seasons.iter().collect();
+    stored.sort_by_key(|s| s.season_number);
+    let seasons_json = Value::Array(stored.iter().map(|s| season_from_tmdb(s)).collect());
+    let (_, total) = counts(&seasons_json);
+    let start_date = show
+        .first_air_date
+        .as_deref()
+        .and_then(|d| chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d").ok());
+    let tmdb_id = i32::try_from(show.id).map_err(|_| {
+        DbError::Config(format!(
+            "TMDB id {} does not fit the tracker schema",
+            show.id
+        ))
+    })?;
+    let inserted = tx
+        .query_opt(
+            "INSERT INTO tvshows (tmdb_id, title, show_start_date, status, seasons,
+                                  watched_episodes, total_episodes, source, plex_synced)
+             VALUES ($1, $2, $3, 'Watching', $4, 0, $5, 'plex', true)
+             ON CONFLICT (tmdb_id) DO NOTHING
+             RETURNING id",
+            &[&tmdb_id, &show.name, &start_date, &seasons_json, &total],
+        )
+        .await?;
+    if let Some(row) = inserted {
+        return Ok((row.get(0), true));
+    }
+    let row = tx
+        .query_one("SELECT id FROM tvshows WHERE tmdb_id = $1", &[&tmdb_id])
+        .await?;
+    Ok((row.get(0), false))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn merge_keeps_watched_state_and_orders_seasons() {
+        let mut seasons = json!([
+            {"seasonNumber": 2, "episodes": [{"episodeNumber": 1, "watched": true, "dateWatched": "2020-01-01T00:00:00Z"}]},
+        ]);
+        merge_season(
+            &mut seasons,
+            json!({"seasonNumber": 1, "episodes": [{"episodeNumber": 1, "watched": false, "dateWatched": null}]}),
+        );
+        merge_season(
+            &mut seasons,
+            json!({"seasonNumber": 2, "episodes": [
+                {"episodeNumber": 1, "title": "A", "watched": false, "dateWatched": null},
+                {"episodeNumber": 2, "title": "B", "watched": false, "dateWatched": null}
+            ]}),
+        );
+        assert_eq!(seasons[0]["seasonNumber"], 1);
+        assert_eq!(seasons[1]["episodes"][0]["watched"], true);
+        assert_eq!(
+            seasons[1]["episodes"][0]["dateWatched"],
+            "2020-01-01T00:00:00Z"
+        );
+        assert_eq!(seasons[1]["episodes"][0]["title"], "A");
+        assert_eq!(seasons[1]["episodes"][1]["episodeNumber"], 2);
+        assert_eq!(counts(&seasons), (1, 3));
+    }
+}

@@ -1,0 +1,198 @@
+//! Plex Media Server client: reads a show's metadata, whose `Guid` array (unlike an episode's)
+//! holds the *show's* external ids. Home servers are usually unreachable from AWS, so calls are
+//! short and the caller treats most failures as "this step is not available".
+
+use std::time::Duration;
+
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use url::Url;
+
+use crate::payload::{ExternalIds, GuidEntry};
+
+#[derive(Debug, thiserror::Error)]
+pub enum PlexError {
+    /// The server did not answer in time: may work on a later attempt.
+    #[error("Plex server timed out")]
+    Timeout,
+    /// Connection refused, DNS failure, TLS trouble: the server is not reachable from here.
+    #[error("Plex server unreachable: {0}")]
+    Unreachable(String),
+    /// The server answered but not with the show (unknown key, token rejected, bad JSON).
+    #[error("Plex server answered unexpectedly: {0}")]
+    Unexpected(String),
+}
+
+/// What the server says about a show.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlexShow {
+    pub guid: Option<String>,
+    pub title: Option<String>,
+    pub year: Option<i64>,
+    pub ids: ExternalIds,
+}
+
+#[derive(Debug, Clone)]
+pub struct PlexServerClient {
+    http: reqwest::Client,
+}
+
+#[derive(Deserialize)]
+struct Envelope {
+    #[serde(rename = "MediaContainer")]
+    container: Container,
+}
+
+#[derive(Deserialize)]
+struct Container {
+    #[serde(rename = "Metadata", default)]
+    metadata: Vec<Item>,
+}
+
+#[derive(Deserialize)]
+struct Item {
+    #[serde(default)]
+    guid: Option<String>,
+    #[serde(default)]
+    title: Option<String>,
+    #[serde(default)]
+    year: Option<i64>,
+    #[serde(rename = "Guid", default)]
+    guids: Vec<GuidEntry>,
+}
+
+impl PlexServerClient {
+    pub fn new() -> Result<Self, PlexError> {
+        Self::with_timeout(Duration::from_secs(4))
+    }
+
+    pub fn with_timeout(timeout: Duration) -> Result<Self, PlexError> {
+        let http = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(timeout.min(Duration::from_secs(2)))
+            .user_agent("plexsync/0.1")
+            .build()
+            .map_err(|e| PlexError::Unexpected(format!("HTTP client: {e}")))?;
+        Ok(Self { http })
+    }
+
+    /// `GET {server}/library/metadata/{rating_key}` → the show's guid and ids.
+    #[tracing::instrument(skip(self, token))]
+    pub async fn show(
+        &self,
+        server: &Url,
+        rating_key: &str,
+        token: &SecretString,
+    ) -> Result<PlexShow, PlexError> {
+        if rating_key.is_empty() || !rating_key.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(PlexError::Unexpected(format!(
+                "rating key {rating_key:?} is not numeric"
+            )));
+        }
+        let url = server
+            .join(&format!("library/metadata/{rating_key}"))
+            .map_err(|e| PlexError::Unexpected(format!("server URL: {e}")))?;
+        let response = self
+            .http
+            .get(url)
+            .header("X-Plex-Token", token.expose_secret())
+            .header("Accept", "application/json")
+            .send()
+            .await
+            .map_err(|e| {
+                if e.is_timeout() {
+                    PlexError::Timeout
+                } else {
+                    // `without_url` keeps the server address out of the error text.
+                    PlexError::Unreachable(e.without_url().to_string())
+                }
+            })?;
+        let status = response.status();
+        if !status.is_success() {
+            return Err(PlexError::Unexpected(format!("status {status}")));
+        }
+        let envelope: Envelope = response
+            .json()
+            .await
+            .map_err(|e| PlexError::Unexpected(format!("unreadable metadata: {e}")))?;
+        let item = envelope
+            .container
+            .metadata
+            .into_iter()
+            .next()
+            .ok_or_else(|| PlexError::Unexpected("no metadata for the show".into()))?;
+        Ok(PlexShow {
+            ids: ExternalIds::from_guid_array(&item.guids),
+            guid: item.guid,
+            title: item.title,
+            year: item.year,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::fixtures;
+    use wiremock::{
+        matchers::{header, method, path},
+        Mock, MockServer, ResponseTemplate,
+    };
+
+    #[tokio::test]
+    async fn reads_show_ids_with_token_header() {
+        let server = MockServer::start().await;
+        Mock::given(method("GET"))
+            .and(path("/library/metadata/48200"))
+            .and(header("x-plex-token", "tok-123"))
+            .and(header("accept", "application/json"))
+            .respond_with(
+                ResponseTemplate::new(200).set_body_json(fixtures::plex_server_show_the_office()),
+            )
+            .expect(1)
+            .mount(&server)
+            .await;
+        let show = PlexServerClient::new()
+            .unwrap()
+            .show(
+                &server.uri().parse().unwrap(),
+                "48200",
+                &SecretString::from("tok-123".to_string()),
+            )
+            .await
+            .unwrap();
+        assert_eq!(show.ids.tmdb, Some(2316));
+        assert_eq!(show.ids.tvdb, Some(73244));
+        assert_eq!(show.year, Some(2005));
+    }
+
+    #[tokio::test]
+    async fn slow_server_is_a_timeout_and_401_unexpected() {
+        let server = MockServer::start().await;
+        Mock::given(method("GET"))
+            .and(path("/library/metadata/1"))
+            .respond_with(ResponseTemplate::new(200).set_delay(Duration::from_secs(2)))
+            .mount(&server)
+            .await;
+        Mock::given(method("GET"))
+            .and(path("/library/metadata/2"))
+            .respond_with(ResponseTemplate::new(401))
+            .mount(&server)
+            .await;
+        let client = PlexServerClient::with_timeout(Duration::from_millis(200)).unwrap();
+        let url: Url = server.uri().parse().unwrap();
+        let token = SecretString::from("t".to_string());
+        assert!(matches!(
+            client.show(&url, "1", &token).await,
+            Err(PlexError::Timeout)
+        ));
+        assert!(matches!(
+            client.show(&url, "2", &token).await,
+            Err(PlexError::Unexpected(_))
+        ));
+        assert!(matches!(
+            client.show(&url, "../x", &token).await,
+            Err(PlexError::Unexpected(_))
+        ));
+    }
+}

@@ -1,0 +1,839 @@
+//! Processing one queue message: gates, show resolution, auto-add, marking, and exactly one
+//! `plex_webhook_logs` row per processed message.
+//!
+//! `process_message` is the single entry point: the `processor` function calls it per SQS
+//! record, and the management API can call it to replay a conflict's pending events.
+//! A transient failure (database down, TMDB unavailable after retries, Plex timeout) returns
+//! `Err` and writes nothing, so the queue retries the message; everything else is logged and
+//! returned as an [`Outcome`].
+
+use std::{sync::Arc, time::Instant};
+
+use aws_config::SdkConfig;
+use deadpool_postgres::GenericClient;
+use secrecy::SecretString;
+use serde::Serialize;
+use serde_json::{json, Value};
+
+use crate::config::{ConfigError, Env, TmdbConfig};
+use crate::crypto::Keyring;
+use crate::db::{self, DbError, DbPool};
+use crate::episodes::{self, MarkOutcome, MarkRequest};
+use crate::matching::{self, MatchDecision, MatchError, PlexTarget, Resolver};
+use crate::payload::{AccountRef, EventKind, PlexEvent};
+use crate::plex::PlexServerClient;
+use crate::queue::QueueMessage;
+use crate::secrets::SecretsCache;
+use crate::tmdb::{SeasonDetails, TmdbClient, TmdbError, TvDetails};
+
+/// Where the encryption key (for the stored Plex token) comes from.
+pub enum KeySource {
+    /// Secrets Manager, read through the TTL cache (production).
+    Secrets {
+        cache: SecretsCache,
+        secret_id: String,
+    },
+    Fixed(Arc<Keyring>),
+    None,
+}
+
+impl KeySource {
+    /// The keyring, or `None` (logged) when it cannot be had: only the optional Plex server
+    /// rung needs it, so its absence must not fail the message.
+    async fn keyring(&self) -> Option<Arc<Keyring>> {
+        match self {
+            Self::Fixed(k) => Some(k.clone()),
+            Self::None => None,
+            Self::Secrets { cache, secret_id } => match cache.get(secret_id).await {
+                Ok(Some(secret)) => match Keyring::from_secret(&secret) {
+                    Ok(k) => Some(Arc::new(k)),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "encryption key unusable; Plex server step skipped");
+                        None
+                    }
+                },
+                Ok(None) => {
+                    tracing::warn!("encryption key secret missing; Plex server step skipped");
+                    None
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "encryption key unavailable; Plex server step skipped");
+                    None
+                }
+            },
+        }
+    }
+}
+
+/// Everything processing needs, built once per Lambda instance.
+pub struct ProcessorState {
+    pub pool: DbPool,
+    pub tmdb: TmdbClient,
+    pub plex: PlexServerClient,
+    pub keys: KeySource,
+}
+
+/// Why the function cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("cannot build an HTTP client: {0}")]
+    Http(String),
+}
+
+impl ProcessorState {
+    /// From `DATABASE_URL`, `ENCRYPTION_KEY_SECRET_ID`, `TMDB_BASE_URL`, `TMDB_API_TOKEN`.
+    pub fn from_env(env: &Env, aws: &SdkConfig) -> Result<Self, StartupError> {
+        let pool = db::pool(&env.secret("DATABASE_URL")?).map_err(|e| ConfigError::Invalid {
+            name: "DATABASE_URL",
+            reason: e.to_string(),
+        })?;
+        let tmdb = TmdbClient::new(&TmdbConfig::from_env(env)?)
+            .map_err(|e| StartupError::Http(e.to_string()))?;
+        let plex = PlexServerClient::new().map_err(|e| StartupError::Http(e.to_string()))?;
+        let keys = KeySource::Secrets {
+            cache: SecretsCache::new(aws_sdk_secretsmanager::Client::new(aws)),
+            secret_id: env.required("ENCRYPTION_KEY_SECRET_ID")?,
+        };
+        Ok(Self {
+            pool,
+            tmdb,
+            plex,
+            keys,
+        })
+    }
+}
+
+/// Status of a processed message, as logged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogStatus {
+    Success,
+    Failed,
+    Ignored,
+    Duplicate,
+    NeedsResolution,
+}
+
+impl LogStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Success => "success",
+            Self::Failed => "failed",
+            Self::Ignored => "ignored",
+            Self::Duplicate => "duplicate",
+            Self::NeedsResolution => "needs_resolution",
+        }
+    }
+}
+
+/// What happened to a message (also what its log row says).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Outcome {
+    pub status: LogStatus,
+    pub action: Option<String>,
+    /// Why it was ignored or failed, or what needs resolving.
+    pub reason: Option<String>,
+    pub tvshow_id: Option<i32>,
+    pub conflict_id: Option<i32>,
+}
+
+impl Outcome {
+    fn new(status: LogStatus, action: Option<&str>, reason: Option<String>) -> Self {
+        Self {
+            status,
+            action: action.map(str::to_owned),
+            reason,
+            tvshow_id: None,
+            conflict_id: None,
+        }
+    }
+
+    fn ignored(reason: impl Into<String>) -> Self {
+        Self::new(LogStatus::Ignored, Some("ignored"), Some(reason.into()))
+    }
+
+    fn failed(reason: impl Into<String>) -> Self {
+        Self::new(LogStatus::Failed, None, Some(reason.into()))
+    }
+
+    fn with_show(mut self, tvshow_id: i32) -> Self {
+        self.tvshow_id = Some(tvshow_id);
+        self
+    }
+}
+
+/// The message could not be processed now; nothing was written. SQS should retry it.
+#[derive(Debug, thiserror::Error)]
+#[error("transient failure: {0}")]
+pub struct TransientError(pub String);
+
+/// Internal: how a processing step failed.
+enum Failure {
+    Transient(String),
+    Permanent(String),
+}
+
+impl From<DbError> for Failure {
+    fn from(e: DbError) -> Self {
+        let detail = db_detail(&e);
+        if e.is_transient() {
+            Self::Transient(detail)
+        } else {
+            Self::Permanent(detail)
+        }
+    }
+}
+
+/// tokio-postgres prints server errors as just "db error": add the server's message.
+fn db_detail(e: &DbError) -> String {
+    match e {
+        DbError::Query(q) => match q.as_db_error() {
+            Some(db) => format!("database error: {} ({})", db.message(), db.code().code()),
+            None => e.to_string(),
+        },
+        _ => e.to_string(),
+    }
+}
+
+impl From<deadpool_postgres::PoolError> for Failure {
+    fn from(e: deadpool_postgres::PoolError) -> Self {
+        DbError::from(e).into()
+    }
+}
+
+impl From<tokio_postgres::Error> for Failure {
+    fn from(e: tokio_postgres::Error) -> Self {
+        DbError::from(e).into()
+    }
+}
+
+impl From<TmdbError> for Failure {
+    fn from(e: TmdbError) -> Self {
+        if e.is_transient() {
+            Self::Transient(e.to_string())
+        } else {
+            Self::Permanent(e.to_string())
+        }
+    }
+}
+
+impl From<MatchError> for Failure {
+    fn from(e: MatchError) -> Self {
+        if let MatchError::Db(db) = e {
+            return db.into();
+        }
+        if e.is_transient() {
+            Self::Transient(e.to_string())
+        } else {
+            Self::Permanent(e.to_string())
+        }
+    }
+}
+
+/// The integration's settings (user 1).
+struct PlexConfig {
+    enabled: bool,
+    auto_add_shows: bool,
+    auto_mark_watched: bool,
+    allowed_accounts: Value,
+    server_url: Option<String>,
+    token_ciphertext: String,
+}
+
+/// What the log row needs besides the outcome.
+struct LogCtx<'a> {
+    msg: &'a QueueMessage,
+    message_id: &'a str,
+    key: String,
+    receive_count: Option<i64>,
+    started: Instant,
+}
+
+/// Processes a queue body: a body that is not a valid message is logged `failed` (payload
+/// kept as `{"body": ...}`) and acknowledged, since retrying cannot fix it.
+pub async fn process_body(
+    state: &ProcessorState,
+    body: &str,
+    message_id: &str,
+    receive_count: Option<i64>,
+) -> Result<Outcome, TransientError> {
+    match QueueMessage::from_body(body) {
+        Ok(msg) => process_message(state, &msg, message_id, receive_count).await,
+        Err(e) => {
+            tracing::warn!(error = %e, "unreadable queue message");
+            let outcome = Outcome::failed(e.to_string());
+            let client = state.pool.get().await.map_err(|e| transient(e.into()))?;
+            client
+                .execute(
+                    "INSERT INTO plex_webhook_logs
+                        (message_id, event_type, payload, status, error_message, receive_count,
+                         processing_duration_ms)
+                     VALUES ($1, 'unknown', $2, 'failed', $3, $4, 0)",
+                    &[
+                        &message_id,
+                        &json!({ "body": body }),
+                        &outcome.reason,
+                        &receive_count.and_then(|n| i32::try_from(n).ok()),
+                    ],
+                )
+                .await
+                .map_err(|e| transient(e.into()))?;
+            Ok(outcome)
+        }
+    }
+}
+
+fn transient(e: DbError) -> TransientError {
+    TransientError(e.to_string())
+}
+
+/// Processes one message; see the module docs. Exactly one log row is written unless the
+/// result is `Err` (nothing written).
+#[tracing::instrument(skip(state, msg), fields(show = %msg.event.show.title, event = msg.event.kind.as_str()))]
+pub async fn process_message(
+    state: &ProcessorState,
+    msg: &QueueMessage,
+    message_id: &str,
+    receive_count: Option<i64>,
+) -> Result<Outcome, TransientError> {
+    let ctx = LogCtx {
+        msg,
+        message_id,
+        key: msg.idempotency_key(),
+        receive_count,
+        started: Instant::now(),
+    };
+    let result = run(state, &ctx).await;
+    let outcome = match result {
+        Ok(outcome) => outcome,
+        Err(Failure::Transient(reason)) => {
+            tracing::warn!(%reason, "transient failure; the message will be retried");
+            return Err(TransientError(reason));
+        }
+        Err(Failure::Permanent(reason)) => {
+            tracing::warn!(%reason, "message failed");
+            let outcome = Outcome::failed(reason);
+            let client = state.pool.get().await.map_err(|e| transient(e.into()))?;
+            write_log(&client, &ctx, &outcome)
+                .await
+                .map_err(|e| transient(e.into()))?;
+            outcome
+        }
+    };
+    tracing::info!(
+        status = outcome.status.as_str(),
+        action = outcome.action.as_deref(),
+        reason = outcome.reason.as_deref(),
+        tvshow_id = outcome.tvshow_id,
+        "message processed"
+    );
+    Ok(outcome)
+}
+
+async fn run(state: &ProcessorState, ctx: &LogCtx<'_>) -> Result<Outcome, Failure> {
+    let ev = &ctx.msg.event;
+    let scrobble = ev.kind == EventKind::Scrobble;
+    let client = state.pool.get().await?;
+    let Some(config) = load_config(&client).await? else {
+        return finish(
+            &client,
+            ctx,
+            Outcome::ignored("Plex integration is not configured"),
+        )
+        .await;
+    };
+    if !config.enabled {
+        return finish(
+            &client,
+            ctx,
+            Outcome::ignored("Plex integration is disabled"),
+        )
+        .await;
+    }
+    if scrobble && !config.auto_mark_watched {
+        return finish(&client, ctx, Outcome::ignored("auto-mark watched is off")).await;
+    }
+    if scrobble {
+        if let Err(reason) = account_gate(&config.allowed_accounts, &ev.account) {
+            return finish(&client, ctx, Outcome::ignored(reason)).await;
+        }
+        let seen = client
+            .query_opt(
+                "SELECT 1 FROM plex_processed_messages WHERE idempotency_key = $1",
+                &[&ctx.key],
+            )
+            .await?;
+        if seen.is_some() {
+            return finish(
+                &client,
+                ctx,
+                Outcome::new(
+                    LogStatus::Duplicate,
+                    None,
+                    Some("message already processed".into()),
+                ),
+            )
+            .await;
+        }
+    }
+
+    let mapping = matching::find_mapping(&client, ev).await?;
+    let (tvshow_id, how) = match mapping {
+        Some(m) if !m.sync_enabled => {
+            return finish(&client, ctx, sync_disabled(m.id)).await;
+        }
+        Some(matching::Mapping {
+            tvshow_id: Some(id),
+            ..
+        }) => (id, Mapped::Existing),
+        _ => {
+            if let Some(conflict_id) = matching::open_conflict(&client, ev).await? {
+                drop(client);
+                return pending(state, ctx, conflict_id).await;
+            }
+            // No connection is held across the HTTP calls of resolution.
+            drop(client);
+            match resolve_and_map(state, ctx, &config).await? {
+                Resolved::Show(id, how) => (id, how),
+                Resolved::Done(outcome) => return Ok(outcome),
+            }
+        }
+    };
+
+    if !scrobble {
+        // library.new: the mapping exists now; nothing is marked.
+        let action = match how {
+            Mapped::Existing => "show_already_mapped",
+            Mapped::Matched => "show_mapped",
+            Mapped::Added => "auto_added_show",
+        };
+        let client = state.pool.get().await?;
+        return finish(
+            &client,
+            ctx,
+            Outcome::new(LogStatus::Success, Some(action), None).with_show(tvshow_id),
+        )
+        .await;
+    }
+    mark(state, ctx, tvshow_id, how).await
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Mapped {
+    Existing,
+    Matched,
+    Added,
+}
+
+enum Resolved {
+    Show(i32, Mapped),
+    /// Logged already (conflict, sync disabled).
+    Done(Outcome),
+}
+
+fn sync_disabled(mapping_id: i32) -> Outcome {
+    Outcome::ignored(format!(
+        "sync disabled for this show (mapping {mapping_id})"
+    ))
+}
+
+/// The play counts when it is the webhook owner's (`user` flag) or an allowed account's.
+fn account_gate(allowed: &Value, account: &AccountRef) -> Result<(), String> {
+    if account.is_webhook_user {
+        return Ok(());
+    }
+    let title = account.title.as_deref().unwrap_or_default();
+    let allowed_entry = allowed.as_array().into_iter().flatten().any(|a| match a {
+        Value::Number(n) => n.as_i64().is_some() && n.as_i64() == account.id,
+        Value::String(s) => {
+            let s = s.trim();
+            (!title.is_empty() && s.eq_ignore_ascii_case(title))
+                || (s.parse::<i64>().ok().is_some() && s.parse::<i64>().ok() == account.id)
+        }
+        _ => false,
+    });
+    if allowed_entry {
+        return Ok(());
+    }
+    Err(format!(
+        "play by another account ({}{}) is not synced",
+        if title.is_empty() { "unnamed" } else { title },
+        account.id.map(|i| format!(", id {i}")).unwrap_or_default()
+    ))
+}
+
+async fn load_config<C: GenericClient>(client: &C) -> Result<Option<PlexConfig>, DbError> {
+    let row = client
+        .query_opt(
+            "SELECT enabled, auto_add_shows, auto_mark_watched, allowed_accounts,
+                    plex_server_url, plex_token
+               FROM plex_config WHERE user_id = 1",
+            &[],
+        )
+        .await?;
+    Ok(row.map(|r| PlexConfig {
+        enabled: r.get(0),
+        auto_add_shows: r.get(1),
+        auto_mark_watched: r.get(2),
+        allowed_accounts: r.get(3),
+        server_url: r.get(4),
+        token_ciphertext: r.get(5),
+    }))
+}
+
+/// Writes the message's log row (and notes the receipt on the config).
+async fn write_log<C: GenericClient>(
+    client: &C,
+    ctx: &LogCtx<'_>,
+    outcome: &Outcome,
+) -> Result<(), tokio_postgres::Error> {
+    let ev = &ctx.msg.event;
+    let to_i32 = |n: Option<i64>| n.and_then(|n| i32::try_from(n).ok());
+    let duration = i32::try_from(ctx.started.elapsed().as_millis()).unwrap_or(i32::MAX);
+    client
+        .execute(
+            "WITH seen AS (
+                 UPDATE plex_config
+                    SET last_webhook_received = GREATEST(COALESCE(last_webhook_received, $15), $15)
+                  WHERE user_id = 1
+             )
+             INSERT INTO plex_webhook_logs
+                 (message_id, idempotency_key, event_type, plex_rating_key, plex_title,
+                  plex_season, plex_episode, payload, status, error_message,
+                  processing_duration_ms, receive_count, action_taken, tvshow_id)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+            &[
+                &ctx.message_id,
+                &ctx.key,
+                &ev.kind.as_str(),
+                &ev.item_rating_key,
+                &ev.show.title,
+                &to_i32(ev.season),
+                &to_i32(ev.episode.as_ref().map(|e| e.number)),
+                &ctx.msg.raw,
+                &outcome.status.as_str(),
+                &outcome.reason,
+                &duration,
+                &to_i32(ctx.receive_count),
+                &outcome.action,
+                &outcome.tvshow_id,
+                &ctx.msg.received_at,
+            ],
+        )
+        .await?;
+    Ok(())
+}
+
+async fn finish<C: GenericClient>(
+    client: &C,
+    ctx: &LogCtx<'_>,
+    outcome: Outcome,
+) -> Result<Outcome, Failure> {
+    write_log(client, ctx, &outcome).await?;
+    Ok(outcome)
+}
+
+fn needs_resolution(conflict_id: i32, detail: &str) -> Outcome {
+    let mut o = Outcome::new(
+        LogStatus::NeedsResolution,
+        Some("needs_user_input"),
+        Some(format!(
+            "show needs resolution (conflict {conflict_id}): {detail}"
+        )),
+    );
+    o.conflict_id = Some(conflict_id);
+    o
+}
+
+/// The show has an open conflict: keep the event for replay and log it.
+async fn pending(
+    state: &ProcessorState,
+    ctx: &LogCtx<'_>,
+    conflict_id: i32,
+) -> Result<Outcome, Failure> {
+    let mut client = state.pool.get().await?;
+    let tx = client.transaction().await?;
+    let outcome = pend_in(&tx, ctx, conflict_id, "an open conflict awaits the user").await?;
+    tx.commit().await?;
+    Ok(outcome)
+}
+
+async fn pend_in<C: GenericClient>(
+    client: &C,
+    ctx: &LogCtx<'_>,
+    conflict_id: i32,
+    detail: &str,
+) -> Result<Outcome, Failure> {
+    if ctx.msg.event.kind == EventKind::Scrobble {
+        let message = serde_json::to_value(ctx.msg).unwrap_or(Value::Null);
+        matching::add_pending_event(client, conflict_id, &ctx.key, &message).await?;
+    }
+    finish(client, ctx, needs_resolution(conflict_id, detail)).await
+}
+
+/// Resolution and the ladder, then the mapping (auto-adding the show) or the conflict, written
+/// under a per-show lock that re-checks what concurrent messages already decided.
+async fn resolve_and_map(
+    state: &ProcessorState,
+    ctx: &LogCtx<'_>,
+    config: &PlexConfig,
+) -> Result<Resolved, Failure> {
+    let ev = &ctx.msg.event;
+    let resolver = Resolver {
+        pool: &state.pool,
+        tmdb: &state.tmdb,
+        plex: plex_target(state, config).await,
+    };
+    let resolution = resolver.resolve(ev, ctx.receive_count).await?;
+    let decision = matching::decide(&state.pool, ev, &resolution, config.auto_add_shows).await?;
+    tracing::info!(
+        ?decision,
+        via = resolution.show.as_ref().map(|s| s.via),
+        "show resolved"
+    );
+    let added = match &decision {
+        MatchDecision::AutoAdd { tmdb_id, .. } => Some(fetch_show(&state.tmdb, *tmdb_id).await?),
+        _ => None,
+    };
+    let tmdb_id = resolution.show.as_ref().map(|s| s.tmdb_id);
+
+    let mut client = state.pool.get().await?;
+    let tx = client.transaction().await?;
+    matching::lock_show_identity(&tx, ev).await?;
+    match matching::find_mapping(&tx, ev).await? {
+        Some(m) if !m.sync_enabled => {
+            let outcome = finish(&tx, ctx, sync_disabled(m.id)).await?;
+            tx.commit().await?;
+            return Ok(Resolved::Done(outcome));
+        }
+        Some(matching::Mapping {
+            tvshow_id: Some(id),
+            ..
+        }) => {
+            tx.commit().await?;
+            return Ok(Resolved::Show(id, Mapped::Existing));
+        }
+        _ => {}
+    }
+    if let Some(conflict_id) = matching::open_conflict(&tx, ev).await? {
+        let outcome = pend_in(&tx, ctx, conflict_id, "an open conflict awaits the user").await?;
+        tx.commit().await?;
+        return Ok(Resolved::Done(outcome));
+    }
+    let resolved = match decision {
+        MatchDecision::Map {
+            tvshow_id,
+            confidence,
+            method,
+        } => {
+            let mapping = matching::create_mapping(
+                &tx,
+                ev,
+                &resolution.show_ids,
+                tmdb_id,
+                tvshow_id,
+                confidence,
+                &method,
+            )
+            .await?;
+            // A concurrent insert under the same guid may have won: follow the stored row.
+            Resolved::Show(mapping.tvshow_id.unwrap_or(tvshow_id), Mapped::Matched)
+        }
+        MatchDecision::AutoAdd { method, .. } => {
+            let (show, seasons) = added.expect("fetched for auto-add");
+            let (tvshow_id, created) =
+                episodes::insert_show_from_tmdb(&tx, &show, &seasons).await?;
+            let confidence = resolution.show.as_ref().map_or(1.0, |s| s.source.score());
+            matching::create_mapping(
+                &tx,
+                ev,
+                &resolution.show_ids,
+                tmdb_id,
+                tvshow_id,
+                confidence,
+                &format!("auto_added:{method}"),
+            )
+            .await?;
+            Resolved::Show(
+                tvshow_id,
+                if created {
+                    Mapped::Added
+                } else {
+                    Mapped::Matched
+                },
+            )
+        }
+        MatchDecision::Conflict { kind, candidates } => {
+            let conflict_id = matching::upsert_conflict(&tx, ev, kind, &candidates).await?;
+            let detail = match kind {
+                matching::ConflictKind::NoMatch => "no tracker show matches",
+                matching::ConflictKind::Ambiguous => "one low-confidence match",
+                matching::ConflictKind::MultipleMatches => "several possible matches",
+            };
+            Resolved::Done(pend_in(&tx, ctx, conflict_id, detail).await?)
+        }
+    };
+    tx.commit().await?;
+    Ok(resolved)
+}
+
+/// The Plex server rung's target, when a server URL and a decryptable token are configured.
+async fn plex_target<'a>(state: &'a ProcessorState, config: &PlexConfig) -> Option<PlexTarget<'a>> {
+    let server = config.server_url.as_deref()?.parse().ok()?;
+    let keyring = state.keys.keyring().await?;
+    let token: SecretString = match keyring.decrypt(&config.token_ciphertext) {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::warn!(error = %e, "stored Plex token cannot be decrypted; Plex server step skipped");
+            return None;
+        }
+    };
+    Some(PlexTarget {
+        client: &state.plex,
+        server,
+        token,
+    })
+}
+
+/// The show and all its seasons from TMDB (a season TMDB lists but cannot serve is skipped).
+async fn fetch_show(
+    tmdb: &TmdbClient,
+    tmdb_id: i64,
+) -> Result<(TvDetails, Vec<SeasonDetails>), Failure> {
+    let show = match tmdb.tv(tmdb_id).await {
+        Ok(show) => show,
+        Err(TmdbError::NotFound(_)) => {
+            return Err(Failure::Permanent(format!(
+                "cannot auto-add: TMDB has no show {tmdb_id}"
+            )))
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let mut seasons = Vec::with_capacity(show.seasons.len());
+    for s in &show.seasons {
+        match tmdb.season(tmdb_id, s.season_number).await {
+            Ok(season) => seasons.push(season),
+            Err(TmdbError::NotFound(_)) => {
+                tracing::warn!(season = s.season_number, "TMDB season listed but not found")
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok((show, seasons))
+}
+
+/// Marks the scrobbled episode; refreshes its season from TMDB once when it is missing.
+async fn mark(
+    state: &ProcessorState,
+    ctx: &LogCtx<'_>,
+    tvshow_id: i32,
+    how: Mapped,
+) -> Result<Outcome, Failure> {
+    let ev: &PlexEvent = &ctx.msg.event;
+    let Some(ep) = ev.episode.as_ref() else {
+        return Err(Failure::Permanent("scrobble without an episode".into()));
+    };
+    let req = MarkRequest {
+        tvshow_id,
+        season: ep.season,
+        episode: ep.number,
+        watched_at: ev.viewed_at.unwrap_or(ctx.msg.received_at),
+        idempotency_key: Some(&ctx.key),
+        message_id: Some(ctx.message_id),
+    };
+    let label = format!("S{:02}E{:02}", ep.season, ep.number);
+    let mut fresh: Option<Value> = None;
+    let mut refreshed = false;
+    loop {
+        let mut client = state.pool.get().await?;
+        let tx = client.transaction().await?;
+        let outcome = match episodes::mark_episode_in(&tx, &req, fresh.take()).await? {
+            MarkOutcome::Marked { .. } => Outcome::new(
+                LogStatus::Success,
+                Some(match how {
+                    Mapped::Added => "auto_added_show_and_marked_watched",
+                    _ => "marked_watched",
+                }),
+                None,
+            )
+            .with_show(tvshow_id),
+            MarkOutcome::AlreadyWatched { .. } => Outcome::new(
+                LogStatus::Success,
+                Some("already_watched"),
+                Some(format!("{label} was already watched; its date is kept")),
+            )
+            .with_show(tvshow_id),
+            MarkOutcome::Duplicate => Outcome::new(
+                LogStatus::Duplicate,
+                None,
+                Some("message already processed".into()),
+            )
+            .with_show(tvshow_id),
+            MarkOutcome::ShowMissing => {
+                return Err(Failure::Permanent(format!(
+                    "tracker show {tvshow_id} no longer exists"
+                )))
+            }
+            MarkOutcome::EpisodeMissing { show_tmdb_id } => {
+                drop(tx);
+                drop(client);
+                if refreshed {
+                    return Err(Failure::Permanent(format!(
+                        "{label} is not in the tracker's seasons, even after refreshing season {} from TMDB",
+                        ep.season
+                    )));
+                }
+                let Some(show_tmdb_id) = show_tmdb_id else {
+                    return Err(Failure::Permanent(format!(
+                        "{label} is not in the tracker's seasons and the show has no TMDB id to refresh from"
+                    )));
+                };
+                match state.tmdb.season(i64::from(show_tmdb_id), ep.season).await {
+                    Ok(season) => fresh = Some(episodes::season_from_tmdb(&season)),
+                    Err(TmdbError::NotFound(_)) => {
+                        return Err(Failure::Permanent(format!(
+                            "{label} is not in the tracker's seasons and TMDB has no season {} for show {show_tmdb_id}",
+                            ep.season
+                        )))
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+                refreshed = true;
+                continue;
+            }
+        };
+        write_log(&tx, ctx, &outcome).await?;
+        tx.commit().await?;
+        return Ok(outcome);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn account(id: Option<i64>, title: &str, user: bool) -> AccountRef {
+        AccountRef {
+            id,
+            title: Some(title.into()),
+            is_webhook_user: user,
+            owns_server: true,
+        }
+    }
+
+    #[test]
+    fn account_gate_uses_user_flag_then_allowlist() {
+        let none = json!([]);
+        assert!(account_gate(&none, &account(Some(1), "alice", true)).is_ok());
+        let err = account_gate(&none, &account(Some(2), "bob", false)).unwrap_err();
+        assert!(err.contains("bob") && err.contains("id 2"), "{err}");
+        assert!(account_gate(&json!(["Bob"]), &account(Some(2), "bob", false)).is_ok());
+        assert!(account_gate(&json!([2]), &account(Some(2), "bob", false)).is_ok());
+        assert!(account_gate(&json!(["2"]), &account(Some(2), "bob", false)).is_ok());
+        assert!(account_gate(&json!(["carol", 3]), &account(Some(2), "bob", false)).is_err());
+        assert!(account_gate(&json!([""]), &account(None, "", false)).is_err());
+    }
+}

@@ -1,0 +1,118 @@
+//! `plex_config`: the single user's Plex settings. The encrypted token is written here but
+//! never read back by the management API.
+
+use chrono::{DateTime, Utc};
+use deadpool_postgres::GenericClient;
+
+use crate::db::{DbError, DbPool};
+
+/// The single-user deployment keeps its settings in row `user_id = 1`.
+pub const USER_ID: i32 = 1;
+
+/// Everything about the configuration except the token.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlexConfig {
+    pub enabled: bool,
+    pub auto_add_shows: bool,
+    pub auto_mark_watched: bool,
+    pub server_url: Option<String>,
+    pub server_name: Option<String>,
+    pub server_uuid: Option<String>,
+    pub account_id: Option<i64>,
+    pub account_name: Option<String>,
+    pub last_webhook_received: Option<DateTime<Utc>>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[tracing::instrument(skip(pool))]
+pub async fn load(pool: &DbPool) -> Result<Option<PlexConfig>, DbError> {
+    let client = pool.get().await?;
+    let row = client
+        .query_opt(
+            "SELECT enabled, auto_add_shows, auto_mark_watched, plex_server_url, plex_server_name,
+                    plex_server_uuid, plex_account_id, plex_account_name, last_webhook_received,
+                    updated_at
+               FROM plex_config WHERE user_id = $1",
+            &[&USER_ID],
+        )
+        .await?;
+    Ok(row.map(|r| PlexConfig {
+        enabled: r.get(0),
+        auto_add_shows: r.get(1),
+        auto_mark_watched: r.get(2),
+        server_url: r.get(3),
+        server_name: r.get(4),
+        server_uuid: r.get(5),
+        account_id: r.get(6),
+        account_name: r.get(7),
+        last_webhook_received: r.get(8),
+        updated_at: r.get(9),
+    }))
+}
+
+/// A validated save. `None` flags keep the stored value (or the column default on first save).
+#[derive(Debug)]
+pub struct SaveConfig<'a> {
+    /// Already encrypted (`crypto::Keyring::encrypt`).
+    pub encrypted_token: &'a str,
+    pub server_url: Option<&'a str>,
+    pub server_name: Option<&'a str>,
+    pub server_uuid: Option<&'a str>,
+    pub account_id: i64,
+    pub account_name: &'a str,
+    pub enabled: Option<bool>,
+    pub auto_add_shows: Option<bool>,
+    pub auto_mark_watched: Option<bool>,
+}
+
+/// Inserts or updates the configuration row; runs on the caller's transaction so the
+/// webhook-secret write can share its fate.
+#[tracing::instrument(skip_all)]
+pub async fn save(client: &impl GenericClient, cfg: &SaveConfig<'_>) -> Result<(), DbError> {
+    client
+        .execute(
+            "INSERT INTO plex_config
+                    (user_id, plex_token, plex_server_url, plex_server_name, plex_server_uuid,
+                     plex_account_id, plex_account_name, enabled, auto_add_shows, auto_mark_watched)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, COALESCE($8, true), COALESCE($9, true),
+                     COALESCE($10, true))
+             ON CONFLICT (user_id) DO UPDATE SET
+                    plex_token        = EXCLUDED.plex_token,
+                    plex_server_url   = EXCLUDED.plex_server_url,
+                    plex_server_name  = EXCLUDED.plex_server_name,
+                    plex_server_uuid  = EXCLUDED.plex_server_uuid,
+                    plex_account_id   = EXCLUDED.plex_account_id,
+                    plex_account_name = EXCLUDED.plex_account_name,
+                    enabled           = COALESCE($8, plex_config.enabled),
+                    auto_add_shows    = COALESCE($9, plex_config.auto_add_shows),
+                    auto_mark_watched = COALESCE($10, plex_config.auto_mark_watched),
+                    updated_at        = now()",
+            &[
+                &USER_ID,
+                &cfg.encrypted_token,
+                &cfg.server_url,
+                &cfg.server_name,
+                &cfg.server_uuid,
+                &cfg.account_id,
+                &cfg.account_name,
+                &cfg.enabled,
+                &cfg.auto_add_shows,
+                &cfg.auto_mark_watched,
+            ],
+        )
+        .await?;
+    Ok(())
+}
+
+/// Soft disable: the row, the mappings and the history stay. `false` when nothing is configured.
+#[tracing::instrument(skip(pool))]
+pub async fn disable(pool: &DbPool) -> Result<bool, DbError> {
+    let client = pool.get().await?;
+    let n = client
+        .execute(
+            "UPDATE plex_config SET enabled = false, updated_at = now() WHERE user_id = $1",
+            &[&USER_ID],
+        )
+        .await?;
+    Ok(n > 0)
+}

@@ -1,0 +1,163 @@
+//! `plex_webhook_logs`: the activity log, its daily statistics, and the stored payloads that
+//! the replay endpoint re-enqueues.
+
+use chrono::{DateTime, NaiveDate, Utc};
+use serde::Serialize;
+use tokio_postgres::types::ToSql;
+
+use crate::{
+    api::{Cursor, Page, PageRequest},
+    db::{DbError, DbPool},
+};
+
+/// The statuses the processor writes (the table's CHECK constraint).
+pub const STATUSES: &[&str] = &[
+    "success",
+    "failed",
+    "ignored",
+    "duplicate",
+    "needs_resolution",
+];
+
+/// One log entry as the API shows it (the payload is left out: replay reads it by id).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LogEntry {
+    pub id: i64,
+    pub event_type: String,
+    pub plex_rating_key: Option<String>,
+    pub plex_title: Option<String>,
+    pub plex_season: Option<i32>,
+    pub plex_episode: Option<i32>,
+    pub status: String,
+    pub error_message: Option<String>,
+    pub action_taken: Option<String>,
+    pub processing_duration_ms: Option<i32>,
+    pub tvshow_id: Option<i32>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// Newest first; `status` must be one of [`STATUSES`] (checked by the caller).
+#[tracing::instrument(skip(pool))]
+pub async fn list(
+    pool: &DbPool,
+    status: Option<&str>,
+    page: &PageRequest,
+) -> Result<Page<LogEntry>, DbError> {
+    let mut sql = String::from(
+        "SELECT id, event_type, plex_rating_key, plex_title, plex_season, plex_episode, status,
+                error_message, action_taken, processing_duration_ms, tvshow_id, created_at
+           FROM plex_webhook_logs WHERE true",
+    );
+    let limit = page.fetch_limit();
+    let mut params: Vec<&(dyn ToSql + Sync)> = Vec::new();
+    if let Some(status) = &status {
+        params.push(status);
+        sql.push_str(&format!(" AND status = ${}", params.len()));
+    }
+    if let Some(after) = &page.after {
+        match &after.created_at {
+            Some(t) => {
+                params.push(t);
+                params.push(&after.id);
+                sql.push_str(&format!(
+                    " AND (created_at, id) < (${}, ${})",
+                    params.len() - 1,
+                    params.len()
+                ));
+            }
+            None => {
+                params.push(&after.id);
+                sql.push_str(&format!(" AND id < ${}", params.len()));
+            }
+        }
+    }
+    params.push(&limit);
+    sql.push_str(&format!(
+        " ORDER BY created_at DESC, id DESC LIMIT ${}",
+        params.len()
+    ));
+    let client = pool.get().await?;
+    let rows = client.query(&sql, &params).await?;
+    let entries = rows
+        .iter()
+        .map(|r| LogEntry {
+            id: r.get(0),
+            event_type: r.get(1),
+            plex_rating_key: r.get(2),
+            plex_title: r.get(3),
+            plex_season: r.get(4),
+            plex_episode: r.get(5),
+            status: r.get(6),
+            error_message: r.get(7),
+            action_taken: r.get(8),
+            processing_duration_ms: r.get(9),
+            tvshow_id: r.get(10),
+            created_at: r.get(11),
+        })
+        .collect();
+    Ok(page.page(entries, |e| Cursor {
+        created_at: Some(e.created_at),
+        id: e.id,
+    }))
+}
+
+/// The stored payload of one log entry, `None` when the id is unknown.
+#[tracing::instrument(skip(pool))]
+pub async fn payload(pool: &DbPool, id: i64) -> Result<Option<serde_json::Value>, DbError> {
+    let client = pool.get().await?;
+    let row = client
+        .query_opt(
+            "SELECT payload FROM plex_webhook_logs WHERE id = $1",
+            &[&id],
+        )
+        .await?;
+    Ok(row.map(|r| r.get(0)))
+}
+
+/// One UTC day of the seed's dashboard query.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DayStats {
+    pub date: NaiveDate,
+    pub total_webhooks: i64,
+    pub successful: i64,
+    pub failed: i64,
+    /// Average processing time in ms; `None` on a day without entries.
+    pub avg_duration: Option<f64>,
+}
+
+/// The last `days` UTC days, newest first, days without events included as zeros.
+#[tracing::instrument(skip(pool))]
+pub async fn daily_stats(pool: &DbPool, days: i32) -> Result<Vec<DayStats>, DbError> {
+    let client = pool.get().await?;
+    let rows = client
+        .query(
+            "WITH days AS (
+                 SELECT generate_series((now() AT TIME ZONE 'UTC')::date - ($1::int - 1),
+                                        (now() AT TIME ZONE 'UTC')::date, interval '1 day')::date AS day
+             )
+             SELECT d.day,
+                    count(l.id),
+                    count(l.id) FILTER (WHERE l.status = 'success'),
+                    count(l.id) FILTER (WHERE l.status = 'failed'),
+                    avg(l.processing_duration_ms)::float8
+               FROM days d
+               LEFT JOIN plex_webhook_logs l
+                      ON (l.created_at AT TIME ZONE 'UTC')::date = d.day
+              GROUP BY d.day
+              ORDER BY d.day DESC",
+            &[&days],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| DayStats {
+            date: r.get(0),
+            total_webhooks: r.get(1),
+            successful: r.get(2),
+            failed: r.get(3),
+            avg_duration: r.get(4),
+        })
+        .collect())
+}

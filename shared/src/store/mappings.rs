@@ -1,0 +1,188 @@
+//! `plex_show_mappings`: which tracker show a Plex show syncs into.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use tokio_postgres::{types::ToSql, Row};
+
+use crate::{
+    api::{Cursor, Page, PageRequest},
+    db::{DbError, DbPool},
+};
+
+/// A mapping as the API shows it, with the tracker show's title and any open conflict.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Mapping {
+    pub id: i32,
+    pub plex_server_uuid: String,
+    pub plex_rating_key: String,
+    pub plex_guid: String,
+    pub plex_title: String,
+    pub plex_year: Option<i32>,
+    pub tmdb_id: Option<i32>,
+    pub tvdb_id: Option<i32>,
+    pub imdb_id: Option<String>,
+    pub tvshow_id: Option<i32>,
+    pub tvshow_title: Option<String>,
+    pub match_confidence: Option<f64>,
+    pub match_method: Option<String>,
+    pub manually_confirmed: bool,
+    pub sync_enabled: bool,
+    /// The show's open conflict, if any.
+    pub conflict_id: Option<i32>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+const SELECT: &str =
+    "SELECT m.id, m.plex_server_uuid, m.plex_rating_key, m.plex_guid, m.plex_title,
+        m.plex_year, m.tmdb_id, m.tvdb_id, m.imdb_id, m.tvshow_id, t.title,
+        m.match_confidence::float8, m.match_method, m.manually_confirmed, m.sync_enabled,
+        (SELECT c.id FROM plex_conflicts c
+          WHERE NOT c.resolved AND c.plex_server_uuid = m.plex_server_uuid
+            AND c.plex_rating_key = m.plex_rating_key) AS conflict_id,
+        m.created_at, m.updated_at
+   FROM plex_show_mappings m
+   LEFT JOIN tvshows t ON t.id = m.tvshow_id";
+
+fn from_row(r: &Row) -> Mapping {
+    Mapping {
+        id: r.get(0),
+        plex_server_uuid: r.get(1),
+        plex_rating_key: r.get(2),
+        plex_guid: r.get(3),
+        plex_title: r.get(4),
+        plex_year: r.get(5),
+        tmdb_id: r.get(6),
+        tvdb_id: r.get(7),
+        imdb_id: r.get(8),
+        tvshow_id: r.get(9),
+        tvshow_title: r.get(10),
+        match_confidence: r.get(11),
+        match_method: r.get(12),
+        manually_confirmed: r.get(13),
+        sync_enabled: r.get(14),
+        conflict_id: r.get(15),
+        created_at: r.get(16),
+        updated_at: r.get(17),
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MappingFilter {
+    /// Only Plex shows not mapped to a tracker show.
+    pub unmapped: bool,
+    /// Only Plex shows with an open conflict.
+    pub conflicts: bool,
+}
+
+/// In id order.
+#[tracing::instrument(skip(pool))]
+pub async fn list(
+    pool: &DbPool,
+    filter: MappingFilter,
+    page: &PageRequest,
+) -> Result<Page<Mapping>, DbError> {
+    let mut sql = format!("{SELECT} WHERE true");
+    if filter.unmapped {
+        sql.push_str(" AND m.tvshow_id IS NULL");
+    }
+    if filter.conflicts {
+        sql.push_str(
+            " AND EXISTS (SELECT 1 FROM plex_conflicts c WHERE NOT c.resolved
+                 AND c.plex_server_uuid = m.plex_server_uuid AND c.plex_rating_key = m.plex_rating_key)",
+        );
+    }
+    let after = page.after.as_ref().map(|c| c.id).unwrap_or(0);
+    let limit = page.fetch_limit();
+    let params: [&(dyn ToSql + Sync); 2] = [&after, &limit];
+    sql.push_str(" AND m.id > $1::int8 ORDER BY m.id LIMIT $2");
+    let client = pool.get().await?;
+    let rows = client.query(&sql, &params).await?;
+    let items = rows.iter().map(from_row).collect();
+    Ok(page.page(items, |m: &Mapping| Cursor {
+        created_at: None,
+        id: m.id.into(),
+    }))
+}
+
+#[tracing::instrument(skip(pool))]
+pub async fn get(pool: &DbPool, id: i64) -> Result<Option<Mapping>, DbError> {
+    let client = pool.get().await?;
+    let row = client
+        .query_opt(&format!("{SELECT} WHERE m.id = $1::int8"), &[&id])
+        .await?;
+    Ok(row.as_ref().map(from_row))
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfirmError {
+    #[error("mapping {0} does not exist")]
+    NotFound(i64),
+    #[error("tvshow {0} does not exist")]
+    UnknownShow(i64),
+    #[error(transparent)]
+    Db(#[from] DbError),
+}
+
+impl From<tokio_postgres::Error> for ConfirmError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        Self::Db(e.into())
+    }
+}
+
+/// The user's word: map to `tvshow_id` with full confidence, and sync again.
+#[tracing::instrument(skip(pool))]
+pub async fn confirm(pool: &DbPool, id: i64, tvshow_id: i64) -> Result<Mapping, ConfirmError> {
+    let mut client = pool.get().await.map_err(DbError::from)?;
+    let tx = client.transaction().await?;
+    if tx
+        .query_opt(
+            "SELECT 1 FROM plex_show_mappings WHERE id = $1::int8 FOR UPDATE",
+            &[&id],
+        )
+        .await?
+        .is_none()
+    {
+        return Err(ConfirmError::NotFound(id));
+    }
+    let show = tx
+        .query_opt(
+            "SELECT tmdb_id FROM tvshows WHERE id = $1::int8",
+            &[&tvshow_id],
+        )
+        .await?;
+    let Some(show) = show else {
+        return Err(ConfirmError::UnknownShow(tvshow_id));
+    };
+    let show_tmdb: Option<i32> = show.get(0);
+    tx.execute(
+        "UPDATE plex_show_mappings
+            SET tvshow_id = $2::int8, tmdb_id = COALESCE($3, tmdb_id), manually_confirmed = true,
+                match_method = 'manual', match_confidence = 1.0, sync_enabled = true,
+                updated_at = now()
+          WHERE id = $1::int8",
+        &[&id, &tvshow_id, &show_tmdb],
+    )
+    .await?;
+    tx.commit().await?;
+    drop(client);
+    get(pool, id).await?.ok_or(ConfirmError::NotFound(id))
+}
+
+/// Turns sync off for one show (the mapping stays). `None` when the id is unknown.
+#[tracing::instrument(skip(pool))]
+pub async fn disable(pool: &DbPool, id: i64) -> Result<Option<Mapping>, DbError> {
+    let client = pool.get().await?;
+    let n = client
+        .execute(
+            "UPDATE plex_show_mappings SET sync_enabled = false, updated_at = now() WHERE id = $1::int8",
+            &[&id],
+        )
+        .await?;
+    drop(client);
+    if n == 0 {
+        return Ok(None);
+    }
+    get(pool, id).await
+}

@@ -1,0 +1,568 @@
+//! TMDB API client: the calls the processor needs (find by external id, show, season, search),
+//! with timeouts, retries (exponential backoff with jitter, `Retry-After` honoured on 429) and a
+//! client-side limit of 40 requests per 10 seconds.
+//!
+//! Errors say whether retrying later may help: the processor turns transient ones into SQS
+//! retries and permanent ones into a `failed` log row.
+
+use std::{collections::VecDeque, time::Duration};
+
+use rand::Rng;
+use reqwest::{header::RETRY_AFTER, StatusCode};
+use secrecy::{ExposeSecret, SecretString};
+use serde::{de::DeserializeOwned, Deserialize};
+use tokio::{sync::Mutex, time::Instant};
+use url::Url;
+
+use crate::config::TmdbConfig;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TmdbError {
+    /// Rate limited, server error, timeout or connection trouble that outlasted the retries.
+    #[error("TMDB is unavailable: {0}")]
+    Transient(String),
+    /// The resource does not exist.
+    #[error("TMDB has no {0}")]
+    NotFound(String),
+    /// A request TMDB will never accept, or a response we cannot read.
+    #[error("TMDB request failed: {0}")]
+    Permanent(String),
+}
+
+impl TmdbError {
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Self::Transient(_))
+    }
+}
+
+/// How requests are retried.
+#[derive(Debug, Clone)]
+pub struct RetryPolicy {
+    /// Total attempts per call, including the first.
+    pub max_attempts: u32,
+    pub base_delay: Duration,
+    pub max_delay: Duration,
+    /// A `Retry-After` longer than this is not waited for: the call fails as transient and the
+    /// queue retries the message later instead of the Lambda sleeping.
+    pub max_retry_after: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            max_attempts: 4,
+            base_delay: Duration::from_millis(250),
+            max_delay: Duration::from_secs(4),
+            max_retry_after: Duration::from_secs(15),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// Exponential backoff with full jitter: a random delay in [base·2ⁿ/2, base·2ⁿ].
+    fn backoff(&self, attempt: u32) -> Duration {
+        let exp = self
+            .base_delay
+            .saturating_mul(2u32.saturating_pow(attempt.min(16)))
+            .min(self.max_delay);
+        let half = exp / 2;
+        half + exp.mul_f64(rand::thread_rng().gen_range(0.0..=0.5))
+    }
+}
+
+/// Sliding-window limiter: at most `max` requests in any `window`.
+#[derive(Debug)]
+struct RateLimiter {
+    max: usize,
+    window: Duration,
+    sent: Mutex<VecDeque<Instant>>,
+}
+
+impl RateLimiter {
+    fn new(max: usize, window: Duration) -> Self {
+        Self {
+            max: max.max(1),
+            window,
+            sent: Mutex::new(VecDeque::new()),
+        }
+    }
+
+    async fn acquire(&self) {
+        loop {
+            let wait = {
+                let mut sent = self.sent.lock().await;
+                let now = Instant::now();
+                while sent
+                    .front()
+                    .is_some_and(|t| now.duration_since(*t) >= self.window)
+                {
+                    sent.pop_front();
+                }
+                if sent.len() < self.max {
+                    sent.push_back(now);
+                    return;
+                }
+                // Full: wait until the oldest request leaves the window.
+                self.window - now.duration_since(sent[0])
+            };
+            tracing::debug!(
+                wait_ms = wait.as_millis() as u64,
+                "TMDB client-side rate limit"
+            );
+            tokio::time::sleep(wait).await;
+        }
+    }
+}
+
+enum Auth {
+    /// v4 read access token (a JWT), sent as a bearer token.
+    Bearer(SecretString),
+    /// v3 API key, sent as the `api_key` query parameter.
+    ApiKey(SecretString),
+}
+
+pub struct TmdbClient {
+    http: reqwest::Client,
+    base: Url,
+    auth: Auth,
+    retry: RetryPolicy,
+    limiter: RateLimiter,
+}
+
+impl std::fmt::Debug for TmdbClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TmdbClient")
+            .field("base", &self.base.as_str())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Which external id `/3/find` looks up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExternalSource {
+    Tvdb,
+    Imdb,
+}
+
+impl ExternalSource {
+    fn as_param(self) -> &'static str {
+        match self {
+            Self::Tvdb => "tvdb_id",
+            Self::Imdb => "imdb_id",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct FindResult {
+    #[serde(default)]
+    pub tv_results: Vec<TvSummary>,
+    #[serde(default)]
+    pub tv_episode_results: Vec<EpisodeSummary>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct TvSummary {
+    pub id: i64,
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub first_air_date: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct EpisodeSummary {
+    /// The episode's own TMDB id.
+    pub id: i64,
+    /// The show the episode belongs to: the only show id in an episode result.
+    pub show_id: i64,
+    #[serde(default)]
+    pub season_number: Option<i64>,
+    #[serde(default)]
+    pub episode_number: Option<i64>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct TvDetails {
+    pub id: i64,
+    pub name: String,
+    #[serde(default)]
+    pub first_air_date: Option<String>,
+    #[serde(default)]
+    pub seasons: Vec<SeasonSummary>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct SeasonSummary {
+    pub season_number: i64,
+    #[serde(default)]
+    pub episode_count: Option<i64>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct SeasonDetails {
+    pub season_number: i64,
+    #[serde(default)]
+    pub episodes: Vec<EpisodeDetails>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct EpisodeDetails {
+    pub id: i64,
+    pub episode_number: i64,
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub air_date: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+struct SearchPage {
+    #[serde(default)]
+    results: Vec<TvSummary>,
+}
+
+impl TmdbClient {
+    pub fn new(config: &TmdbConfig) -> Result<Self, TmdbError> {
+        Self::with_options(
+            config,
+            RetryPolicy::default(),
+            40,
+            Duration::from_secs(10),
+            Duration::from_secs(8),
+        )
+    }
+
+    /// Full control over retries, the rate limit and the per-request timeout (tests).
+    pub fn with_options(
+        config: &TmdbConfig,
+        retry: RetryPolicy,
+        max_requests: usize,
+        window: Duration,
+        timeout: Duration,
+    ) -> Result<Self, TmdbError> {
+        let http = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(Duration::from_secs(3))
+            .user_agent("plexsync/0.1")
+            .build()
+            .map_err(|e| TmdbError::Permanent(format!("HTTP client: {e}")))?;
+        let token = config.token.expose_secret().trim();
+        // v4 read access tokens are JWTs; anything else is taken as a v3 API key.
+        let auth = if token.starts_with("eyJ") {
+            Auth::Bearer(SecretString::from(token.to_string()))
+        } else {
+            Auth::ApiKey(SecretString::from(token.to_string()))
+        };
+        Ok(Self {
+            http,
+            base: config.base_url.clone(),
+            auth,
+            retry,
+            limiter: RateLimiter::new(max_requests, window),
+        })
+    }
+
+    /// `GET /3/find/{id}?external_source=...`.
+    #[tracing::instrument(skip(self))]
+    pub async fn find(&self, id: &str, source: ExternalSource) -> Result<FindResult, TmdbError> {
+        self.get(
+            &format!("3/find/{}", encode_segment(id)),
+            &[("external_source", source.as_param())],
+        )
+        .await
+    }
+
+    /// `GET /3/tv/{id}`.
+    #[tracing::instrument(skip(self))]
+    pub async fn tv(&self, id: i64) -> Result<TvDetails, TmdbError> {
+        self.get(&format!("3/tv/{id}"), &[]).await
+    }
+
+    /// `GET /3/tv/{id}/season/{n}`.
+    #[tracing::instrument(skip(self))]
+    pub async fn season(&self, id: i64, season: i64) -> Result<SeasonDetails, TmdbError> {
+        self.get(&format!("3/tv/{id}/season/{season}"), &[]).await
+    }
+
+    /// `GET /3/search/tv?query=...`: first page of results.
+    #[tracing::instrument(skip(self))]
+    pub async fn search_tv(&self, query: &str) -> Result<Vec<TvSummary>, TmdbError> {
+        let page: SearchPage = self
+            .get(
+                "3/search/tv",
+                &[("query", query), ("include_adult", "false")],
+            )
+            .await?;
+        Ok(page.results)
+    }
+
+    async fn get<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        query: &[(&str, &str)],
+    ) -> Result<T, TmdbError> {
+        let url = self
+            .base
+            .join(path)
+            .map_err(|e| TmdbError::Permanent(format!("bad TMDB URL {path}: {e}")))?;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            self.limiter.acquire().await;
+            let mut request = self.http.get(url.clone()).query(query);
+            request = match &self.auth {
+                Auth::Bearer(token) => request.bearer_auth(token.expose_secret()),
+                Auth::ApiKey(key) => request.query(&[("api_key", key.expose_secret())]),
+            };
+            let last = attempt >= self.retry.max_attempts;
+            let response = match request.send().await {
+                Ok(r) => r,
+                Err(e) => {
+                    // Timeouts and connection failures: retry, then report as transient. The
+                    // error text has the URL without the query, so no key leaks into logs.
+                    let detail = describe(&e.without_url(), path);
+                    if last {
+                        return Err(TmdbError::Transient(detail));
+                    }
+                    tracing::warn!(attempt, error = %detail, "TMDB request failed, retrying");
+                    tokio::time::sleep(self.retry.backoff(attempt - 1)).await;
+                    continue;
+                }
+            };
+            let status = response.status();
+            if status.is_success() {
+                return response
+                    .json::<T>()
+                    .await
+                    .map_err(|e| TmdbError::Permanent(format!("unreadable {path} response: {e}")));
+            }
+            match status {
+                StatusCode::NOT_FOUND => return Err(TmdbError::NotFound(path.to_string())),
+                StatusCode::TOO_MANY_REQUESTS => {
+                    let wait = retry_after(response.headers())
+                        .unwrap_or_else(|| self.retry.backoff(attempt - 1));
+                    if last || wait > self.retry.max_retry_after {
+                        return Err(TmdbError::Transient(format!(
+                            "rate limited on {path} (retry after {}s)",
+                            wait.as_secs()
+                        )));
+                    }
+                    tracing::warn!(
+                        attempt,
+                        wait_ms = wait.as_millis() as u64,
+                        "TMDB rate limited, waiting"
+                    );
+                    tokio::time::sleep(wait).await;
+                }
+                s if s.is_server_error() || s == StatusCode::REQUEST_TIMEOUT => {
+                    if last {
+                        return Err(TmdbError::Transient(format!("{path} answered {s}")));
+                    }
+                    tracing::warn!(attempt, status = s.as_u16(), "TMDB server error, retrying");
+                    tokio::time::sleep(self.retry.backoff(attempt - 1)).await;
+                }
+                // A rejected token is a configuration problem that fixing the secret resolves:
+                // transient, so messages wait in the queue (then the DLQ) instead of being lost.
+                StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
+                    return Err(TmdbError::Transient(format!(
+                        "{path} answered {status}: check TMDB_API_TOKEN"
+                    )))
+                }
+                s => return Err(TmdbError::Permanent(format!("{path} answered {s}"))),
+            }
+        }
+    }
+}
+
+fn describe(e: &reqwest::Error, path: &str) -> String {
+    if e.is_timeout() {
+        format!("{path} timed out")
+    } else if e.is_connect() {
+        format!("cannot connect for {path}")
+    } else {
+        format!("{path}: {e}")
+    }
+}
+
+/// `Retry-After` in seconds (TMDB's form) or as an HTTP date.
+fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    let value = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
+    if let Ok(secs) = value.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let at = chrono::DateTime::parse_from_rfc2822(value).ok()?;
+    let delta = at.with_timezone(&chrono::Utc) - chrono::Utc::now();
+    Some(delta.to_std().unwrap_or(Duration::ZERO))
+}
+
+/// Ids go into a path segment: keep only what an id can contain.
+fn encode_segment(id: &str) -> String {
+    id.chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::fixtures;
+    use wiremock::{
+        matchers::{header, method, path, query_param},
+        Mock, MockServer, ResponseTemplate,
+    };
+
+    fn config(server: &MockServer, token: &str) -> TmdbConfig {
+        TmdbConfig {
+            base_url: server.uri().parse().unwrap(),
+            token: SecretString::from(token.to_string()),
+        }
+    }
+
+    fn fast_retry() -> RetryPolicy {
+        RetryPolicy {
+            max_attempts: 3,
+            base_delay: Duration::from_millis(10),
+            max_delay: Duration::from_millis(40),
+            max_retry_after: Duration::from_secs(5),
+        }
+    }
+
+    fn client(server: &MockServer, token: &str) -> TmdbClient {
+        TmdbClient::with_options(
+            &config(server, token),
+            fast_retry(),
+            40,
+            Duration::from_secs(10),
+            Duration::from_millis(500),
+        )
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn v4_token_is_a_bearer_and_find_reads_episode_show_id() {
+        let server = MockServer::start().await;
+        let jwt = "eyJhbGciOiJIUzI1NiJ9.eyJhdWQiOiJ4In0.c2ln";
+        Mock::given(method("GET"))
+            .and(path("/3/find/110413"))
+            .and(query_param("external_source", "tvdb_id"))
+            .and(header("authorization", format!("Bearer {jwt}").as_str()))
+            .respond_with(
+                ResponseTemplate::new(200).set_body_json(fixtures::tmdb_find_office_pilot()),
+            )
+            .expect(1)
+            .mount(&server)
+            .await;
+        let found = client(&server, jwt)
+            .find("110413", ExternalSource::Tvdb)
+            .await
+            .unwrap();
+        assert_eq!(found.tv_episode_results[0].show_id, 2316);
+        assert_eq!(found.tv_episode_results[0].id, 397627);
+    }
+
+    #[tokio::test]
+    async fn v3_key_goes_in_the_query() {
+        let server = MockServer::start().await;
+        Mock::given(method("GET"))
+            .and(path("/3/tv/2316"))
+            .and(query_param("api_key", "0123456789abcdef0123456789abcdef"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(fixtures::tmdb_the_office()))
+            .expect(1)
+            .mount(&server)
+            .await;
+        let show = client(&server, "0123456789abcdef0123456789abcdef")
+            .tv(2316)
+            .await
+            .unwrap();
+        assert_eq!(show.name, "The Office");
+        assert_eq!(show.seasons.len(), 3);
+    }
+
+    #[tokio::test]
+    async fn retry_after_is_honoured_on_429() {
+        let server = MockServer::start().await;
+        Mock::given(method("GET"))
+            .and(path("/3/tv/2316/season/1"))
+            .respond_with(
+                ResponseTemplate::new(429)
+                    .insert_header("retry-after", "1")
+                    .set_body_json(serde_json::json!({"status_code": 25, "status_message": "Your request count (41) is over the allowed limit of 40."})),
+            )
+            .up_to_n_times(1)
+            .mount(&server)
+            .await;
+        Mock::given(method("GET"))
+            .and(path("/3/tv/2316/season/1"))
+            .respond_with(
+                ResponseTemplate::new(200).set_body_json(fixtures::tmdb_the_office_season_1()),
+            )
+            .mount(&server)
+            .await;
+        let tmdb = client(&server, "key");
+        let started = std::time::Instant::now();
+        let season = tmdb.season(2316, 1).await.unwrap();
+        assert_eq!(season.episodes.len(), 6);
+        assert_eq!(server.received_requests().await.unwrap().len(), 2);
+        // The second request waited for the Retry-After (not the 10 ms backoff).
+        assert!(started.elapsed() >= Duration::from_millis(900));
+    }
+
+    #[tokio::test]
+    async fn persistent_5xx_is_transient_after_retries_and_404_is_not_found() {
+        let server = MockServer::start().await;
+        Mock::given(method("GET"))
+            .and(path("/3/tv/1"))
+            .respond_with(ResponseTemplate::new(503))
+            .mount(&server)
+            .await;
+        let tmdb = client(&server, "key");
+        let err = tmdb.tv(1).await.unwrap_err();
+        assert!(err.is_transient(), "{err}");
+        assert_eq!(server.received_requests().await.unwrap().len(), 3);
+        let err = tmdb.tv(2).await.unwrap_err();
+        assert!(matches!(err, TmdbError::NotFound(_)), "{err}");
+        assert!(!err.is_transient());
+    }
+
+    #[tokio::test]
+    async fn long_retry_after_fails_fast_as_transient() {
+        let server = MockServer::start().await;
+        Mock::given(method("GET"))
+            .respond_with(ResponseTemplate::new(429).insert_header("retry-after", "3600"))
+            .mount(&server)
+            .await;
+        let err = client(&server, "key").tv(2316).await.unwrap_err();
+        assert!(err.is_transient());
+        assert_eq!(server.received_requests().await.unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn timeouts_are_transient() {
+        let server = MockServer::start().await;
+        Mock::given(method("GET"))
+            .respond_with(
+                ResponseTemplate::new(200)
+                    .set_delay(Duration::from_secs(2))
+                    .set_body_json(fixtures::tmdb_the_office()),
+            )
+            .mount(&server)
+            .await;
+        let err = client(&server, "key").tv(2316).await.unwrap_err();
+        assert!(err.is_transient());
+        assert!(err.to_string().contains("timed out"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn limiter_holds_back_the_request_over_the_limit() {
+        let limiter = RateLimiter::new(3, Duration::from_millis(300));
+        let start = Instant::now();
+        for _ in 0..3 {
+            limiter.acquire().await;
+        }
+        assert_eq!(limiter.sent.lock().await.len(), 3);
+        limiter.acquire().await;
+        // The fourth request had to wait for the first to leave the window.
+        assert!(start.elapsed() >= Duration::from_millis(300));
+    }
+}
