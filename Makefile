@@ -6,8 +6,9 @@ SHELL := bash
 
 # cargo-lambda (and the zig it uses) come from the project venv.
 VENV_PATH := $(CURDIR)/.venv/bin:$(PATH)
+SAM := SAM_CLI_TELEMETRY=0 PATH="$(VENV_PATH)" $(CURDIR)/.venv-sam/bin/sam
 
-.PHONY: help test dev demo lint lint-template build clean-dev
+.PHONY: help test dev demo lint lint-template build sam-build deploy clean-dev
 
 help:
 	@echo "make test       Postgres + moto, then cargo test --workspace (ARGS=... go to cargo test)"
@@ -15,6 +16,9 @@ help:
 	@echo "make lint       cargo fmt --check and clippy -D warnings"
 	@echo "make lint-template  cfn-lint (+ serverless rules) and sam validate --lint on template.yaml"
 	@echo "make build      cargo lambda build --release (Lambda artifacts in target/lambda/)"
+	@echo "make sam-build  sam build (runs cargo lambda build --release per function, into .aws-sam/)"
+	@echo "make deploy     sam deploy (--guided the first time, i.e. without samconfig.toml)"
+	@echo "make demo       post a sequence of Plex webhooks to a running make dev and show the result"
 	@echo "make clean-dev  stop what make dev started and remove .dev/"
 
 test:
@@ -30,11 +34,21 @@ lint:
 lint-template:
 	scripts/ensure-venv.sh --with-sam
 	.venv/bin/cfn-lint template.yaml -a cfn_lint_serverless.rules
-	.venv-sam/bin/sam validate --lint --template-file template.yaml
+	$(SAM) validate --lint --template-file template.yaml
 
 build:
 	scripts/ensure-venv.sh --with-cargo-lambda
 	PATH="$(VENV_PATH)" cargo lambda build --release
+
+demo:
+	.venv/bin/python tools/demo.py
+
+sam-build:
+	scripts/ensure-venv.sh --with-cargo-lambda --with-sam
+	$(SAM) build --template-file template.yaml
+
+deploy: sam-build
+	$(SAM) deploy $(if $(wildcard samconfig.toml),,--guided)
 
 clean-dev:
 	scripts/dev.sh stop

@@ -11,6 +11,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 DEV="$ROOT/.dev"
 WATCH_PORT=9000
+STUBS_PORT=9100
 
 log() { echo "dev: $*" >&2; }
 
@@ -33,6 +34,7 @@ port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 if [[ ${1:-} == stop ]]; then
   stop_group "$DEV/bridge.pid" tools/bridge.py
   stop_group "$DEV/watch.pid" cargo-lambda
+  stop_group "$DEV/stubs.pid" tools/stubs.py
   scripts/moto.sh stop
   exit 0
 fi
@@ -55,12 +57,31 @@ cleanup() {
   echo >&2
   stop_group "$DEV/bridge.pid" tools/bridge.py
   stop_group "$DEV/watch.pid" cargo-lambda
+  stop_group "$DEV/stubs.pid" tools/stubs.py
   if [[ $moto_state == started ]]; then scripts/moto.sh stop; fi
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM # exit runs the EXIT trap
 
 moto_state=$(scripts/moto.sh start)
+
+# Without a real TMDB token, TMDB and plex.tv are the stubs of tools/stubs.py (The Office
+# and friends; any Plex token is accepted), which is also what `make demo` expects.
+# Export TMDB_API_TOKEN before `make dev` to use the real services instead.
+stub_pids=()
+if [[ -z ${TMDB_API_TOKEN:-} ]]; then
+  if port_open "$STUBS_PORT"; then
+    log "127.0.0.1:$STUBS_PORT is already in use; stop it first (make clean-dev)"
+    exit 1
+  fi
+  setsid .venv/bin/python tools/stubs.py --port "$STUBS_PORT" >"$DEV/stubs.log" 2>&1 </dev/null &
+  echo "$!" >"$DEV/stubs.pid"
+  stub_pids=("$!")
+  export TMDB_BASE_URL="http://127.0.0.1:$STUBS_PORT" PLEX_TV_BASE_URL="http://127.0.0.1:$STUBS_PORT"
+  export TMDB_API_TOKEN=dev-stub-tmdb-token
+  log "TMDB and plex.tv: stubs on $TMDB_BASE_URL (export TMDB_API_TOKEN to use the real ones)"
+fi
+
 secrets_out=$(.venv/bin/python scripts/bootstrap-aws.py --print)
 api_token=$(sed -n 's/^API_TOKEN=//p' <<<"$secrets_out")
 webhook_secret=$(sed -n 's/^WEBHOOK_SECRET=//p' <<<"$secrets_out")
@@ -87,7 +108,7 @@ if ! port_open "$WATCH_PORT"; then
   tail -n 20 "$DEV/watch.log" >&2
   exit 1
 fi
-pids=("$watch_pid")
+pids=("$watch_pid" "${stub_pids[@]}")
 
 # The local stand-in for the SQS event source mapping: long-polls "$QUEUE_URL" and invokes
 # the processor through watch's invoke API (tools/bridge.py says how it mirrors AWS).
@@ -114,7 +135,8 @@ cat <<EOF
   Invoke a non-HTTP function:  POST http://127.0.0.1:$WATCH_PORT/2015-03-31/functions/<name>/invocations
 
   Logs: $DEV/watch.log (functions, builds), $DEV/bridge.log (queue -> processor),
-        $DEV/moto.log (SQS, Secrets Manager)
+        $DEV/moto.log (SQS, Secrets Manager), $DEV/stubs.log (TMDB/plex.tv stubs, if used)
+  Demo: make demo   (in another terminal: a sequence of Plex webhooks, then the results)
   Env:  source .dev/env   (DATABASE_URL, QUEUE_URL, ...)
   Each function compiles on its first request (~30 s cold). Ctrl-C stops everything.
 
