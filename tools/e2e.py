@@ -7,7 +7,8 @@ moto (SQS + Secrets Manager), a fresh Postgres database, plex.tv / TMDB / Plex s
     POST <webhookUrl> multipart scrobble + thumb -> 202
     bridge -> processor                          -> The Office S01E01 watched in Postgres
     GET /api/plex/logs                           -> a success row for it
-plus the bridge's own contract against a fake processor (delete only what did not fail).
+plus the bridge's own contract against a fake processor (delete only what did not fail), and the
+migrate binary in Lambda mode answering a CloudFormation custom-resource request.
 
 Run through scripts/e2e.sh (which makes sure Postgres, moto and cargo-lambda are there), or
 directly with the venv python and DATABASE_URL / AWS_ENDPOINT_URL set. Prints
@@ -434,6 +435,44 @@ def main():
         assert rows[0]["status"] == "success" and rows[0]["eventType"] == "media.scrobble", rows[0]
         return f"{rows[0].get('actionTaken')}, {rows[0].get('processingDurationMs')} ms"
 
+    def migrate_custom_resource():
+        """The migrate binary in Lambda mode answers a CloudFormation request on its ResponseURL."""
+        received = []
+
+        class ResponseUrl(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_PUT(self):  # noqa: N802
+                received.append((dict(self.headers), self.rfile.read(int(self.headers["Content-Length"]))))
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+        cfn = ThreadingHTTPServer(("127.0.0.1", 0), ResponseUrl)
+        threading.Thread(target=cfn.serve_forever, daemon=True).start()
+        cleanups.append(cfn.shutdown)
+        event = {
+            "RequestType": "Update",
+            "ServiceToken": "arn:aws:lambda:us-east-1:123456789012:function:plexsync-MigrateFunction-e2e",
+            "ResponseURL": f"http://127.0.0.1:{cfn.server_address[1]}/cfn-response?X-Amz-Signature=e2e",
+            "StackId": "arn:aws:cloudformation:us-east-1:123456789012:stack/plexsync-e2e/0a1b2c3d",
+            "RequestId": "e2e-request-1", "LogicalResourceId": "Migrations",
+            "PhysicalResourceId": "Migrations-migrations", "ResourceType": "Custom::Migrations",
+            "ResourceProperties": {"CodeVersion": "2"}, "OldResourceProperties": {"CodeVersion": "1"},
+        }
+        status, _, body = http("POST", f"{base}/2015-03-31/functions/migrate/invocations",
+                               json.dumps(event).encode(), {"Content-Type": "application/json"},
+                               timeout=FIRST_REQUEST_TIMEOUT)
+        assert status == 200, f"{status} {body}"
+        assert len(received) == 1, f"{len(received)} responses sent"
+        headers, raw = received[0]
+        sent = json.loads(raw)
+        assert sent["Status"] == "SUCCESS", sent
+        assert sent["RequestId"] == "e2e-request-1" and sent["PhysicalResourceId"] == "Migrations-migrations", sent
+        assert "content-type" not in {k.lower() for k in headers}, headers
+        return sent["Reason"]
+
     def queue_drained():
         attrs = aws("sqs").get_queue_attributes(
             QueueUrl=queue_url,
@@ -441,6 +480,7 @@ def main():
         )["Attributes"]
         assert attrs == {"ApproximateNumberOfMessages": "0", "ApproximateNumberOfMessagesNotVisible": "0"}, attrs
 
+    check("migrate as a CloudFormation custom resource answers its ResponseURL", migrate_custom_resource)
     if check("POST /api/plex/config -> 200 with webhookUrl", config):
         check("management API rejects a wrong token with 401", unauthorized)
         if check("multipart scrobble (The Office S01E01 + thumb) -> 202", scrobble):
