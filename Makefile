@@ -8,7 +8,7 @@ SHELL := bash
 VENV_PATH := $(CURDIR)/.venv/bin:$(PATH)
 SAM := SAM_CLI_TELEMETRY=0 PATH="$(VENV_PATH)" $(CURDIR)/.venv-sam/bin/sam
 
-.PHONY: help test dev demo lint lint-template build sam-build deploy clean-dev
+.PHONY: help test dev demo lint lint-template build sam-build deploy bench clean-dev
 
 help:
 	@echo "make test       Postgres + moto, then cargo test --workspace (ARGS=... go to cargo test)"
@@ -19,6 +19,7 @@ help:
 	@echo "make sam-build  sam build (runs cargo lambda build --release per function, into .aws-sam/)"
 	@echo "make deploy     sam deploy (--guided the first time, i.e. without samconfig.toml)"
 	@echo "make demo       post a sequence of Plex webhooks to a running make dev and show the result"
+	@echo "make bench      criterion benchmarks of the CPU hot paths (see BENCHMARKS.md)"
 	@echo "make clean-dev  stop what make dev started and remove .dev/"
 
 test:
@@ -49,6 +50,9 @@ sam-build:
 
 deploy: sam-build
 	$(SAM) deploy $(if $(wildcard samconfig.toml),,--guided)
+
+bench:
+	scripts/bench.sh
 
 clean-dev:
 	scripts/dev.sh stop

@@ -26,18 +26,25 @@ fn multipart(payload: &str) -> (String, Vec<u8>) {
 fn ingest(c: &mut Criterion) {
     let json = fixtures::plex_episode_scrobble().to_string();
     let (content_type, body) = multipart(&json);
-    let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
 
     let mut group = c.benchmark_group("ingest");
     group.throughput(Throughput::Bytes(body.len() as u64));
     group.bench_function("multipart_extract_40KiB_thumb", |b| {
-        b.iter(|| rt.block_on(extract_payload(Some(&content_type), &body)).unwrap())
+        b.iter(|| {
+            rt.block_on(extract_payload(Some(&content_type), &body))
+                .unwrap()
+        })
     });
     group.throughput(Throughput::Elements(1));
     group.bench_function("parse_decide_enqueue_body", |b| {
         b.iter(|| {
             let (payload, raw) = WebhookPayload::from_json(json.as_bytes()).unwrap();
-            let Decision::Process(event) = payload.decide().unwrap() else { unreachable!() };
+            let Decision::Process(event) = payload.decide().unwrap() else {
+                unreachable!()
+            };
             let msg = QueueMessage::new(*event, raw, chrono::Utc::now(), None, None);
             (msg.to_body(), msg.group_id(), msg.deduplication_id())
         })
@@ -47,7 +54,12 @@ fn ingest(c: &mut Criterion) {
     group.bench_function("rate_limiter_check_1k_ips", |b| {
         b.iter(|| {
             n = n.wrapping_add(1);
-            let _ = limiter.check(std::net::IpAddr::from([198, 51, (n >> 8) as u8 % 4, n as u8]));
+            let _ = limiter.check(std::net::IpAddr::from([
+                198,
+                51,
+                (n >> 8) as u8 % 4,
+                n as u8,
+            ]));
         })
     });
     group.finish();
@@ -55,18 +67,29 @@ fn ingest(c: &mut Criterion) {
 
 fn processor_side(c: &mut Criterion) {
     let body = {
-        let (payload, raw) = WebhookPayload::from_json(fixtures::plex_episode_scrobble().to_string().as_bytes()).unwrap();
-        let Decision::Process(event) = payload.decide().unwrap() else { unreachable!() };
+        let (payload, raw) =
+            WebhookPayload::from_json(fixtures::plex_episode_scrobble().to_string().as_bytes())
+                .unwrap();
+        let Decision::Process(event) = payload.decide().unwrap() else {
+            unreachable!()
+        };
         QueueMessage::new(*event, raw, chrono::Utc::now(), None, None).to_body()
     };
-    c.bench_function("queue_message_from_body", |b| b.iter(|| QueueMessage::from_body(&body).unwrap()));
+    c.bench_function("queue_message_from_body", |b| {
+        b.iter(|| QueueMessage::from_body(&body).unwrap())
+    });
 
-    let ring = Keyring::from_secret(&SecretString::from(plexsync::crypto::generate_key_hex())).unwrap();
+    let ring =
+        Keyring::from_secret(&SecretString::from(plexsync::crypto::generate_key_hex())).unwrap();
     let token = SecretString::from("xq9ZpL2vN8rT4wYb6KcE".to_string());
     let sealed = ring.encrypt(&token);
     c.bench_function("token_encrypt", |b| b.iter(|| ring.encrypt(&token)));
     c.bench_function("token_decrypt", |b| {
-        b.iter_batched(|| sealed.clone(), |s| ring.decrypt(&s).unwrap(), BatchSize::SmallInput)
+        b.iter_batched(
+            || sealed.clone(),
+            |s| ring.decrypt(&s).unwrap(),
+            BatchSize::SmallInput,
+        )
     });
 }
 

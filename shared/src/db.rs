@@ -31,18 +31,21 @@ impl DbError {
         match self {
             Self::Pool(_) => true,
             Self::Query(e) => {
-                e.is_closed()
-                    || e.code().is_some_and(|c| {
-                        let c = c.code();
-                        // connection exceptions, insufficient resources, operator intervention,
-                        // serialization failure / deadlock
-                        c.starts_with("08")
-                            || c.starts_with("53")
-                            || c.starts_with("57")
-                            || c == "40001"
-                            || c == "40P01"
-                    })
-                    || e.code().is_none() && e.as_db_error().is_none()
+                let sqlstate_transient = e.code().is_some_and(|c| {
+                    let c = c.code();
+                    // connection exceptions, insufficient resources, operator intervention,
+                    // serialization failure / deadlock
+                    c.starts_with("08")
+                        || c.starts_with("53")
+                        || c.starts_with("57")
+                        || c == "40001"
+                        || c == "40P01"
+                });
+                // A dropped connection surfaces as an I/O error in the source chain; a client-side
+                // bug (say, a parameter of the wrong type) has neither and is not worth retrying.
+                let io = std::error::Error::source(e)
+                    .is_some_and(|s| s.downcast_ref::<std::io::Error>().is_some());
+                e.is_closed() || sqlstate_transient || io
             }
             Self::Config(_) | Self::Migration(_) => false,
         }

@@ -33,7 +33,7 @@ use crate::{
 };
 
 /// The one route this function serves.
-pub const WEBHOOK_PATH: &str = "/api/plex/webhook";
+pub const WEBHOOK_PATH: &str = crate::api::routes::WEBHOOK[0].1;
 
 /// Largest body accepted. Plex payloads are a few KiB; the thumb part is a small JPEG.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;

@@ -22,8 +22,10 @@ pub mod plex_tv;
 pub mod processor;
 pub mod queue;
 pub mod replay;
+pub mod resolution;
 pub mod secrets;
 pub mod store;
+pub mod sync;
 pub mod telemetry;
 pub mod tmdb;
 

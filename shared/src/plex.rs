@@ -18,9 +18,46 @@ pub enum PlexError {
     /// Connection refused, DNS failure, TLS trouble: the server is not reachable from here.
     #[error("Plex server unreachable: {0}")]
     Unreachable(String),
-    /// The server answered but not with the show (unknown key, token rejected, bad JSON).
+    /// 401/403: the stored token is not (or no longer) accepted by the server.
+    #[error("Plex server rejected the token")]
+    Rejected,
+    /// The server answered but not with what was asked (unknown key, bad JSON).
     #[error("Plex server answered unexpectedly: {0}")]
     Unexpected(String),
+}
+
+/// One episode of `allLeaves`, with the server owner's watch state.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PlexLeaf {
+    #[serde(default)]
+    pub rating_key: Option<String>,
+    #[serde(default)]
+    pub title: Option<String>,
+    /// Season number.
+    #[serde(default)]
+    pub parent_index: Option<i64>,
+    /// Episode number.
+    #[serde(default)]
+    pub index: Option<i64>,
+    /// Absent (or 0) when unwatched.
+    #[serde(default)]
+    pub view_count: Option<i64>,
+    /// Unix seconds of the last play.
+    #[serde(default)]
+    pub last_viewed_at: Option<i64>,
+}
+
+#[derive(Deserialize)]
+struct LeavesEnvelope {
+    #[serde(rename = "MediaContainer")]
+    container: LeavesContainer,
+}
+
+#[derive(Deserialize)]
+struct LeavesContainer {
+    #[serde(rename = "Metadata", default)]
+    metadata: Vec<PlexLeaf>,
 }
 
 /// What the server says about a show.
@@ -84,33 +121,13 @@ impl PlexServerClient {
         rating_key: &str,
         token: &SecretString,
     ) -> Result<PlexShow, PlexError> {
-        if rating_key.is_empty() || !rating_key.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(PlexError::Unexpected(format!(
-                "rating key {rating_key:?} is not numeric"
-            )));
-        }
-        let url = server
-            .join(&format!("library/metadata/{rating_key}"))
-            .map_err(|e| PlexError::Unexpected(format!("server URL: {e}")))?;
         let response = self
-            .http
-            .get(url)
-            .header("X-Plex-Token", token.expose_secret())
-            .header("Accept", "application/json")
-            .send()
-            .await
-            .map_err(|e| {
-                if e.is_timeout() {
-                    PlexError::Timeout
-                } else {
-                    // `without_url` keeps the server address out of the error text.
-                    PlexError::Unreachable(e.without_url().to_string())
-                }
-            })?;
-        let status = response.status();
-        if !status.is_success() {
-            return Err(PlexError::Unexpected(format!("status {status}")));
-        }
+            .get(
+                server,
+                &format!("library/metadata/{}", numeric(rating_key)?),
+                token,
+            )
+            .await?;
         let envelope: Envelope = response
             .json()
             .await
@@ -128,6 +145,79 @@ impl PlexServerClient {
             year: item.year,
         })
     }
+
+    /// `GET {server}/library/metadata/{rating_key}/allLeaves` → every episode of the show with
+    /// its watch state (the token's account's).
+    #[tracing::instrument(skip(self, token))]
+    pub async fn all_leaves(
+        &self,
+        server: &Url,
+        rating_key: &str,
+        token: &SecretString,
+    ) -> Result<Vec<PlexLeaf>, PlexError> {
+        let response = self
+            .get(
+                server,
+                &format!("library/metadata/{}/allLeaves", numeric(rating_key)?),
+                token,
+            )
+            .await?;
+        let envelope: LeavesEnvelope = response
+            .json()
+            .await
+            .map_err(|e| PlexError::Unexpected(format!("unreadable episode list: {e}")))?;
+        Ok(envelope.container.metadata)
+    }
+
+    /// A JSON GET with the token header; non-success statuses become errors.
+    async fn get(
+        &self,
+        server: &Url,
+        path: &str,
+        token: &SecretString,
+    ) -> Result<reqwest::Response, PlexError> {
+        // `join` would drop the last segment of a server URL without a trailing slash.
+        let mut base = server.clone();
+        if !base.path().ends_with('/') {
+            base.set_path(&format!("{}/", base.path()));
+        }
+        let url = base
+            .join(path)
+            .map_err(|e| PlexError::Unexpected(format!("server URL: {e}")))?;
+        let response = self
+            .http
+            .get(url)
+            .header("X-Plex-Token", token.expose_secret())
+            .header("Accept", "application/json")
+            .send()
+            .await
+            .map_err(|e| {
+                if e.is_timeout() {
+                    PlexError::Timeout
+                } else {
+                    // `without_url` keeps the server address out of the error text.
+                    PlexError::Unreachable(e.without_url().to_string())
+                }
+            })?;
+        let status = response.status();
+        if status == reqwest::StatusCode::UNAUTHORIZED || status == reqwest::StatusCode::FORBIDDEN {
+            return Err(PlexError::Rejected);
+        }
+        if !status.is_success() {
+            return Err(PlexError::Unexpected(format!("status {status}")));
+        }
+        Ok(response)
+    }
+}
+
+/// Rating keys are numeric; anything else could walk the server's paths.
+fn numeric(rating_key: &str) -> Result<&str, PlexError> {
+    if rating_key.is_empty() || !rating_key.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(PlexError::Unexpected(format!(
+            "rating key {rating_key:?} is not numeric"
+        )));
+    }
+    Ok(rating_key)
 }
 
 #[cfg(test)]
@@ -167,7 +257,36 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn slow_server_is_a_timeout_and_401_unexpected() {
+    async fn reads_all_leaves_under_a_server_path_prefix() {
+        let server = MockServer::start().await;
+        Mock::given(method("GET"))
+            .and(path("/plex/library/metadata/48200/allLeaves"))
+            .and(header("x-plex-token", "tok-123"))
+            .respond_with(
+                ResponseTemplate::new(200).set_body_json(fixtures::plex_server_office_all_leaves()),
+            )
+            .expect(1)
+            .mount(&server)
+            .await;
+        let leaves = PlexServerClient::new()
+            .unwrap()
+            .all_leaves(
+                &format!("{}/plex", server.uri()).parse().unwrap(),
+                "48200",
+                &SecretString::from("tok-123".to_string()),
+            )
+            .await
+            .unwrap();
+        assert_eq!(leaves.len(), 5);
+        assert_eq!(leaves[0].parent_index, Some(1));
+        assert_eq!(leaves[0].index, Some(1));
+        assert_eq!(leaves[0].view_count, Some(2));
+        assert_eq!(leaves[0].last_viewed_at, Some(1700000000));
+        assert_eq!(leaves[2].view_count, None);
+    }
+
+    #[tokio::test]
+    async fn slow_server_is_a_timeout_and_401_rejected() {
         let server = MockServer::start().await;
         Mock::given(method("GET"))
             .and(path("/library/metadata/1"))
@@ -188,7 +307,7 @@ mod tests {
         ));
         assert!(matches!(
             client.show(&url, "2", &token).await,
-            Err(PlexError::Unexpected(_))
+            Err(PlexError::Rejected)
         ));
         assert!(matches!(
             client.show(&url, "../x", &token).await,

@@ -89,6 +89,12 @@ impl ProcessorState {
             name: "DATABASE_URL",
             reason: e.to_string(),
         })?;
+        Self::with_pool(pool, env, aws)
+    }
+
+    /// With a pool the caller already has (a management function shares its own); the rest
+    /// from `ENCRYPTION_KEY_SECRET_ID`, `TMDB_BASE_URL`, `TMDB_API_TOKEN`.
+    pub fn with_pool(pool: DbPool, env: &Env, aws: &SdkConfig) -> Result<Self, StartupError> {
         let tmdb = TmdbClient::new(&TmdbConfig::from_env(env)?)
             .map_err(|e| StartupError::Http(e.to_string()))?;
         let plex = PlexServerClient::new().map_err(|e| StartupError::Http(e.to_string()))?;
@@ -698,31 +704,18 @@ async fn plex_target<'a>(state: &'a ProcessorState, config: &PlexConfig) -> Opti
     })
 }
 
-/// The show and all its seasons from TMDB (a season TMDB lists but cannot serve is skipped).
+/// The show and all its seasons from TMDB.
 async fn fetch_show(
     tmdb: &TmdbClient,
     tmdb_id: i64,
 ) -> Result<(TvDetails, Vec<SeasonDetails>), Failure> {
-    let show = match tmdb.tv(tmdb_id).await {
-        Ok(show) => show,
-        Err(TmdbError::NotFound(_)) => {
-            return Err(Failure::Permanent(format!(
-                "cannot auto-add: TMDB has no show {tmdb_id}"
-            )))
-        }
-        Err(e) => return Err(e.into()),
-    };
-    let mut seasons = Vec::with_capacity(show.seasons.len());
-    for s in &show.seasons {
-        match tmdb.season(tmdb_id, s.season_number).await {
-            Ok(season) => seasons.push(season),
-            Err(TmdbError::NotFound(_)) => {
-                tracing::warn!(season = s.season_number, "TMDB season listed but not found")
-            }
-            Err(e) => return Err(e.into()),
-        }
+    match tmdb.show_with_seasons(tmdb_id).await {
+        Ok(show) => Ok(show),
+        Err(TmdbError::NotFound(_)) => Err(Failure::Permanent(format!(
+            "cannot auto-add: TMDB has no show {tmdb_id}"
+        ))),
+        Err(e) => Err(e.into()),
     }
-    Ok((show, seasons))
 }
 
 /// Marks the scrobbled episode; refreshes its season from TMDB once when it is missing.

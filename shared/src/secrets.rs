@@ -48,21 +48,7 @@ impl SecretsCache {
     /// The secret's value, or `None` when the secret does not exist (yet).
     #[tracing::instrument(skip(self))]
     pub async fn get(&self, id: &str) -> Result<Option<SecretString>, SecretsError> {
-        let mut entries = self.entries.lock().await;
-        if let Some(entry) = entries.get(id) {
-            if entry.fetched_at.elapsed() < self.ttl {
-                return Ok(entry.value.clone());
-            }
-        }
-        let value = self.fetch(id).await?;
-        entries.insert(
-            id.to_string(),
-            Entry {
-                value: value.clone(),
-                fetched_at: Instant::now(),
-            },
-        );
-        Ok(value)
+        self.read_unless_fresher_than(id, self.ttl).await
     }
 
     /// Re-reads the secret unless it was read within the minimum refresh interval. Used when a
@@ -70,9 +56,18 @@ impl SecretsCache {
     /// keeps a stream of bad requests from turning into a stream of Secrets Manager calls.
     #[tracing::instrument(skip(self))]
     pub async fn refresh(&self, id: &str) -> Result<Option<SecretString>, SecretsError> {
+        self.read_unless_fresher_than(id, self.min_refresh_interval)
+            .await
+    }
+
+    async fn read_unless_fresher_than(
+        &self,
+        id: &str,
+        max_age: Duration,
+    ) -> Result<Option<SecretString>, SecretsError> {
         let mut entries = self.entries.lock().await;
         if let Some(entry) = entries.get(id) {
-            if entry.fetched_at.elapsed() < self.min_refresh_interval {
+            if entry.fetched_at.elapsed() < max_age {
                 return Ok(entry.value.clone());
             }
         }

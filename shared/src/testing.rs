@@ -233,6 +233,53 @@ pub mod fixtures {
         })
     }
 
+    /// `GET {plex server}/library/metadata/48200/allLeaves` (Accept: JSON): every episode of The
+    /// Office with the owner's watch state (trimmed to five). S01E01, S01E02, S01E04 and S02E01
+    /// are watched; S01E03 was only started (`viewOffset`, no `viewCount`).
+    pub fn plex_server_office_all_leaves() -> Value {
+        let ep = |key: i64,
+                  season: i64,
+                  index: i64,
+                  title: &str,
+                  aired: &str,
+                  viewed: Option<(i64, i64)>| {
+            let mut e = json!({
+                "ratingKey": key.to_string(), "key": format!("/library/metadata/{key}"),
+                "parentRatingKey": if season == 1 { "48207" } else { "48208" },
+                "grandparentRatingKey": "48200",
+                "guid": format!("plex://episode/5d9c0874ffd9ef001e99{key}"),
+                "type": "episode", "title": title, "grandparentTitle": "The Office",
+                "parentTitle": format!("Season {season}"), "contentRating": "TV-14",
+                "index": index, "parentIndex": season, "year": 2005,
+                "originallyAvailableAt": aired, "duration": 1380000,
+                "addedAt": 1690000000, "updatedAt": 1700000000
+            });
+            match viewed {
+                Some((count, at)) => {
+                    e["viewCount"] = json!(count);
+                    e["lastViewedAt"] = json!(at);
+                }
+                None => e["viewOffset"] = json!(612000),
+            }
+            e
+        };
+        json!({
+            "MediaContainer": {
+                "size": 5, "allowSync": true, "identifier": "com.plexapp.plugins.library",
+                "key": "48200", "librarySectionID": 2, "librarySectionTitle": "TV Shows",
+                "mediaTagPrefix": "/system/bundle/media/flags/", "title1": "TV Shows",
+                "title2": "The Office", "viewGroup": "episode", "viewMode": 65592,
+                "Metadata": [
+                    ep(48213, 1, 1, "Pilot", "2005-03-24", Some((2, 1700000000))),
+                    ep(48214, 1, 2, "Diversity Day", "2005-03-29", Some((1, 1700086400))),
+                    ep(48215, 1, 3, "Health Care", "2005-04-05", None),
+                    ep(48216, 1, 4, "The Alliance", "2005-04-12", Some((1, 1700172800))),
+                    ep(48230, 2, 1, "The Dundies", "2005-09-20", Some((1, 1700259200)))
+                ]
+            }
+        })
+    }
+
     /// `GET /3/search/tv?query=The Office` (first results, trimmed).
     pub fn tmdb_search_the_office() -> Value {
         json!({

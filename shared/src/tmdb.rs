@@ -285,6 +285,27 @@ impl TmdbClient {
         self.get(&format!("3/tv/{id}/season/{season}"), &[]).await
     }
 
+    /// The show and all its seasons, as a tracker show is created from (a season TMDB lists but
+    /// cannot serve is skipped).
+    #[tracing::instrument(skip(self))]
+    pub async fn show_with_seasons(
+        &self,
+        id: i64,
+    ) -> Result<(TvDetails, Vec<SeasonDetails>), TmdbError> {
+        let show = self.tv(id).await?;
+        let mut seasons = Vec::with_capacity(show.seasons.len());
+        for s in &show.seasons {
+            match self.season(id, s.season_number).await {
+                Ok(season) => seasons.push(season),
+                Err(TmdbError::NotFound(_)) => {
+                    tracing::warn!(season = s.season_number, "TMDB season listed but not found")
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok((show, seasons))
+    }
+
     /// `GET /3/search/tv?query=...`: first page of results.
     #[tracing::instrument(skip(self))]
     pub async fn search_tv(&self, query: &str) -> Result<Vec<TvSummary>, TmdbError> {

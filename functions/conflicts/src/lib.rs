@@ -1,29 +1,36 @@
 //! `conflicts` handler.
 //!
 //! - `GET /api/plex/conflicts`: unresolved conflicts with their potential matches.
-//! - `POST /api/plex/conflicts/{id}/resolve`: `select` a tracker show or `ignore` the Plex show,
-//!   in one transaction; then the conflict's pending events are handed to [`replay_pending`].
-//!   `create_new` (create the show from TMDB) answers 501 until the TMDB client is wired in.
+//! - `POST /api/plex/conflicts/{id}/resolve`: `select` a tracker show, `create_new` (create the
+//!   show from TMDB, or use the tracker show that already has that TMDB id) or `ignore` the Plex
+//!   show, in one transaction; then the conflict's pending events are replayed through the
+//!   processor ([`plexsync::resolution::replay_pending`]) and the answer says what was marked.
 
 use lambda_http::{http::StatusCode, Body, Request, Response};
 use plexsync::{
     api::{self, routes, ApiContext, PageRequest, RouteMatch, StrictBody},
-    config::{ConfigError, Env},
+    config::Env,
     http::{json, respond, route_not_found},
-    store::conflicts::{self, Conflict, Resolution, ResolveError, Resolved},
+    processor::{ProcessorState, StartupError},
+    resolution::{self, CreateNewError, CreatedShow, ReplayReport},
+    store::conflicts::{self, Conflict, Resolution, ResolveError},
     ApiError,
 };
 use serde::{Deserialize, Serialize};
 
 pub struct State {
     pub api: ApiContext,
+    /// The processor's state (sharing the API's pool): TMDB for `create_new`, and what the
+    /// replay of pending events needs.
+    pub processor: ProcessorState,
 }
 
 impl State {
-    pub fn from_env(env: &Env, sdk: &aws_config::SdkConfig) -> Result<Self, ConfigError> {
-        Ok(Self {
-            api: ApiContext::from_env(env, sdk)?,
-        })
+    /// The API's variables plus `TMDB_API_TOKEN`, `TMDB_BASE_URL`, `ENCRYPTION_KEY_SECRET_ID`.
+    pub fn from_env(env: &Env, sdk: &aws_config::SdkConfig) -> Result<Self, StartupError> {
+        let api = ApiContext::from_env(env, sdk)?;
+        let processor = ProcessorState::with_pool(api.pool.clone(), env, sdk)?;
+        Ok(Self { api, processor })
     }
 }
 
@@ -87,39 +94,6 @@ impl StrictBody for ResolveBody {
     const FIELDS: &'static [&'static str] = &["action", "tvshowId", "createNew"];
 }
 
-/// What happened to the conflict's pending events.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ReplayReport {
-    /// Events that were waiting for this conflict.
-    pub pending: usize,
-    /// Events that went through the processor.
-    pub replayed: usize,
-    /// Why they were not replayed, when they were not.
-    pub note: Option<&'static str>,
-}
-
-/// The one place where a resolution's pending events are replayed through the processor's
-/// code. Until that code is wired in, the events stay stored (unreplayed) and the answer says
-/// so; `store::conflicts::mark_replayed` records a replay.
-pub async fn replay_pending(_state: &State, resolved: &Resolved) -> ReplayReport {
-    let pending = resolved.pending.len();
-    match resolved.resolution {
-        Resolution::Ignore => ReplayReport {
-            pending,
-            replayed: 0,
-            note: (pending > 0).then_some("the show is ignored; its pending events are not synced"),
-        },
-        Resolution::Select { .. } => ReplayReport {
-            pending,
-            replayed: 0,
-            note: (pending > 0).then_some(
-                "pending events are kept; replaying them through the processor is not wired in yet",
-            ),
-        },
-    }
-}
-
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 struct ResolveResponse {
@@ -128,7 +102,19 @@ struct ResolveResponse {
     action: Action,
     tvshow_id: Option<i64>,
     mapping_id: i32,
+    /// For `create_new`: the show created from TMDB (or the existing one used).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    created_show: Option<CreatedShow>,
     replay: ReplayReport,
+}
+
+fn resolve_error(e: ResolveError) -> ApiError {
+    match e {
+        ResolveError::NotFound(_) => ApiError::NotFound(e.to_string()),
+        ResolveError::AlreadyResolved(_) => ApiError::Conflict(e.to_string()),
+        ResolveError::UnknownShow(_) => ApiError::Unprocessable(e.to_string()),
+        ResolveError::Db(db) => db.into(),
+    }
 }
 
 async fn resolve(
@@ -148,7 +134,7 @@ async fn resolve(
             }
         ))
     };
-    let resolution = match body.action {
+    let (resolved, created_show) = match body.action {
         Action::Select => {
             if body.create_new.is_some() {
                 return Err(misplaced("createNew"));
@@ -161,7 +147,11 @@ async fn resolve(
                     "tvshowId must be a positive integer".into(),
                 ));
             }
-            Resolution::Select { tvshow_id }
+            let resolved =
+                conflicts::resolve(&state.api.pool, id, Resolution::Select { tvshow_id })
+                    .await
+                    .map_err(resolve_error)?;
+            (resolved, None)
         }
         Action::Ignore => {
             if body.tvshow_id.is_some() {
@@ -170,7 +160,10 @@ async fn resolve(
             if body.create_new.is_some() {
                 return Err(misplaced("createNew"));
             }
-            Resolution::Ignore
+            let resolved = conflicts::resolve(&state.api.pool, id, Resolution::Ignore)
+                .await
+                .map_err(resolve_error)?;
+            (resolved, None)
         }
         Action::CreateNew => {
             if body.tvshow_id.is_some() {
@@ -184,26 +177,16 @@ async fn resolve(
                     "createNew.tmdbId must be a positive integer".into(),
                 ));
             }
-            return match conflicts::is_resolved(&state.api.pool, id).await? {
-                None => Err(ApiError::NotFound(format!("conflict {id} does not exist"))),
-                Some(true) => Err(ApiError::Conflict(format!(
-                    "conflict {id} is already resolved"
-                ))),
-                Some(false) => Err(ApiError::NotImplemented(
-                    "create_new is not available yet (it needs the TMDB client); use select or ignore"
-                        .into(),
-                )),
-            };
+            let (resolved, show) = resolution::create_new(&state.processor, id, tmdb_id)
+                .await
+                .map_err(|e| match e {
+                    CreateNewError::Resolve(e) => resolve_error(e),
+                    CreateNewError::TmdbMissing(_) => ApiError::Unprocessable(e.to_string()),
+                    CreateNewError::TmdbUnavailable(_) => ApiError::BadGateway(e.to_string()),
+                })?;
+            (resolved, Some(show))
         }
     };
-    let resolved = conflicts::resolve(&state.api.pool, id, resolution)
-        .await
-        .map_err(|e| match e {
-            ResolveError::NotFound(_) => ApiError::NotFound(e.to_string()),
-            ResolveError::AlreadyResolved(_) => ApiError::Conflict(e.to_string()),
-            ResolveError::UnknownShow(_) => ApiError::Unprocessable(e.to_string()),
-            ResolveError::Db(db) => db.into(),
-        })?;
     tracing::info!(
         conflict = id,
         action = ?body.action,
@@ -211,18 +194,16 @@ async fn resolve(
         pending = resolved.pending.len(),
         "conflict resolved"
     );
-    let replay = replay_pending(state, &resolved).await;
+    let replay = resolution::replay_pending(&state.processor, &resolved).await;
     Ok(json(
         StatusCode::OK,
         &ResolveResponse {
             success: true,
             conflict_id: id,
             action: body.action,
-            tvshow_id: match resolution {
-                Resolution::Select { tvshow_id } => Some(tvshow_id),
-                Resolution::Ignore => None,
-            },
+            tvshow_id: resolved.resolution.tvshow_id(),
             mapping_id: resolved.mapping_id,
+            created_show,
             replay,
         },
     ))

@@ -3,26 +3,40 @@
 //! - `GET /api/plex/mappings`: every Plex show we know (`unmapped`, `conflicts`, pagination).
 //! - `POST /api/plex/mappings/{id}/confirm`: map to a tracker show, as the user says.
 //! - `DELETE /api/plex/mappings/{id}`: stop syncing the show (the mapping stays).
-//! - `POST /api/plex/mappings/{id}/sync`: history sync; answered 501 until it lands.
+//! - `POST /api/plex/mappings/{id}/sync`: history sync from the Plex server
+//!   ([`plexsync::sync::sync_show_progress`]).
 
 use lambda_http::{http::StatusCode, Body, Request, Response};
 use plexsync::{
     api::{self, query_bool, routes, ApiContext, PageRequest, RouteMatch, StrictBody},
-    config::{ConfigError, Env},
+    config::Env,
+    crypto::Keyring,
     http::{json, respond, route_not_found},
+    plex::{PlexError, PlexServerClient},
+    processor::StartupError,
     store::mappings::{self, ConfirmError, Mapping, MappingFilter},
+    sync::{self, SyncError, SyncReport},
     ApiError,
 };
 use serde::{Deserialize, Serialize};
 
 pub struct State {
     pub api: ApiContext,
+    /// Talks to the user's Plex server for the history sync.
+    pub plex: PlexServerClient,
+    /// Secrets Manager id of the key that decrypts the stored Plex token.
+    pub encryption_key_id: String,
 }
 
 impl State {
-    pub fn from_env(env: &Env, sdk: &aws_config::SdkConfig) -> Result<Self, ConfigError> {
+    /// The API's variables plus `ENCRYPTION_KEY_SECRET_ID`.
+    pub fn from_env(env: &Env, sdk: &aws_config::SdkConfig) -> Result<Self, StartupError> {
         Ok(Self {
             api: ApiContext::from_env(env, sdk)?,
+            // A whole show's episode list can take a home server a while.
+            plex: PlexServerClient::with_timeout(std::time::Duration::from_secs(10))
+                .map_err(|e| StartupError::Http(e.to_string()))?,
+            encryption_key_id: env.required("ENCRYPTION_KEY_SECRET_ID")?,
         })
     }
 }
@@ -126,12 +140,54 @@ async fn disable(state: &State, route: &RouteMatch) -> Result<Response<Body>, Ap
     ))
 }
 
+#[derive(Serialize)]
+struct SyncResponse {
+    success: bool,
+    #[serde(flatten)]
+    report: SyncReport,
+}
+
 async fn sync(state: &State, route: &RouteMatch) -> Result<Response<Body>, ApiError> {
     let id = route.id("id")?;
-    if mappings::get(&state.api.pool, id).await?.is_none() {
-        return Err(ApiError::NotFound(format!("mapping {id} does not exist")));
-    }
-    Err(ApiError::NotImplemented(
-        "history sync for a mapping is not available yet".into(),
+    let key = state
+        .api
+        .secrets
+        .get(&state.encryption_key_id)
+        .await?
+        .ok_or_else(|| ApiError::Internal("the encryption key secret does not exist".into()))?;
+    let keyring = Keyring::from_secret(&key)?;
+    let report = sync::sync_show_progress(&state.api.pool, &state.plex, &keyring, id)
+        .await
+        .map_err(sync_error)?;
+    Ok(json(
+        StatusCode::OK,
+        &SyncResponse {
+            success: true,
+            report,
+        },
     ))
+}
+
+fn sync_error(e: SyncError) -> ApiError {
+    match e {
+        SyncError::NotFound(_) => ApiError::NotFound(e.to_string()),
+        SyncError::NotLinked | SyncError::SyncDisabled(_) | SyncError::ShowMissing => {
+            ApiError::Conflict(e.to_string())
+        }
+        SyncError::NotConfigured
+        | SyncError::IntegrationDisabled
+        | SyncError::NoServerUrl
+        | SyncError::BadServerUrl => ApiError::Unprocessable(e.to_string()),
+        SyncError::Plex(PlexError::Rejected) => {
+            ApiError::Unprocessable("Plex server rejected the token".into())
+        }
+        SyncError::Plex(PlexError::Timeout) => {
+            ApiError::BadGateway("the Plex server did not answer in time".into())
+        }
+        SyncError::Plex(PlexError::Unreachable(_) | PlexError::Unexpected(_)) => {
+            ApiError::BadGateway(e.to_string())
+        }
+        SyncError::Token(_) => ApiError::Internal(e.to_string()),
+        SyncError::Db(db) => db.into(),
+    }
 }

@@ -1,14 +1,23 @@
-//! `mappings` function: Plex show to tracker show mappings. Builds its state once,
+//! `mappings` function: Plex shows and the tracker shows they sync into. Builds its state once,
 //! then hands every request to [`mappings_fn::handle`].
 
 use lambda_http::{run, service_fn, Error, Request};
 use plexsync::config::{or_exit, Env};
+use plexsync::processor::StartupError;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     plexsync::telemetry::init();
     let sdk = plexsync::aws::sdk_config().await;
-    let state = or_exit(mappings_fn::State::from_env(&Env::from_process(), &sdk));
+    let state = match mappings_fn::State::from_env(&Env::from_process(), &sdk) {
+        Ok(state) => state,
+        Err(StartupError::Config(e)) => or_exit(Err(e)),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start");
+            eprintln!("plexsync: {e}");
+            std::process::exit(2)
+        }
+    };
     let state = &state;
     run(service_fn(move |req: Request| async move {
         Ok::<_, Error>(mappings_fn::handle(state, req).await)

@@ -4,6 +4,8 @@
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
+use deadpool_postgres::Transaction;
+
 use crate::{
     api::{Cursor, Page, PageRequest},
     db::{DbError, DbPool},
@@ -96,11 +98,13 @@ pub async fn is_resolved(pool: &DbPool, id: i64) -> Result<Option<bool>, DbError
     Ok(row.map(|r| r.get(0)))
 }
 
-/// How the user settles a conflict. (`create_new` needs the TMDB client and is added with it.)
+/// How the user settles a conflict.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Resolution {
     /// Map the Plex show to this tracker show.
     Select { tvshow_id: i64 },
+    /// Map the Plex show to a tracker show just created from TMDB (see `resolution::create_new`).
+    CreateNew { tvshow_id: i64 },
     /// Never sync this Plex show: a mapping with sync off keeps it from raising new conflicts.
     Ignore,
 }
@@ -109,6 +113,24 @@ impl Resolution {
     fn action(self) -> &'static str {
         match self {
             Self::Select { .. } => "user_selected",
+            Self::CreateNew { .. } => "user_created_new",
+            Self::Ignore => "ignored",
+        }
+    }
+
+    /// The tracker show the Plex show is mapped to, if any.
+    pub fn tvshow_id(self) -> Option<i64> {
+        match self {
+            Self::Select { tvshow_id } | Self::CreateNew { tvshow_id } => Some(tvshow_id),
+            Self::Ignore => None,
+        }
+    }
+
+    /// `plex_show_mappings.match_method` for the mapping it writes.
+    fn match_method(self) -> &'static str {
+        match self {
+            Self::Select { .. } => "manual",
+            Self::CreateNew { .. } => "user_created_new",
             Self::Ignore => "ignored",
         }
     }
@@ -162,6 +184,34 @@ pub async fn resolve(
 ) -> Result<Resolved, ResolveError> {
     let mut client = pool.get().await.map_err(DbError::from)?;
     let tx = client.transaction().await?;
+    let resolved = resolve_in(&tx, id, resolution).await?;
+    tx.commit().await?;
+    Ok(resolved)
+}
+
+/// Whether the conflict exists and is still open, locking its row for the rest of the
+/// transaction (a concurrent resolve waits, then sees it resolved).
+pub async fn lock_open(tx: &Transaction<'_>, id: i64) -> Result<(), ResolveError> {
+    let row = tx
+        .query_opt(
+            "SELECT resolved FROM plex_conflicts WHERE id = $1::int8 FOR UPDATE",
+            &[&id],
+        )
+        .await?
+        .ok_or(ResolveError::NotFound(id))?;
+    if row.get::<_, bool>(0) {
+        return Err(ResolveError::AlreadyResolved(id));
+    }
+    Ok(())
+}
+
+/// [`resolve`] inside the caller's transaction (which commits), so a resolution can add its
+/// own writes (a show created from TMDB) to the same commit.
+pub async fn resolve_in(
+    tx: &Transaction<'_>,
+    id: i64,
+    resolution: Resolution,
+) -> Result<Resolved, ResolveError> {
     let conflict = tx
         .query_opt(
             "SELECT plex_server_uuid, plex_rating_key, plex_guid, plex_title, plex_year, resolved
@@ -180,7 +230,7 @@ pub async fn resolve(
     let year: Option<i32> = conflict.get(4);
 
     let (tvshow_id, tmdb_id): (Option<i32>, Option<i32>) = match resolution {
-        Resolution::Select { tvshow_id } => {
+        Resolution::Select { tvshow_id } | Resolution::CreateNew { tvshow_id } => {
             let row = tx
                 .query_opt(
                     "SELECT id, tmdb_id FROM tvshows WHERE id = $1::int8",
@@ -214,14 +264,14 @@ pub async fn resolve(
     }
     let existing = existing.map(|(mid, _)| mid);
     let mapping_id: i32 = match (resolution, existing) {
-        (Resolution::Select { .. }, Some(mid)) => {
+        (Resolution::Select { .. } | Resolution::CreateNew { .. }, Some(mid)) => {
             tx.execute(
                 "UPDATE plex_show_mappings
                     SET tvshow_id = $2, tmdb_id = COALESCE($3, tmdb_id), match_confidence = 1.0,
-                        match_method = 'manual', manually_confirmed = true, sync_enabled = true,
+                        match_method = $4, manually_confirmed = true, sync_enabled = true,
                         updated_at = now()
                   WHERE id = $1",
-                &[&mid, &tvshow_id, &tmdb_id],
+                &[&mid, &tvshow_id, &tmdb_id, &resolution.match_method()],
             )
             .await?;
             mid
@@ -235,14 +285,13 @@ pub async fn resolve(
             mid
         }
         (_, None) => {
-            let select = matches!(resolution, Resolution::Select { .. });
+            let select = resolution.tvshow_id().is_some();
             tx.query_one(
                 "INSERT INTO plex_show_mappings
                         (plex_server_uuid, plex_rating_key, plex_guid, plex_title, plex_year,
                          tmdb_id, tvshow_id, match_confidence, match_method, manually_confirmed,
                          sync_enabled)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, CASE WHEN $8 THEN 1.0 END,
-                         CASE WHEN $8 THEN 'manual' ELSE 'ignored' END, true, $8)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, CASE WHEN $8 THEN 1.0 END, $9, true, $8)
                  RETURNING id",
                 &[
                     &server_uuid,
@@ -253,6 +302,7 @@ pub async fn resolve(
                     &tmdb_id,
                     &tvshow_id,
                     &select,
+                    &resolution.match_method(),
                 ],
             )
             .await?
@@ -282,7 +332,6 @@ pub async fn resolve(
             message: r.get(2),
         })
         .collect();
-    tx.commit().await?;
     Ok(Resolved {
         conflict_id: id,
         resolution,

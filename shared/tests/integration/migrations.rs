@@ -269,3 +269,18 @@ async fn unreachable_database_is_a_transient_error() {
     let api: plexsync::ApiError = err.into();
     assert_eq!(api.status().as_u16(), 503);
 }
+
+#[tokio::test]
+async fn client_side_type_error_is_not_transient() {
+    let test_db = testing::fresh_db().await;
+    let client = test_db.pool.get().await.unwrap();
+    // i64 parameter against an int4 column: a bug in our code, retrying cannot help.
+    let err = client
+        .query("SELECT id FROM tvshows WHERE id = $1", &[&1_i64])
+        .await
+        .map_err(plexsync::db::DbError::from)
+        .unwrap_err();
+    assert!(!err.is_transient(), "{err}");
+    let api: plexsync::ApiError = err.into();
+    assert_eq!(api.status().as_u16(), 500);
+}

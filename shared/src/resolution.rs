@@ -1,0 +1,269 @@
+//! Settling a conflict beyond the store's transaction: creating the show from TMDB
+//! (`create_new`) and replaying the conflict's pending events through the processor, so
+//! marking, logging and idempotency are the processor's own.
+
+use serde::Serialize;
+
+use crate::{
+    db::DbError,
+    episodes,
+    processor::{self, LogStatus, ProcessorState},
+    queue::QueueMessage,
+    store::conflicts::{self, Resolution, ResolveError, Resolved},
+    tmdb::{SeasonDetails, TmdbError, TvDetails},
+};
+
+/// What happened to one pending event.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReplayedEvent {
+    pub pending_event_id: i64,
+    /// The processor's status (`success`, `duplicate`, `ignored`, `failed`, ...), or `pending`
+    /// when it was kept for a retry.
+    pub status: String,
+    pub action: Option<String>,
+    pub reason: Option<String>,
+    pub season: Option<i64>,
+    pub episode: Option<i64>,
+}
+
+/// What happened to a resolution's pending events.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReplayReport {
+    /// Events that were waiting for this conflict.
+    pub pending: usize,
+    /// Events that went through the processor (and are recorded as replayed).
+    pub replayed: usize,
+    pub marked: usize,
+    pub already_watched: usize,
+    /// Already processed earlier (same idempotency key): nothing changed.
+    pub duplicate: usize,
+    pub ignored: usize,
+    pub failed: usize,
+    /// Not replayed because of a transient failure: kept, un-replayed, for a retry.
+    pub still_pending: usize,
+    /// `S01E01`-style labels of the episodes marked watched.
+    pub marked_episodes: Vec<String>,
+    pub events: Vec<ReplayedEvent>,
+    pub note: Option<String>,
+}
+
+/// Replays the resolution's pending events, oldest first, through
+/// [`processor::process_body`]; each one processed is marked replayed.
+///
+/// A transient failure (database or TMDB unavailable) stops the replay: that event and the
+/// ones after it stay un-replayed (FIFO order is kept) and are reported in `still_pending`
+/// with a note; the resolution itself stands. Replaying the event's `needs_resolution` log
+/// entry (`POST /api/plex/logs/{id}/replay`) retries it through the queue.
+#[tracing::instrument(skip_all, fields(conflict = resolved.conflict_id, pending = resolved.pending.len()))]
+pub async fn replay_pending(state: &ProcessorState, resolved: &Resolved) -> ReplayReport {
+    let mut report = ReplayReport {
+        pending: resolved.pending.len(),
+        ..ReplayReport::default()
+    };
+    if resolved.resolution == Resolution::Ignore {
+        if report.pending > 0 {
+            report.note = Some("the show is ignored; its pending events are not synced".into());
+        }
+        return report;
+    }
+    for (i, event) in resolved.pending.iter().enumerate() {
+        let body = event.message.to_string();
+        let (season, episode) = QueueMessage::from_body(&body)
+            .ok()
+            .and_then(|m| m.event.episode.map(|e| (e.season, e.number)))
+            .unzip();
+        let message_id = format!("conflict-{}-event-{}", resolved.conflict_id, event.id);
+        match processor::process_body(state, &body, &message_id, None).await {
+            Ok(outcome) => {
+                if let Err(e) = conflicts::mark_replayed(&state.pool, &[event.id]).await {
+                    // Processed but not recorded: a later replay is a duplicate, nothing more.
+                    tracing::warn!(error = %e, event = event.id, "replayed event not recorded");
+                }
+                report.replayed += 1;
+                let action = outcome.action.as_deref();
+                match outcome.status {
+                    LogStatus::Success
+                        if matches!(
+                            action,
+                            Some("marked_watched" | "auto_added_show_and_marked_watched")
+                        ) =>
+                    {
+                        report.marked += 1;
+                        if let (Some(s), Some(e)) = (season, episode) {
+                            report.marked_episodes.push(format!("S{s:02}E{e:02}"));
+                        }
+                    }
+                    LogStatus::Success if action == Some("already_watched") => {
+                        report.already_watched += 1
+                    }
+                    LogStatus::Success => {}
+                    LogStatus::Duplicate => report.duplicate += 1,
+                    LogStatus::Ignored => report.ignored += 1,
+                    // Pended again (another open conflict for the show): counted as failed
+                    // here; it is stored with that conflict.
+                    LogStatus::Failed | LogStatus::NeedsResolution => report.failed += 1,
+                }
+                report.events.push(ReplayedEvent {
+                    pending_event_id: event.id,
+                    status: outcome.status.as_str().to_owned(),
+                    action: outcome.action,
+                    reason: outcome.reason,
+                    season,
+                    episode,
+                });
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, event = event.id, "replay stopped by a transient failure");
+                for rest in &resolved.pending[i..] {
+                    report.events.push(ReplayedEvent {
+                        pending_event_id: rest.id,
+                        status: "pending".into(),
+                        action: None,
+                        reason: None,
+                        season: None,
+                        episode: None,
+                    });
+                }
+                if let Some(first) = report.events.get_mut(i) {
+                    first.reason = Some(e.0.clone());
+                    first.season = season;
+                    first.episode = episode;
+                }
+                report.still_pending = resolved.pending.len() - i;
+                report.note = Some(format!(
+                    "{} event(s) could not be replayed now ({}); they are kept un-replayed and can be retried by replaying their log entries",
+                    report.still_pending, e.0
+                ));
+                break;
+            }
+        }
+    }
+    tracing::info!(
+        replayed = report.replayed,
+        marked = report.marked,
+        still_pending = report.still_pending,
+        "pending events replayed"
+    );
+    report
+}
+
+/// The tracker show a `create_new` resolution mapped to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CreatedShow {
+    pub tvshow_id: i32,
+    pub tmdb_id: i64,
+    pub title: String,
+    /// False when a tracker show with this TMDB id already existed and was used.
+    pub created: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CreateNewError {
+    #[error(transparent)]
+    Resolve(#[from] ResolveError),
+    #[error("TMDB has no show {0}")]
+    TmdbMissing(i64),
+    #[error("TMDB could not be reached: {0}")]
+    TmdbUnavailable(String),
+}
+
+impl From<DbError> for CreateNewError {
+    fn from(e: DbError) -> Self {
+        Self::Resolve(ResolveError::Db(e))
+    }
+}
+
+impl From<tokio_postgres::Error> for CreateNewError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        Self::Resolve(e.into())
+    }
+}
+
+/// `create_new`: creates the tracker show from TMDB with the processor's code (or uses the
+/// tracker show that already has this TMDB id), maps the Plex show to it and resolves the
+/// conflict as `user_created_new`, all in one transaction. TMDB is called before the
+/// transaction so no connection is held across HTTP; the conflict is checked first so a
+/// resolved or unknown conflict costs no TMDB call.
+#[tracing::instrument(skip(state))]
+pub async fn create_new(
+    state: &ProcessorState,
+    conflict_id: i64,
+    tmdb_id: i64,
+) -> Result<(Resolved, CreatedShow), CreateNewError> {
+    match conflicts::is_resolved(&state.pool, conflict_id).await? {
+        None => return Err(ResolveError::NotFound(conflict_id).into()),
+        Some(true) => return Err(ResolveError::AlreadyResolved(conflict_id).into()),
+        Some(false) => {}
+    }
+    // The tracker's column is an int4: a larger id cannot be a show it could hold.
+    let Ok(tmdb_i32) = i32::try_from(tmdb_id) else {
+        return Err(CreateNewError::TmdbMissing(tmdb_id));
+    };
+    let source = match existing_show(state, tmdb_i32).await? {
+        Some((id, title)) => Source::Existing(id, title),
+        None => match state.tmdb.show_with_seasons(tmdb_id).await {
+            Ok((details, seasons)) => Source::Tmdb(details, seasons),
+            Err(TmdbError::NotFound(_)) => return Err(CreateNewError::TmdbMissing(tmdb_id)),
+            Err(e) => return Err(CreateNewError::TmdbUnavailable(e.to_string())),
+        },
+    };
+
+    let mut client = state.pool.get().await.map_err(DbError::from)?;
+    let tx = client.transaction().await?;
+    conflicts::lock_open(&tx, conflict_id).await?;
+    let show = match source {
+        Source::Existing(tvshow_id, title) => CreatedShow {
+            tvshow_id,
+            tmdb_id,
+            title,
+            created: false,
+        },
+        Source::Tmdb(details, seasons) => {
+            let (tvshow_id, created) =
+                episodes::insert_show_from_tmdb(&tx, &details, &seasons).await?;
+            CreatedShow {
+                tvshow_id,
+                tmdb_id,
+                title: details.name,
+                created,
+            }
+        }
+    };
+    let resolved = conflicts::resolve_in(
+        &tx,
+        conflict_id,
+        Resolution::CreateNew {
+            tvshow_id: show.tvshow_id.into(),
+        },
+    )
+    .await?;
+    tx.commit().await?;
+    tracing::info!(
+        tvshow_id = show.tvshow_id,
+        created = show.created,
+        "conflict resolved with a show from TMDB"
+    );
+    Ok((resolved, show))
+}
+
+enum Source {
+    Existing(i32, String),
+    Tmdb(TvDetails, Vec<SeasonDetails>),
+}
+
+async fn existing_show(
+    state: &ProcessorState,
+    tmdb_id: i32,
+) -> Result<Option<(i32, String)>, DbError> {
+    let client = state.pool.get().await?;
+    let row = client
+        .query_opt(
+            "SELECT id, title FROM tvshows WHERE tmdb_id = $1",
+            &[&tmdb_id],
+        )
+        .await?;
+    Ok(row.map(|r| (r.get(0), r.get(1))))
+}

@@ -1,0 +1,174 @@
+//! History sync for one mapped show (the seed's `syncShowProgress`): read every episode's watch
+//! state from the Plex server (`allLeaves`) and mark each watched one in the tracker with its
+//! `lastViewedAt`, through the processor's marking code (never overwriting an episode already
+//! watched, so a date entered by hand survives).
+
+use chrono::{TimeZone, Utc};
+use secrecy::SecretString;
+use serde::Serialize;
+use url::Url;
+
+use crate::{
+    crypto::{CryptoError, Keyring},
+    db::{DbError, DbPool},
+    episodes::{self, MarkOutcome, MarkRequest},
+    plex::{PlexError, PlexServerClient},
+    store::config::USER_ID,
+};
+
+/// What a sync did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SyncReport {
+    pub mapping_id: i64,
+    pub tvshow_id: i32,
+    /// Episodes the Plex server reports as watched.
+    pub watched_in_plex: usize,
+    /// Newly marked watched in the tracker.
+    pub marked: usize,
+    /// Already watched in the tracker: their dates are kept.
+    pub already_watched: usize,
+    /// Watched in Plex but not among the tracker show's episodes.
+    pub not_in_tracker: usize,
+    /// `S01E01`-style labels of the episodes marked.
+    pub marked_episodes: Vec<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    #[error("mapping {0} does not exist")]
+    NotFound(i64),
+    #[error("mapping is not linked to a tracker show")]
+    NotLinked,
+    #[error("sync is disabled for mapping {0}; confirm the mapping to turn it back on")]
+    SyncDisabled(i64),
+    #[error("the tracker show of this mapping no longer exists")]
+    ShowMissing,
+    #[error("Plex is not configured")]
+    NotConfigured,
+    #[error("the Plex integration is disabled")]
+    IntegrationDisabled,
+    #[error("no Plex server URL is configured")]
+    NoServerUrl,
+    #[error("the configured Plex server URL is not a valid URL")]
+    BadServerUrl,
+    /// The stored token cannot be decrypted with the configured key (an operator problem).
+    #[error("the stored Plex token cannot be decrypted: {0}")]
+    Token(#[from] CryptoError),
+    #[error(transparent)]
+    Plex(#[from] PlexError),
+    #[error(transparent)]
+    Db(#[from] DbError),
+}
+
+impl From<tokio_postgres::Error> for SyncError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        Self::Db(e.into())
+    }
+}
+
+impl From<deadpool_postgres::PoolError> for SyncError {
+    fn from(e: deadpool_postgres::PoolError) -> Self {
+        Self::Db(e.into())
+    }
+}
+
+/// Syncs one mapping's watch history from the Plex server. The token is decrypted in memory
+/// only and never leaves this function. No connection is held across the Plex call; all marks
+/// are written in one transaction.
+#[tracing::instrument(skip(pool, plex, keyring))]
+pub async fn sync_show_progress(
+    pool: &DbPool,
+    plex: &PlexServerClient,
+    keyring: &Keyring,
+    mapping_id: i64,
+) -> Result<SyncReport, SyncError> {
+    let client = pool.get().await?;
+    let mapping = client
+        .query_opt(
+            "SELECT plex_rating_key, tvshow_id, sync_enabled FROM plex_show_mappings
+              WHERE id = $1::int8",
+            &[&mapping_id],
+        )
+        .await?
+        .ok_or(SyncError::NotFound(mapping_id))?;
+    let rating_key: String = mapping.get(0);
+    let tvshow_id: i32 = mapping
+        .get::<_, Option<i32>>(1)
+        .ok_or(SyncError::NotLinked)?;
+    if !mapping.get::<_, bool>(2) {
+        return Err(SyncError::SyncDisabled(mapping_id));
+    }
+    let config = client
+        .query_opt(
+            "SELECT enabled, plex_server_url, plex_token FROM plex_config WHERE user_id = $1",
+            &[&USER_ID],
+        )
+        .await?
+        .ok_or(SyncError::NotConfigured)?;
+    drop(client);
+    if !config.get::<_, bool>(0) {
+        return Err(SyncError::IntegrationDisabled);
+    }
+    let server: Url = config
+        .get::<_, Option<String>>(1)
+        .filter(|u| !u.trim().is_empty())
+        .ok_or(SyncError::NoServerUrl)?
+        .trim()
+        .parse()
+        .map_err(|_| SyncError::BadServerUrl)?;
+    let token: SecretString = keyring.decrypt(&config.get::<_, String>(2))?;
+
+    let leaves = plex.all_leaves(&server, &rating_key, &token).await?;
+    drop(token);
+
+    let mut report = SyncReport {
+        mapping_id,
+        tvshow_id,
+        ..SyncReport::default()
+    };
+    let mut client = pool.get().await?;
+    let tx = client.transaction().await?;
+    for leaf in leaves.iter().filter(|l| l.view_count.unwrap_or(0) > 0) {
+        report.watched_in_plex += 1;
+        let (Some(season), Some(episode)) = (leaf.parent_index, leaf.index) else {
+            report.not_in_tracker += 1;
+            continue;
+        };
+        let watched_at = leaf
+            .last_viewed_at
+            .and_then(|t| Utc.timestamp_opt(t, 0).single())
+            .unwrap_or_else(Utc::now);
+        let req = MarkRequest {
+            tvshow_id,
+            season,
+            episode,
+            watched_at,
+            idempotency_key: None,
+            message_id: None,
+        };
+        match episodes::mark_episode_in(&tx, &req, None).await? {
+            MarkOutcome::Marked { .. } => {
+                report.marked += 1;
+                report
+                    .marked_episodes
+                    .push(format!("S{season:02}E{episode:02}"));
+            }
+            MarkOutcome::AlreadyWatched { .. } | MarkOutcome::Duplicate => {
+                report.already_watched += 1
+            }
+            MarkOutcome::EpisodeMissing { .. } => report.not_in_tracker += 1,
+            MarkOutcome::ShowMissing => return Err(SyncError::ShowMissing),
+        }
+    }
+    tx.commit().await?;
+    tracing::info!(
+        tvshow_id,
+        watched_in_plex = report.watched_in_plex,
+        marked = report.marked,
+        already_watched = report.already_watched,
+        not_in_tracker = report.not_in_tracker,
+        "show progress synced from Plex"
+    );
+    Ok(report)
+}
