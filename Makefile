@@ -6,14 +6,19 @@ SHELL := bash
 
 # cargo-lambda (and the zig it uses) come from the project venv.
 VENV_PATH := $(CURDIR)/.venv/bin:$(PATH)
+SAM := SAM_CLI_TELEMETRY=0 PATH="$(VENV_PATH)" $(CURDIR)/.venv-sam/bin/sam
 
-.PHONY: help test dev lint build bench clean-dev
+.PHONY: help test dev demo lint lint-template build sam-build deploy bench clean-dev
 
 help:
 	@echo "make test       Postgres + moto, then cargo test --workspace (ARGS=... go to cargo test)"
 	@echo "make dev        local stack: Postgres, moto, migrations, cargo lambda watch on :9000"
 	@echo "make lint       cargo fmt --check and clippy -D warnings"
+	@echo "make lint-template  cfn-lint (+ serverless rules) and sam validate --lint on template.yaml"
 	@echo "make build      cargo lambda build --release (Lambda artifacts in target/lambda/)"
+	@echo "make sam-build  sam build (runs cargo lambda build --release per function, into .aws-sam/)"
+	@echo "make deploy     sam deploy (--guided the first time, i.e. without samconfig.toml)"
+	@echo "make demo       post a sequence of Plex webhooks to a running make dev and show the result"
 	@echo "make bench      criterion benchmarks of the CPU hot paths (see BENCHMARKS.md)"
 	@echo "make clean-dev  stop what make dev started and remove .dev/"
 
@@ -27,9 +32,24 @@ lint:
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
 
+lint-template:
+	scripts/ensure-venv.sh --with-sam
+	.venv/bin/cfn-lint template.yaml -a cfn_lint_serverless.rules
+	$(SAM) validate --lint --template-file template.yaml
+
 build:
 	scripts/ensure-venv.sh --with-cargo-lambda
 	PATH="$(VENV_PATH)" cargo lambda build --release
+
+demo:
+	.venv/bin/python tools/demo.py
+
+sam-build:
+	scripts/ensure-venv.sh --with-cargo-lambda --with-sam
+	$(SAM) build --template-file template.yaml
+
+deploy: sam-build
+	$(SAM) deploy $(if $(wildcard samconfig.toml),,--guided)
 
 bench:
 	scripts/bench.sh

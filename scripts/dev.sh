@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `make dev`: the whole stack on this machine, no Docker.
-#   Postgres (ensure-postgres.sh), moto for SQS + Secrets Manager, migrations, and
-#   `cargo lambda watch` serving every function at http://127.0.0.1:9000/lambda-url/<function>/.
+#   Postgres (ensure-postgres.sh), moto for SQS + Secrets Manager, migrations,
+#   `cargo lambda watch` serving every function at http://127.0.0.1:9000/lambda-url/<function>/,
+#   and tools/bridge.py delivering the queue to the processor as the event source mapping would.
 # Runs in the foreground; Ctrl-C stops what it started.
 # `dev.sh stop` (used by `make clean-dev`) stops what a `make dev` started, from its pid files.
 set -euo pipefail
@@ -10,6 +11,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 DEV="$ROOT/.dev"
 WATCH_PORT=9000
+STUBS_PORT=9100
 
 log() { echo "dev: $*" >&2; }
 
@@ -30,8 +32,9 @@ stop_group() { # pidfile pattern
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
 if [[ ${1:-} == stop ]]; then
-  # --- local SQS → processor bridge: stop it here too (stop_group "$DEV/bridge.pid" <pattern>) ---
+  stop_group "$DEV/bridge.pid" tools/bridge.py
   stop_group "$DEV/watch.pid" cargo-lambda
+  stop_group "$DEV/stubs.pid" tools/stubs.py
   scripts/moto.sh stop
   exit 0
 fi
@@ -52,14 +55,33 @@ moto_state=""
 cleanup() {
   trap - EXIT INT TERM
   echo >&2
-  # --- local SQS → processor bridge: stop_group "$DEV/bridge.pid" <pattern> ---
+  stop_group "$DEV/bridge.pid" tools/bridge.py
   stop_group "$DEV/watch.pid" cargo-lambda
+  stop_group "$DEV/stubs.pid" tools/stubs.py
   if [[ $moto_state == started ]]; then scripts/moto.sh stop; fi
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM # exit runs the EXIT trap
 
 moto_state=$(scripts/moto.sh start)
+
+# Without a real TMDB token, TMDB and plex.tv are the stubs of tools/stubs.py (The Office
+# and friends; any Plex token is accepted), which is also what `make demo` expects.
+# Export TMDB_API_TOKEN before `make dev` to use the real services instead.
+stub_pids=()
+if [[ -z ${TMDB_API_TOKEN:-} ]]; then
+  if port_open "$STUBS_PORT"; then
+    log "127.0.0.1:$STUBS_PORT is already in use; stop it first (make clean-dev)"
+    exit 1
+  fi
+  setsid .venv/bin/python tools/stubs.py --port "$STUBS_PORT" >"$DEV/stubs.log" 2>&1 </dev/null &
+  echo "$!" >"$DEV/stubs.pid"
+  stub_pids=("$!")
+  export TMDB_BASE_URL="http://127.0.0.1:$STUBS_PORT" PLEX_TV_BASE_URL="http://127.0.0.1:$STUBS_PORT"
+  export TMDB_API_TOKEN=dev-stub-tmdb-token
+  log "TMDB and plex.tv: stubs on $TMDB_BASE_URL (export TMDB_API_TOKEN to use the real ones)"
+fi
+
 secrets_out=$(.venv/bin/python scripts/bootstrap-aws.py --print)
 api_token=$(sed -n 's/^API_TOKEN=//p' <<<"$secrets_out")
 webhook_secret=$(sed -n 's/^WEBHOOK_SECRET=//p' <<<"$secrets_out")
@@ -86,14 +108,16 @@ if ! port_open "$WATCH_PORT"; then
   tail -n 20 "$DEV/watch.log" >&2
   exit 1
 fi
-pids=("$watch_pid")
+pids=("$watch_pid" "${stub_pids[@]}")
 
-# --- local SQS → processor bridge: start it here -------------------------------------
-# Long-poll "$QUEUE_URL" and invoke processor via
-#   POST http://127.0.0.1:$WATCH_PORT/2015-03-31/functions/processor/invocations
-# in the background with setsid, output to "$DEV/bridge.log", pid to "$DEV/bridge.pid",
-# then: pids+=("$bridge_pid")   (and stop it in cleanup and `dev.sh stop` above).
-# ---------------------------------------------------------------------------------------
+# The local stand-in for the SQS event source mapping: long-polls "$QUEUE_URL" and invokes
+# the processor through watch's invoke API (tools/bridge.py says how it mirrors AWS).
+setsid .venv/bin/python tools/bridge.py --queue-url "$QUEUE_URL" \
+  --invoke-url "http://127.0.0.1:$WATCH_PORT/2015-03-31/functions/processor/invocations" \
+  >"$DEV/bridge.log" 2>&1 </dev/null &
+bridge_pid=$!
+echo "$bridge_pid" >"$DEV/bridge.pid"
+pids+=("$bridge_pid")
 
 base="http://127.0.0.1:$WATCH_PORT/lambda-url"
 cat <<EOF
@@ -110,7 +134,9 @@ cat <<EOF
     e.g. curl -H "Authorization: Bearer $api_token" $base/config/api/plex/config
   Invoke a non-HTTP function:  POST http://127.0.0.1:$WATCH_PORT/2015-03-31/functions/<name>/invocations
 
-  Logs: $DEV/watch.log (functions, builds), $DEV/moto.log (SQS, Secrets Manager)
+  Logs: $DEV/watch.log (functions, builds), $DEV/bridge.log (queue -> processor),
+        $DEV/moto.log (SQS, Secrets Manager), $DEV/stubs.log (TMDB/plex.tv stubs, if used)
+  Demo: make demo   (in another terminal: a sequence of Plex webhooks, then the results)
   Env:  source .dev/env   (DATABASE_URL, QUEUE_URL, ...)
   Each function compiles on its first request (~30 s cold). Ctrl-C stops everything.
 

@@ -1,14 +1,21 @@
 #!/usr/bin/env bash
 # `make test`: bring up the local services the tests use (Postgres, moto), clean up what
-# earlier runs left behind, run the workspace tests, and stop moto again if we started it.
-# Extra arguments go to `cargo test` (e.g. `scripts/test.sh -p plexsync -- matching`).
+# earlier runs left behind, lint template.yaml, run the workspace tests, then the end-to-end
+# test (scripts/e2e.sh), and stop moto again if we started it.
+# Extra arguments go to `cargo test` (e.g. `scripts/test.sh -p plexsync -- matching`); the
+# end-to-end test runs only without them, so a focused run stays fast. E2E=0 skips it too.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 
 scripts/ensure-postgres.sh
-scripts/ensure-venv.sh
+# cargo-lambda: the end-to-end test runs the functions under `cargo lambda watch`.
+scripts/ensure-venv.sh --with-cargo-lambda
+
+# Cheap, and catches a broken template before anyone tries to deploy it.
+.venv/bin/cfn-lint template.yaml -a cfn_lint_serverless.rules
+echo "test: template.yaml passes cfn-lint (with the serverless rules)" >&2
 
 # Only stop moto afterwards if this run started it (a running `make dev` keeps its own).
 moto_state=$(scripts/moto.sh start)
@@ -32,3 +39,7 @@ psql "$DATABASE_URL" -XAtq -c "select datname from pg_database
   done
 
 cargo test --workspace "$@"
+
+if [[ $# -eq 0 && ${E2E:-1} != 0 ]]; then
+  scripts/e2e.sh
+fi

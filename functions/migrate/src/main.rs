@@ -1,20 +1,28 @@
 //! `migrate` function: applies `migrations/` (embedded at build time) in order, each once.
 //!
 //! Outside Lambda (`AWS_LAMBDA_RUNTIME_API` unset) it applies them and exits, which is how the
-//! dev and test scripts use it. Inside Lambda it applies them on each invocation.
+//! dev and test scripts use it. Inside Lambda it is a CloudFormation custom resource
+//! (see [`plexsync::custom_resource`]): every deploy applies pending migrations and reports the
+//! result back to CloudFormation.
 
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use aws_lambda_events::event::cloudformation::CloudFormationCustomResourceRequest;
 use lambda_runtime::{run, service_fn, Error, LambdaEvent};
+use plexsync::custom_resource::{self, Invocation};
 use plexsync::{config, db};
-use serde_json::{json, Value};
+
+/// Kept back from the Lambda deadline for the response PUT (and its retries).
+const RESPONSE_RESERVE: Duration = Duration::from_secs(30);
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     plexsync::telemetry::init();
     let env = config::Env::from_process();
-    let url = config::or_exit(env.secret("DATABASE_URL"));
-    let pool = db::pool(&url)?;
 
     if std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_none() {
+        let url = config::or_exit(env.secret("DATABASE_URL"));
+        let pool = db::pool(&url)?;
         let applied = db::migrate(&pool).await?;
         println!(
             "migrations applied: {}",
@@ -27,11 +35,35 @@ async fn main() -> Result<(), Error> {
         return Ok(());
     }
 
-    let pool = &pool;
-    run(service_fn(move |_event: LambdaEvent<Value>| async move {
-        let applied = db::migrate(pool).await?;
-        tracing::info!(?applied, "migrations applied");
-        Ok::<_, Error>(json!({ "applied": applied }))
-    }))
+    // Under CloudFormation a bad DATABASE_URL must become a FAILED response, not an exit that
+    // leaves the stack waiting: keep the error and report it on each request.
+    let pool = env
+        .secret("DATABASE_URL")
+        .map_err(|e| e.to_string())
+        .and_then(|url| db::pool(&url).map_err(|e| e.to_string()));
+    let http = custom_resource::http_client();
+    let (pool, http) = (&pool, &http);
+    run(service_fn(
+        move |event: LambdaEvent<CloudFormationCustomResourceRequest>| async move {
+            let invocation = Invocation {
+                budget: budget(event.context.deadline),
+                log_stream: std::env::var("AWS_LAMBDA_LOG_STREAM_NAME").ok(),
+            };
+            let pool = pool.as_ref().map_err(String::as_str);
+            custom_resource::handle_migrations(http, pool, event.payload, &invocation).await?;
+            Ok::<_, Error>(())
+        },
+    ))
     .await
+}
+
+/// Time left for the migrations: the invocation deadline minus the response reserve.
+fn budget(deadline_ms: u64) -> Duration {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    Duration::from_millis(deadline_ms)
+        .saturating_sub(now)
+        .saturating_sub(RESPONSE_RESERVE)
+        .max(Duration::from_secs(1))
 }

@@ -1,5 +1,7 @@
 //! Integration tests against real Postgres and moto_server (started by `make test`).
 
+mod custom_resource;
+mod metrics;
 mod migrations;
 mod openapi;
 mod secrets;

@@ -1,0 +1,193 @@
+//! The `migrate` function as a CloudFormation custom resource: Create and Update apply the
+//! migrations, Delete leaves the database alone, and every request ends with a response PUT to
+//! the pre-signed `ResponseURL`. CloudFormation waits up to an hour for that response, so each
+//! failure (no database, a bad URL, a migration error, the time budget running out) is reported
+//! as `FAILED` instead of leaving the stack stuck.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use aws_lambda_events::event::cloudformation::{
+    CloudFormationCustomResourceRequest as Request,
+    CloudFormationCustomResourceResponse as Response,
+    CloudFormationCustomResourceResponseStatus as Status,
+};
+
+use crate::db::{self, DbPool};
+
+/// CloudFormation rejects response bodies over 4 KiB; the reason is the only free-form part.
+const MAX_REASON: usize = 1000;
+const SEND_ATTEMPTS: u32 = 4;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ResponseError {
+    #[error("could not send the response to CloudFormation: {0}")]
+    Send(#[from] reqwest::Error),
+    #[error("CloudFormation's response URL answered {0}")]
+    Status(reqwest::StatusCode),
+    #[error("unknown custom resource request type")]
+    UnknownRequest,
+}
+
+/// The HTTP client for response URLs: bounded, so a dead endpoint cannot eat the time budget.
+pub fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(5))
+        .timeout(Duration::from_secs(15))
+        .build()
+        .expect("a reqwest client with timeouts builds")
+}
+
+/// Per-invocation facts that are not in the request itself.
+#[derive(Debug, Clone)]
+pub struct Invocation {
+    /// How long migrations may take before the request is answered `FAILED` (leave room for the
+    /// response PUT before the Lambda timeout).
+    pub budget: Duration,
+    /// Named in failure reasons so the operator knows where the details are.
+    pub log_stream: Option<String>,
+}
+
+/// Handles one custom-resource request for the migrations and sends the response.
+///
+/// `pool` is `Err(reason)` when no pool could be built (missing or malformed `DATABASE_URL`):
+/// that is reported as `FAILED` too. Returns the response that was sent.
+#[tracing::instrument(skip_all, fields(request_type, logical_id))]
+pub async fn handle_migrations(
+    http: &reqwest::Client,
+    pool: Result<&DbPool, &str>,
+    request: Request,
+    invocation: &Invocation,
+) -> Result<Response, ResponseError> {
+    let common = Common::of(&request).ok_or(ResponseError::UnknownRequest)?;
+    tracing::Span::current()
+        .record("request_type", common.request_type)
+        .record("logical_id", common.logical_id.as_str());
+
+    let outcome = match common.request_type {
+        // The schema outlives the stack: dropping the stack must not drop the data.
+        "Delete" => Ok("delete: database left as it is".to_string()),
+        _ => match pool {
+            Err(reason) => Err(reason.to_string()),
+            Ok(pool) => apply(pool, invocation.budget).await,
+        },
+    };
+
+    let mut response = Response::default();
+    response.physical_resource_id = common.physical_id.clone();
+    response.stack_id = common.stack_id.clone();
+    response.request_id = common.request_id.clone();
+    response.logical_resource_id = common.logical_id.clone();
+    match outcome {
+        Ok(reason) => {
+            tracing::info!(%reason, "custom resource succeeded");
+            response.status = Status::Success;
+            response.reason = Some(truncate(reason));
+        }
+        Err(reason) => {
+            tracing::error!(%reason, "custom resource failed");
+            response.status = Status::Failed;
+            let reason = match &invocation.log_stream {
+                Some(stream) => format!("{reason} (log stream {stream})"),
+                None => reason,
+            };
+            response.reason = Some(truncate(reason));
+        }
+    }
+    response.data = HashMap::new();
+    send(http, &common.response_url, &response).await?;
+    Ok(response)
+}
+
+/// Runs the migrations within `budget`; the error is a reason fit for CloudFormation's console
+/// (the database errors never carry the connection string or its password).
+async fn apply(pool: &DbPool, budget: Duration) -> Result<String, String> {
+    match tokio::time::timeout(budget, db::migrate(pool)).await {
+        Ok(Ok(applied)) if applied.is_empty() => Ok("migrations up to date".to_string()),
+        Ok(Ok(applied)) => Ok(format!("migrations applied: {}", applied.join(", "))),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err(format!(
+            "migrations did not finish within {} s (another deploy holding the migration lock, \
+             or the database not answering)",
+            budget.as_secs()
+        )),
+    }
+}
+
+/// PUTs the response. No Content-Type: the URL is pre-signed for an empty one. Retries a few
+/// times because a lost response leaves the stack waiting for an hour.
+async fn send(http: &reqwest::Client, url: &str, response: &Response) -> Result<(), ResponseError> {
+    let body = serde_json::to_string(response).expect("the response serialises");
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let result = http.put(url).body(body.clone()).send().await;
+        let error = match result {
+            Ok(r) if r.status().is_success() => return Ok(()),
+            Ok(r) => ResponseError::Status(r.status()),
+            Err(e) => ResponseError::Send(e),
+        };
+        if attempt >= SEND_ATTEMPTS {
+            return Err(error);
+        }
+        tracing::warn!(%error, attempt, "response not accepted; retrying");
+        tokio::time::sleep(Duration::from_millis(200 * 2u64.pow(attempt))).await;
+    }
+}
+
+fn truncate(mut reason: String) -> String {
+    if reason.len() > MAX_REASON {
+        let mut end = MAX_REASON;
+        while !reason.is_char_boundary(end) {
+            end -= 1;
+        }
+        reason.truncate(end);
+    }
+    reason
+}
+
+/// The fields every request type carries.
+struct Common {
+    request_type: &'static str,
+    response_url: String,
+    stack_id: String,
+    request_id: String,
+    logical_id: String,
+    physical_id: String,
+}
+
+impl Common {
+    fn of(request: &Request) -> Option<Self> {
+        Some(match request {
+            Request::Create(r) => Self {
+                request_type: "Create",
+                response_url: r.response_url.clone(),
+                stack_id: r.stack_id.clone(),
+                request_id: r.request_id.clone(),
+                logical_id: r.logical_resource_id.clone(),
+                // Stable across updates, so CloudFormation never "replaces" the schema.
+                physical_id: format!("{}-migrations", r.logical_resource_id),
+            },
+            Request::Update(r) => Self {
+                request_type: "Update",
+                response_url: r.response_url.clone(),
+                stack_id: r.stack_id.clone(),
+                request_id: r.request_id.clone(),
+                logical_id: r.logical_resource_id.clone(),
+                physical_id: r.physical_resource_id.clone(),
+            },
+            Request::Delete(r) => Self {
+                request_type: "Delete",
+                response_url: r.response_url.clone(),
+                stack_id: r.stack_id.clone(),
+                request_id: r.request_id.clone(),
+                logical_id: r.logical_resource_id.clone(),
+                physical_id: r.physical_resource_id.clone(),
+            },
+            // The enum is non-exhaustive: a request type this code does not know has no fields
+            // it can trust, so it is refused (logged by the runtime) rather than guessed at.
+            #[allow(unreachable_patterns)]
+            _ => return None,
+        })
+    }
+}

@@ -1,0 +1,518 @@
+#!/usr/bin/env python3
+"""End-to-end test of the local stack: the real function binaries under `cargo lambda watch`,
+moto (SQS + Secrets Manager), a fresh Postgres database, plex.tv / TMDB / Plex server stubs
+(tools/stubs.py) and the SQS bridge (tools/bridge.py).
+
+    POST /api/plex/config (API token)            -> 200, webhookUrl
+    POST <webhookUrl> multipart scrobble + thumb -> 202
+    bridge -> processor                          -> The Office S01E01 watched in Postgres
+    GET /api/plex/logs                           -> a success row for it
+plus the bridge's own contract against a fake processor (delete only what did not fail), and the
+migrate binary in Lambda mode answering a CloudFormation custom-resource request.
+
+Run through scripts/e2e.sh (which makes sure Postgres, moto and cargo-lambda are there), or
+directly with the venv python and DATABASE_URL / AWS_ENDPOINT_URL set. Prints
+`E2E: N passed, M failed` last and exits non-zero on any failure. Everything it starts
+(watch, bridge, stubs, the database, the queues and secrets) is removed on exit.
+"""
+
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import traceback
+import urllib.error
+import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import urlparse, urlunparse
+
+import boto3
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import stubs  # noqa: E402
+
+LOG_DIR = ROOT / ".dev" / "e2e"
+REGION = "us-east-1"
+# The first request to each function compiles it under watch (debug build).
+FIRST_REQUEST_TIMEOUT = float(os.environ.get("E2E_FIRST_REQUEST_TIMEOUT", 900))
+# From the 202 to the episode being marked (includes the processor's first build).
+PROCESSING_TIMEOUT = float(os.environ.get("E2E_PROCESSING_TIMEOUT", 600))
+
+results = []  # (name, ok, detail)
+cleanups = []  # run in reverse order
+
+
+def log(msg):
+    print(f"e2e: {msg}", file=sys.stderr, flush=True)
+
+
+def check(name, fn):
+    """Runs one check; a failure is recorded, not raised, so the remaining checks still run
+    when they can."""
+    started = time.monotonic()
+    try:
+        detail = fn() or ""
+        results.append((name, True, detail))
+        print(f"PASS {name} ({time.monotonic() - started:.1f} s) {detail}", flush=True)
+        return True
+    except Exception as e:  # noqa: BLE001 (a test harness reports everything)
+        results.append((name, False, str(e)))
+        print(f"FAIL {name}: {e}", flush=True)
+        if os.environ.get("E2E_VERBOSE"):
+            traceback.print_exc()
+        return False
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def aws(service):
+    return boto3.client(service, region_name=REGION)
+
+
+def http(method, url, body=None, headers=None, timeout=30):
+    """(status, headers, parsed JSON or raw bytes)."""
+    req = urllib.request.Request(url, data=body, headers=headers or {}, method=method)
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            status, hdrs, raw = r.status, dict(r.headers), r.read()
+    except urllib.error.HTTPError as e:
+        status, hdrs, raw = e.code, dict(e.headers), e.read()
+    try:
+        return status, hdrs, json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return status, hdrs, raw
+
+
+def psql(url, sql):
+    out = subprocess.run(
+        ["psql", url, "-XAtq", "-v", "ON_ERROR_STOP=1", "-c", sql],
+        check=True, capture_output=True, text=True,
+    )
+    return out.stdout.strip()
+
+
+def db_url_for(base, name):
+    u = urlparse(base)
+    return urlunparse(u._replace(path=f"/{name}"))
+
+
+# ------------------------------------------------------------------ resources
+
+
+def fresh_database(admin_url):
+    name = f"plexsync_e2e_{secrets.token_hex(5)}"
+    psql(admin_url, f'CREATE DATABASE "{name}"')
+    cleanups.append(lambda: psql(admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    url = db_url_for(admin_url, name)
+    subprocess.run(
+        ["cargo", "run", "-q", "-p", "migrate"], cwd=ROOT, check=True,
+        env={**os.environ, "DATABASE_URL": url},
+    )
+    return url
+
+
+def fifo_queue(suffix, visibility=30):
+    sqs = aws("sqs")
+    dlq = sqs.create_queue(QueueName=f"plexsync-e2e-dlq-{suffix}.fifo",
+                           Attributes={"FifoQueue": "true"})["QueueUrl"]
+    dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    url = sqs.create_queue(
+        QueueName=f"plexsync-e2e-{suffix}.fifo",
+        Attributes={
+            "FifoQueue": "true",
+            "VisibilityTimeout": str(visibility),
+            "RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": 5}),
+        },
+    )["QueueUrl"]
+    cleanups.append(lambda: (sqs.delete_queue(QueueUrl=url), sqs.delete_queue(QueueUrl=dlq)))
+    return url
+
+
+def secret(name, value):
+    sm = aws("secretsmanager")
+    sm.create_secret(Name=name, SecretString=value)
+    cleanups.append(lambda: sm.delete_secret(SecretId=name, ForceDeleteWithoutRecovery=True))
+    return name
+
+
+def start(name, argv, env):
+    """Starts a process in its own process group (so watch's children stop with it)."""
+    LOG_DIR.mkdir(parents=True, exist_ok=True)
+    logfile = open(LOG_DIR / f"{name}.log", "w")
+    proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=logfile, stderr=subprocess.STDOUT,
+                            stdin=subprocess.DEVNULL, start_new_session=True)
+
+    def stop():
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        logfile.close()
+
+    cleanups.append(stop)
+    return proc
+
+
+def wait_for_port(port, proc, timeout=60):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"exited with {proc.returncode}")
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.3)
+    raise RuntimeError(f"nothing listening on {port} after {timeout} s")
+
+
+# ------------------------------------------------------------------ payloads
+
+
+def scrobble_payload():
+    """The Office (US) S01E01 scrobbled by the server owner (new Plex agent: the Guid array
+    holds the episode's ids)."""
+    return {
+        "event": "media.scrobble", "user": True, "owner": True,
+        "Account": {"id": 1, "thumb": "https://plex.tv/users/a1b2c3d4e5f60718/avatar?c=1700000000", "title": "alice"},
+        "Server": {"title": "basement-nas", "uuid": stubs.SERVER_UUID},
+        "Player": {"local": True, "publicAddress": "198.51.100.23", "title": "Living Room TV", "uuid": "r2k9x7c4v1b8n5m3"},
+        "Metadata": {
+            "librarySectionType": "show", "ratingKey": "48213", "key": "/library/metadata/48213",
+            "parentRatingKey": "48207", "grandparentRatingKey": "48200",
+            "guid": "plex://episode/5d9c0874ffd9ef001e99607a",
+            "parentGuid": "plex://season/602e67e61d3358002c411c3e",
+            "grandparentGuid": "plex://show/5d9c086c46115600200aa2fe",
+            "type": "episode", "title": "Pilot", "grandparentTitle": "The Office",
+            "parentTitle": "Season 1", "contentRating": "TV-14", "index": 1, "parentIndex": 1,
+            "viewCount": 1, "lastViewedAt": int(time.time()), "year": 2005,
+            "thumb": "/library/metadata/48213/thumb/1700000000",
+            "grandparentThumb": "/library/metadata/48200/thumb/1700000000",
+            "duration": 1380000, "originallyAvailableAt": "2005-03-24",
+            "addedAt": 1690000000, "updatedAt": 1700000000,
+            "Guid": [{"id": "imdb://tt0664521"}, {"id": "tmdb://397627"}, {"id": "tvdb://110413"}],
+        },
+    }
+
+
+# JPEG-framed bytes (SOI, JFIF header, ..., EOI): Plex attaches the poster as the `thumb` part.
+THUMB = bytes.fromhex(
+    "ffd8ffe000104a46494600010100000100010000ffdb004300080606070605080707070909080a0c140d0c0b0b0c1912130f"
+    "141d1a1f1e1d1a1c1c20242e2720222c231c1c2837292c30313434341f27393d38323c2e333432ffc0000b080001000101"
+    "011100ffc4001f0000010501010101010100000000000000000102030405060708090a0bffda0008010100003f00d2cf20ffd9"
+)
+
+
+def multipart(payload, thumb=THUMB):
+    """multipart/form-data as Plex Media Server sends it: `payload` (JSON text) and `thumb`."""
+    boundary = f"------------------------{secrets.token_hex(8)}"
+    body = (
+        f"--{boundary}\r\n"
+        'Content-Disposition: form-data; name="payload"\r\n'
+        "Content-Type: application/json\r\n\r\n"
+        f"{json.dumps(payload)}\r\n"
+        f"--{boundary}\r\n"
+        'Content-Disposition: form-data; name="thumb"; filename="image.jpg"\r\n'
+        "Content-Type: image/jpeg\r\n\r\n"
+    ).encode() + thumb + f"\r\n--{boundary}--\r\n".encode()
+    return body, f"multipart/form-data; boundary={boundary}"
+
+
+def seed_office(db_url):
+    """The tracker already follows The Office (US), season 1 unwatched."""
+    episodes = [
+        {"episodeNumber": i + 1, "title": t, "airDate": d, "watched": False, "dateWatched": None}
+        for i, (t, d) in enumerate(zip(
+            ["Pilot", "Diversity Day", "Health Care", "The Alliance", "Basketball", "Hot Girl"],
+            ["2005-03-24", "2005-03-29", "2005-04-05", "2005-04-12", "2005-04-19", "2005-04-26"]))
+    ]
+    seasons = json.dumps([{"seasonNumber": 1, "episodes": episodes}]).replace("'", "''")
+    psql(db_url, "INSERT INTO tvshows (tmdb_id, title, show_start_date, status, seasons, "
+                 "watched_episodes, total_episodes) VALUES "
+                 f"(2316, 'The Office', '2005-03-24', 'Watching', '{seasons}'::jsonb, 0, 6)")
+
+
+def episode_state(db_url, season, number):
+    return psql(db_url, f"""
+        SELECT ep->>'watched' || ' ' || coalesce(ep->>'dateWatched', '-')
+        FROM tvshows, jsonb_array_elements(seasons) s, jsonb_array_elements(s->'episodes') ep
+        WHERE tmdb_id = 2316 AND (s->>'seasonNumber')::int = {season}
+          AND (ep->>'episodeNumber')::int = {number}""")
+
+
+# ------------------------------------------------------------------ bridge contract
+
+
+class FakeProcessor(BaseHTTPRequestHandler):
+    """Answers the invoke API like the processor would: fails the records whose body says
+    "fail", or the whole invocation when told to."""
+
+    def log_message(self, *args):
+        pass
+
+    def do_POST(self):  # noqa: N802
+        event = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        self.server.events.append(event)
+        if self.server.mode == "error":
+            body, status = b'{"errorType":"Timeout","errorMessage":"Task timed out"}', 200
+        else:
+            failures = [{"itemIdentifier": r["messageId"]} for r in event["Records"]
+                        if json.loads(r["body"]).get("fail")]
+            body, status = json.dumps({"batchItemFailures": failures}).encode(), 200
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+def bridge_contract():
+    server = ThreadingHTTPServer(("127.0.0.1", 0), FakeProcessor)
+    server.events, server.mode = [], "partial"
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    cleanups.append(server.shutdown)
+    queue = fifo_queue(f"bridge-{secrets.token_hex(4)}", visibility=2)
+    sqs = aws("sqs")
+    for i, fail in enumerate([False, True, False]):
+        sqs.send_message(QueueUrl=queue, MessageBody=json.dumps({"n": i, "fail": fail}),
+                         MessageGroupId="7f3e1c2b:48200", MessageDeduplicationId=f"d{i}")
+    invoke_url = f"http://127.0.0.1:{server.server_address[1]}/2015-03-31/functions/processor/invocations"
+    bridge = start("bridge-contract", [sys.executable, "tools/bridge.py", "--queue-url", queue,
+                                       "--invoke-url", invoke_url, "--wait", "1"], os.environ.copy())
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not server.events:
+        time.sleep(0.2)
+    if not server.events:
+        raise AssertionError("the bridge never invoked the processor")
+    event = server.events[0]
+    rec = event["Records"][0]
+    bodies = [json.loads(r["body"])["n"] for r in event["Records"]]
+    assert bodies == [0, 1, 2], f"one batch, in group order: {bodies}"
+    assert rec["eventSource"] == "aws:sqs" and rec["eventSourceARN"].endswith(".fifo"), rec
+    assert rec["attributes"]["MessageGroupId"] == "7f3e1c2b:48200", rec["attributes"]
+    assert rec["attributes"]["ApproximateReceiveCount"] == "1", rec["attributes"]
+    assert {"messageId", "receiptHandle", "md5OfBody", "awsRegion", "messageAttributes"} <= rec.keys()
+    # The failed record comes back after the visibility timeout, alone, with a higher count.
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and len(server.events) < 2:
+        time.sleep(0.2)
+    assert len(server.events) >= 2, "the failed record was not redelivered"
+    again = server.events[1]["Records"]
+    assert [json.loads(r["body"])["n"] for r in again] == [1], again
+    assert again[0]["attributes"]["ApproximateReceiveCount"] == "2", again[0]["attributes"]
+    # Now fail whole invocations: nothing may be deleted.
+    server.mode = "error"
+    seen = len(server.events)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and len(server.events) < seen + 1:
+        time.sleep(0.2)
+    os.killpg(bridge.pid, signal.SIGTERM)
+    bridge.wait(10)
+    time.sleep(2.5)  # past the visibility timeout
+    left = sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10, WaitTimeSeconds=1).get("Messages", [])
+    assert [json.loads(m["Body"])["n"] for m in left] == [1], \
+        f"only the failed record stays on the queue, got {[m['Body'] for m in left]}"
+    return "batch in order; only batchItemFailures kept; invoke error deletes nothing"
+
+
+# ------------------------------------------------------------------ main scenario
+
+
+def main():
+    admin_url = os.environ.get("DATABASE_URL")
+    if not admin_url or not os.environ.get("AWS_ENDPOINT_URL"):
+        sys.exit("e2e: DATABASE_URL and AWS_ENDPOINT_URL must be set (run scripts/e2e.sh)")
+    os.environ.setdefault("AWS_REGION", REGION)
+    os.environ.setdefault("AWS_DEFAULT_REGION", REGION)
+    os.environ.setdefault("AWS_ACCESS_KEY_ID", "test")
+    os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "test")
+
+    check("bridge: SQS event shape and partial batch deletes", bridge_contract)
+
+    suffix = secrets.token_hex(4)
+    db_url = fresh_database(admin_url)
+    seed_office(db_url)
+    queue_url = fifo_queue(suffix)
+    api_token = secrets.token_urlsafe(32)
+    ids = {
+        "ENCRYPTION_KEY_SECRET_ID": secret(f"plexsync-e2e/{suffix}/encryption-key", secrets.token_hex(32)),
+        "API_TOKEN_SECRET_ID": secret(f"plexsync-e2e/{suffix}/api-token", api_token),
+        # As the template creates it: a generated value the config function adopts.
+        "WEBHOOK_SECRET_ID": secret(f"plexsync-e2e/{suffix}/webhook-secret", secrets.token_urlsafe(32)),
+    }
+    stub = stubs.serve()
+    cleanups.append(stub.shutdown)
+
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    env = {
+        **os.environ,
+        **ids,
+        "DATABASE_URL": db_url,
+        "QUEUE_URL": queue_url,
+        "PUBLIC_BASE_URL": f"{base}/lambda-url/webhook",
+        "TMDB_BASE_URL": stub.base_url,
+        # v4 read access tokens are JWTs; this one only has to look like one.
+        "TMDB_API_TOKEN": "eyJhbGciOiJIUzI1NiJ9.eyJhdWQiOiJlMmUiLCJzY29wZXMiOlsiYXBpX3JlYWQiXX0.c2lnbmF0dXJl",
+        "PLEX_TV_BASE_URL": stub.base_url,
+        "RUST_LOG": "info",
+    }
+    env.pop("PLEX_ALLOWED_CIDRS", None)
+    log(f"database {db_url.rsplit('/', 1)[1]}, queue {queue_url.rsplit('/', 1)[1]}, "
+        f"stubs {stub.base_url}, watch on :{port}; logs in {LOG_DIR}")
+    watch = start("watch", ["cargo", "lambda", "watch", "--invoke-address", "127.0.0.1",
+                            "--invoke-port", str(port)], env)
+    wait_for_port(port, watch, timeout=120)
+    start("bridge", [sys.executable, "tools/bridge.py", "--queue-url", queue_url,
+                     "--invoke-url", f"{base}/2015-03-31/functions/processor/invocations"], env)
+
+    auth = {"Authorization": f"Bearer {api_token}"}
+    state = {}
+
+    def config():
+        status, _, body = http(
+            "POST", f"{base}/lambda-url/config/api/plex/config",
+            json.dumps({"plexToken": "pLxT0k3n-e2e-abcdefghijkl", "autoMarkWatched": True,
+                        "autoAddShows": False}).encode(),
+            {**auth, "Content-Type": "application/json"}, timeout=FIRST_REQUEST_TIMEOUT)
+        assert status == 200, f"{status} {body}"
+        url = body.get("webhookUrl", "")
+        assert url.startswith(f"{base}/lambda-url/webhook/api/plex/webhook?secret="), body
+        assert "pLxT0k3n" not in json.dumps(body), "the Plex token is echoed"
+        state["webhook_url"] = url
+        return f"server {body.get('serverName')!r}"
+
+    def unauthorized():
+        status, _, body = http("GET", f"{base}/lambda-url/config/api/plex/config",
+                               headers={"Authorization": "Bearer wrong-token-0123456789"})
+        assert status == 401 and body.get("status") == "error", f"{status} {body}"
+
+    def scrobble():
+        body, ctype = multipart(scrobble_payload())
+        status, _, resp = http("POST", state["webhook_url"], body, {"Content-Type": ctype},
+                               timeout=FIRST_REQUEST_TIMEOUT)
+        assert status == 202, f"{status} {resp}"
+
+    def wrong_secret():
+        body, ctype = multipart(scrobble_payload())
+        url = state["webhook_url"].split("?")[0] + "?secret=not-the-secret-0123456789"
+        status, _, resp = http("POST", url, body, {"Content-Type": ctype})
+        assert status in (401, 403), f"{status} {resp}"
+
+    def marked():
+        deadline = time.monotonic() + PROCESSING_TIMEOUT
+        seen = ""
+        while time.monotonic() < deadline:
+            seen = episode_state(db_url, 1, 1)
+            if seen.startswith("true"):
+                other = episode_state(db_url, 1, 2)
+                assert other.startswith("false"), f"S01E02 changed too: {other}"
+                return f"S01E01 watched at {seen.split()[1]}"
+            time.sleep(1)
+        raise AssertionError(f"S01E01 not marked within {PROCESSING_TIMEOUT:.0f} s (state {seen!r}); "
+                             f"see {LOG_DIR}/watch.log and bridge.log")
+
+    def logs():
+        status, _, body = http("GET", f"{base}/lambda-url/logs/api/plex/logs?status=success",
+                               headers=auth, timeout=FIRST_REQUEST_TIMEOUT)
+        assert status == 200, f"{status} {body}"
+        rows = [r for r in body.get("logs", []) if r.get("plexRatingKey") == "48213"
+                or (r.get("plexSeason"), r.get("plexEpisode")) == (1, 1)]
+        assert rows, f"no success row for S01E01 in {body}"
+        assert rows[0]["status"] == "success" and rows[0]["eventType"] == "media.scrobble", rows[0]
+        return f"{rows[0].get('actionTaken')}, {rows[0].get('processingDurationMs')} ms"
+
+    def migrate_custom_resource():
+        """The migrate binary in Lambda mode answers a CloudFormation request on its ResponseURL."""
+        received = []
+
+        class ResponseUrl(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_PUT(self):  # noqa: N802
+                received.append((dict(self.headers), self.rfile.read(int(self.headers["Content-Length"]))))
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+        cfn = ThreadingHTTPServer(("127.0.0.1", 0), ResponseUrl)
+        threading.Thread(target=cfn.serve_forever, daemon=True).start()
+        cleanups.append(cfn.shutdown)
+        event = {
+            "RequestType": "Update",
+            "ServiceToken": "arn:aws:lambda:us-east-1:123456789012:function:plexsync-MigrateFunction-e2e",
+            "ResponseURL": f"http://127.0.0.1:{cfn.server_address[1]}/cfn-response?X-Amz-Signature=e2e",
+            "StackId": "arn:aws:cloudformation:us-east-1:123456789012:stack/plexsync-e2e/0a1b2c3d",
+            "RequestId": "e2e-request-1", "LogicalResourceId": "Migrations",
+            "PhysicalResourceId": "Migrations-migrations", "ResourceType": "Custom::Migrations",
+            "ResourceProperties": {"CodeVersion": "2"}, "OldResourceProperties": {"CodeVersion": "1"},
+        }
+        status, _, body = http("POST", f"{base}/2015-03-31/functions/migrate/invocations",
+                               json.dumps(event).encode(), {"Content-Type": "application/json"},
+                               timeout=FIRST_REQUEST_TIMEOUT)
+        assert status == 200, f"{status} {body}"
+        assert len(received) == 1, f"{len(received)} responses sent"
+        headers, raw = received[0]
+        sent = json.loads(raw)
+        assert sent["Status"] == "SUCCESS", sent
+        assert sent["RequestId"] == "e2e-request-1" and sent["PhysicalResourceId"] == "Migrations-migrations", sent
+        assert "content-type" not in {k.lower() for k in headers}, headers
+        return sent["Reason"]
+
+    def queue_drained():
+        attrs = aws("sqs").get_queue_attributes(
+            QueueUrl=queue_url,
+            AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+        )["Attributes"]
+        assert attrs == {"ApproximateNumberOfMessages": "0", "ApproximateNumberOfMessagesNotVisible": "0"}, attrs
+
+    check("migrate as a CloudFormation custom resource answers its ResponseURL", migrate_custom_resource)
+    if check("POST /api/plex/config -> 200 with webhookUrl", config):
+        check("management API rejects a wrong token with 401", unauthorized)
+        if check("multipart scrobble (The Office S01E01 + thumb) -> 202", scrobble):
+            check("webhook with a wrong secret -> 401/403", wrong_secret)
+            if check("bridge -> processor marks S01E01 watched in Postgres", marked):
+                check("GET /api/plex/logs shows the success row", logs)
+                check("the message was deleted from the queue", queue_drained)
+
+
+def run():
+    code = 0
+    try:
+        main()
+    except Exception as e:  # noqa: BLE001
+        results.append(("setup", False, str(e)))
+        print(f"FAIL setup: {e}", flush=True)
+        traceback.print_exc()
+    finally:
+        for fn in reversed(cleanups):
+            try:
+                fn()
+            except Exception as e:  # noqa: BLE001
+                log(f"cleanup: {e}")
+    passed = sum(1 for _, ok, _ in results if ok)
+    failed = len(results) - passed
+    if failed:
+        code = 1
+        log(f"logs of the failed run: {LOG_DIR}")
+    print(f"E2E: {passed} passed, {failed} failed", flush=True)
+    return code
+
+
+if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    sys.exit(run())
