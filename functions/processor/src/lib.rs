@@ -35,6 +35,13 @@ pub async fn handle_batch(state: &ProcessorState, event: SqsEvent) -> SqsBatchRe
         failure.item_identifier = message_id;
         response.batch_item_failures.push(failure);
     }
+    // The unresolved-conflicts alarm reads this metric. Skipped after a transient failure: the
+    // database may be the thing that is down, and the batch should not wait on it twice.
+    if !stopped {
+        if let Err(e) = plexsync::metrics::report_open_conflicts(&state.pool).await {
+            tracing::warn!(error = %e, "could not report the open-conflicts metric");
+        }
+    }
     response
 }
 
