@@ -113,6 +113,11 @@ fn webpki_roots_certs() -> impl Iterator<Item = rustls::pki_types::TrustAnchor<'
 
 /// Applies pending migrations in order, each recorded so it runs once. An advisory lock keeps
 /// two concurrent deploys (or a deploy and a test) from applying the same migration twice.
+///
+/// Migrations the database has but this build does not know are tolerated: that is what a
+/// CloudFormation rollback (older code, newer schema) looks like, and failing it would leave the
+/// stack stuck in UPDATE_ROLLBACK_FAILED. Migrations are additive, so older code keeps working.
+/// A *changed* migration (same version, other checksum) still aborts.
 pub async fn migrate(pool: &Pool) -> Result<Vec<String>, DbError> {
     const LOCK_KEY: i64 = 0x706c_6578_7379_6e63; // "plexsync"
     let mut client = pool.get().await?;
@@ -121,6 +126,7 @@ pub async fn migrate(pool: &Pool) -> Result<Vec<String>, DbError> {
         .await?;
     let raw: &mut tokio_postgres::Client = &mut client;
     let report = embedded::migrations::runner()
+        .set_abort_missing(false)
         .run_async(raw)
         .await
         .map_err(|e| DbError::Migration(e.to_string()));

@@ -284,3 +284,30 @@ async fn client_side_type_error_is_not_transient() {
     let api: plexsync::ApiError = err.into();
     assert_eq!(api.status().as_u16(), 500);
 }
+
+#[tokio::test]
+async fn newer_schema_than_the_code_is_tolerated_but_changed_migrations_abort() {
+    let test_db = testing::fresh_db().await;
+    let client = test_db.pool.get().await.unwrap();
+    // What a rollback sees: the database ran a migration this build does not have.
+    client
+        .execute(
+            "INSERT INTO refinery_schema_history (version, name, applied_on, checksum) \
+             SELECT 99, 'from_a_newer_release', applied_on, '1' FROM refinery_schema_history WHERE version = 1",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert!(db::migrate(&test_db.pool).await.unwrap().is_empty());
+
+    // A migration edited after it was applied is a mistake worth stopping a deploy for.
+    client
+        .execute(
+            "UPDATE refinery_schema_history SET checksum = '12345' WHERE version = 2",
+            &[],
+        )
+        .await
+        .unwrap();
+    let err = db::migrate(&test_db.pool).await.unwrap_err();
+    assert!(matches!(err, db::DbError::Migration(_)), "{err}");
+}
