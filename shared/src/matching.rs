@@ -457,16 +457,25 @@ pub async fn decide(
         1 => ConflictKind::Ambiguous,
         _ => ConflictKind::MultipleMatches,
     };
-    match &resolution.show {
+    let tmdb_side: Vec<Candidate> = match &resolution.show {
         // The resolved TMDB show is the obvious "add it" choice for the user.
-        Some(show) => candidates.push(Candidate {
+        Some(show) => vec![Candidate {
             tvshow_id: None,
             title: event.show.title.clone(),
             tmdb_id: Some(show.tmdb_id),
             match_score: show.source.score(),
             source: "tmdb",
-        }),
-        None => candidates.extend(resolution.tmdb_candidates.iter().cloned()),
+        }],
+        None => resolution.tmdb_candidates.clone(),
+    };
+    // A TMDB show the tracker already has is offered once, as the tracker show.
+    for candidate in tmdb_side {
+        if !candidates
+            .iter()
+            .any(|c| c.tmdb_id.is_some() && c.tmdb_id == candidate.tmdb_id)
+        {
+            candidates.push(candidate);
+        }
     }
     Ok(MatchDecision::Conflict { kind, candidates })
 }

@@ -584,6 +584,30 @@ async fn single_fuzzy_match_is_an_ambiguous_conflict_with_pending_event() {
     );
 }
 
+/// A TMDB search hit the tracker already has is offered once (as the tracker show), not twice.
+#[tokio::test]
+async fn tmdb_candidate_already_in_the_tracker_is_offered_once() {
+    let h = harness().await;
+    stub_search(&h, fixtures::tmdb_search_the_office()).await;
+    let office = h.add_show(Some(2316), "The Office", office_seasons()).await;
+
+    let outcome = h.process(office_episode(1)).await;
+    assert_eq!(outcome.status, LogStatus::NeedsResolution, "{outcome:?}");
+    let matches: Value = h
+        .query("SELECT potential_matches FROM plex_conflicts")
+        .await[0]
+        .get(0);
+    let with_2316: Vec<&Value> = matches
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["tmdbId"] == 2316)
+        .collect();
+    assert_eq!(with_2316.len(), 1, "{matches}");
+    assert_eq!(with_2316[0]["tvshowId"], office);
+    assert_eq!(with_2316[0]["source"], "tracker");
+}
+
 #[tokio::test]
 async fn two_fuzzy_candidates_are_a_multiple_matches_conflict() {
     let h = harness().await;
