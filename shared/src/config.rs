@@ -152,9 +152,9 @@ pub fn plex_tv_base_url(env: &Env) -> Result<Url, ConfigError> {
 }
 
 /// Fails the start of a function with one clear line naming the problem.
-pub fn or_exit<T>(result: Result<T, ConfigError>) -> T {
+pub fn or_exit<T, E: std::fmt::Display>(result: Result<T, E>) -> T {
     result.unwrap_or_else(|err| {
-        tracing::error!(error = %err, "invalid configuration");
+        tracing::error!(error = %err, "cannot start");
         eprintln!("plexsync: {err}");
         std::process::exit(2)
     })

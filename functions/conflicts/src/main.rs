@@ -3,21 +3,12 @@
 
 use lambda_http::{run, service_fn, Error, Request};
 use plexsync::config::{or_exit, Env};
-use plexsync::processor::StartupError;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     plexsync::telemetry::init();
     let sdk = plexsync::aws::sdk_config().await;
-    let state = match conflicts_fn::State::from_env(&Env::from_process(), &sdk) {
-        Ok(state) => state,
-        Err(StartupError::Config(e)) => or_exit(Err(e)),
-        Err(e) => {
-            tracing::error!(error = %e, "cannot start");
-            eprintln!("plexsync: {e}");
-            std::process::exit(2)
-        }
-    };
+    let state = or_exit(conflicts_fn::State::from_env(&Env::from_process(), &sdk));
     let state = &state;
     run(service_fn(move |req: Request| async move {
         Ok::<_, Error>(conflicts_fn::handle(state, req).await)
