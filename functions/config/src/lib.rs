@@ -70,6 +70,7 @@ struct ConfigView {
     server_name: Option<String>,
     server_url: Option<String>,
     plex_account_name: Option<String>,
+    allowed_accounts: serde_json::Value,
     last_webhook_received: Option<chrono::DateTime<chrono::Utc>>,
     webhook_url: Option<String>,
 }
@@ -84,6 +85,7 @@ async fn get_config(state: &State) -> Result<Response<Body>, ApiError> {
             server_name: None,
             server_url: None,
             plex_account_name: None,
+            allowed_accounts: serde_json::json!([]),
             last_webhook_received: None,
             webhook_url: None,
         },
@@ -97,6 +99,7 @@ async fn get_config(state: &State) -> Result<Response<Body>, ApiError> {
                 server_name: cfg.server_name,
                 server_url: cfg.server_url,
                 plex_account_name: cfg.account_name,
+                allowed_accounts: cfg.allowed_accounts,
                 last_webhook_received: cfg.last_webhook_received,
                 webhook_url: secret
                     .filter(usable_secret)
@@ -116,8 +119,40 @@ struct SaveBody {
     auto_add_shows: Option<bool>,
     auto_mark_watched: Option<bool>,
     enabled: Option<bool>,
+    /// Household members whose plays also count: usernames (`Account.title`) or server account
+    /// ids (`Account.id`). The webhook owner's own plays always count.
+    allowed_accounts: Option<Vec<AllowedAccount>>,
     #[serde(default)]
     rotate_webhook_secret: bool,
+}
+
+#[derive(Deserialize, serde::Serialize)]
+#[serde(untagged)]
+enum AllowedAccount {
+    Id(u32),
+    Name(String),
+}
+
+const MAX_ALLOWED_ACCOUNTS: usize = 50;
+
+fn validate_allowed_accounts(list: &[AllowedAccount]) -> Result<serde_json::Value, ApiError> {
+    if list.len() > MAX_ALLOWED_ACCOUNTS {
+        return Err(ApiError::BadRequest(format!(
+            "allowedAccounts takes at most {MAX_ALLOWED_ACCOUNTS} entries"
+        )));
+    }
+    for entry in list {
+        if let AllowedAccount::Name(name) = entry {
+            let name = name.trim();
+            if name.is_empty() || name.len() > 100 || name.chars().any(char::is_control) {
+                return Err(ApiError::BadRequest(
+                    "allowedAccounts entries are Plex usernames (1-100 characters) or account ids"
+                        .into(),
+                ));
+            }
+        }
+    }
+    Ok(serde_json::to_value(list).unwrap_or_else(|_| serde_json::json!([])))
 }
 
 impl StrictBody for SaveBody {
@@ -127,6 +162,7 @@ impl StrictBody for SaveBody {
         "autoAddShows",
         "autoMarkWatched",
         "enabled",
+        "allowedAccounts",
         "rotateWebhookSecret",
     ];
 }
@@ -185,6 +221,11 @@ async fn save_config(state: &State, req: &Request) -> Result<Response<Body>, Api
         .as_deref()
         .filter(|u| !u.trim().is_empty())
         .map(validate_server_url)
+        .transpose()?;
+    let allowed_accounts = body
+        .allowed_accounts
+        .as_deref()
+        .map(validate_allowed_accounts)
         .transpose()?;
 
     // plex.tv first: a rejected token or an outage stores nothing.
@@ -247,6 +288,7 @@ async fn save_config(state: &State, req: &Request) -> Result<Response<Body>, Api
             enabled: body.enabled,
             auto_add_shows: body.auto_add_shows,
             auto_mark_watched: body.auto_mark_watched,
+            allowed_accounts: allowed_accounts.as_ref(),
         },
     )
     .await?;

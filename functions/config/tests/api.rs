@@ -376,7 +376,7 @@ async fn get_never_returns_the_token_and_has_the_seed_shape() {
         json!({
             "configured": false, "enabled": false, "autoAddShows": true, "autoMarkWatched": true,
             "serverName": null, "serverUrl": null, "plexAccountName": null,
-            "lastWebhookReceived": null, "webhookUrl": null
+            "allowedAccounts": [], "lastWebhookReceived": null, "webhookUrl": null
         })
     );
     h.plex_tv_ok().await;
@@ -572,4 +572,62 @@ async fn unknown_routes_and_methods_are_json_errors() {
     let resp = h.call(authed("GET", "/api/plex/configuration", None)).await;
     assert_eq!(resp.status(), 404);
     assert_eq!(json(&resp)["error"], "not_found");
+}
+
+#[tokio::test]
+async fn allowed_accounts_are_saved_shown_and_kept_until_changed() {
+    let h = Harness::new().await;
+    h.plex_tv_ok().await;
+    let resp = h
+        .post(json!({"plexToken": PLEX_TOKEN, "allowedAccounts": ["bob", 2]}))
+        .await;
+    assert_eq!(resp.status(), 200, "{}", text(&resp));
+    let stored = |h: &Harness| {
+        let pool = h.db.pool.clone();
+        async move {
+            pool.get()
+                .await
+                .unwrap()
+                .query_one("SELECT allowed_accounts FROM plex_config", &[])
+                .await
+                .unwrap()
+                .get::<_, Value>(0)
+        }
+    };
+    // The shape the processor's account gate reads: names as strings, ids as numbers.
+    assert_eq!(stored(&h).await, json!(["bob", 2]));
+    let view = json(&h.call(authed("GET", "/api/plex/config", None)).await);
+    assert_eq!(view["allowedAccounts"], json!(["bob", 2]));
+
+    // A save that does not mention the list keeps it; an empty list clears it.
+    assert_eq!(h.post(json!({"plexToken": PLEX_TOKEN})).await.status(), 200);
+    assert_eq!(stored(&h).await, json!(["bob", 2]));
+    assert_eq!(
+        h.post(json!({"plexToken": PLEX_TOKEN, "allowedAccounts": []}))
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(stored(&h).await, json!([]));
+}
+
+#[tokio::test]
+async fn bad_allowed_accounts_are_400_and_store_nothing() {
+    let h = Harness::new().await;
+    h.plex_tv_ok().await;
+    let too_many: Vec<Value> = (0..51).map(|i| json!(format!("user{i}"))).collect();
+    for bad in [
+        json!([""]),
+        json!([true]),
+        json!("bob"),
+        json!([-1]),
+        json!(too_many),
+    ] {
+        let resp = h
+            .post(json!({"plexToken": PLEX_TOKEN, "allowedAccounts": bad}))
+            .await;
+        assert_eq!(resp.status(), 400, "{bad}: {}", text(&resp));
+        assert_eq!(json(&resp)["status"], "error");
+    }
+    assert!(h.config_row().await.is_none());
 }

@@ -20,6 +20,8 @@ pub struct PlexConfig {
     pub server_uuid: Option<String>,
     pub account_id: Option<i64>,
     pub account_name: Option<String>,
+    /// Other accounts whose plays count (usernames as strings, server account ids as numbers).
+    pub allowed_accounts: serde_json::Value,
     pub last_webhook_received: Option<DateTime<Utc>>,
     pub updated_at: DateTime<Utc>,
 }
@@ -31,7 +33,7 @@ pub async fn load(pool: &DbPool) -> Result<Option<PlexConfig>, DbError> {
         .query_opt(
             "SELECT enabled, auto_add_shows, auto_mark_watched, plex_server_url, plex_server_name,
                     plex_server_uuid, plex_account_id, plex_account_name, last_webhook_received,
-                    updated_at
+                    updated_at, allowed_accounts
                FROM plex_config WHERE user_id = $1",
             &[&USER_ID],
         )
@@ -47,6 +49,7 @@ pub async fn load(pool: &DbPool) -> Result<Option<PlexConfig>, DbError> {
         account_name: r.get(7),
         last_webhook_received: r.get(8),
         updated_at: r.get(9),
+        allowed_accounts: r.get(10),
     }))
 }
 
@@ -63,6 +66,8 @@ pub struct SaveConfig<'a> {
     pub enabled: Option<bool>,
     pub auto_add_shows: Option<bool>,
     pub auto_mark_watched: Option<bool>,
+    /// `None` keeps the stored list (empty on first save).
+    pub allowed_accounts: Option<&'a serde_json::Value>,
 }
 
 /// Inserts or updates the configuration row; runs on the caller's transaction so the
@@ -73,9 +78,10 @@ pub async fn save(client: &impl GenericClient, cfg: &SaveConfig<'_>) -> Result<(
         .execute(
             "INSERT INTO plex_config
                     (user_id, plex_token, plex_server_url, plex_server_name, plex_server_uuid,
-                     plex_account_id, plex_account_name, enabled, auto_add_shows, auto_mark_watched)
+                     plex_account_id, plex_account_name, enabled, auto_add_shows, auto_mark_watched,
+                     allowed_accounts)
              VALUES ($1, $2, $3, $4, $5, $6, $7, COALESCE($8, true), COALESCE($9, true),
-                     COALESCE($10, true))
+                     COALESCE($10, true), COALESCE($11, '[]'::jsonb))
              ON CONFLICT (user_id) DO UPDATE SET
                     plex_token        = EXCLUDED.plex_token,
                     plex_server_url   = EXCLUDED.plex_server_url,
@@ -86,6 +92,7 @@ pub async fn save(client: &impl GenericClient, cfg: &SaveConfig<'_>) -> Result<(
                     enabled           = COALESCE($8, plex_config.enabled),
                     auto_add_shows    = COALESCE($9, plex_config.auto_add_shows),
                     auto_mark_watched = COALESCE($10, plex_config.auto_mark_watched),
+                    allowed_accounts  = COALESCE($11, plex_config.allowed_accounts),
                     updated_at        = now()",
             &[
                 &USER_ID,
@@ -98,6 +105,7 @@ pub async fn save(client: &impl GenericClient, cfg: &SaveConfig<'_>) -> Result<(
                 &cfg.enabled,
                 &cfg.auto_add_shows,
                 &cfg.auto_mark_watched,
+                &cfg.allowed_accounts,
             ],
         )
         .await?;
