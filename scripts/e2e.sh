@@ -26,12 +26,8 @@ fi
 export AWS_REGION=${AWS_REGION:-us-east-1} AWS_DEFAULT_REGION=${AWS_DEFAULT_REGION:-us-east-1}
 export AWS_ACCESS_KEY_ID=${AWS_ACCESS_KEY_ID:-test} AWS_SECRET_ACCESS_KEY=${AWS_SECRET_ACCESS_KEY:-test}
 
-# Drop databases a killed earlier run left behind (only ours: owned by the current role).
-psql "$DATABASE_URL" -XAtq -c "select datname from pg_database
-    where datname like 'plexsync\_e2e\_%' and datdba = (select oid from pg_roles where rolname = current_user)" |
-  while read -r db; do
-    psql "$DATABASE_URL" -Xq -c "drop database if exists \"$db\" with (force)" || true
-  done
+# Databases a killed earlier run left behind (not those of a run going on now).
+scripts/drop-stale-dbs.sh
 
 # Build the function binaries first: `cargo lambda watch` then starts them without a long
 # compile inside a request's timeout.

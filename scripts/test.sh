@@ -28,15 +28,9 @@ export AWS_ENDPOINT_URL=http://127.0.0.1:5050
 export AWS_REGION=us-east-1 AWS_DEFAULT_REGION=us-east-1
 export AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test
 
-# Each test creates its own database plexsync_test_<something>; a crashed or killed run
-# leaves some behind. WITH (FORCE) also ends stray connections to them. Only ours
-# (owned by role plexsync) can be dropped; a failure here must not stop the tests.
-psql "$DATABASE_URL" -XAtq -c "select datname from pg_database
-    where datname like 'plexsync\_test\_%' and datdba = (select oid from pg_roles where rolname = current_user)" |
-  while read -r db; do
-    psql "$DATABASE_URL" -Xq -c "drop database if exists \"$db\" with (force)" ||
-      echo "test: could not drop leftover database $db" >&2
-  done
+# Each test creates its own database plexsync_test_<time>_<random>; a crashed or killed run
+# leaves some behind. Only those of runs that are over are dropped.
+scripts/drop-stale-dbs.sh
 
 cargo test --workspace "$@"
 

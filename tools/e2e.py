@@ -111,7 +111,7 @@ def db_url_for(base, name):
 
 
 def fresh_database(admin_url):
-    name = f"plexsync_e2e_{secrets.token_hex(5)}"
+    name = f"plexsync_e2e_{int(time.time())}_{secrets.token_hex(5)}"
     psql(admin_url, f'CREATE DATABASE "{name}"')
     cleanups.append(lambda: psql(admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
     url = db_url_for(admin_url, name)

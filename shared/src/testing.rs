@@ -14,7 +14,7 @@ const HOW_TO_START: &str =
 DATABASE_URL and AWS_ENDPOINT_URL";
 
 /// A uniquely named database with every migration applied. It is left behind on purpose (a
-/// `Drop` cannot await); `make test` drops leftover `plexsync_test_*` databases before a run.
+/// `Drop` cannot await); `make test` drops leftover `plexsync_test_*` databases older than two hours before a run.
 pub struct TestDb {
     pub pool: DbPool,
     pub name: String,
@@ -55,8 +55,11 @@ pub async fn fresh_db() -> TestDb {
 pub async fn empty_db() -> (String, String) {
     let base = base_database_url();
     let admin = admin_client(&base).await;
+    // The creation time in the name lets `scripts/drop-stale-dbs.sh` remove only databases
+    // left behind by runs that are over, never those of a run still going.
     let name = format!(
-        "plexsync_test_{}",
+        "plexsync_test_{}_{}",
+        chrono::Utc::now().timestamp(),
         crate::crypto::random_token(9)
             .to_lowercase()
             .replace(['-', '_'], "x")
