@@ -1,11 +1,10 @@
 //! `config` handler against real Postgres, moto Secrets Manager and a wiremock plex.tv.
 
-use config_fn::{handle, State};
+use config::{handle, plex_tv::PlexTvClient, State};
 use lambda_http::{Body, Request, Response};
 use plexsync::{
     api::testing::{authed, json, request, text, ALLOWED_ORIGIN, API_TOKEN},
     crypto::{generate_key_hex, Keyring},
-    plex_tv::PlexTvClient,
     secrets::SecretsCache,
     testing::{fixtures, fresh_db, moto_config, secret, unique_suffix, TestDb},
 };

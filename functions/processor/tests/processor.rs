@@ -9,8 +9,8 @@ use aws_lambda_events::event::sqs::SqsEvent;
 use chrono::{DateTime, TimeZone, Utc};
 use plexsync::crypto::{generate_key_hex, Keyring};
 use plexsync::payload::{Decision, WebhookPayload};
+use plexsync::pipeline::{process_message, KeySource, LogStatus, Pipeline};
 use plexsync::plex::PlexServerClient;
-use plexsync::processor::{process_message, KeySource, LogStatus, ProcessorState};
 use plexsync::queue::QueueMessage;
 use plexsync::testing::{self, fixtures, TestDb};
 use plexsync::tmdb::{RetryPolicy, TmdbClient};
@@ -28,12 +28,12 @@ struct Harness {
     db: TestDb,
     tmdb: MockServer,
     keyring: Arc<Keyring>,
-    state: ProcessorState,
+    state: Pipeline,
 }
 
 fn tmdb_client(uri: &str) -> TmdbClient {
     TmdbClient::with_options(
-        &plexsync::config::TmdbConfig {
+        &plexsync::env::TmdbConfig {
             base_url: uri.parse().unwrap(),
             token: SecretString::from("eyJhbGciOiJIUzI1NiJ9.eyJhdWQiOiJ0ZXN0In0.c2ln".to_string()),
         },
@@ -54,7 +54,7 @@ async fn harness() -> Harness {
     let db = testing::fresh_db().await;
     let tmdb = MockServer::start().await;
     let keyring = Arc::new(Keyring::from_secret(&SecretString::from(generate_key_hex())).unwrap());
-    let state = ProcessorState {
+    let state = Pipeline {
         pool: db.pool.clone(),
         tmdb: tmdb_client(&tmdb.uri()),
         plex: PlexServerClient::with_timeout(Duration::from_millis(800)).unwrap(),
@@ -202,7 +202,7 @@ impl Harness {
             .await;
     }
 
-    async fn process(&self, payload: Value) -> plexsync::processor::Outcome {
+    async fn process(&self, payload: Value) -> plexsync::pipeline::Outcome {
         let msg = message(payload);
         process_message(
             &self.state,
@@ -1061,7 +1061,7 @@ async fn database_down_fails_the_record_and_writes_nothing() {
     let h = harness().await;
     h.stub_find("110413", "tvdb_id", fixtures::tmdb_find_office_pilot())
         .await;
-    let down = ProcessorState {
+    let down = Pipeline {
         pool: plexsync::db::pool(&SecretString::from(
             "postgres://postgres@127.0.0.1:1/plexsync".to_string(),
         ))
