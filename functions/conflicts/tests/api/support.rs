@@ -4,14 +4,14 @@
 use std::sync::Arc;
 
 use chrono::{Duration, SecondsFormat, TimeZone, Utc};
-use conflicts_fn::{handle, State};
+use conflicts::{handle, State};
 use lambda_http::{Body, Request, Response};
 use plexsync::{
     api::testing::authed,
     crypto::{generate_key_hex, Keyring},
     payload::{Decision, WebhookPayload},
+    pipeline::{KeySource, Pipeline},
     plex::PlexServerClient,
-    processor::{KeySource, ProcessorState},
     queue::QueueMessage,
     testing::{fixtures, fresh_db, moto_config, TestDb},
     tmdb::{RetryPolicy, SeasonDetails, TmdbClient},
@@ -30,7 +30,7 @@ pub fn fixture_viewed_at() -> String {
 
 pub fn tmdb_client(uri: &str) -> TmdbClient {
     TmdbClient::with_options(
-        &plexsync::config::TmdbConfig {
+        &plexsync::env::TmdbConfig {
             base_url: uri.parse().unwrap(),
             token: SecretString::from("eyJhbGciOiJIUzI1NiJ9.eyJhdWQiOiJ0ZXN0In0.c2ln".to_string()),
         },
@@ -82,7 +82,7 @@ impl Harness {
         let tmdb = MockServer::start().await;
         let keyring =
             Arc::new(Keyring::from_secret(&SecretString::from(generate_key_hex())).unwrap());
-        let processor = ProcessorState {
+        let pipeline = Pipeline {
             pool: db.pool.clone(),
             tmdb: tmdb_client(&tmdb.uri()),
             plex: PlexServerClient::with_timeout(std::time::Duration::from_millis(500)).unwrap(),
@@ -174,7 +174,7 @@ impl Harness {
         .unwrap();
         drop(c);
         Self {
-            state: State { api, processor },
+            state: State { api, pipeline },
             db,
             tmdb,
             office_show,

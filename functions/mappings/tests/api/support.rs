@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use lambda_http::{Body, Request, Response};
-use mappings_fn::{handle, State};
+use mappings::{handle, State};
 use plexsync::{
     api::testing::{authed, json},
     crypto::{generate_key_hex, Keyring},

@@ -7,8 +7,8 @@ use aws_lambda_events::event::sqs::SqsEvent;
 use chrono::{DateTime, TimeZone, Utc};
 use plexsync::crypto::{generate_key_hex, Keyring};
 use plexsync::payload::{Decision, WebhookPayload};
+use plexsync::pipeline::{process_message, KeySource, Pipeline};
 use plexsync::plex::PlexServerClient;
-use plexsync::processor::{process_message, KeySource, ProcessorState};
 use plexsync::queue::QueueMessage;
 use plexsync::testing::{self, fixtures, TestDb};
 use plexsync::tmdb::{RetryPolicy, TmdbClient};
@@ -25,12 +25,12 @@ pub struct Harness {
     pub db: TestDb,
     pub tmdb: MockServer,
     pub keyring: Arc<Keyring>,
-    pub state: ProcessorState,
+    pub state: Pipeline,
 }
 
 pub fn tmdb_client(uri: &str) -> TmdbClient {
     TmdbClient::with_options(
-        &plexsync::config::TmdbConfig {
+        &plexsync::env::TmdbConfig {
             base_url: uri.parse().unwrap(),
             token: SecretString::from("eyJhbGciOiJIUzI1NiJ9.eyJhdWQiOiJ0ZXN0In0.c2ln".to_string()),
         },
@@ -51,7 +51,7 @@ pub async fn harness() -> Harness {
     let db = testing::fresh_db().await;
     let tmdb = MockServer::start().await;
     let keyring = Arc::new(Keyring::from_secret(&SecretString::from(generate_key_hex())).unwrap());
-    let state = ProcessorState {
+    let state = Pipeline {
         pool: db.pool.clone(),
         tmdb: tmdb_client(&tmdb.uri()),
         plex: PlexServerClient::with_timeout(Duration::from_millis(800)).unwrap(),
@@ -199,7 +199,7 @@ impl Harness {
             .await;
     }
 
-    pub async fn process(&self, payload: Value) -> plexsync::processor::Outcome {
+    pub async fn process(&self, payload: Value) -> plexsync::pipeline::Outcome {
         let msg = message(payload);
         process_message(
             &self.state,
