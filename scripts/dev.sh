@@ -82,7 +82,7 @@ if [[ -z ${TMDB_API_TOKEN:-} ]]; then
   log "TMDB and plex.tv: stubs on $TMDB_BASE_URL (export TMDB_API_TOKEN to use the real ones)"
 fi
 
-secrets_out=$(.venv/bin/python scripts/bootstrap-aws.py --print)
+secrets_out=$(.venv/bin/python tools/bootstrap_aws.py --print)
 api_token=$(sed -n 's/^API_TOKEN=//p' <<<"$secrets_out")
 webhook_secret=$(sed -n 's/^WEBHOOK_SECRET=//p' <<<"$secrets_out")
 # shellcheck source=/dev/null

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Create .venv at the repo root with the Python tools of the local stack:
-#   moto_server (SQS + Secrets Manager stand-in) and boto3 (scripts/bootstrap-aws.py);
+#   moto_server (SQS + Secrets Manager stand-in) and boto3 (tools/bootstrap_aws.py);
 #   cfn-lint with the serverless rules (`make test` lints template.yaml);
 #   with --with-cargo-lambda also cargo-lambda (binary + zig) for `make dev` / `make build`;
 #   with --with-sam also the SAM CLI, in a venv of its own (.venv-sam): it pins boto3 to a

@@ -13,7 +13,7 @@ use aws_lambda_events::event::cloudformation::{
     CloudFormationCustomResourceResponseStatus as Status,
 };
 
-use crate::db::{self, DbPool};
+use plexsync::db::{self, DbPool};
 
 /// CloudFormation rejects response bodies over 4 KiB; the reason is the only free-form part.
 const MAX_REASON: usize = 1000;

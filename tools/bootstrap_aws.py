@@ -7,7 +7,7 @@ also saved in .dev/secrets.json and restored from there: the webhook URL given t
 the API token and the key that encrypts the Plex token in Postgres survive a restart of
 `make dev` (until `make clean-dev`). Run with the venv python (boto3):
 
-    .venv/bin/python scripts/bootstrap-aws.py [--print]
+    .venv/bin/python tools/bootstrap_aws.py [--print]
 
 --print writes API_TOKEN=... and WEBHOOK_SECRET=... lines to stdout.
 """
@@ -126,11 +126,11 @@ def main():
     }
     write_private(
         ENV_FILE,
-        "# Written by scripts/bootstrap-aws.py; source it: . .dev/env\n"
+        "# Written by tools/bootstrap_aws.py; source it: . .dev/env\n"
         + "".join(f"export {k}={shlex.quote(v)}\n" for k, v in env.items()),
     )
 
-    print(f"bootstrap-aws: queue {queue_url} (DLQ {DLQ}), secrets ok, wrote {ENV_FILE}",
+    print(f"bootstrap_aws: queue {queue_url} (DLQ {DLQ}), secrets ok, wrote {ENV_FILE}",
           file=sys.stderr)
     if print_secrets:
         print(f"API_TOKEN={values['plexsync/api-token']}")

@@ -1,0 +1,6 @@
+//! `config` handler against real Postgres, moto Secrets Manager and a wiremock plex.tv.
+
+mod routes;
+mod save;
+mod support;
+mod view;

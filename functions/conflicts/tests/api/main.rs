@@ -1,0 +1,6 @@
+//! `conflicts` handler against real Postgres and moto Secrets Manager.
+
+mod replay;
+mod resolve;
+mod routes;
+mod support;

@@ -1,0 +1,428 @@
+//! What a resolution does with the conflict's pending scrobbles: select replays and marks them,
+//! create_new adds the show from TMDB first; failures keep the events pending.
+
+use plexsync::{api::testing::json, testing::fixtures};
+use serde_json::{json, Value};
+use wiremock::{
+    matchers::{method, path},
+    Mock, ResponseTemplate,
+};
+
+use crate::support::*;
+
+impl Harness {
+    async fn seasons(&self, id: i32) -> Value {
+        self.db
+            .pool
+            .get()
+            .await
+            .unwrap()
+            .query_one("SELECT seasons FROM tvshows WHERE id = $1", &[&id])
+            .await
+            .unwrap()
+            .get(0)
+    }
+
+    /// (replayed_at set) per pending event of the conflict, in id order.
+    async fn pending_replayed(&self, conflict: i32) -> Vec<bool> {
+        self.db
+            .pool
+            .get()
+            .await
+            .unwrap()
+            .query(
+                "SELECT replayed_at IS NOT NULL FROM plex_pending_events WHERE conflict_id = $1 ORDER BY id",
+                &[&conflict],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect()
+    }
+
+    async fn logs(&self) -> Vec<(String, Option<String>, Option<i32>)> {
+        self.db
+            .pool
+            .get()
+            .await
+            .unwrap()
+            .query(
+                "SELECT status, action_taken, tvshow_id FROM plex_webhook_logs ORDER BY id",
+                &[],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .collect()
+    }
+
+    async fn stub_tmdb(&self, at: &str, status: u16, body: Value) {
+        Mock::given(method("GET"))
+            .and(path(at))
+            .respond_with(ResponseTemplate::new(status).set_body_json(body))
+            .mount(&self.tmdb)
+            .await;
+    }
+
+    async fn show_count(&self) -> i64 {
+        self.db
+            .pool
+            .get()
+            .await
+            .unwrap()
+            .query_one("SELECT count(*) FROM tvshows", &[])
+            .await
+            .unwrap()
+            .get(0)
+    }
+}
+
+fn episode(seasons: &Value, season: i64, number: i64) -> Value {
+    seasons
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["seasonNumber"] == season)
+        .unwrap()["episodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["episodeNumber"] == number)
+        .unwrap()
+        .clone()
+}
+
+#[tokio::test]
+async fn select_replays_pending_scrobbles_and_marks_the_episodes() {
+    let h = Harness::new().await;
+    // S01E02 was already watched by hand: its date must survive the replay.
+    let mut seasons = office_seasons();
+    seasons[0]["episodes"][1]["watched"] = json!(true);
+    seasons[0]["episodes"][1]["dateWatched"] = json!("2019-05-01T20:00:00.000Z");
+    h.db.pool
+        .get()
+        .await
+        .unwrap()
+        .execute(
+            "UPDATE tvshows SET seasons = $2, watched_episodes = 1 WHERE id = $1",
+            &[&h.office_show, &seasons],
+        )
+        .await
+        .unwrap();
+
+    let resp = h
+        .resolve(
+            h.office,
+            json!({"action": "select", "tvshowId": h.office_show}),
+        )
+        .await;
+    assert_eq!(resp.status(), 200);
+    let body = json(&resp);
+    let replay = &body["replay"];
+    assert_eq!(replay["pending"], 2, "{body}");
+    assert_eq!(replay["replayed"], 2);
+    assert_eq!(replay["marked"], 1);
+    assert_eq!(replay["alreadyWatched"], 1);
+    assert_eq!(replay["failed"], 0);
+    assert_eq!(replay["stillPending"], 0);
+    assert_eq!(replay["markedEpisodes"], json!(["S01E01"]));
+    let events = replay["events"].as_array().unwrap();
+    assert_eq!(events.len(), 2);
+    assert_eq!(events[0]["status"], "success");
+    assert_eq!(events[0]["action"], "marked_watched");
+    assert_eq!(
+        (events[0]["season"].clone(), events[0]["episode"].clone()),
+        (json!(1), json!(1))
+    );
+    assert_eq!(events[1]["action"], "already_watched");
+    assert_eq!(replay["note"], Value::Null);
+
+    let seasons = h.seasons(h.office_show).await;
+    let pilot = episode(&seasons, 1, 1);
+    assert_eq!(pilot["watched"], true);
+    assert_eq!(pilot["dateWatched"], fixture_viewed_at().as_str());
+    let diversity = episode(&seasons, 1, 2);
+    assert_eq!(diversity["dateWatched"], "2019-05-01T20:00:00.000Z");
+    assert_eq!(episode(&seasons, 1, 3)["watched"], false);
+    assert_eq!(h.pending_replayed(h.office).await, vec![true, true]);
+    // The processor logged each replay, against the selected show.
+    let logs = h.logs().await;
+    assert_eq!(logs.len(), 2);
+    assert!(logs
+        .iter()
+        .all(|(status, _, show)| status == "success" && *show == Some(h.office_show)));
+    assert_eq!(logs[0].1.as_deref(), Some("marked_watched"));
+    // Nothing calls TMDB when the show's seasons already hold the episodes.
+    assert!(h.tmdb.received_requests().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_transient_failure_keeps_the_events_pending() {
+    let h = Harness::new().await;
+    // The show's seasons are empty, so marking needs TMDB's season 1, and TMDB is down.
+    h.db.pool
+        .get()
+        .await
+        .unwrap()
+        .execute(
+            "UPDATE tvshows SET seasons = '[]' WHERE id = $1",
+            &[&h.office_show],
+        )
+        .await
+        .unwrap();
+    h.stub_tmdb(
+        "/3/tv/2316/season/1",
+        503,
+        json!({"status_code": 11, "status_message": "Internal error."}),
+    )
+    .await;
+    let resp = h
+        .resolve(
+            h.office,
+            json!({"action": "select", "tvshowId": h.office_show}),
+        )
+        .await;
+    assert_eq!(resp.status(), 200, "the resolution itself stands");
+    let body = json(&resp);
+    let replay = &body["replay"];
+    assert_eq!(replay["replayed"], 0, "{body}");
+    assert_eq!(replay["stillPending"], 2);
+    assert_eq!(replay["marked"], 0);
+    let events = replay["events"].as_array().unwrap();
+    assert_eq!(events.len(), 2);
+    assert!(events.iter().all(|e| e["status"] == "pending"));
+    assert!(
+        events[0]["reason"].as_str().unwrap().contains("TMDB"),
+        "{body}"
+    );
+    let note = replay["note"].as_str().unwrap();
+    assert!(
+        note.contains("2 event(s)") && note.contains("kept"),
+        "{note}"
+    );
+    // Kept for a retry: not marked replayed, nothing logged, nothing marked.
+    assert_eq!(h.pending_replayed(h.office).await, vec![false, false]);
+    assert!(h.logs().await.is_empty());
+    assert_eq!(h.seasons(h.office_show).await, json!([]));
+    assert!(h.conflict_row(h.office).await.get::<_, bool>(0));
+}
+
+#[tokio::test]
+async fn create_new_creates_the_show_from_tmdb_maps_it_and_replays() {
+    let h = Harness::new().await;
+    // The tracker does not have The Office (US) yet.
+    h.db.pool
+        .get()
+        .await
+        .unwrap()
+        .execute("DELETE FROM tvshows WHERE id = $1", &[&h.office_show])
+        .await
+        .unwrap();
+    h.stub_tmdb("/3/tv/2316", 200, fixtures::tmdb_the_office())
+        .await;
+    h.stub_tmdb(
+        "/3/tv/2316/season/1",
+        200,
+        fixtures::tmdb_the_office_season_1(),
+    )
+    .await;
+    let mut season_2 = fixtures::tmdb_the_office_season_1();
+    season_2["season_number"] = json!(2);
+    season_2["id"] = json!(3628);
+    season_2["episodes"] = json!([
+        {"id": 397633, "episode_number": 1, "season_number": 2, "name": "The Dundies", "air_date": "2005-09-20"},
+        {"id": 397634, "episode_number": 2, "season_number": 2, "name": "Sexual Harassment", "air_date": "2005-09-27"}
+    ]);
+    h.stub_tmdb("/3/tv/2316/season/2", 200, season_2).await;
+    // Specials listed but not served: skipped, not fatal.
+    h.stub_tmdb("/3/tv/2316/season/0", 404, json!({"status_code": 34, "status_message": "The resource you requested could not be found."}))
+        .await;
+
+    let resp = h
+        .resolve(
+            h.office,
+            json!({"action": "create_new", "createNew": {"tmdbId": 2316}}),
+        )
+        .await;
+    assert_eq!(resp.status(), 200);
+    let body = json(&resp);
+    assert_eq!(body["action"], "create_new");
+    let created = &body["createdShow"];
+    assert_eq!(created["created"], true, "{body}");
+    assert_eq!(created["tmdbId"], 2316);
+    assert_eq!(created["title"], "The Office");
+    let new_id = created["tvshowId"].as_i64().unwrap() as i32;
+    assert_ne!(new_id, h.office_show);
+    assert_eq!(body["tvshowId"], new_id);
+
+    let row = h
+        .db
+        .pool
+        .get()
+        .await
+        .unwrap()
+        .query_one(
+            "SELECT tmdb_id, title, show_start_date::text, source, total_episodes, watched_episodes
+               FROM tvshows WHERE id = $1",
+            &[&new_id],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, Option<i32>>(0), Some(2316));
+    assert_eq!(row.get::<_, String>(1), "The Office");
+    assert_eq!(
+        row.get::<_, Option<String>>(2).as_deref(),
+        Some("2005-03-24")
+    );
+    assert_eq!(row.get::<_, String>(3), "plex");
+    assert_eq!(row.get::<_, i32>(4), 8);
+    assert_eq!(row.get::<_, i32>(5), 2, "both pending scrobbles marked");
+
+    let conflict = h.conflict_row(h.office).await;
+    assert!(conflict.get::<_, bool>(0));
+    assert_eq!(
+        conflict.get::<_, Option<String>>(1).as_deref(),
+        Some("user_created_new")
+    );
+    assert_eq!(conflict.get::<_, Option<i32>>(2), Some(new_id));
+    let mappings = h.mappings().await;
+    assert_eq!(mappings.len(), 1);
+    assert_eq!(body["mappingId"], mappings[0].get::<_, i32>(0));
+    assert_eq!(mappings[0].get::<_, Option<i32>>(2), Some(new_id));
+    assert_eq!(
+        mappings[0].get::<_, Option<String>>(3).as_deref(),
+        Some("user_created_new")
+    );
+    assert_eq!(mappings[0].get::<_, Option<i32>>(7), Some(2316));
+
+    assert_eq!(body["replay"]["marked"], 2, "{body}");
+    assert_eq!(
+        body["replay"]["markedEpisodes"],
+        json!(["S01E01", "S01E02"])
+    );
+    let seasons = h.seasons(new_id).await;
+    assert_eq!(
+        episode(&seasons, 1, 1)["dateWatched"],
+        fixture_viewed_at().as_str()
+    );
+    assert_eq!(episode(&seasons, 1, 2)["watched"], true);
+    assert_eq!(episode(&seasons, 2, 1)["watched"], false);
+    assert_eq!(h.pending_replayed(h.office).await, vec![true, true]);
+}
+
+#[tokio::test]
+async fn create_new_uses_the_tracker_show_that_has_the_tmdb_id() {
+    let h = Harness::new().await;
+    let resp = h
+        .resolve(
+            h.office,
+            json!({"action": "create_new", "createNew": {"tmdbId": 2316}}),
+        )
+        .await;
+    assert_eq!(resp.status(), 200);
+    let body = json(&resp);
+    assert_eq!(body["createdShow"]["created"], false);
+    assert_eq!(body["createdShow"]["tvshowId"], h.office_show);
+    assert_eq!(body["tvshowId"], h.office_show);
+    assert_eq!(body["replay"]["marked"], 2);
+    assert_eq!(h.show_count().await, 2, "no show added");
+    assert!(
+        h.tmdb.received_requests().await.unwrap().is_empty(),
+        "TMDB not needed"
+    );
+    assert_eq!(
+        h.conflict_row(h.office)
+            .await
+            .get::<_, Option<String>>(1)
+            .as_deref(),
+        Some("user_created_new")
+    );
+}
+
+#[tokio::test]
+async fn create_new_errors_leave_the_conflict_open() {
+    let h = Harness::new().await;
+    h.stub_tmdb("/3/tv/99999999", 404, json!({"status_code": 34, "status_message": "The resource you requested could not be found."}))
+        .await;
+    h.stub_tmdb(
+        "/3/tv/1399",
+        500,
+        json!({"status_code": 11, "status_message": "Internal error."}),
+    )
+    .await;
+    let before = h.show_count().await;
+
+    let resp = h
+        .resolve(
+            h.office,
+            json!({"action": "create_new", "createNew": {"tmdbId": 99999999}}),
+        )
+        .await;
+    assert_eq!(resp.status(), 422);
+    assert_eq!(json(&resp)["message"], "TMDB has no show 99999999");
+
+    let resp = h
+        .resolve(
+            h.office,
+            json!({"action": "create_new", "createNew": {"tmdbId": 1399}}),
+        )
+        .await;
+    assert_eq!(resp.status(), 502);
+    let j = json(&resp);
+    assert_eq!(j["error"], "bad_gateway");
+    assert!(j["message"].as_str().unwrap().contains("TMDB"), "{j}");
+
+    // An id the tracker's int4 column cannot hold is no show either (and costs no call).
+    let resp = h
+        .resolve(
+            h.office,
+            json!({"action": "create_new", "createNew": {"tmdbId": 9_999_999_999i64}}),
+        )
+        .await;
+    assert_eq!(resp.status(), 422);
+
+    assert_eq!(
+        h.resolve(h.office, json!({"action": "create_new"}))
+            .await
+            .status(),
+        422
+    );
+    assert_eq!(
+        h.resolve(
+            999999,
+            json!({"action": "create_new", "createNew": {"tmdbId": 2316}})
+        )
+        .await
+        .status(),
+        404
+    );
+    h.resolve(h.got, json!({"action": "ignore"})).await;
+    let requests = h.tmdb.received_requests().await.unwrap().len();
+    assert_eq!(
+        h.resolve(
+            h.got,
+            json!({"action": "create_new", "createNew": {"tmdbId": 1399}})
+        )
+        .await
+        .status(),
+        409
+    );
+    assert_eq!(
+        h.tmdb.received_requests().await.unwrap().len(),
+        requests,
+        "a resolved conflict costs no TMDB call"
+    );
+    assert!(
+        !h.conflict_row(h.office).await.get::<_, bool>(0),
+        "still open"
+    );
+    assert_eq!(h.show_count().await, before);
+    assert!(h
+        .mappings()
+        .await
+        .iter()
+        .all(|m| m.get::<_, String>(1) != "48200"));
+    assert_eq!(h.pending_replayed(h.office).await, vec![false, false]);
+}

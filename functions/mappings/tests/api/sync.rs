@@ -1,0 +1,247 @@
+//! History sync: what Plex has watched is marked in the tracker; its errors change nothing.
+
+use std::time::Duration;
+
+use chrono::{SecondsFormat, TimeZone, Utc};
+use lambda_http::{Body, Response};
+use plexsync::{
+    api::testing::{authed, json, text},
+    testing::fixtures,
+    tmdb::SeasonDetails,
+};
+use serde_json::{json, Value};
+use wiremock::{
+    matchers::{header, method, path},
+    Mock, ResponseTemplate,
+};
+
+use crate::support::*;
+
+fn at(unix: i64) -> String {
+    Utc.timestamp_opt(unix, 0)
+        .unwrap()
+        .to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+impl Harness {
+    /// Gives The Office its season 1 (six episodes); S01E04 watched by hand in 2019.
+    async fn office_season_1(&self) {
+        let season: SeasonDetails =
+            serde_json::from_value(fixtures::tmdb_the_office_season_1()).unwrap();
+        let mut seasons = json!([plexsync::episodes::season_from_tmdb(&season)]);
+        seasons[0]["episodes"][3]["watched"] = json!(true);
+        seasons[0]["episodes"][3]["dateWatched"] = json!("2019-05-01T20:00:00.000Z");
+        self.db
+            .pool
+            .get()
+            .await
+            .unwrap()
+            .execute(
+                "UPDATE tvshows SET seasons = $2, watched_episodes = 1, total_episodes = 6 WHERE id = $1",
+                &[&self.office_show, &seasons],
+            )
+            .await
+            .unwrap();
+    }
+
+    async fn office_episodes(&self) -> (Vec<Value>, i32) {
+        let row = self
+            .db
+            .pool
+            .get()
+            .await
+            .unwrap()
+            .query_one(
+                "SELECT seasons, watched_episodes FROM tvshows WHERE id = $1",
+                &[&self.office_show],
+            )
+            .await
+            .unwrap();
+        let seasons: Value = row.get(0);
+        (
+            seasons[0]["episodes"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default(),
+            row.get(1),
+        )
+    }
+
+    async fn serve_leaves(&self, response: ResponseTemplate) {
+        self.plex.reset().await;
+        Mock::given(method("GET"))
+            .and(path("/library/metadata/48200/allLeaves"))
+            .and(header("x-plex-token", PLEX_TOKEN))
+            .and(header("accept", "application/json"))
+            .respond_with(response)
+            .mount(&self.plex)
+            .await;
+    }
+
+    async fn sync(&self, id: i32) -> Response<Body> {
+        let resp = self
+            .call(authed(
+                "POST",
+                &format!("/api/plex/mappings/{id}/sync"),
+                None,
+            ))
+            .await;
+        assert!(
+            !text(&resp).contains(PLEX_TOKEN),
+            "token leaked: {}",
+            text(&resp)
+        );
+        resp
+    }
+
+    async fn set_config(&self, sql: &str) {
+        self.db
+            .pool
+            .get()
+            .await
+            .unwrap()
+            .execute(sql, &[])
+            .await
+            .unwrap();
+    }
+}
+
+#[tokio::test]
+async fn sync_marks_what_plex_has_watched_and_keeps_manual_dates() {
+    let h = Harness::new().await;
+    h.office_season_1().await;
+    h.serve_leaves(
+        ResponseTemplate::new(200).set_body_json(fixtures::plex_server_office_all_leaves()),
+    )
+    .await;
+
+    let resp = h.sync(h.office).await;
+    assert_eq!(resp.status(), 200, "{}", text(&resp));
+    let body = json(&resp);
+    assert_eq!(body["success"], true);
+    assert_eq!(body["mappingId"], h.office);
+    assert_eq!(body["tvshowId"], h.office_show);
+    assert_eq!(body["watchedInPlex"], 4);
+    assert_eq!(body["marked"], 2);
+    assert_eq!(body["alreadyWatched"], 1);
+    assert_eq!(
+        body["notInTracker"], 1,
+        "S02E01 is not in the tracker's seasons"
+    );
+    assert_eq!(body["markedEpisodes"], json!(["S01E01", "S01E02"]));
+
+    let (episodes, watched) = h.office_episodes().await;
+    assert_eq!(episodes[0]["watched"], true);
+    assert_eq!(episodes[0]["dateWatched"], at(1700000000).as_str());
+    assert_eq!(episodes[1]["dateWatched"], at(1700086400).as_str());
+    assert_eq!(episodes[2]["watched"], false, "only started in Plex");
+    assert_eq!(
+        episodes[3]["dateWatched"], "2019-05-01T20:00:00.000Z",
+        "kept"
+    );
+    assert_eq!(episodes[4]["watched"], false);
+    assert_eq!(watched, 3);
+
+    // Again: nothing new, nothing overwritten.
+    let again = json(&h.sync(h.office).await);
+    assert_eq!(again["marked"], 0);
+    assert_eq!(again["alreadyWatched"], 3);
+    assert_eq!(h.office_episodes().await.0, episodes);
+}
+
+#[tokio::test]
+async fn sync_errors_have_their_statuses_and_change_nothing() {
+    let h = Harness::new().await;
+    h.office_season_1().await;
+    let before = h.office_episodes().await;
+
+    let resp = h.sync(h.got).await;
+    assert_eq!(resp.status(), 409);
+    assert_eq!(
+        json(&resp)["message"],
+        "mapping is not linked to a tracker show"
+    );
+    assert_eq!(h.sync(999999).await.status(), 404);
+    let resp = h
+        .call(authed("POST", "/api/plex/mappings/x/sync", None))
+        .await;
+    assert_eq!(resp.status(), 400);
+
+    // The Plex server rejects the token.
+    h.serve_leaves(
+        ResponseTemplate::new(401)
+            .set_body_string("<html><head><title>Unauthorized</title></head></html>"),
+    )
+    .await;
+    let resp = h.sync(h.office).await;
+    assert_eq!(resp.status(), 422);
+    assert_eq!(json(&resp)["message"], "Plex server rejected the token");
+
+    // The server errors, answers garbage, or is too slow.
+    h.serve_leaves(ResponseTemplate::new(500)).await;
+    let resp = h.sync(h.office).await;
+    assert_eq!(resp.status(), 502);
+    assert!(json(&resp)["message"]
+        .as_str()
+        .unwrap()
+        .contains("Plex server"));
+    h.serve_leaves(ResponseTemplate::new(200).set_body_string("<MediaContainer size=\"0\"/>"))
+        .await;
+    assert_eq!(h.sync(h.office).await.status(), 502);
+    h.serve_leaves(
+        ResponseTemplate::new(200)
+            .set_body_json(fixtures::plex_server_office_all_leaves())
+            .set_delay(Duration::from_secs(3)),
+    )
+    .await;
+    let resp = h.sync(h.office).await;
+    assert_eq!(resp.status(), 502);
+    assert!(json(&resp)["message"]
+        .as_str()
+        .unwrap()
+        .contains("did not answer in time"));
+
+    // Unreachable: nothing listens there.
+    h.set_config("UPDATE plex_config SET plex_server_url = 'http://127.0.0.1:9'")
+        .await;
+    let resp = h.sync(h.office).await;
+    assert_eq!(resp.status(), 502);
+    let body = json(&resp);
+    assert_eq!(body["error"], "bad_gateway");
+    assert!(
+        body["message"].as_str().unwrap().contains("unreachable"),
+        "{body}"
+    );
+
+    // No server URL, integration disabled, not configured at all.
+    h.set_config("UPDATE plex_config SET plex_server_url = NULL")
+        .await;
+    let resp = h.sync(h.office).await;
+    assert_eq!(resp.status(), 422);
+    assert!(json(&resp)["message"]
+        .as_str()
+        .unwrap()
+        .contains("server URL"));
+    h.set_config("UPDATE plex_config SET plex_server_url = 'http://127.0.0.1:9', enabled = false")
+        .await;
+    assert_eq!(h.sync(h.office).await.status(), 422);
+    h.set_config("DELETE FROM plex_config").await;
+    let resp = h.sync(h.office).await;
+    assert_eq!(resp.status(), 422);
+    assert_eq!(json(&resp)["message"], "Plex is not configured");
+
+    // Sync turned off for the show.
+    assert_eq!(
+        h.call(authed(
+            "DELETE",
+            &format!("/api/plex/mappings/{}", h.office),
+            None
+        ))
+        .await
+        .status(),
+        200
+    );
+    assert_eq!(h.sync(h.office).await.status(), 409);
+
+    assert_eq!(h.office_episodes().await, before, "nothing marked");
+}

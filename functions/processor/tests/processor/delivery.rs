@@ -1,0 +1,307 @@
+//! Concurrency, failures, retries and the SQS handler.
+
+use std::time::Duration;
+
+use plexsync::pipeline::{process_message, KeySource, LogStatus, Pipeline};
+use plexsync::plex::PlexServerClient;
+use plexsync::queue::QueueMessage;
+use plexsync::testing::fixtures;
+use secrecy::SecretString;
+use serde_json::json;
+use wiremock::{
+    matchers::{method, path},
+    Mock, MockServer, ResponseTemplate,
+};
+
+use crate::support::*;
+
+/// 20 messages for one new show processed concurrently (bypassing FIFO ordering): one show
+/// added, one mapping, no failure.
+#[tokio::test]
+async fn twenty_concurrent_messages_for_a_new_show_give_one_mapping() {
+    let h = harness().await;
+    stub_office_for_auto_add(&h).await;
+    let messages: Vec<QueueMessage> = (0..20)
+        .map(|i| {
+            let mut p = fixtures::plex_episode_scrobble();
+            p["Metadata"]["index"] = (i % 6 + 1).into();
+            p["Metadata"]["ratingKey"] = (48300 + i).to_string().into();
+            p["Metadata"]["lastViewedAt"] = (1764339000 + i * 60).into();
+            message(p)
+        })
+        .collect();
+    let ids: Vec<String> = (0..messages.len()).map(|i| format!("c-{i}")).collect();
+    let results = futures_util::future::join_all(
+        messages
+            .iter()
+            .zip(&ids)
+            .map(|(m, id)| process_message(&h.state, m, id, Some(1))),
+    )
+    .await;
+    for r in &results {
+        let o = r.as_ref().expect("no transient failure");
+        assert_eq!(o.status, LogStatus::Success, "{o:?}");
+    }
+    assert_eq!(h.count("SELECT count(*) FROM tvshows").await, 1);
+    assert_eq!(h.count("SELECT count(*) FROM plex_show_mappings").await, 1);
+    assert_eq!(
+        h.count("SELECT count(*) FROM plex_webhook_logs WHERE status = 'success'")
+            .await,
+        20
+    );
+    let id: i32 = h.query("SELECT id FROM tvshows").await[0].get(0);
+    let seasons = h.seasons(id).await;
+    for n in 1..=6 {
+        assert_eq!(episode(&seasons, 1, n)["watched"], true, "E{n}");
+    }
+    assert_eq!(
+        h.count("SELECT watched_episodes::bigint FROM tvshows")
+            .await,
+        6
+    );
+}
+
+#[tokio::test]
+async fn twenty_concurrent_messages_for_an_unmatched_show_give_one_conflict() {
+    let h = harness().await;
+    stub_search(&h, json!({"page": 1, "results": []})).await;
+    let messages: Vec<QueueMessage> = (0..20)
+        .map(|i| message(office_episode(i % 6 + 1 + 6 * (i / 6))))
+        .collect();
+    let ids: Vec<String> = (0..messages.len()).map(|i| format!("c-{i}")).collect();
+    let results = futures_util::future::join_all(
+        messages
+            .iter()
+            .zip(&ids)
+            .map(|(m, id)| process_message(&h.state, m, id, Some(1))),
+    )
+    .await;
+    for r in &results {
+        assert_eq!(
+            r.as_ref().expect("no failure").status,
+            LogStatus::NeedsResolution
+        );
+    }
+    assert_eq!(h.count("SELECT count(*) FROM plex_conflicts").await, 1);
+    assert_eq!(
+        h.count("SELECT count(*) FROM plex_pending_events").await,
+        20
+    );
+    assert_eq!(h.count("SELECT count(*) FROM plex_webhook_logs").await, 20);
+}
+
+#[tokio::test]
+async fn database_down_fails_the_record_and_writes_nothing() {
+    let h = harness().await;
+    h.stub_find("110413", "tvdb_id", fixtures::tmdb_find_office_pilot())
+        .await;
+    let down = Pipeline {
+        pool: plexsync::db::pool(&SecretString::from(
+            "postgres://postgres@127.0.0.1:1/plexsync".to_string(),
+        ))
+        .unwrap(),
+        tmdb: tmdb_client(&h.tmdb.uri()),
+        plex: PlexServerClient::new().unwrap(),
+        keys: KeySource::None,
+    };
+    let body = message(fixtures::plex_episode_scrobble()).to_body();
+    let response = processor::handle_batch(&down, sqs_event(&[("m-down", body, 1)])).await;
+    let failed: Vec<&str> = response
+        .batch_item_failures
+        .iter()
+        .map(|f| f.item_identifier.as_str())
+        .collect();
+    assert_eq!(failed, ["m-down"]);
+    assert_eq!(h.count("SELECT count(*) FROM plex_webhook_logs").await, 0);
+    assert_eq!(
+        h.count("SELECT count(*) FROM plex_processed_messages")
+            .await,
+        0
+    );
+}
+
+#[tokio::test]
+async fn tmdb_outage_fails_the_record_and_writes_nothing() {
+    let h = harness().await;
+    Mock::given(method("GET"))
+        .respond_with(ResponseTemplate::new(503))
+        .mount(&h.tmdb)
+        .await;
+    h.add_show(Some(2316), "The Office", office_seasons()).await;
+    let body = message(fixtures::plex_episode_scrobble()).to_body();
+    let response = processor::handle_batch(&h.state, sqs_event(&[("m-503", body, 1)])).await;
+    assert_eq!(response.batch_item_failures.len(), 1);
+    assert_eq!(
+        h.tmdb.received_requests().await.unwrap().len(),
+        3,
+        "retried before giving up"
+    );
+    for table in [
+        "plex_webhook_logs",
+        "plex_show_mappings",
+        "plex_conflicts",
+        "plex_processed_messages",
+        "tmdb_id_cache",
+    ] {
+        assert_eq!(
+            h.count(&format!("SELECT count(*) FROM {table}")).await,
+            0,
+            "{table}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn tmdb_429_with_retry_after_is_waited_out() {
+    let h = harness().await;
+    Mock::given(method("GET"))
+        .and(path("/3/find/110413"))
+        .respond_with(
+            ResponseTemplate::new(429)
+                .insert_header("retry-after", "1")
+                .set_body_json(json!({"success": false, "status_code": 25,
+                    "status_message": "Your request count (41) is over the allowed limit of 40."})),
+        )
+        .up_to_n_times(1)
+        .with_priority(1)
+        .mount(&h.tmdb)
+        .await;
+    h.stub_find("110413", "tvdb_id", fixtures::tmdb_find_office_pilot())
+        .await;
+    let office = h.add_show(Some(2316), "The Office", office_seasons()).await;
+
+    let outcome = h.process(fixtures::plex_episode_scrobble()).await;
+    assert_eq!(outcome.status, LogStatus::Success, "{outcome:?}");
+    assert_eq!(h.tmdb_requests("/3/find/110413").await, 2);
+    assert_eq!(episode(&h.seasons(office).await, 1, 1)["watched"], true);
+}
+
+#[tokio::test]
+async fn unreadable_body_is_logged_failed_and_acknowledged() {
+    let h = harness().await;
+    let response = processor::handle_batch(
+        &h.state,
+        sqs_event(&[("m-bad", "{\"version\": 1, \"event\": 42}".to_string(), 3)]),
+    )
+    .await;
+    assert!(response.batch_item_failures.is_empty());
+    let logs = h.logs().await;
+    assert_eq!(logs.len(), 1);
+    assert_eq!(logs[0].status, "failed");
+    assert_eq!(
+        logs[0].payload,
+        json!({"body": "{\"version\": 1, \"event\": 42}"})
+    );
+    assert_eq!(logs[0].receive_count, Some(3));
+    assert!(logs[0].error.as_deref().unwrap().contains("not valid"));
+}
+
+#[tokio::test]
+async fn batch_records_are_processed_in_order_with_their_receive_counts() {
+    let h = harness().await;
+    h.stub_find("110413", "tvdb_id", fixtures::tmdb_find_office_pilot())
+        .await;
+    let office = h.add_show(Some(2316), "The Office", office_seasons()).await;
+    let first = message(fixtures::plex_episode_scrobble()).to_body();
+    let second = message(office_episode(2)).to_body();
+    let response = processor::handle_batch(
+        &h.state,
+        sqs_event(&[("m-a", first, 4), ("m-b", second, 1)]),
+    )
+    .await;
+    assert!(response.batch_item_failures.is_empty());
+    let logs = h.logs().await;
+    let ids: Vec<_> = logs
+        .iter()
+        .map(|l| (l.message_id.clone().unwrap(), l.receive_count))
+        .collect();
+    assert_eq!(
+        ids,
+        [("m-a".to_string(), Some(4)), ("m-b".to_string(), Some(1))]
+    );
+    let seasons = h.seasons(office).await;
+    assert_eq!(
+        episode(&seasons, 1, 2)["watched"],
+        true,
+        "mapped by the first record"
+    );
+}
+
+/// A Plex server that does not answer in time: retried through SQS on the first deliveries,
+/// skipped on later ones so the show still reaches a conflict instead of the DLQ.
+#[tokio::test]
+async fn plex_timeout_is_transient_at_first_then_skipped() {
+    let h = harness().await;
+    let plex = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/library/metadata/48200"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_delay(Duration::from_secs(3))
+                .set_body_json(fixtures::plex_server_show_the_office()),
+        )
+        .mount(&plex)
+        .await;
+    h.configure(json!({"plex_server_url": plex.uri()})).await;
+    stub_search(&h, json!({"page": 1, "results": []})).await;
+    let msg = message(office_scrobble_with_guids(&[]));
+
+    let first = process_message(&h.state, &msg, "m-t", Some(1)).await;
+    assert!(first.is_err(), "{first:?}");
+    assert_eq!(h.count("SELECT count(*) FROM plex_webhook_logs").await, 0);
+
+    let later = process_message(&h.state, &msg, "m-t", Some(3))
+        .await
+        .unwrap();
+    assert_eq!(later.status, LogStatus::NeedsResolution);
+    assert_eq!(h.count("SELECT count(*) FROM plex_conflicts").await, 1);
+}
+
+/// Conversions are cached for 24 h: a second show identity with the same episode ids does not
+/// call TMDB again, and an entry older than a day is refetched.
+#[tokio::test]
+async fn id_conversions_are_cached_for_a_day() {
+    let h = harness().await;
+    h.stub_find("110413", "tvdb_id", fixtures::tmdb_find_office_pilot())
+        .await;
+    h.add_show(Some(2316), "The Office", office_seasons()).await;
+    let on_server = |uuid: &str| {
+        let mut p = fixtures::plex_episode_scrobble();
+        p["Server"]["uuid"] = uuid.into();
+        p
+    };
+    h.process(on_server("aaaa")).await;
+    h.process(on_server("bbbb")).await;
+    assert_eq!(h.tmdb_requests("/3/find/110413").await, 1);
+    assert_eq!(h.count("SELECT count(*) FROM plex_show_mappings").await, 2);
+
+    h.query("UPDATE tmdb_id_cache SET fetched_at = now() - interval '25 hours'")
+        .await;
+    h.process(on_server("cccc")).await;
+    assert_eq!(h.tmdb_requests("/3/find/110413").await, 2);
+}
+
+/// FIFO: after a record that must be retried, the rest of the batch is not processed and is
+/// returned for retry as well, so no later event overtakes it.
+#[tokio::test]
+async fn records_after_a_transient_failure_are_returned_unprocessed() {
+    let h = harness().await;
+    Mock::given(method("GET"))
+        .respond_with(ResponseTemplate::new(503))
+        .mount(&h.tmdb)
+        .await;
+    let body = message(fixtures::plex_episode_scrobble()).to_body();
+    let response = processor::handle_batch(
+        &h.state,
+        sqs_event(&[("m-1", body, 1), ("m-2", "not json".to_string(), 1)]),
+    )
+    .await;
+    let failed: Vec<&str> = response
+        .batch_item_failures
+        .iter()
+        .map(|f| f.item_identifier.as_str())
+        .collect();
+    assert_eq!(failed, ["m-1", "m-2"]);
+    // m-2 would have been logged `failed` had it been processed.
+    assert_eq!(h.count("SELECT count(*) FROM plex_webhook_logs").await, 0);
+}

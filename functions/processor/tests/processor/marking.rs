@@ -1,0 +1,221 @@
+//! Marking rules, config gates and idempotency.
+
+use chrono::{DateTime, Utc};
+use plexsync::pipeline::LogStatus;
+use plexsync::testing::fixtures;
+use serde_json::{json, Value};
+
+use crate::support::*;
+
+#[tokio::test]
+async fn already_watched_episode_keeps_its_manual_date() {
+    let h = harness().await;
+    h.stub_find("110413", "tvdb_id", fixtures::tmdb_find_office_pilot())
+        .await;
+    let mut seasons = office_seasons();
+    seasons[0]["episodes"][0]["watched"] = json!(true);
+    seasons[0]["episodes"][0]["dateWatched"] = json!("2019-05-01T20:00:00.000Z");
+    let office = h.add_show(Some(2316), "The Office", seasons.clone()).await;
+
+    let outcome = h.process(fixtures::plex_episode_scrobble()).await;
+    assert_eq!(outcome.status, LogStatus::Success);
+    assert_eq!(outcome.action.as_deref(), Some("already_watched"));
+    assert_eq!(h.seasons(office).await, seasons);
+}
+
+#[tokio::test]
+async fn another_accounts_play_is_ignored_unless_allowed() {
+    let h = harness().await;
+    h.stub_find("110413", "tvdb_id", fixtures::tmdb_find_office_pilot())
+        .await;
+    let office = h.add_show(Some(2316), "The Office", office_seasons()).await;
+
+    let outcome = h.process(fixtures::plex_other_account_scrobble()).await;
+    assert_eq!(outcome.status, LogStatus::Ignored);
+    let logs = h.logs().await;
+    assert_eq!(logs[0].status, "ignored");
+    assert!(
+        logs[0].error.as_deref().unwrap().contains("bob"),
+        "{logs:?}"
+    );
+    assert_eq!(h.seasons(office).await, office_seasons());
+    assert_eq!(h.count("SELECT count(*) FROM plex_show_mappings").await, 0);
+    assert!(h.tmdb.received_requests().await.unwrap().is_empty());
+
+    // A household member on the allowlist counts.
+    h.configure(json!({"allowed_accounts": ["Bob"]})).await;
+    let outcome = h.process(fixtures::plex_other_account_scrobble()).await;
+    assert_eq!(outcome.status, LogStatus::Success, "{outcome:?}");
+    assert_eq!(episode(&h.seasons(office).await, 1, 1)["watched"], true);
+}
+
+#[tokio::test]
+async fn config_gates_ignore_with_a_reason() {
+    let h = harness().await;
+    h.query("DELETE FROM plex_config").await;
+    let o = h.process(fixtures::plex_episode_scrobble()).await;
+    assert_eq!(
+        (o.status, o.reason.as_deref()),
+        (
+            LogStatus::Ignored,
+            Some("Plex integration is not configured")
+        )
+    );
+    h.configure(json!({"enabled": false})).await;
+    let o = h.process(fixtures::plex_episode_scrobble()).await;
+    assert_eq!(o.reason.as_deref(), Some("Plex integration is disabled"));
+    h.configure(json!({"auto_mark_watched": false})).await;
+    let o = h.process(fixtures::plex_episode_scrobble()).await;
+    assert_eq!(o.reason.as_deref(), Some("auto-mark watched is off"));
+    assert_eq!(
+        h.count("SELECT count(*) FROM plex_webhook_logs WHERE status = 'ignored'")
+            .await,
+        3
+    );
+    assert_eq!(
+        h.count(
+            "SELECT count(*) FROM plex_config WHERE last_webhook_received = '2025-11-28T15:00:00Z'"
+        )
+        .await,
+        1
+    );
+}
+
+#[tokio::test]
+async fn redelivered_message_is_a_duplicate_and_changes_nothing() {
+    let h = harness().await;
+    h.stub_find("110413", "tvdb_id", fixtures::tmdb_find_office_pilot())
+        .await;
+    let office = h.add_show(Some(2316), "The Office", office_seasons()).await;
+    let body = message(fixtures::plex_episode_scrobble()).to_body();
+
+    let first = processor::handle_batch(&h.state, sqs_event(&[("m-1", body.clone(), 1)])).await;
+    assert!(first.batch_item_failures.is_empty());
+    let after_first = h
+        .query(&format!(
+            "SELECT seasons, updated_at, watched_episodes FROM tvshows WHERE id = {office}"
+        ))
+        .await;
+    // Redelivery (SQS at-least-once), then the same payload replayed as a new message.
+    let second = processor::handle_batch(
+        &h.state,
+        sqs_event(&[("m-1", body.clone(), 2), ("m-2", body, 1)]),
+    )
+    .await;
+    assert!(second.batch_item_failures.is_empty());
+    let after_second = h
+        .query(&format!(
+            "SELECT seasons, updated_at, watched_episodes FROM tvshows WHERE id = {office}"
+        ))
+        .await;
+    assert_eq!(
+        after_first[0].get::<_, Value>(0),
+        after_second[0].get::<_, Value>(0)
+    );
+    assert_eq!(
+        after_first[0].get::<_, DateTime<Utc>>(1),
+        after_second[0].get::<_, DateTime<Utc>>(1)
+    );
+    assert_eq!(after_second[0].get::<_, i32>(2), 1);
+    let logs = h.logs().await;
+    let statuses: Vec<&str> = logs.iter().map(|l| l.status.as_str()).collect();
+    assert_eq!(statuses, ["success", "duplicate", "duplicate"]);
+    assert_eq!(logs[1].receive_count, Some(2));
+    assert_eq!(logs[1].message_id.as_deref(), Some("m-1"));
+    assert_eq!(
+        h.count("SELECT count(*) FROM plex_processed_messages")
+            .await,
+        1
+    );
+}
+
+#[tokio::test]
+async fn missing_episode_refreshes_its_season_once_else_fails_clearly() {
+    let h = harness().await;
+    h.stub_find("110413", "tvdb_id", fixtures::tmdb_find_office_pilot())
+        .await;
+    h.stub_get("/3/tv/2316/season/1", fixtures::tmdb_the_office_season_1())
+        .await;
+    let mut stale = office_seasons();
+    // Stored data stops at episode 4.
+    stale[0]["episodes"].as_array_mut().unwrap().truncate(4);
+    stale[0]["episodes"][0]["watched"] = json!(true);
+    stale[0]["episodes"][0]["dateWatched"] = json!("2019-05-01T20:00:00.000Z");
+    let office = h.add_show(Some(2316), "The Office", stale).await;
+    let mut e6 = fixtures::plex_episode_scrobble();
+    e6["Metadata"]["index"] = 6.into();
+    e6["Metadata"]["ratingKey"] = "48218".into();
+
+    let outcome = h.process(e6).await;
+    assert_eq!(outcome.status, LogStatus::Success, "{outcome:?}");
+    let seasons = h.seasons(office).await;
+    assert_eq!(episode(&seasons, 1, 6)["watched"], true);
+    assert_eq!(episode(&seasons, 1, 5)["watched"], false);
+    assert_eq!(
+        episode(&seasons, 1, 1)["dateWatched"],
+        "2019-05-01T20:00:00.000Z"
+    );
+    let counts = &h
+        .query(&format!(
+            "SELECT watched_episodes, total_episodes FROM tvshows WHERE id = {office}"
+        ))
+        .await[0];
+    assert_eq!((counts.get::<_, i32>(0), counts.get::<_, i32>(1)), (2, 6));
+
+    let mut e99 = fixtures::plex_episode_scrobble();
+    e99["Metadata"]["index"] = 99.into();
+    e99["Metadata"]["ratingKey"] = "48299".into();
+    let outcome = h.process(e99).await;
+    assert_eq!(outcome.status, LogStatus::Failed);
+    let reason = outcome.reason.unwrap();
+    assert!(
+        reason.contains("S01E99") && reason.contains("TMDB"),
+        "{reason}"
+    );
+    assert_eq!(h.logs().await.last().unwrap().status, "failed");
+    assert_eq!(
+        h.tmdb_requests("/3/tv/2316/season/1").await,
+        2,
+        "one refresh per message"
+    );
+}
+
+#[tokio::test]
+async fn specials_season_zero_is_marked_like_any_season() {
+    let h = harness().await;
+    h.stub_find("110413", "tvdb_id", fixtures::tmdb_find_office_pilot())
+        .await;
+    let mut seasons = office_seasons();
+    seasons.as_array_mut().unwrap().insert(
+        0,
+        json!({"seasonNumber": 0, "episodes": [{"episodeNumber": 1, "title": "The Accountants", "airDate": "2006-07-13", "watched": false, "dateWatched": null}]}),
+    );
+    let office = h.add_show(Some(2316), "The Office", seasons).await;
+    // Map the show with S01E01 first, then the special (no Guid ids needed once mapped).
+    h.process(fixtures::plex_episode_scrobble()).await;
+    let mut special = office_episode(1);
+    special["Metadata"]["parentIndex"] = 0.into();
+    special["Metadata"]["ratingKey"] = "49001".into();
+    let outcome = h.process(special).await;
+    assert_eq!(outcome.status, LogStatus::Success, "{outcome:?}");
+    assert_eq!(episode(&h.seasons(office).await, 0, 1)["watched"], true);
+}
+
+#[tokio::test]
+async fn deleted_tracker_show_disables_sync_and_is_never_auto_added_again() {
+    let h = harness().await;
+    stub_office_for_auto_add(&h).await;
+    let office = h.add_show(Some(2316), "The Office", office_seasons()).await;
+    assert_eq!(
+        h.process(fixtures::plex_episode_scrobble()).await.status,
+        LogStatus::Success
+    );
+    h.query(&format!("DELETE FROM tvshows WHERE id = {office}"))
+        .await;
+
+    let outcome = h.process(office_episode(2)).await;
+    assert_eq!(outcome.status, LogStatus::Ignored);
+    assert!(outcome.reason.unwrap().contains("sync disabled"));
+    assert_eq!(h.count("SELECT count(*) FROM tvshows").await, 0);
+    assert_eq!(mapping(&h).await, (None, "tvdb_id".into(), 0.95, false));
+}
