@@ -27,6 +27,7 @@ pub mod secrets;
 pub mod store;
 pub mod sync;
 pub mod telemetry;
+pub mod tls;
 pub mod tmdb;
 
 #[cfg(feature = "testing")]
