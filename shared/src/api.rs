@@ -14,8 +14,8 @@ use lambda_http::{
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
 use crate::{
-    config::{ConfigError, Env},
     db::{self, DbPool},
+    env::{Env, EnvError},
     error::ApiError,
     http::{body_bytes, check_bearer, query_param, route_not_found, MAX_JSON_BODY},
     secrets::SecretsCache,
@@ -179,7 +179,7 @@ pub struct Cors {
 impl Cors {
     pub const ENV: &'static str = "CORS_ALLOWED_ORIGINS";
 
-    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+    pub fn from_env(env: &Env) -> Result<Self, EnvError> {
         let Some(raw) = env.optional(Self::ENV) else {
             return Ok(Self::default());
         };
@@ -188,7 +188,7 @@ impl Cors {
             .map(str::trim)
             .filter(|s| !s.is_empty())
             .map(|s| {
-                parse_origin(s).ok_or_else(|| ConfigError::Invalid {
+                parse_origin(s).ok_or_else(|| EnvError::Invalid {
                     name: Self::ENV,
                     reason: format!("{s:?} is not an origin such as https://tracker.example.com"),
                 })
@@ -285,8 +285,8 @@ impl ApiContext {
     }
 
     /// From `DATABASE_URL`, `API_TOKEN_SECRET_ID` and `CORS_ALLOWED_ORIGINS`.
-    pub fn from_env(env: &Env, sdk: &SdkConfig) -> Result<Self, ConfigError> {
-        let pool = db::pool(&env.secret("DATABASE_URL")?).map_err(|e| ConfigError::Invalid {
+    pub fn from_env(env: &Env, sdk: &SdkConfig) -> Result<Self, EnvError> {
+        let pool = db::pool(&env.secret("DATABASE_URL")?).map_err(|e| EnvError::Invalid {
             name: "DATABASE_URL",
             reason: e.to_string(),
         })?;
@@ -556,7 +556,7 @@ pub mod testing {
     use lambda_http::{http, Body, Request, RequestExt, Response};
 
     use super::{ApiContext, Cors};
-    use crate::{config::Env, db::DbPool, secrets::SecretsCache};
+    use crate::{db::DbPool, env::Env, secrets::SecretsCache};
 
     /// The API token the test contexts accept.
     pub const API_TOKEN: &str = "test-api-token-4f1c2a9e8b7d6c5e3f2a1b0c";

@@ -14,7 +14,7 @@ use serde::{de::DeserializeOwned, Deserialize};
 use tokio::{sync::Mutex, time::Instant};
 use url::Url;
 
-use crate::config::TmdbConfig;
+use crate::env::TmdbConfig;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TmdbError {

@@ -1,36 +1,40 @@
+#![recursion_limit = "256"]
 //! `conflicts` handler.
 //!
 //! - `GET /api/plex/conflicts`: unresolved conflicts with their potential matches.
 //! - `POST /api/plex/conflicts/{id}/resolve`: `select` a tracker show, `create_new` (create the
 //!   show from TMDB, or use the tracker show that already has that TMDB id) or `ignore` the Plex
 //!   show, in one transaction; then the conflict's pending events are replayed through the
-//!   processor ([`plexsync::resolution::replay_pending`]) and the answer says what was marked.
+//!   processor ([`resolution::replay_pending`]) and the answer says what was marked.
 
 use lambda_http::{http::StatusCode, Body, Request, Response};
 use plexsync::{
     api::{self, routes, ApiContext, PageRequest, RouteMatch, StrictBody},
-    config::Env,
+    env::Env,
     http::{json, respond, route_not_found},
-    processor::{ProcessorState, StartupError},
-    resolution::{self, CreateNewError, CreatedShow, ReplayReport},
+    pipeline::{Pipeline, StartupError},
     store::conflicts::{self, Conflict, Resolution, ResolveError},
     ApiError,
 };
 use serde::{Deserialize, Serialize};
 
+pub mod resolution;
+
+use resolution::{CreateNewError, CreatedShow, ReplayReport};
+
 pub struct State {
     pub api: ApiContext,
     /// The processor's state (sharing the API's pool): TMDB for `create_new`, and what the
     /// replay of pending events needs.
-    pub processor: ProcessorState,
+    pub pipeline: Pipeline,
 }
 
 impl State {
     /// The API's variables plus `TMDB_API_TOKEN`, `TMDB_BASE_URL`, `ENCRYPTION_KEY_SECRET_ID`.
     pub fn from_env(env: &Env, sdk: &aws_config::SdkConfig) -> Result<Self, StartupError> {
         let api = ApiContext::from_env(env, sdk)?;
-        let processor = ProcessorState::with_pool(api.pool.clone(), env, sdk)?;
-        Ok(Self { api, processor })
+        let pipeline = Pipeline::with_pool(api.pool.clone(), env, sdk)?;
+        Ok(Self { api, pipeline })
     }
 }
 
@@ -177,7 +181,7 @@ async fn resolve(
                     "createNew.tmdbId must be a positive integer".into(),
                 ));
             }
-            let (resolved, show) = resolution::create_new(&state.processor, id, tmdb_id)
+            let (resolved, show) = resolution::create_new(&state.pipeline, id, tmdb_id)
                 .await
                 .map_err(|e| match e {
                     CreateNewError::Resolve(e) => resolve_error(e),
@@ -194,7 +198,7 @@ async fn resolve(
         pending = resolved.pending.len(),
         "conflict resolved"
     );
-    let replay = resolution::replay_pending(&state.processor, &resolved).await;
+    let replay = resolution::replay_pending(&state.pipeline, &resolved).await;
     Ok(json(
         StatusCode::OK,
         &ResolveResponse {

@@ -7,9 +7,8 @@
 use lambda_http::{http::StatusCode, Body, Request, Response};
 use plexsync::{
     api::{routes, ApiContext, PageRequest, RouteMatch},
-    config::{ConfigError, Env},
+    env::{Env, EnvError},
     http::{json, query_param, respond, route_not_found},
-    replay::replay_log,
     store::{
         conflicts,
         logs::{self, DayStats, LogEntry, STATUSES},
@@ -17,6 +16,10 @@ use plexsync::{
     ApiError,
 };
 use serde::Serialize;
+
+pub mod log_replay;
+
+use log_replay::replay_log;
 
 /// Days covered by `GET /api/plex/stats` (the seed's dashboard query).
 pub const STATS_DAYS: i32 = 7;
@@ -28,7 +31,7 @@ pub struct State {
 }
 
 impl State {
-    pub fn from_env(env: &Env, sdk: &aws_config::SdkConfig) -> Result<Self, ConfigError> {
+    pub fn from_env(env: &Env, sdk: &aws_config::SdkConfig) -> Result<Self, EnvError> {
         Ok(Self {
             api: ApiContext::from_env(env, sdk)?,
             sqs: aws_sdk_sqs::Client::new(sdk),

@@ -2,7 +2,7 @@
 
 use chrono::{DateTime, Duration, Utc};
 use lambda_http::{Body, Request, Response};
-use logs_fn::{handle, State};
+use logs::{handle, State};
 use plexsync::{
     api::testing::{authed, json, request, text},
     queue::QueueMessage,

@@ -4,21 +4,24 @@
 //! - `POST /api/plex/mappings/{id}/confirm`: map to a tracker show, as the user says.
 //! - `DELETE /api/plex/mappings/{id}`: stop syncing the show (the mapping stays).
 //! - `POST /api/plex/mappings/{id}/sync`: history sync from the Plex server
-//!   ([`plexsync::sync::sync_show_progress`]).
+//!   ([`sync::sync_show_progress`]).
 
 use lambda_http::{http::StatusCode, Body, Request, Response};
 use plexsync::{
     api::{self, query_bool, routes, ApiContext, PageRequest, RouteMatch, StrictBody},
-    config::Env,
     crypto::Keyring,
+    env::Env,
     http::{json, respond, route_not_found},
+    pipeline::StartupError,
     plex::{PlexError, PlexServerClient},
-    processor::StartupError,
     store::mappings::{self, ConfirmError, Mapping, MappingFilter},
-    sync::{self, SyncError, SyncReport},
     ApiError,
 };
 use serde::{Deserialize, Serialize};
+
+pub mod sync;
+
+use sync::{SyncError, SyncReport};
 
 pub struct State {
     pub api: ApiContext,

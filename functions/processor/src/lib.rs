@@ -4,7 +4,7 @@
 //! reported back as batch item failures so SQS retries them (then moves them to the DLQ).
 
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
-use plexsync::processor::{process_body, ProcessorState};
+use plexsync::pipeline::{process_body, Pipeline};
 use tracing::Instrument;
 
 /// Handles one batch. Never fails as a whole: a record either completes (logged, acknowledged)
@@ -13,7 +13,7 @@ use tracing::Instrument;
 /// The queue is FIFO: after the first record that must be retried, the rest of the batch is
 /// returned unprocessed too (as AWS prescribes for FIFO partial batch responses), so a later
 /// event of the same show can never overtake an earlier one.
-pub async fn handle_batch(state: &ProcessorState, event: SqsEvent) -> SqsBatchResponse {
+pub async fn handle_batch(state: &Pipeline, event: SqsEvent) -> SqsBatchResponse {
     let mut response = SqsBatchResponse::default();
     let mut stopped = false;
     for record in event.records {
@@ -46,10 +46,10 @@ pub async fn handle_batch(state: &ProcessorState, event: SqsEvent) -> SqsBatchRe
 }
 
 async fn handle_record(
-    state: &ProcessorState,
+    state: &Pipeline,
     record: &SqsMessage,
     message_id: &str,
-) -> Result<(), plexsync::processor::TransientError> {
+) -> Result<(), plexsync::pipeline::TransientError> {
     let receive_count = record
         .attributes
         .get("ApproximateReceiveCount")

@@ -1,6 +1,5 @@
 //! Integration tests against real Postgres and moto_server (started by `make test`).
 
-mod custom_resource;
 mod metrics;
 mod migrations;
 mod openapi;

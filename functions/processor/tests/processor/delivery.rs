@@ -2,8 +2,8 @@
 
 use std::time::Duration;
 
+use plexsync::pipeline::{process_message, KeySource, LogStatus, Pipeline};
 use plexsync::plex::PlexServerClient;
-use plexsync::processor::{process_message, KeySource, LogStatus, ProcessorState};
 use plexsync::queue::QueueMessage;
 use plexsync::testing::fixtures;
 use secrecy::SecretString;
@@ -95,7 +95,7 @@ async fn database_down_fails_the_record_and_writes_nothing() {
     let h = harness().await;
     h.stub_find("110413", "tvdb_id", fixtures::tmdb_find_office_pilot())
         .await;
-    let down = ProcessorState {
+    let down = Pipeline {
         pool: plexsync::db::pool(&SecretString::from(
             "postgres://postgres@127.0.0.1:1/plexsync".to_string(),
         ))

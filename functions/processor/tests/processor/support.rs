@@ -7,8 +7,8 @@ use aws_lambda_events::event::sqs::SqsEvent;
 use chrono::{DateTime, TimeZone, Utc};
 use plexsync::crypto::{generate_key_hex, Keyring};
 use plexsync::payload::{Decision, WebhookPayload};
+use plexsync::pipeline::{process_message, KeySource, Pipeline};
 use plexsync::plex::PlexServerClient;
-use plexsync::processor::{process_message, KeySource, ProcessorState};
 use plexsync::queue::QueueMessage;
 use plexsync::testing::{self, fixtures, TestDb};
 use plexsync::tmdb::{RetryPolicy, TmdbClient};
@@ -19,19 +19,18 @@ use wiremock::{
     Mock, MockServer, ResponseTemplate,
 };
 
-pub const SERVER_UUID: &str = "7f3e1c2b9a8d4e6f5a4b3c2d1e0f9a8b7c6d5e4f";
 pub const PLEX_TOKEN: &str = "pLx-tok3n-9f8e7d6c";
 
 pub struct Harness {
     pub db: TestDb,
     pub tmdb: MockServer,
     pub keyring: Arc<Keyring>,
-    pub state: ProcessorState,
+    pub state: Pipeline,
 }
 
 pub fn tmdb_client(uri: &str) -> TmdbClient {
     TmdbClient::with_options(
-        &plexsync::config::TmdbConfig {
+        &plexsync::env::TmdbConfig {
             base_url: uri.parse().unwrap(),
             token: SecretString::from("eyJhbGciOiJIUzI1NiJ9.eyJhdWQiOiJ0ZXN0In0.c2ln".to_string()),
         },
@@ -52,7 +51,7 @@ pub async fn harness() -> Harness {
     let db = testing::fresh_db().await;
     let tmdb = MockServer::start().await;
     let keyring = Arc::new(Keyring::from_secret(&SecretString::from(generate_key_hex())).unwrap());
-    let state = ProcessorState {
+    let state = Pipeline {
         pool: db.pool.clone(),
         tmdb: tmdb_client(&tmdb.uri()),
         plex: PlexServerClient::with_timeout(Duration::from_millis(800)).unwrap(),
@@ -97,7 +96,7 @@ impl Harness {
                 &[
                     &token,
                     &server_url,
-                    &SERVER_UUID,
+                    &fixtures::server_uuid(),
                     &get_bool("enabled"),
                     &get_bool("auto_add_shows"),
                     &get_bool("auto_mark_watched"),
@@ -200,7 +199,7 @@ impl Harness {
             .await;
     }
 
-    pub async fn process(&self, payload: Value) -> plexsync::processor::Outcome {
+    pub async fn process(&self, payload: Value) -> plexsync::pipeline::Outcome {
         let msg = message(payload);
         process_message(
             &self.state,
@@ -258,7 +257,7 @@ pub fn sqs_event(records: &[(&str, String, u32)]) -> SqsEvent {
                 "attributes": {
                     "ApproximateReceiveCount": count.to_string(),
                     "SentTimestamp": "1764339001000",
-                    "MessageGroupId": format!("{SERVER_UUID}:48200"),
+                    "MessageGroupId": format!("{}:48200", fixtures::server_uuid()),
                     "MessageDeduplicationId": "dedup",
                     "SequenceNumber": "18889999999999999999",
                     "ApproximateFirstReceiveTimestamp": "1764339001500"

@@ -1,4 +1,4 @@
-//! Harness: an `Ingest` wired to moto (a fresh FIFO queue and secret per test), and requests
+//! Harness: the webhook `State` wired to moto (a fresh FIFO queue and secret per test), and requests
 //! shaped like the API Gateway HTTP API (v2) events the function receives.
 
 use std::time::Duration;
@@ -7,19 +7,15 @@ use aws_config::SdkConfig;
 use aws_sdk_sqs::types::MessageSystemAttributeName;
 use base64::Engine;
 use lambda_http::{Body, Request, Response};
-use plexsync::{
-    ingest::{Ingest, IngestConfig, RateLimiter},
-    queue::QueueMessage,
-    secrets::SecretsCache,
-    testing,
-};
+use plexsync::{queue::QueueMessage, secrets::SecretsCache, testing};
 use serde_json::{json, Value};
+use webhook::{RateLimiter, Settings, State};
 
 /// Where Plex posts from in these tests (the fixtures' `Player.publicAddress`).
 pub const PLEX_IP: &str = "198.51.100.23";
 
 pub struct Harness {
-    pub ingest: Ingest,
+    pub state: State,
     pub aws: SdkConfig,
     pub sqs: aws_sdk_sqs::Client,
     pub queue_url: String,
@@ -60,7 +56,7 @@ pub async fn harness_with(opts: Options) -> Harness {
     } else {
         format!("plexsync-test/missing-{}", testing::unique_suffix())
     };
-    let env = plexsync::config::Env::from_map([
+    let env = plexsync::env::Env::from_map([
         (
             "QUEUE_URL",
             opts.queue_url.clone().unwrap_or_else(|| queue_url.clone()),
@@ -68,15 +64,15 @@ pub async fn harness_with(opts: Options) -> Harness {
         ("WEBHOOK_SECRET_ID", secret_id.clone()),
         ("PLEX_ALLOWED_CIDRS", opts.allowed_cidrs.to_string()),
     ]);
-    let config = IngestConfig::from_env(&env).expect("test configuration is valid");
-    let ingest = Ingest::with_limiter(
+    let config = Settings::from_env(&env).expect("test configuration is valid");
+    let state = State::with_limiter(
         config,
         (opts.secrets_cache)(aws_sdk_secretsmanager::Client::new(&aws)),
         aws_sdk_sqs::Client::new(&aws),
         RateLimiter::new(100, Duration::from_secs(60)),
     );
     Harness {
-        ingest,
+        state,
         sqs: aws_sdk_sqs::Client::new(&aws),
         aws,
         queue_url,
@@ -100,7 +96,7 @@ impl Harness {
     }
 
     pub async fn call(&self, req: Request) -> Response<Body> {
-        self.ingest.handle(req).await
+        webhook::handle(&self.state, req).await
     }
 
     /// Everything on the queue right now (a single receive: moto delivers every message of a

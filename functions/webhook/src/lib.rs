@@ -1,4 +1,4 @@
-//! Webhook ingest (`POST /api/plex/webhook`): allowlist, rate limit, secret check, body
+//! The `webhook` function (`POST /api/plex/webhook`): allowlist, rate limit, secret check, body
 //! extraction, validation and filtering, then one message on the FIFO queue.
 //!
 //! It never touches Postgres (design.md): Plex sends each webhook once and never retries, so
@@ -23,8 +23,8 @@ use secrecy::{ExposeSecret, SecretString};
 use serde_json::json;
 use tracing::Instrument;
 
-use crate::{
-    config::{ConfigError, Env},
+use plexsync::{
+    env::{Env, EnvError},
     error::ApiError,
     http::{body_bytes, constant_time_eq, json, query_param, route_not_found},
     payload::{Decision, PayloadError, PlexEvent, WebhookPayload},
@@ -33,7 +33,7 @@ use crate::{
 };
 
 /// The one route this function serves.
-pub const WEBHOOK_PATH: &str = crate::api::routes::WEBHOOK[0].1;
+pub const WEBHOOK_PATH: &str = plexsync::api::routes::WEBHOOK[0].1;
 
 /// Largest body accepted. Plex payloads are a few KiB; the thumb part is a small JPEG.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
@@ -44,15 +44,15 @@ pub const RATE_WINDOW: Duration = Duration::from_secs(60);
 
 /// What the function reads from the environment at start.
 #[derive(Debug, Clone)]
-pub struct IngestConfig {
+pub struct Settings {
     pub queue_url: String,
     pub webhook_secret_id: String,
     /// Empty: every source address is allowed.
     pub allowed_cidrs: Vec<IpNet>,
 }
 
-impl IngestConfig {
-    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+impl Settings {
+    pub fn from_env(env: &Env) -> Result<Self, EnvError> {
         Ok(Self {
             queue_url: env.url("QUEUE_URL")?.to_string(),
             webhook_secret_id: env.required("WEBHOOK_SECRET_ID")?,
@@ -62,11 +62,33 @@ impl IngestConfig {
 }
 
 /// Everything a warm instance keeps between requests.
-pub struct Ingest {
-    config: IngestConfig,
+pub struct State {
+    config: Settings,
     secrets: SecretsCache,
     sqs: aws_sdk_sqs::Client,
     limiter: RateLimiter,
+}
+
+/// Handles one API Gateway (HTTP API) request. Never fails: every error is a JSON response.
+pub async fn handle(state: &State, req: Request) -> Response<Body> {
+    let origin = origin(&req);
+    let span = tracing::info_span!(
+        "webhook",
+        request_id = origin.request_id.as_deref().unwrap_or("-"),
+        source_ip = %origin.source_ip.map(|ip| ip.to_string()).unwrap_or_else(|| "-".into()),
+    );
+    async {
+        match state.ingest(&req, &origin).await {
+            Ok(resp) => resp,
+            Err(err) => {
+                // The message never contains the secret; the URL (which does) is not logged.
+                tracing::info!(status = err.status().as_u16(), error = %err, "webhook rejected");
+                err.into_response()
+            }
+        }
+    }
+    .instrument(span)
+    .await
 }
 
 /// The request facts the handler logs and queues.
@@ -75,17 +97,18 @@ struct Origin {
     request_id: Option<String>,
 }
 
-impl Ingest {
-    /// The production wiring: default secrets caching and rate limit, clients from `aws`.
-    pub fn from_aws(config: IngestConfig, aws: &aws_config::SdkConfig) -> Self {
-        Self::new(
-            config,
+impl State {
+    /// The production wiring: settings from the environment, default secrets caching and rate
+    /// limit, clients from `aws`.
+    pub fn from_env(env: &Env, aws: &aws_config::SdkConfig) -> Result<Self, EnvError> {
+        Ok(Self::new(
+            Settings::from_env(env)?,
             SecretsCache::new(aws_sdk_secretsmanager::Client::new(aws)),
             aws_sdk_sqs::Client::new(aws),
-        )
+        ))
     }
 
-    pub fn new(config: IngestConfig, secrets: SecretsCache, sqs: aws_sdk_sqs::Client) -> Self {
+    pub fn new(config: Settings, secrets: SecretsCache, sqs: aws_sdk_sqs::Client) -> Self {
         Self::with_limiter(
             config,
             secrets,
@@ -95,7 +118,7 @@ impl Ingest {
     }
 
     pub fn with_limiter(
-        config: IngestConfig,
+        config: Settings,
         secrets: SecretsCache,
         sqs: aws_sdk_sqs::Client,
         limiter: RateLimiter,
@@ -106,28 +129,6 @@ impl Ingest {
             sqs,
             limiter,
         }
-    }
-
-    /// Handles one API Gateway (HTTP API) request. Never fails: every error is a JSON response.
-    pub async fn handle(&self, req: Request) -> Response<Body> {
-        let origin = origin(&req);
-        let span = tracing::info_span!(
-            "webhook",
-            request_id = origin.request_id.as_deref().unwrap_or("-"),
-            source_ip = %origin.source_ip.map(|ip| ip.to_string()).unwrap_or_else(|| "-".into()),
-        );
-        async {
-            match self.ingest(&req, &origin).await {
-                Ok(resp) => resp,
-                Err(err) => {
-                    // The message never contains the secret; the URL (which does) is not logged.
-                    tracing::info!(status = err.status().as_u16(), error = %err, "webhook rejected");
-                    err.into_response()
-                }
-            }
-        }
-        .instrument(span)
-        .await
     }
 
     async fn ingest(&self, req: &Request, origin: &Origin) -> Result<Response<Body>, ApiError> {

@@ -8,12 +8,12 @@ use secrecy::SecretString;
 use serde::Serialize;
 use url::Url;
 
-use crate::{
+use plexsync::{
     crypto::{CryptoError, Keyring},
     db::{DbError, DbPool},
     episodes::{self, MarkOutcome, MarkRequest},
     plex::{PlexError, PlexServerClient},
-    store::config::USER_ID,
+    store::settings::USER_ID,
 };
 
 /// What a sync did.

@@ -4,7 +4,7 @@
 use chrono::Utc;
 use sha2::{Digest, Sha256};
 
-use crate::{
+use plexsync::{
     db::{DbError, DbPool},
     error::ApiError,
     payload::{Decision, WebhookPayload},
@@ -122,7 +122,7 @@ pub async fn replay_log(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testing::fixtures;
+    use plexsync::testing::fixtures;
 
     #[test]
     fn stored_payloads_and_stored_queue_messages_both_replay() {

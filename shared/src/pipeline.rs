@@ -15,9 +15,9 @@ use secrecy::SecretString;
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use crate::config::{ConfigError, Env, TmdbConfig};
 use crate::crypto::Keyring;
 use crate::db::{self, DbError, DbPool};
+use crate::env::{Env, EnvError, TmdbConfig};
 use crate::episodes::{self, MarkOutcome, MarkRequest};
 use crate::matching::{self, MatchDecision, MatchError, PlexTarget, Resolver};
 use crate::payload::{AccountRef, EventKind, PlexEvent};
@@ -66,7 +66,7 @@ impl KeySource {
 }
 
 /// Everything processing needs, built once per Lambda instance.
-pub struct ProcessorState {
+pub struct Pipeline {
     pub pool: DbPool,
     pub tmdb: TmdbClient,
     pub plex: PlexServerClient,
@@ -77,15 +77,15 @@ pub struct ProcessorState {
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
     #[error(transparent)]
-    Config(#[from] ConfigError),
+    Config(#[from] EnvError),
     #[error("cannot build an HTTP client: {0}")]
     Http(String),
 }
 
-impl ProcessorState {
+impl Pipeline {
     /// From `DATABASE_URL`, `ENCRYPTION_KEY_SECRET_ID`, `TMDB_BASE_URL`, `TMDB_API_TOKEN`.
     pub fn from_env(env: &Env, aws: &SdkConfig) -> Result<Self, StartupError> {
-        let pool = db::pool(&env.secret("DATABASE_URL")?).map_err(|e| ConfigError::Invalid {
+        let pool = db::pool(&env.secret("DATABASE_URL")?).map_err(|e| EnvError::Invalid {
             name: "DATABASE_URL",
             reason: e.to_string(),
         })?;
@@ -261,7 +261,7 @@ struct LogCtx<'a> {
 /// Processes a queue body: a body that is not a valid message is logged `failed` (payload
 /// kept as `{"body": ...}`) and acknowledged, since retrying cannot fix it.
 pub async fn process_body(
-    state: &ProcessorState,
+    state: &Pipeline,
     body: &str,
     message_id: &str,
     receive_count: Option<i64>,
@@ -300,7 +300,7 @@ fn transient(e: DbError) -> TransientError {
 /// result is `Err` (nothing written).
 #[tracing::instrument(skip(state, msg), fields(show = %msg.event.show.title, event = msg.event.kind.as_str()))]
 pub async fn process_message(
-    state: &ProcessorState,
+    state: &Pipeline,
     msg: &QueueMessage,
     message_id: &str,
     receive_count: Option<i64>,
@@ -339,7 +339,7 @@ pub async fn process_message(
     Ok(outcome)
 }
 
-async fn run(state: &ProcessorState, ctx: &LogCtx<'_>) -> Result<Outcome, Failure> {
+async fn run(state: &Pipeline, ctx: &LogCtx<'_>) -> Result<Outcome, Failure> {
     let ev = &ctx.msg.event;
     let scrobble = ev.kind == EventKind::Scrobble;
     let client = state.pool.get().await?;
@@ -555,11 +555,7 @@ fn needs_resolution(conflict_id: i32, detail: &str) -> Outcome {
 }
 
 /// The show has an open conflict: keep the event for replay and log it.
-async fn pending(
-    state: &ProcessorState,
-    ctx: &LogCtx<'_>,
-    conflict_id: i32,
-) -> Result<Outcome, Failure> {
+async fn pending(state: &Pipeline, ctx: &LogCtx<'_>, conflict_id: i32) -> Result<Outcome, Failure> {
     let mut client = state.pool.get().await?;
     let tx = client.transaction().await?;
     let outcome = pend_in(&tx, ctx, conflict_id, "an open conflict awaits the user").await?;
@@ -583,7 +579,7 @@ async fn pend_in<C: GenericClient>(
 /// Resolution and the ladder, then the mapping (auto-adding the show) or the conflict, written
 /// under a per-show lock that re-checks what concurrent messages already decided.
 async fn resolve_and_map(
-    state: &ProcessorState,
+    state: &Pipeline,
     ctx: &LogCtx<'_>,
     config: &PlexConfig,
 ) -> Result<Resolved, Failure> {
@@ -687,7 +683,7 @@ async fn resolve_and_map(
 }
 
 /// The Plex server rung's target, when a server URL and a decryptable token are configured.
-async fn plex_target<'a>(state: &'a ProcessorState, config: &PlexConfig) -> Option<PlexTarget<'a>> {
+async fn plex_target<'a>(state: &'a Pipeline, config: &PlexConfig) -> Option<PlexTarget<'a>> {
     let server = config.server_url.as_deref()?.parse().ok()?;
     let keyring = state.keys.keyring().await?;
     let token: SecretString = match keyring.decrypt(&config.token_ciphertext) {
@@ -720,7 +716,7 @@ async fn fetch_show(
 
 /// Marks the scrobbled episode; refreshes its season from TMDB once when it is missing.
 async fn mark(
-    state: &ProcessorState,
+    state: &Pipeline,
     ctx: &LogCtx<'_>,
     tvshow_id: i32,
     how: Mapped,
