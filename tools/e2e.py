@@ -37,6 +37,7 @@ import boto3
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import stubs  # noqa: E402
+import world  # noqa: E402
 
 LOG_DIR = ROOT / ".dev" / "e2e"
 REGION = "us-east-1"
@@ -183,29 +184,11 @@ def wait_for_port(port, proc, timeout=60):
 
 
 def scrobble_payload():
-    """The Office (US) S01E01 scrobbled by the server owner (new Plex agent: the Guid array
-    holds the episode's ids)."""
-    return {
-        "event": "media.scrobble", "user": True, "owner": True,
-        "Account": {"id": 1, "thumb": "https://plex.tv/users/a1b2c3d4e5f60718/avatar?c=1700000000", "title": "alice"},
-        "Server": {"title": "basement-nas", "uuid": stubs.SERVER_UUID},
-        "Player": {"local": True, "publicAddress": "198.51.100.23", "title": "Living Room TV", "uuid": "r2k9x7c4v1b8n5m3"},
-        "Metadata": {
-            "librarySectionType": "show", "ratingKey": "48213", "key": "/library/metadata/48213",
-            "parentRatingKey": "48207", "grandparentRatingKey": "48200",
-            "guid": "plex://episode/5d9c0874ffd9ef001e99607a",
-            "parentGuid": "plex://season/602e67e61d3358002c411c3e",
-            "grandparentGuid": "plex://show/5d9c086c46115600200aa2fe",
-            "type": "episode", "title": "Pilot", "grandparentTitle": "The Office",
-            "parentTitle": "Season 1", "contentRating": "TV-14", "index": 1, "parentIndex": 1,
-            "viewCount": 1, "lastViewedAt": int(time.time()), "year": 2005,
-            "thumb": "/library/metadata/48213/thumb/1700000000",
-            "grandparentThumb": "/library/metadata/48200/thumb/1700000000",
-            "duration": 1380000, "originallyAvailableAt": "2005-03-24",
-            "addedAt": 1690000000, "updatedAt": 1700000000,
-            "Guid": [{"id": "imdb://tt0664521"}, {"id": "tmdb://397627"}, {"id": "tvdb://110413"}],
-        },
-    }
+    """The Office (US) S01E01 scrobbled by the server owner just now (new Plex agent: the Guid
+    array holds the episode's ids)."""
+    payload = world.webhook("episode_scrobble")
+    payload["Metadata"]["lastViewedAt"] = int(time.time())
+    return payload
 
 
 # JPEG-framed bytes (SOI, JFIF header, ..., EOI): Plex attaches the poster as the `thumb` part.
@@ -233,16 +216,14 @@ def multipart(payload, thumb=THUMB):
 
 def seed_office(db_url):
     """The tracker already follows The Office (US), season 1 unwatched."""
-    episodes = [
-        {"episodeNumber": i + 1, "title": t, "airDate": d, "watched": False, "dateWatched": None}
-        for i, (t, d) in enumerate(zip(
-            ["Pilot", "Diversity Day", "Health Care", "The Alliance", "Basketball", "Hot Girl"],
-            ["2005-03-24", "2005-03-29", "2005-04-05", "2005-04-12", "2005-04-19", "2005-04-26"]))
-    ]
-    seasons = json.dumps([{"seasonNumber": 1, "episodes": episodes}]).replace("'", "''")
+    show = world.response("tmdb", "/3/tv/2316")
+    seasons = world.office_tracker_seasons()
+    total = sum(len(s["episodes"]) for s in seasons)
+    seasons_sql = json.dumps(seasons).replace("'", "''")
     psql(db_url, "INSERT INTO tvshows (tmdb_id, title, show_start_date, status, seasons, "
                  "watched_episodes, total_episodes) VALUES "
-                 f"(2316, 'The Office', '2005-03-24', 'Watching', '{seasons}'::jsonb, 0, 6)")
+                 f"({show['id']}, 'The Office', '{show['first_air_date']}', 'Watching', "
+                 f"'{seasons_sql}'::jsonb, 0, {total})")
 
 
 def episode_state(db_url, season, number):
@@ -288,7 +269,7 @@ def bridge_contract():
     sqs = aws("sqs")
     for i, fail in enumerate([False, True, False]):
         sqs.send_message(QueueUrl=queue, MessageBody=json.dumps({"n": i, "fail": fail}),
-                         MessageGroupId="7f3e1c2b:48200", MessageDeduplicationId=f"d{i}")
+                         MessageGroupId=f"{world.SERVER_UUID}:48200", MessageDeduplicationId=f"d{i}")
     invoke_url = f"http://127.0.0.1:{server.server_address[1]}/2015-03-31/functions/processor/invocations"
     bridge = start("bridge-contract", [sys.executable, "tools/bridge.py", "--queue-url", queue,
                                        "--invoke-url", invoke_url, "--wait", "1"], os.environ.copy())
@@ -302,7 +283,7 @@ def bridge_contract():
     bodies = [json.loads(r["body"])["n"] for r in event["Records"]]
     assert bodies == [0, 1, 2], f"one batch, in group order: {bodies}"
     assert rec["eventSource"] == "aws:sqs" and rec["eventSourceARN"].endswith(".fifo"), rec
-    assert rec["attributes"]["MessageGroupId"] == "7f3e1c2b:48200", rec["attributes"]
+    assert rec["attributes"]["MessageGroupId"] == f"{world.SERVER_UUID}:48200", rec["attributes"]
     assert rec["attributes"]["ApproximateReceiveCount"] == "1", rec["attributes"]
     assert {"messageId", "receiptHandle", "md5OfBody", "awsRegion", "messageAttributes"} <= rec.keys()
     # The failed record comes back after the visibility timeout, alone, with a higher count.

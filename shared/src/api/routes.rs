@@ -26,6 +26,8 @@ pub const LOGS: &[Route] = &[
     ("GET", "/api/plex/stats"),
     ("POST", "/api/plex/logs/{id}/replay"),
 ];
+/// The admin page and its assets (no token: the page asks for it).
+pub const ADMIN: &[Route] = &[("GET", "/"), ("GET", "/admin/{asset}")];
 
 /// (function name, its routes).
 pub const ALL: &[(&str, &[Route])] = &[
@@ -34,4 +36,5 @@ pub const ALL: &[(&str, &[Route])] = &[
     ("mappings", MAPPINGS),
     ("conflicts", CONFLICTS),
     ("logs", LOGS),
+    ("admin", ADMIN),
 ];

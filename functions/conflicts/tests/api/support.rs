@@ -20,7 +20,6 @@ use secrecy::SecretString;
 use serde_json::{json, Value};
 use wiremock::MockServer;
 
-pub const SERVER: &str = "7f3e1c2b9a8d4e6f5a4b3c2d1e0f9a8b7c6d5e4f";
 pub const PLEX_TOKEN: &str = "pLx-tok3n-9f8e7d6c5b4a";
 /// `lastViewedAt` of the fixture scrobbles, as the tracker stores it.
 pub fn fixture_viewed_at() -> String {
@@ -97,7 +96,7 @@ impl Harness {
              VALUES (1, $1, $2, 1, 'alice', true, true, true)",
             &[
                 &keyring.encrypt(&SecretString::from(PLEX_TOKEN.to_string())),
-                &SERVER,
+                &fixtures::server_uuid(),
             ],
         )
         .await
@@ -141,7 +140,7 @@ impl Harness {
                         conflict_type, potential_matches, created_at)
                  VALUES ($1, '48200', 'plex://show/5d9c086c46115600200aa2fe', 'The Office', NULL,
                          'multiple_matches', $2, $3) RETURNING id",
-                &[&SERVER, &matches, &now],
+                &[&fixtures::server_uuid(), &matches, &now],
             )
             .await
             .unwrap()
@@ -169,7 +168,7 @@ impl Harness {
             "INSERT INTO plex_conflicts (plex_server_uuid, plex_rating_key, plex_guid, plex_title, conflict_type,
                     resolved, resolved_at, resolution_action)
              VALUES ($1, '3120', 'plex://show/5d9c08544eefaa001f5daa50', 'Breaking Bad', 'no_match', true, now(), 'ignored')",
-            &[&SERVER],
+            &[&fixtures::server_uuid()],
         )
         .await
         .unwrap();

@@ -19,7 +19,6 @@ use wiremock::{
     Mock, MockServer, ResponseTemplate,
 };
 
-pub const SERVER_UUID: &str = "7f3e1c2b9a8d4e6f5a4b3c2d1e0f9a8b7c6d5e4f";
 pub const PLEX_TOKEN: &str = "pLx-tok3n-9f8e7d6c";
 
 pub struct Harness {
@@ -97,7 +96,7 @@ impl Harness {
                 &[
                     &token,
                     &server_url,
-                    &SERVER_UUID,
+                    &fixtures::server_uuid(),
                     &get_bool("enabled"),
                     &get_bool("auto_add_shows"),
                     &get_bool("auto_mark_watched"),
@@ -258,7 +257,7 @@ pub fn sqs_event(records: &[(&str, String, u32)]) -> SqsEvent {
                 "attributes": {
                     "ApproximateReceiveCount": count.to_string(),
                     "SentTimestamp": "1764339001000",
-                    "MessageGroupId": format!("{SERVER_UUID}:48200"),
+                    "MessageGroupId": format!("{}:48200", fixtures::server_uuid()),
                     "MessageDeduplicationId": "dedup",
                     "SequenceNumber": "18889999999999999999",
                     "ApproximateFirstReceiveTimestamp": "1764339001500"
