@@ -16,20 +16,18 @@ pub mod crypto;
 pub mod db;
 pub mod env;
 pub mod episodes;
-pub mod error;
-pub mod http;
 pub mod lambda;
 pub mod matching;
 pub mod metrics;
+pub mod paging;
 pub mod payload;
 pub mod pipeline;
 pub mod plex;
 pub mod queue;
 pub mod secrets;
 pub mod store;
+pub mod tls;
 pub mod tmdb;
 
 #[cfg(feature = "testing")]
 pub mod testing;
-
-pub use error::ApiError;
