@@ -23,27 +23,37 @@ export PUBLIC_BASE_URL="http://127.0.0.1:$DEV_PORT"
 
 log() { echo "dev: $*" >&2; }
 
-# Stop a process group we started, if its leader (pid from the file) is still what we expect.
-stop_group() { # pidfile pattern
-  local pid
-  [[ -f $1 ]] || return 0
-  pid=$(<"$1")
-  if [[ $pid =~ ^[0-9]+$ ]] && grep -qa -- "$2" "/proc/$pid/cmdline" 2>/dev/null; then
-    kill -TERM -- "-$pid" 2>/dev/null || true
-    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL -- "-$pid" 2>/dev/null || true
-    log "stopped $(basename "$1" .pid) (pid $pid)"
-  fi
-  rm -f "$1"
+# Stops the process groups we started (name:pattern pairs; pid files in $DEV), if each leader is
+# still what we expect: SIGTERM to all at once, up to 5 s for them to go, then SIGKILL to the
+# rest, so stopping takes at most ~5 s however many there are.
+stop_groups() { # name:cmdline-pattern...
+  local entry name pid pids=() names=()
+  for entry in "$@"; do
+    name=${entry%%:*}
+    [[ -f $DEV/$name.pid ]] || continue
+    pid=$(<"$DEV/$name.pid")
+    rm -f "$DEV/$name.pid"
+    if [[ $pid =~ ^[0-9]+$ ]] && grep -qa -- "${entry#*:}" "/proc/$pid/cmdline" 2>/dev/null; then
+      kill -TERM -- "-$pid" 2>/dev/null || true
+      pids+=("$pid") names+=("$name")
+    fi
+  done
+  for _ in $(seq 50); do
+    local running=0
+    for pid in "${pids[@]}"; do kill -0 "$pid" 2>/dev/null && running=1; done
+    ((running)) || break
+    sleep 0.1
+  done
+  for i in "${!pids[@]}"; do
+    kill -KILL -- "-${pids[$i]}" 2>/dev/null || true # what is left of the group (watch's functions)
+    log "stopped ${names[$i]} (pid ${pids[$i]})"
+  done
 }
 
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
 stop_all() {
-  stop_group "$DEV/router.pid" tools/router.py
-  stop_group "$DEV/bridge.pid" tools/bridge.py
-  stop_group "$DEV/watch.pid" cargo-lambda
-  stop_group "$DEV/stubs.pid" tools/stubs.py
+  stop_groups router:tools/router.py bridge:tools/bridge.py watch:cargo-lambda stubs:tools/stubs.py
 }
 
 if [[ ${1:-} == stop ]]; then

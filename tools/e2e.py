@@ -1,14 +1,17 @@
 #!/usr/bin/env python3
-"""End-to-end test of the local stack: the real function binaries under `cargo lambda watch`,
-moto (SQS + Secrets Manager), a fresh Postgres database, plex.tv / TMDB / Plex server stubs
-(tools/stubs.py) and the SQS bridge (tools/bridge.py).
+"""End-to-end test of the local stack: the real function binaries under `cargo lambda watch`
+behind tools/router.py (the API Gateway paths on one origin), moto (SQS + Secrets Manager), a
+fresh Postgres database, plex.tv / TMDB / Plex server stubs (tools/stubs.py) and the SQS bridge
+(tools/bridge.py).
 
-    POST /api/plex/config (API token)            -> 200, webhookUrl
+    POST /api/plex/config (API token)            -> 200, webhookUrl on the router's origin
     POST <webhookUrl> multipart scrobble + thumb -> 202
     bridge -> processor                          -> The Office S01E01 watched in Postgres
     GET /api/plex/logs                           -> a success row for it
-plus the bridge's own contract against a fake processor (delete only what did not fail), and the
-migrate binary in Lambda mode answering a CloudFormation custom-resource request.
+plus the bridge's own contract against a fake processor (delete only what did not fail), the
+migrate binary in Lambda mode answering a CloudFormation custom-resource request, and the admin
+page's browser scenarios (tests/browser/admin.test.mjs, headless Chromium) against a second
+stack with an empty database.
 
 Run through scripts/e2e.sh (which makes sure Postgres, moto and cargo-lambda are there), or
 directly with the venv python and DATABASE_URL / AWS_ENDPOINT_URL set. Prints
@@ -36,6 +39,7 @@ import boto3
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import router  # noqa: E402
 import stubs  # noqa: E402
 import world  # noqa: E402
 
@@ -312,6 +316,54 @@ def bridge_contract():
 # ------------------------------------------------------------------ main scenario
 
 
+class Stack:
+    """One local deployment: a fresh database (The Office seeded), queue, secrets, the functions
+    under `cargo lambda watch`, the SQS bridge, and tools/router.py in front (the API Gateway
+    paths on one origin, as `make dev` serves them)."""
+
+
+def stack(name, admin_url, stub):
+    st = Stack()
+    suffix = secrets.token_hex(4)
+    st.db_url = fresh_database(admin_url)
+    seed_office(st.db_url)
+    st.queue_url = fifo_queue(suffix)
+    st.api_token = secrets.token_urlsafe(32)
+    ids = {
+        "ENCRYPTION_KEY_SECRET_ID": secret(f"plexsync-e2e/{suffix}/encryption-key", secrets.token_hex(32)),
+        "API_TOKEN_SECRET_ID": secret(f"plexsync-e2e/{suffix}/api-token", st.api_token),
+        # As the template creates it: a generated value the config function adopts.
+        "WEBHOOK_SECRET_ID": secret(f"plexsync-e2e/{suffix}/webhook-secret", secrets.token_urlsafe(32)),
+    }
+    port, router_port = free_port(), free_port()
+    st.watch_base = f"http://127.0.0.1:{port}"
+    st.origin = f"http://127.0.0.1:{router_port}"
+    env = {
+        **os.environ,
+        **ids,
+        "DATABASE_URL": st.db_url,
+        "QUEUE_URL": st.queue_url,
+        "PUBLIC_BASE_URL": st.origin,
+        "TMDB_BASE_URL": stub.base_url,
+        # v4 read access tokens are JWTs; this one only has to look like one.
+        "TMDB_API_TOKEN": "eyJhbGciOiJIUzI1NiJ9.eyJhdWQiOiJlMmUiLCJzY29wZXMiOlsiYXBpX3JlYWQiXX0.c2lnbmF0dXJl",
+        "PLEX_TV_BASE_URL": stub.base_url,
+        "RUST_LOG": "info",
+    }
+    env.pop("PLEX_ALLOWED_CIDRS", None)
+    log(f"{name}: database {st.db_url.rsplit('/', 1)[1]}, queue {st.queue_url.rsplit('/', 1)[1]}, "
+        f"stubs {stub.base_url}, watch on :{port}, router on :{router_port}; logs in {LOG_DIR}")
+    watch = start(f"watch-{name}", ["cargo", "lambda", "watch", "--invoke-address", "127.0.0.1",
+                                    "--invoke-port", str(port)], env)
+    wait_for_port(port, watch, timeout=120)
+    start(f"bridge-{name}", [sys.executable, "tools/bridge.py", "--queue-url", st.queue_url, "--invoke-url",
+                             f"{st.watch_base}/2015-03-31/functions/processor/invocations"], env)
+    server = router.serve(router_port, st.watch_base)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    cleanups.append(server.shutdown)
+    return st
+
+
 def main():
     admin_url = os.environ.get("DATABASE_URL")
     if not admin_url or not os.environ.get("AWS_ENDPOINT_URL"):
@@ -323,61 +375,30 @@ def main():
 
     check("bridge: SQS event shape and partial batch deletes", bridge_contract)
 
-    suffix = secrets.token_hex(4)
-    db_url = fresh_database(admin_url)
-    seed_office(db_url)
-    queue_url = fifo_queue(suffix)
-    api_token = secrets.token_urlsafe(32)
-    ids = {
-        "ENCRYPTION_KEY_SECRET_ID": secret(f"plexsync-e2e/{suffix}/encryption-key", secrets.token_hex(32)),
-        "API_TOKEN_SECRET_ID": secret(f"plexsync-e2e/{suffix}/api-token", api_token),
-        # As the template creates it: a generated value the config function adopts.
-        "WEBHOOK_SECRET_ID": secret(f"plexsync-e2e/{suffix}/webhook-secret", secrets.token_urlsafe(32)),
-    }
     stub = stubs.serve()
     cleanups.append(stub.shutdown)
-
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    env = {
-        **os.environ,
-        **ids,
-        "DATABASE_URL": db_url,
-        "QUEUE_URL": queue_url,
-        "PUBLIC_BASE_URL": f"{base}/lambda-url/webhook",
-        "TMDB_BASE_URL": stub.base_url,
-        # v4 read access tokens are JWTs; this one only has to look like one.
-        "TMDB_API_TOKEN": "eyJhbGciOiJIUzI1NiJ9.eyJhdWQiOiJlMmUiLCJzY29wZXMiOlsiYXBpX3JlYWQiXX0.c2lnbmF0dXJl",
-        "PLEX_TV_BASE_URL": stub.base_url,
-        "RUST_LOG": "info",
-    }
-    env.pop("PLEX_ALLOWED_CIDRS", None)
-    log(f"database {db_url.rsplit('/', 1)[1]}, queue {queue_url.rsplit('/', 1)[1]}, "
-        f"stubs {stub.base_url}, watch on :{port}; logs in {LOG_DIR}")
-    watch = start("watch", ["cargo", "lambda", "watch", "--invoke-address", "127.0.0.1",
-                            "--invoke-port", str(port)], env)
-    wait_for_port(port, watch, timeout=120)
-    start("bridge", [sys.executable, "tools/bridge.py", "--queue-url", queue_url,
-                     "--invoke-url", f"{base}/2015-03-31/functions/processor/invocations"], env)
+    api = stack("api", admin_url, stub)
+    base, db_url, queue_url, api_token = api.origin, api.db_url, api.queue_url, api.api_token
+    watch_base = api.watch_base
 
     auth = {"Authorization": f"Bearer {api_token}"}
     state = {}
 
     def config():
         status, _, body = http(
-            "POST", f"{base}/lambda-url/config/api/plex/config",
+            "POST", f"{base}/api/plex/config",
             json.dumps({"plexToken": "pLxT0k3n-e2e-abcdefghijkl", "autoMarkWatched": True,
                         "autoAddShows": False}).encode(),
             {**auth, "Content-Type": "application/json"}, timeout=FIRST_REQUEST_TIMEOUT)
         assert status == 200, f"{status} {body}"
         url = body.get("webhookUrl", "")
-        assert url.startswith(f"{base}/lambda-url/webhook/api/plex/webhook?secret="), body
+        assert url.startswith(f"{base}/api/plex/webhook?secret="), body
         assert "pLxT0k3n" not in json.dumps(body), "the Plex token is echoed"
         state["webhook_url"] = url
         return f"server {body.get('serverName')!r}"
 
     def unauthorized():
-        status, _, body = http("GET", f"{base}/lambda-url/config/api/plex/config",
+        status, _, body = http("GET", f"{base}/api/plex/config",
                                headers={"Authorization": "Bearer wrong-token-0123456789"})
         assert status == 401 and body.get("status") == "error", f"{status} {body}"
 
@@ -407,7 +428,7 @@ def main():
                              f"see {LOG_DIR}/watch.log and bridge.log")
 
     def logs():
-        status, _, body = http("GET", f"{base}/lambda-url/logs/api/plex/logs?status=success",
+        status, _, body = http("GET", f"{base}/api/plex/logs?status=success",
                                headers=auth, timeout=FIRST_REQUEST_TIMEOUT)
         assert status == 200, f"{status} {body}"
         rows = [r for r in body.get("logs", []) if r.get("plexRatingKey") == "48213"
@@ -442,7 +463,7 @@ def main():
             "PhysicalResourceId": "Migrations-migrations", "ResourceType": "Custom::Migrations",
             "ResourceProperties": {"CodeVersion": "2"}, "OldResourceProperties": {"CodeVersion": "1"},
         }
-        status, _, body = http("POST", f"{base}/2015-03-31/functions/migrate/invocations",
+        status, _, body = http("POST", f"{watch_base}/2015-03-31/functions/migrate/invocations",
                                json.dumps(event).encode(), {"Content-Type": "application/json"},
                                timeout=FIRST_REQUEST_TIMEOUT)
         assert status == 200, f"{status} {body}"
@@ -469,6 +490,44 @@ def main():
             if check("bridge -> processor marks S01E01 watched in Postgres", marked):
                 check("GET /api/plex/logs shows the success row", logs)
                 check("the message was deleted from the queue", queue_drained)
+
+    check("admin page scenarios ran in headless Chromium", lambda: browser_tests(admin_url, stub))
+
+
+SCREENSHOTS = LOG_DIR / "screenshots"
+
+
+def browser_tests(admin_url, stub):
+    """The admin page's scenarios (tests/browser/admin.test.mjs) in headless Chromium against a
+    stack of their own (a new user's empty database), one result per scenario."""
+    chromium = subprocess.run(["scripts/ensure-browser.sh"], cwd=ROOT, check=True,
+                              capture_output=True, text=True).stdout.strip()
+    st = stack("browser", admin_url, stub)
+    env = {**os.environ, "BASE_URL": st.origin, "API_TOKEN": st.api_token,
+           "DATABASE_URL": st.db_url, "SCREENSHOT_DIR": str(SCREENSHOTS), "CHROMIUM": chromium}
+    log(f"browser tests (tests/browser/admin.test.mjs) against {st.origin}; screenshots in {SCREENSHOTS}")
+    proc = subprocess.run(
+        ["node", "--test", "--test-concurrency=1", "--test-reporter=tap", "admin.test.mjs"],
+        cwd=ROOT / "tests" / "browser", env=env, capture_output=True, text=True, timeout=1800)
+    (LOG_DIR / "browser.tap").write_text(proc.stdout + proc.stderr)
+    found = 0
+    for line in proc.stdout.splitlines():
+        # Top-level results only ("ok 1 - name" / "not ok 2 - name"), not the subtest lines.
+        ok, _, rest = line.partition(" - ")
+        if not rest or ok.startswith(" ") or not (ok.startswith("ok ") or ok.startswith("not ok ")):
+            continue
+        found += 1
+        passed = ok.startswith("ok ")
+        results.append((f"browser: {rest}", passed, ""))
+        print(f"{'PASS' if passed else 'FAIL'} browser: {rest}", flush=True)
+    if not passed_all(proc, found):
+        print(proc.stdout[-6000:], proc.stderr[-3000:], sep="\n", flush=True)
+    if found == 0:
+        raise AssertionError(f"no browser test ran (exit {proc.returncode}); see {LOG_DIR}/browser.tap")
+
+
+def passed_all(proc, found):
+    return proc.returncode == 0 and found > 0
 
 
 def run():
