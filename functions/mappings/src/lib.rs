@@ -178,6 +178,7 @@ fn sync_error(e: SyncError) -> ApiError {
             ApiError::Conflict(e.to_string())
         }
         SyncError::NotConfigured
+        | SyncError::NotPlex(_)
         | SyncError::IntegrationDisabled
         | SyncError::NoServerUrl
         | SyncError::BadServerUrl => ApiError::Unprocessable(e.to_string()),

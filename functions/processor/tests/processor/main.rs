@@ -6,4 +6,5 @@
 mod delivery;
 mod ladder;
 mod marking;
+mod senders;
 mod support;
