@@ -1,4 +1,3 @@
-#![recursion_limit = "256"]
 //! plexsync's shared library (crate `plexsync`, folder `shared/`).
 //!
 //! **Where code lives: code used by one function lives in that function's crate
@@ -17,11 +16,10 @@ pub mod crypto;
 pub mod db;
 pub mod env;
 pub mod episodes;
-pub mod error;
-pub mod http;
 pub mod lambda;
 pub mod matching;
 pub mod metrics;
+pub mod paging;
 pub mod payload;
 pub mod pipeline;
 pub mod plex;
@@ -29,9 +27,8 @@ pub mod queue;
 pub mod secrets;
 pub mod senders;
 pub mod store;
+pub mod tls;
 pub mod tmdb;
 
 #[cfg(feature = "testing")]
 pub mod testing;
-
-pub use error::ApiError;

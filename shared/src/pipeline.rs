@@ -918,7 +918,10 @@ mod tests {
         assert!(account_gate(&by_name, &bob).is_err());
         let by_id = config(json!([]), Some("5f0c7a1e3b2d4c9a8e7f6d5c4b3a2910"));
         assert!(account_gate(&by_id, &alice).is_ok());
-        let with_bob = config(json!(["8E2D4F6A-0B1C-4D3E-9F5A-7B6C5D4E3F21"]), Some("alice"));
+        let with_bob = config(
+            json!(["8E2D4F6A-0B1C-4D3E-9F5A-7B6C5D4E3F21"]),
+            Some("alice"),
+        );
         assert!(account_gate(&with_bob, &bob).is_ok());
     }
 }

@@ -9,8 +9,8 @@ use serde::Deserialize;
 use url::Url;
 
 use plexsync::{
+    api::ApiError,
     env::{Env, EnvError},
-    ApiError,
 };
 
 /// plex.tv's base URL: `PLEX_TV_BASE_URL` (a stub in tests and `make dev`) or the real one.
@@ -98,7 +98,7 @@ pub struct PlexTvClient {
 
 impl PlexTvClient {
     pub fn new(base: Url) -> Self {
-        let http = reqwest::Client::builder()
+        let http = plexsync::tls::http_client_builder()
             .connect_timeout(Duration::from_secs(5))
             .timeout(Duration::from_secs(10))
             .user_agent(concat!("plexsync/", env!("CARGO_PKG_VERSION")))

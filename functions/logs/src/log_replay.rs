@@ -5,8 +5,8 @@ use chrono::Utc;
 use sha2::{Digest, Sha256};
 
 use plexsync::{
+    api::ApiError,
     db::{DbError, DbPool},
-    error::ApiError,
     payload::Decision,
     queue::QueueMessage,
     senders::Sender,
@@ -149,8 +149,8 @@ mod tests {
 
     #[test]
     fn jellyfin_and_emby_payloads_replay_through_their_own_edge() {
-        let m = message_from_stored(3, Sender::Jellyfin, &fixtures::jellyfin_playback_stop())
-            .unwrap();
+        let m =
+            message_from_stored(3, Sender::Jellyfin, &fixtures::jellyfin_playback_stop()).unwrap();
         assert_eq!(m.event.sender, Sender::Jellyfin);
         assert_eq!(m.event.episode.as_ref().unwrap().number, 2);
         let stored = serde_json::to_value(&m).unwrap();

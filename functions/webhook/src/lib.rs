@@ -26,10 +26,9 @@ use serde_json::json;
 use tracing::Instrument;
 
 use plexsync::{
+    api::{body_bytes, constant_time_eq, json, query_param, route_not_found, ApiError},
     env::{Env, EnvError},
-    error::ApiError,
-    http::{body_bytes, constant_time_eq, json, query_param, route_not_found},
-    payload::{Decision, PayloadError, PlexEvent},
+    payload::{Decision, PlexEvent},
     queue::QueueMessage,
     secrets::SecretsCache,
     senders::Sender,
@@ -156,7 +155,7 @@ impl State {
             .and_then(|v| v.to_str().ok());
         let payload_json =
             extract_payload(content_type, body_bytes(req), sender.multipart_field()).await?;
-        let (decision, raw) = sender.decide(&payload_json).map_err(payload_error)?;
+        let (decision, raw) = sender.decide(&payload_json)?;
         let event = match decision {
             Decision::Process(event) => event,
             Decision::Ignore(reason) => {
@@ -256,10 +255,6 @@ fn not_configured() -> ApiError {
 
 fn secret_matches(presented: &str, expected: &SecretString) -> bool {
     constant_time_eq(presented, expected.expose_secret().trim())
-}
-
-fn payload_error(err: PayloadError) -> ApiError {
-    ApiError::BadRequest(err.to_string())
 }
 
 fn log_event(message: &'static str, e: &PlexEvent) {
@@ -562,10 +557,15 @@ mod tests {
             Some("Application/JSON; charset=utf-8"),
             None,
         ] {
-            assert_eq!(&extract_payload(ct, body, "payload").await.unwrap()[..], body);
+            assert_eq!(
+                &extract_payload(ct, body, "payload").await.unwrap()[..],
+                body
+            );
         }
         assert_eq!(
-            extract_payload(Some("text/plain"), body, "payload").await.unwrap_err(),
+            extract_payload(Some("text/plain"), body, "payload")
+                .await
+                .unwrap_err(),
             BodyError::UnsupportedType("text/plain".into())
         );
         assert_eq!(
@@ -581,9 +581,13 @@ mod tests {
             BodyError::Empty
         );
         assert_eq!(
-            extract_payload(Some("application/json"), &vec![b' '; MAX_BODY_BYTES + 1], "payload")
-                .await
-                .unwrap_err(),
+            extract_payload(
+                Some("application/json"),
+                &vec![b' '; MAX_BODY_BYTES + 1],
+                "payload"
+            )
+            .await
+            .unwrap_err(),
             BodyError::TooLarge
         );
     }
@@ -627,7 +631,10 @@ mod tests {
             ],
         ] {
             let body = multipart(boundary, &parts);
-            assert_eq!(&extract_payload(Some(ct), &body, "payload").await.unwrap()[..], json);
+            assert_eq!(
+                &extract_payload(Some(ct), &body, "payload").await.unwrap()[..],
+                json
+            );
         }
         // A truncated thumb after the payload is never read, so it cannot fail the parse.
         let mut body = multipart(boundary, &[("payload", None, json)]);
@@ -637,7 +644,10 @@ mod tests {
                 .as_bytes(),
         );
         body.extend_from_slice(b"\xFF\xD8\xFF");
-        assert_eq!(&extract_payload(Some(ct), &body, "payload").await.unwrap()[..], json);
+        assert_eq!(
+            &extract_payload(Some(ct), &body, "payload").await.unwrap()[..],
+            json
+        );
 
         // Emby's multipart bodies carry the JSON in `data`.
         let body = multipart(boundary, &[("data", None, json)]);
@@ -653,7 +663,9 @@ mod tests {
         );
         let body = multipart(boundary, &[("thumb", Some("image/jpeg"), jpeg)]);
         assert_eq!(
-            extract_payload(Some(ct), &body, "payload").await.unwrap_err(),
+            extract_payload(Some(ct), &body, "payload")
+                .await
+                .unwrap_err(),
             BodyError::NoPayloadField("payload")
         );
         assert!(matches!(

@@ -223,14 +223,15 @@ mod tests {
     #[test]
     fn mark_played_counts_and_unfinished_or_other_events_do_not() {
         assert_eq!(
-            processed(fixtures::emby_mark_played()).episode.unwrap().number,
+            processed(fixtures::emby_mark_played())
+                .episode
+                .unwrap()
+                .number,
             3
         );
         let mut early = fixtures::emby_playback_stop();
         early["PlaybackInfo"]["PlayedToCompletion"] = false.into();
-        assert!(
-            matches!(decide(early).unwrap(), Decision::Ignore(r) if r.contains("completion"))
-        );
+        assert!(matches!(decide(early).unwrap(), Decision::Ignore(r) if r.contains("completion")));
         let mut no_info = fixtures::emby_playback_stop();
         no_info.as_object_mut().unwrap().remove("PlaybackInfo");
         assert!(matches!(decide(no_info).unwrap(), Decision::Ignore(_)));
@@ -259,9 +260,7 @@ mod tests {
         }
         let mut p = fixtures::emby_playback_stop();
         p["Item"]["IndexNumber"] = "three".into();
-        assert!(
-            matches!(decide(p), Err(PayloadError::Shape(m)) if m.contains("Item.IndexNumber"))
-        );
+        assert!(matches!(decide(p), Err(PayloadError::Shape(m)) if m.contains("Item.IndexNumber")));
         let mut p = fixtures::emby_playback_stop();
         p.as_object_mut().unwrap().remove("Item");
         assert_eq!(decide(p).unwrap_err(), PayloadError::Missing("Item"));

@@ -104,7 +104,10 @@ impl Payload {
                 "not played to completion (PlayedToCompletion / Played is not true)".into(),
             ));
         }
-        let item_id = self.item_id.clone().ok_or(PayloadError::Missing("ItemId"))?;
+        let item_id = self
+            .item_id
+            .clone()
+            .ok_or(PayloadError::Missing("ItemId"))?;
         let season = require_number(self.season_number, "SeasonNumber")?;
         let number = require_number(self.episode_number, "EpisodeNumber")?;
         let show = ShowRef {
@@ -237,7 +240,9 @@ mod tests {
         assert_eq!(e.episode.unwrap().number, 2);
         let mut rating = fixtures::jellyfin_user_data_saved();
         rating["SaveReason"] = "UpdateUserRating".into();
-        assert!(matches!(decide(rating).unwrap(), Decision::Ignore(r) if r.contains("UpdateUserRating")));
+        assert!(
+            matches!(decide(rating).unwrap(), Decision::Ignore(r) if r.contains("UpdateUserRating"))
+        );
         let mut unplayed = fixtures::jellyfin_user_data_saved();
         unplayed["Played"] = false.into();
         assert!(matches!(decide(unplayed).unwrap(), Decision::Ignore(_)));
@@ -247,9 +252,7 @@ mod tests {
     fn unfinished_movies_and_other_notifications_are_ignored() {
         let mut early = fixtures::jellyfin_playback_stop();
         early["PlayedToCompletion"] = false.into();
-        assert!(
-            matches!(decide(early).unwrap(), Decision::Ignore(r) if r.contains("completion"))
-        );
+        assert!(matches!(decide(early).unwrap(), Decision::Ignore(r) if r.contains("completion")));
         assert!(
             matches!(decide(fixtures::jellyfin_movie_playback_stop()).unwrap(), Decision::Ignore(r) if r.contains("Movie"))
         );
@@ -262,16 +265,21 @@ mod tests {
 
     #[test]
     fn missing_and_malformed_fields_are_named() {
-        for field in ["SeriesName", "SeriesId", "SeasonNumber", "EpisodeNumber", "ItemId", "ServerId"] {
+        for field in [
+            "SeriesName",
+            "SeriesId",
+            "SeasonNumber",
+            "EpisodeNumber",
+            "ItemId",
+            "ServerId",
+        ] {
             let mut p = fixtures::jellyfin_playback_stop();
             p.as_object_mut().unwrap().remove(field);
             assert_eq!(decide(p).unwrap_err(), PayloadError::Missing(field));
         }
         let mut p = fixtures::jellyfin_playback_stop();
         p["EpisodeNumber"] = "two".into();
-        assert!(
-            matches!(decide(p), Err(PayloadError::Shape(m)) if m.contains("EpisodeNumber"))
-        );
+        assert!(matches!(decide(p), Err(PayloadError::Shape(m)) if m.contains("EpisodeNumber")));
         let mut p = fixtures::jellyfin_playback_stop();
         p["PlayedToCompletion"] = "maybe".into();
         assert!(

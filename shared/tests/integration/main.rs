@@ -1,6 +1,8 @@
 //! Integration tests against real Postgres and moto_server (started by `make test`).
 
+mod dlq;
 mod metrics;
 mod migrations;
 mod openapi;
 mod secrets;
+mod template;

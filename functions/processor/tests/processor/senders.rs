@@ -29,7 +29,10 @@ async fn configure_sender(h: &Harness, sender: Sender, account: &str, settings: 
                 &account,
                 &flag("enabled"),
                 &flag("auto_add_shows"),
-                &settings.get("allowed_accounts").cloned().unwrap_or(json!([])),
+                &settings
+                    .get("allowed_accounts")
+                    .cloned()
+                    .unwrap_or(json!([])),
             ],
         )
         .await
@@ -78,7 +81,8 @@ async fn mapping_rows(h: &Harness) -> Vec<(String, String, String, Option<i32>)>
 async fn jellyfin_new_show_is_added_through_the_episode_tvdb_id_and_marked() {
     let h = harness().await;
     configure_sender(&h, Sender::Jellyfin, "alice", json!({})).await;
-    h.stub_find("110414", "tvdb_id", find_office_episode(2)).await;
+    h.stub_find("110414", "tvdb_id", find_office_episode(2))
+        .await;
     h.stub_get("/3/tv/2316", fixtures::tmdb_the_office()).await;
     h.stub_get("/3/tv/2316/season/1", fixtures::tmdb_the_office_season_1())
         .await;
@@ -123,7 +127,8 @@ async fn jellyfin_new_show_is_added_through_the_episode_tvdb_id_and_marked() {
 async fn emby_play_of_a_tracked_show_maps_and_marks_and_repeats_change_nothing() {
     let h = harness().await;
     configure_sender(&h, Sender::Emby, "alice", json!({})).await;
-    h.stub_find("110415", "tvdb_id", find_office_episode(3)).await;
+    h.stub_find("110415", "tvdb_id", find_office_episode(3))
+        .await;
     let office = h.add_show(Some(2316), "The Office", office_seasons()).await;
 
     let msg = sender_message(Sender::Emby, &fixtures::emby_playback_stop());
@@ -139,7 +144,10 @@ async fn emby_play_of_a_tracked_show_maps_and_marks_and_repeats_change_nothing()
         "2025-11-28T14:12:00.000Z"
     );
     let (tvshow, method, confidence, _) = mapping(&h).await;
-    assert_eq!((tvshow, method.as_str(), confidence), (Some(office), "tvdb_id", 0.95));
+    assert_eq!(
+        (tvshow, method.as_str(), confidence),
+        (Some(office), "tvdb_id", 0.95)
+    );
 
     // The same message delivered again: a duplicate, nothing changes.
     let again = process_as(&h, &msg).await;
@@ -160,8 +168,10 @@ async fn emby_play_of_a_tracked_show_maps_and_marks_and_repeats_change_nothing()
 async fn other_users_plays_are_ignored_unless_allowed() {
     let h = harness().await;
     let office = h.add_show(Some(2316), "The Office", office_seasons()).await;
-    h.stub_find("110414", "tvdb_id", find_office_episode(2)).await;
-    h.stub_find("110415", "tvdb_id", find_office_episode(3)).await;
+    h.stub_find("110414", "tvdb_id", find_office_episode(2))
+        .await;
+    h.stub_find("110415", "tvdb_id", find_office_episode(3))
+        .await;
     // alice named by user name on Jellyfin, by user id on Emby.
     configure_sender(&h, Sender::Jellyfin, "Alice", json!({})).await;
     configure_sender(
@@ -173,7 +183,10 @@ async fn other_users_plays_are_ignored_unless_allowed() {
     .await;
 
     for (sender, payload) in [
-        (Sender::Jellyfin, fixtures::jellyfin_other_user_playback_stop()),
+        (
+            Sender::Jellyfin,
+            fixtures::jellyfin_other_user_playback_stop(),
+        ),
         (Sender::Emby, fixtures::emby_other_user_playback_stop()),
     ] {
         let o = process_as(&h, &sender_message(sender, &payload)).await;
@@ -193,7 +206,10 @@ async fn other_users_plays_are_ignored_unless_allowed() {
     .await;
     let o = process_as(
         &h,
-        &sender_message(Sender::Jellyfin, &fixtures::jellyfin_other_user_playback_stop()),
+        &sender_message(
+            Sender::Jellyfin,
+            &fixtures::jellyfin_other_user_playback_stop(),
+        ),
     )
     .await;
     assert_eq!(o.status, LogStatus::Success, "{o:?}");
@@ -242,7 +258,8 @@ async fn senders_without_settings_or_disabled_are_ignored_with_a_reason() {
 async fn a_plex_show_and_a_jellyfin_show_with_the_same_ids_never_collide() {
     let h = harness().await;
     configure_sender(&h, Sender::Jellyfin, "alice", json!({})).await;
-    h.stub_find("110414", "tvdb_id", find_office_episode(2)).await;
+    h.stub_find("110414", "tvdb_id", find_office_episode(2))
+        .await;
     let office = h.add_show(Some(2316), "The Office", office_seasons()).await;
     // A Plex show whose server id and key happen to equal the Jellyfin ones, sync turned off.
     let mut payload = fixtures::jellyfin_playback_stop();
@@ -257,7 +274,11 @@ async fn a_plex_show_and_a_jellyfin_show_with_the_same_ids_never_collide() {
     .await;
 
     let o = process_as(&h, &sender_message(Sender::Jellyfin, &payload)).await;
-    assert_eq!(o.status, LogStatus::Success, "the Plex mapping must not apply: {o:?}");
+    assert_eq!(
+        o.status,
+        LogStatus::Success,
+        "the Plex mapping must not apply: {o:?}"
+    );
     let rows = mapping_rows(&h).await;
     assert_eq!(rows.len(), 2, "{rows:?}");
     assert_eq!(rows[0].0, "plex");
@@ -280,7 +301,11 @@ async fn a_jellyfin_conflict_resolves_into_a_jellyfin_mapping_and_replays() {
     for key in ["Provider_tvdb", "Provider_imdb", "Provider_tmdb"] {
         payload.as_object_mut().unwrap().remove(key);
     }
-    stub_search(&h, json!({"page": 1, "results": [], "total_pages": 0, "total_results": 0})).await;
+    stub_search(
+        &h,
+        json!({"page": 1, "results": [], "total_pages": 0, "total_results": 0}),
+    )
+    .await;
     let o = process_as(&h, &sender_message(Sender::Jellyfin, &payload)).await;
     assert_eq!(o.status, LogStatus::NeedsResolution, "{o:?}");
     let conflict_id = o.conflict_id.unwrap();
@@ -304,7 +329,8 @@ async fn a_jellyfin_conflict_resolves_into_a_jellyfin_mapping_and_replays() {
         "the mapping belongs to the Jellyfin show"
     );
     // The pending event replays through the new mapping.
-    let pending: QueueMessage = serde_json::from_value(resolved.pending[0].message.clone()).unwrap();
+    let pending: QueueMessage =
+        serde_json::from_value(resolved.pending[0].message.clone()).unwrap();
     assert_eq!(pending.event.sender, Sender::Jellyfin);
     let o = process_as(&h, &pending).await;
     assert_eq!(o.action.as_deref(), Some("marked_watched"), "{o:?}");

@@ -39,12 +39,19 @@ async fn jellyfin_playback_stop_is_queued_under_its_series_with_episode_ids_only
         "jellyfin:f3a9c1d2e4b5467890abcdef12345678:a4d5b6c7-d8e9-4f01-9234-56789abcdef0"
     );
     let m = &r.message;
-    assert_eq!(m.raw, payload, "the raw payload is kept for the log and replays");
+    assert_eq!(
+        m.raw, payload,
+        "the raw payload is kept for the log and replays"
+    );
     let e = &m.event;
     assert_eq!(e.sender, Sender::Jellyfin);
     assert_eq!((e.kind, e.item), (EventKind::Scrobble, ItemKind::Episode));
     assert_eq!(e.show.title, "The Office");
-    assert!(e.show.ids.is_empty(), "episode ids leaked: {:?}", e.show.ids);
+    assert!(
+        e.show.ids.is_empty(),
+        "episode ids leaked: {:?}",
+        e.show.ids
+    );
     let ep = e.episode.as_ref().unwrap();
     assert_eq!((ep.season, ep.number), (1, 2));
     assert_eq!(
@@ -74,7 +81,11 @@ async fn jellyfin_stop_and_its_played_save_are_one_delivery() {
         .await;
     assert_status(&again, 202);
     let got = h.received().await;
-    assert_eq!(got.len(), 1, "the queue's dedup window drops repeats: {got:#?}");
+    assert_eq!(
+        got.len(),
+        1,
+        "the queue's dedup window drops repeats: {got:#?}"
+    );
 }
 
 #[tokio::test]
@@ -95,7 +106,10 @@ async fn emby_json_and_multipart_bodies_both_queue_and_repeats_are_dropped() {
     let got = h.received().await;
     assert_eq!(got.len(), 1, "{got:#?}");
     let m = &got[0].message;
-    assert_eq!(got[0].group_id, "emby:8c1e5b7a2d3f4e6a9b0c1d2e3f4a5b6c:2090");
+    assert_eq!(
+        got[0].group_id,
+        "emby:8c1e5b7a2d3f4e6a9b0c1d2e3f4a5b6c:2090"
+    );
     assert_eq!(m.raw, payload);
     let e = &m.event;
     assert_eq!(e.sender, Sender::Emby);
@@ -112,7 +126,10 @@ async fn movies_unfinished_plays_and_other_events_are_ignored() {
     let mut pause = fixtures::emby_playback_stop();
     pause["Event"] = "playback.pause".into();
     for (event, reason) in [
-        (jellyfin(&h, &fixtures::jellyfin_movie_playback_stop()), "Movie"),
+        (
+            jellyfin(&h, &fixtures::jellyfin_movie_playback_stop()),
+            "Movie",
+        ),
         (jellyfin(&h, &early), "completion"),
         (emby(&h, &fixtures::emby_movie_playback_stop()), "Movie"),
         (emby(&h, &pause), "playback.pause"),
@@ -184,13 +201,23 @@ async fn malformed_bodies_are_400_naming_the_problem() {
     bad_number["Item"]["IndexNumber"] = "three".into();
     let cases = [
         (jellyfin(&h, &no_series), "SeriesName"),
-        (jellyfin(&h, &json!({"NotificationType": 3})), "NotificationType"),
+        (
+            jellyfin(&h, &json!({"NotificationType": 3})),
+            "NotificationType",
+        ),
         // A Plex payload posted to the Jellyfin route is not a Jellyfin payload.
-        (jellyfin(&h, &fixtures::plex_episode_scrobble()), "NotificationType"),
+        (
+            jellyfin(&h, &fixtures::plex_episode_scrobble()),
+            "NotificationType",
+        ),
         (emby(&h, &bad_number), "Item.IndexNumber"),
         (
-            Event::new(h.query(), Some("application/json"), b"{\"Event\": ".to_vec())
-                .to(Sender::Emby),
+            Event::new(
+                h.query(),
+                Some("application/json"),
+                b"{\"Event\": ".to_vec(),
+            )
+            .to(Sender::Emby),
             "not valid JSON",
         ),
     ];
@@ -201,7 +228,11 @@ async fn malformed_bodies_are_400_naming_the_problem() {
     // Emby multipart without its `data` field.
     let (ct, body) = multipart_parts(&[("payload", None, b"{}")]);
     let resp = h
-        .call(Event::new(h.query(), Some(&ct), body).to(Sender::Emby).request())
+        .call(
+            Event::new(h.query(), Some(&ct), body)
+                .to(Sender::Emby)
+                .request(),
+        )
         .await;
     let msg = assert_error(&resp, 400, "bad_request");
     assert!(msg.contains("data"), "{msg}");
@@ -240,7 +271,11 @@ async fn allowlist_and_rate_limit_are_shared_by_every_sender() {
     assert_status(&resp, 202);
     // The third request from that address in the minute, on a third route, is refused.
     let resp = h
-        .call(emby(&h, &fixtures::emby_playback_stop()).from(inside).request())
+        .call(
+            emby(&h, &fixtures::emby_playback_stop())
+                .from(inside)
+                .request(),
+        )
         .await;
     assert_error(&resp, 429, "rate_limited");
     let senders: Vec<_> = h
