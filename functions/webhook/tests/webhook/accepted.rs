@@ -151,13 +151,19 @@ async fn unmatched_local_show_scrobble_is_queued() {
     assert_accepted(&h.call(Event::plex(h.query(), &payload).request()).await);
     let got = h.received().await;
     assert_eq!(got.len(), 1);
-    assert_eq!(got[0].group_id, format!("{}:61000", fixtures::server_uuid()));
+    assert_eq!(
+        got[0].group_id,
+        format!("{}:61000", fixtures::server_uuid())
+    );
     let e = &got[0].message.event;
     assert_eq!(e.kind, EventKind::Scrobble);
     assert_eq!(e.show.title, "The Office");
     assert_eq!(e.show.guid.as_deref(), Some("local://61000"));
     assert!(e.show.ids.is_empty());
-    assert_eq!(e.episode.as_ref().map(|ep| (ep.season, ep.number)), Some((1, 2)));
+    assert_eq!(
+        e.episode.as_ref().map(|ep| (ep.season, ep.number)),
+        Some((1, 2))
+    );
     assert_eq!(got[0].message.raw, payload);
 }
 
