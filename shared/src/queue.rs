@@ -94,7 +94,7 @@ impl QueueMessage {
     }
 
     /// FIFO deduplication id: hash of (account, event, item rating key). SQS drops a second
-    /// message with the same id within 5 minutes: the seed's duplicate window.
+    /// message with the same id within 5 minutes (docs/architecture.md, "Exactly once").
     pub fn deduplication_id(&self) -> String {
         let e = &self.event;
         let account = e.account.id.map(|i| i.to_string()).unwrap_or_default();

@@ -1,8 +1,8 @@
 //! The `webhook` function (`POST /api/plex/webhook`): allowlist, rate limit, secret check, body
 //! extraction, validation and filtering, then one message on the FIFO queue.
 //!
-//! It never touches Postgres (design.md): Plex sends each webhook once and never retries, so
-//! ingest must keep working while the database is down or being migrated.
+//! It never touches Postgres (docs/architecture.md, "Decisions"): Plex sends each webhook once and
+//! never retries, so ingest must keep working while the database is down or being migrated.
 
 use std::{
     collections::HashMap,
@@ -37,7 +37,7 @@ pub const WEBHOOK_PATH: &str = plexsync::api::routes::WEBHOOK[0].1;
 /// Largest body accepted. Plex payloads are a few KiB; the thumb part is a small JPEG.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 
-/// Requests per source address per window, as in the seed (express-rate-limit: 100 per minute).
+/// Requests per source address per window (like express-rate-limit's 100 per minute).
 pub const RATE_LIMIT: u32 = 100;
 pub const RATE_WINDOW: Duration = Duration::from_secs(60);
 
@@ -383,7 +383,7 @@ async fn multipart_payload(content_type: &str, body: &[u8]) -> Result<Bytes, Bod
     }
 }
 
-/// Per-instance, per-address fixed-window limiter (the seed's express-rate-limit semantics:
+/// Per-instance, per-address fixed-window limiter (express-rate-limit's semantics:
 /// at most `limit` requests per window, the window starting at an address's first request).
 /// A guard against floods on a warm instance; API Gateway throttling is the global limit.
 pub struct RateLimiter {

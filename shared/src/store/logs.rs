@@ -115,7 +115,7 @@ pub async fn payload(pool: &DbPool, id: i64) -> Result<Option<serde_json::Value>
     Ok(row.map(|r| r.get(0)))
 }
 
-/// One UTC day of the seed's dashboard query.
+/// One UTC day of `GET /api/plex/stats`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct DayStats {
