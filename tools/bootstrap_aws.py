@@ -113,6 +113,8 @@ def main():
         "DATABASE_URL": os.environ.get("DEV_DATABASE_URL")
         or "postgres://plexsync:plexsync@127.0.0.1:5432/plexsync",
         "QUEUE_URL": queue_url,
+        "DLQ_URL": dlq_url,
+        "MAX_RECEIVE_COUNT": str(MAX_RECEIVE_COUNT),
         "ENCRYPTION_KEY_SECRET_ID": f"{NAME}/encryption-key",
         "WEBHOOK_SECRET_ID": f"{NAME}/webhook-secret",
         "API_TOKEN_SECRET_ID": f"{NAME}/api-token",

@@ -45,6 +45,8 @@ import world  # noqa: E402
 
 LOG_DIR = ROOT / ".dev" / "e2e"
 REGION = "us-east-1"
+# The template's redrive policy: the processor logs a failure on this receive.
+MAX_RECEIVE_COUNT = 5
 # The first request to each function compiles it under watch (debug build).
 FIRST_REQUEST_TIMEOUT = float(os.environ.get("E2E_FIRST_REQUEST_TIMEOUT", 900))
 # From the 202 to the episode being marked (includes the processor's first build).
@@ -137,11 +139,12 @@ def fifo_queue(suffix, visibility=30):
         Attributes={
             "FifoQueue": "true",
             "VisibilityTimeout": str(visibility),
-            "RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": 5}),
+            "RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn,
+                                        "maxReceiveCount": MAX_RECEIVE_COUNT}),
         },
     )["QueueUrl"]
     cleanups.append(lambda: (sqs.delete_queue(QueueUrl=url), sqs.delete_queue(QueueUrl=dlq)))
-    return url
+    return url, dlq
 
 
 def secret(name, value):
@@ -269,7 +272,7 @@ def bridge_contract():
     server.events, server.mode = [], "partial"
     threading.Thread(target=server.serve_forever, daemon=True).start()
     cleanups.append(server.shutdown)
-    queue = fifo_queue(f"bridge-{secrets.token_hex(4)}", visibility=2)
+    queue, _ = fifo_queue(f"bridge-{secrets.token_hex(4)}", visibility=2)
     sqs = aws("sqs")
     for i, fail in enumerate([False, True, False]):
         sqs.send_message(QueueUrl=queue, MessageBody=json.dumps({"n": i, "fail": fail}),
@@ -327,7 +330,7 @@ def stack(name, admin_url, stub):
     suffix = secrets.token_hex(4)
     st.db_url = fresh_database(admin_url)
     seed_office(st.db_url)
-    st.queue_url = fifo_queue(suffix)
+    st.queue_url, st.dlq_url = fifo_queue(suffix)
     st.api_token = secrets.token_urlsafe(32)
     ids = {
         "ENCRYPTION_KEY_SECRET_ID": secret(f"plexsync-e2e/{suffix}/encryption-key", secrets.token_hex(32)),
@@ -343,6 +346,8 @@ def stack(name, admin_url, stub):
         **ids,
         "DATABASE_URL": st.db_url,
         "QUEUE_URL": st.queue_url,
+        "DLQ_URL": st.dlq_url,
+        "MAX_RECEIVE_COUNT": str(MAX_RECEIVE_COUNT),
         "PUBLIC_BASE_URL": st.origin,
         "TMDB_BASE_URL": stub.base_url,
         # v4 read access tokens are JWTs; this one only has to look like one.
@@ -482,6 +487,45 @@ def main():
         )["Attributes"]
         assert attrs == {"ApproximateNumberOfMessages": "0", "ApproximateNumberOfMessagesNotVisible": "0"}, attrs
 
+    def unmatched_scrobble():
+        payload = world.webhook("unmatched_episode_scrobble")
+        payload["Metadata"]["lastViewedAt"] = int(time.time())
+        body, ctype = multipart(payload)
+        status, _, resp = http("POST", state["webhook_url"], body, {"Content-Type": ctype})
+        assert status == 202, f"{status} {resp}"
+
+    def unmatched_conflict():
+        deadline = time.monotonic() + PROCESSING_TIMEOUT
+        listed = None
+        while time.monotonic() < deadline:
+            status, _, listed = http("GET", f"{base}/api/plex/conflicts",
+                                     headers=auth, timeout=FIRST_REQUEST_TIMEOUT)
+            assert status == 200, f"{status} {listed}"
+            found = [c for c in listed.get("conflicts", []) if c.get("plexRatingKey") == "61000"]
+            if found:
+                conflict = found[0]
+                offered = [m.get("tvshowId") for m in conflict.get("potentialMatches", [])]
+                office = int(psql(db_url, "SELECT id FROM tvshows WHERE tmdb_id = 2316"))
+                assert office in offered, f"the tracker's The Office is not offered: {conflict}"
+                assert conflict.get("pendingEvents") == 1, conflict
+                assert episode_state(db_url, 1, 2).startswith("false"), "marked before resolving"
+                state["conflict"], state["office"] = conflict["id"], office
+                return f"conflict {conflict['id']} ({conflict['conflictType']}), candidates {offered}"
+            time.sleep(1)
+        raise AssertionError(f"no conflict for the unmatched show within {PROCESSING_TIMEOUT:.0f} s: "
+                             f"{listed}; see {LOG_DIR}/watch.log and bridge.log")
+
+    def resolve_unmatched():
+        status, _, body = http(
+            "POST", f"{base}/api/plex/conflicts/{state['conflict']}/resolve",
+            json.dumps({"action": "select", "tvshowId": state["office"]}).encode(),
+            {**auth, "Content-Type": "application/json"}, timeout=FIRST_REQUEST_TIMEOUT)
+        assert status == 200, f"{status} {body}"
+        assert body["replay"]["markedEpisodes"] == ["S01E02"], body
+        seen = episode_state(db_url, 1, 2)
+        assert seen.startswith("true"), f"S01E02 is {seen!r} after resolving"
+        return f"S01E02 watched at {seen.split()[1]}"
+
     check("migrate as a CloudFormation custom resource answers its ResponseURL", migrate_custom_resource)
     if check("POST /api/plex/config -> 200 with webhookUrl", config):
         check("management API rejects a wrong token with 401", unauthorized)
@@ -490,6 +534,9 @@ def main():
             if check("bridge -> processor marks S01E01 watched in Postgres", marked):
                 check("GET /api/plex/logs shows the success row", logs)
                 check("the message was deleted from the queue", queue_drained)
+        if check("unmatched show (local://, no Guid array) scrobble -> 202", unmatched_scrobble):
+            if check("the processor opens a conflict offering the tracker's show", unmatched_conflict):
+                check("resolving it through the API marks the held episode", resolve_unmatched)
 
     check("admin page scenarios ran in headless Chromium", lambda: browser_tests(admin_url, stub))
 

@@ -1,10 +1,10 @@
 //! Which tracker show a Plex show is: resolve the show's TMDB id (cheapest first, every
-//! conversion cached 24 h in `tmdb_id_cache`), then the seed's ladder (tracker show by TMDB id
+//! conversion cached 24 h in `tmdb_id_cache`), then the matching ladder (tracker show by TMDB id
 //! 1.0, via TVDB 0.95, via IMDb 0.95, fuzzy title similarity × 0.85; one match ≥ 0.90 maps
 //! automatically), else one open conflict per Plex show.
 //!
 //! An episode's `Guid` ids are the *episode's*: they are only ever turned into a show id through
-//! TMDB's `tv_episode_results[].show_id` (design.md, "Show identity").
+//! TMDB's `tv_episode_results[].show_id` (docs/architecture.md, "Show identity").
 
 use deadpool_postgres::{GenericClient, Transaction};
 use secrecy::SecretString;
@@ -18,7 +18,7 @@ use crate::tmdb::{ExternalSource, TmdbClient, TmdbError};
 
 /// A single match at or above this confidence is mapped without asking.
 pub const AUTO_MAP_THRESHOLD: f64 = 0.90;
-/// Fuzzy title matches are scaled down by this (seed): they never map on their own.
+/// Fuzzy title matches are scaled down by this: they never map on their own.
 pub const FUZZY_FACTOR: f64 = 0.85;
 /// pg_trgm similarity below which a tracker title is not a candidate at all.
 pub const FUZZY_MIN_SIMILARITY: f64 = 0.5;
@@ -378,7 +378,7 @@ fn round2(x: f64) -> f64 {
     (x * 100.0).round() / 100.0
 }
 
-/// The seed's ladder over the tracker, given what resolution found.
+/// The matching ladder over the tracker, given what resolution found.
 #[tracing::instrument(skip(pool, event, resolution), fields(show = %event.show.title))]
 pub async fn decide(
     pool: &DbPool,
@@ -568,13 +568,15 @@ pub async fn find_mapping<C: GenericClient>(
     let row = client
         .query_opt(
             "SELECT id, tvshow_id, sync_enabled FROM plex_show_mappings
-              WHERE plex_server_uuid = $1 AND (plex_rating_key = $2 OR plex_guid = $3)
+              WHERE sender = $4 AND plex_server_uuid = $1
+                AND (plex_rating_key = $2 OR plex_guid = $3)
               ORDER BY (plex_rating_key = $2) DESC
               LIMIT 1",
             &[
                 &event.server_uuid,
                 &event.show.rating_key,
                 &show_guid(event),
+                &event.sender.as_str(),
             ],
         )
         .await?;
@@ -592,8 +594,13 @@ pub async fn open_conflict<C: GenericClient>(
     let row = client
         .query_opt(
             "SELECT id FROM plex_conflicts
-              WHERE plex_server_uuid = $1 AND plex_rating_key = $2 AND NOT resolved",
-            &[&event.server_uuid, &event.show.rating_key],
+              WHERE sender = $3 AND plex_server_uuid = $1 AND plex_rating_key = $2
+                AND NOT resolved",
+            &[
+                &event.server_uuid,
+                &event.show.rating_key,
+                &event.sender.as_str(),
+            ],
         )
         .await?;
     Ok(row.map(|r| r.get(0)))
@@ -626,9 +633,9 @@ pub async fn create_mapping(
         "INSERT INTO plex_show_mappings
             (plex_server_uuid, plex_rating_key, plex_guid, plex_title, plex_year,
              tvdb_id, imdb_id, tmdb_id, tvshow_id, match_confidence, match_method,
-             manually_confirmed, sync_enabled)
+             manually_confirmed, sync_enabled, sender)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, round($10::float8::numeric, 2), $11,
-                 $10::float8 >= $12::float8, true)
+                 $10::float8 >= $12::float8, true, $13)
          ON CONFLICT DO NOTHING",
         &[
             &event.server_uuid,
@@ -643,6 +650,7 @@ pub async fn create_mapping(
             &confidence,
             &method,
             &AUTO_MAP_THRESHOLD,
+            &event.sender.as_str(),
         ],
     )
     .await?;
@@ -664,9 +672,9 @@ pub async fn upsert_conflict(
         .query_one(
             "INSERT INTO plex_conflicts
                 (plex_server_uuid, plex_rating_key, plex_guid, plex_title, plex_year,
-                 conflict_type, potential_matches)
-             VALUES ($1, $2, $3, $4, $5, $6, $7)
-             ON CONFLICT (plex_server_uuid, plex_rating_key) WHERE NOT resolved
+                 conflict_type, potential_matches, sender)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+             ON CONFLICT (sender, plex_server_uuid, plex_rating_key) WHERE NOT resolved
              DO UPDATE SET potential_matches = EXCLUDED.potential_matches,
                            conflict_type = EXCLUDED.conflict_type,
                            updated_at = now()
@@ -679,6 +687,7 @@ pub async fn upsert_conflict(
                 &year,
                 &kind.as_str(),
                 &matches,
+                &event.sender.as_str(),
             ],
         )
         .await?;

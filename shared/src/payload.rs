@@ -1,10 +1,12 @@
 //! Plex webhook payloads: the typed shape Plex posts, and the normalized event we queue.
 //!
-//! An episode event describes the *episode*: the show is `grandparent*`, the `Guid` array holds
-//! the episode's own ids and `year` is the episode's air year (design.md, "Show identity").
+//! An episode event describes the *episode*: the show is `grandparent*`, the `Guid` array holds the
+//! episode's own ids and `year` is the episode's air year (docs/architecture.md, "Show identity").
 
 use chrono::{DateTime, TimeZone, Utc};
 use serde::{Deserialize, Deserializer, Serialize};
+
+pub use crate::senders::Sender;
 
 /// What Plex posts (the JSON of the multipart `payload` field). Unknown fields are tolerated.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
@@ -104,7 +106,7 @@ pub struct GuidEntry {
 }
 
 /// Plex sends numbers as JSON numbers, some relays as strings: accept both, reject the rest.
-fn lenient_i64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+pub(crate) fn lenient_i64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged)]
     enum NumOrStr {
@@ -129,7 +131,7 @@ fn lenient_i64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error>
 }
 
 /// Rating keys are strings in Plex JSON, numbers in some senders.
-fn lenient_string<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+pub(crate) fn lenient_string<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged)]
     enum NumOrStr {
@@ -291,6 +293,9 @@ pub struct AccountRef {
     pub is_webhook_user: bool,
     /// The payload's `owner` flag: the webhook owner owns the server.
     pub owns_server: bool,
+    /// A Jellyfin or Emby user id (those servers name users by opaque ids, not numbers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uuid: Option<String>,
 }
 
 /// The show an event belongs to: the identity mappings and conflicts are keyed on.
@@ -322,6 +327,10 @@ pub struct EpisodeRef {
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct PlexEvent {
+    /// Which media server sent it; part of the show's server identity. Messages queued before
+    /// there were other senders are Plex's.
+    #[serde(default)]
+    pub sender: Sender,
     pub kind: EventKind,
     pub item: ItemKind,
     pub server_uuid: String,
@@ -338,9 +347,18 @@ pub struct PlexEvent {
 }
 
 impl PlexEvent {
-    /// Key for ordering and mapping: one show on one server.
+    /// Key for ordering and mapping: one show on one server of one sender kind. Plex keys keep
+    /// their original form so messages already queued keep their group.
     pub fn show_key(&self) -> String {
-        format!("{}:{}", self.server_uuid, self.show.rating_key)
+        match self.sender {
+            Sender::Plex => format!("{}:{}", self.server_uuid, self.show.rating_key),
+            other => format!(
+                "{}:{}:{}",
+                other.as_str(),
+                self.server_uuid,
+                self.show.rating_key
+            ),
+        }
     }
 }
 
@@ -409,15 +427,9 @@ impl WebhookPayload {
                 .is_some_and(|t| matches!(t, "episode" | "season" | "show")) => {}
             None => return Ok(Decision::Ignore("not a TV item".into())),
         }
-        if meta
-            .guid
-            .as_deref()
-            .is_some_and(|g| PlexGuid::parse(g) == PlexGuid::Local)
-        {
-            return Ok(Decision::Ignore(
-                "local item without agent metadata (local://)".into(),
-            ));
-        }
+        // `local://` items (Plex could not match the show, or the library has no agent) carry
+        // no external id: they are processed too, and the processor matches them by title
+        // and asks the user.
         let item = match meta.item_type.as_deref() {
             Some("episode") => ItemKind::Episode,
             Some("season") => ItemKind::Season,
@@ -497,6 +509,7 @@ impl WebhookPayload {
         };
         let account = self.account.as_ref();
         Ok(Decision::Process(Box::new(PlexEvent {
+            sender: Sender::Plex,
             kind,
             item,
             server_uuid: self
@@ -510,6 +523,7 @@ impl WebhookPayload {
                 title: account.and_then(|a| a.title.clone()),
                 is_webhook_user: self.user,
                 owns_server: self.owner,
+                uuid: None,
             },
             show,
             season,
@@ -527,14 +541,14 @@ fn legacy_ids(guid: Option<&str>) -> Option<ExternalIds> {
         .and_then(|g| g.legacy_show_ids().cloned())
 }
 
-fn non_empty(s: &Option<String>) -> Option<String> {
+pub(crate) fn non_empty(s: &Option<String>) -> Option<String> {
     s.as_deref()
         .map(str::trim)
         .filter(|s| !s.is_empty())
         .map(str::to_owned)
 }
 
-fn require_number(value: Option<i64>, field: &'static str) -> Result<i64, PayloadError> {
+pub(crate) fn require_number(value: Option<i64>, field: &'static str) -> Result<i64, PayloadError> {
     let n = value.ok_or(PayloadError::Missing(field))?;
     if (0..=100_000).contains(&n) {
         Ok(n)
@@ -547,7 +561,7 @@ fn require_number(value: Option<i64>, field: &'static str) -> Result<i64, Payloa
 }
 
 /// True when the JSON text nests arrays/objects deeper than `max` (strings are skipped).
-fn json_depth_exceeds(bytes: &[u8], max: usize) -> bool {
+pub(crate) fn json_depth_exceeds(bytes: &[u8], max: usize) -> bool {
     let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
     for &b in bytes {
         if in_string {
@@ -662,9 +676,21 @@ mod tests {
         assert!(
             matches!(decide(fixtures::plex_movie_scrobble()).unwrap(), Decision::Ignore(r) if r.contains("movie"))
         );
-        let mut local = fixtures::plex_episode_scrobble();
-        local["Metadata"]["guid"] = "local://48213".into();
-        assert!(matches!(decide(local).unwrap(), Decision::Ignore(r) if r.contains("local://")));
+    }
+
+    #[test]
+    fn unmatched_local_items_are_processed_without_ids() {
+        let Decision::Process(e) = decide(fixtures::plex_unmatched_episode_scrobble()).unwrap()
+        else {
+            panic!("an unmatched show's scrobble is processed")
+        };
+        assert_eq!(e.show.title, "The Office");
+        assert_eq!(e.show.rating_key, "61000");
+        assert_eq!(e.show.guid.as_deref(), Some("local://61000"));
+        assert!(e.show.ids.is_empty());
+        let ep = e.episode.unwrap();
+        assert_eq!((ep.season, ep.number), (1, 2));
+        assert!(ep.ids.is_empty());
     }
 
     #[test]
