@@ -198,6 +198,9 @@ test("2. a scrobble posted to that URL appears in the activity list and its epis
   await page.getByRole("button", { name: "Refresh" }).click();
   await page.locator("svg.chart rect.bar.ok").first().waitFor();
   assert.equal(await page.locator("#open-conflicts").textContent(), "0");
+  // The dead-letter queue (moto) is empty and says so.
+  await page.getByText("Empty: nothing has failed for good.").waitFor();
+  assert.equal(await page.locator("#dead-letter-count").textContent(), "0");
   // The status filter: nothing failed.
   await page.getByLabel("Status").selectOption("failed");
   await page.getByText("No “Failed” entries").waitFor();

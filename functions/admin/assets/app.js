@@ -703,7 +703,34 @@ const ACTIONS = {
 const logPager = pager("log-pager", () => loadLogs());
 
 async function loadActivity() {
-  await Promise.all([loadStats(), loadLogs()]);
+  await Promise.all([loadStats(), loadLogs(), loadDeadLetters()]);
+}
+
+/** Events that kept failing (database, TMDB or Plex down) until SQS moved them to the DLQ. */
+async function loadDeadLetters() {
+  const box = $("dead-letters");
+  const data = await attempt(() => api("GET", "/api/plex/dead-letters?limit=10"), box);
+  if (!data) return;
+  const count = Math.max(data.approximateTotal ?? 0, data.deadLetters.length);
+  $("dead-letter-count").textContent = String(count);
+  if (!count) {
+    box.replaceChildren(h("p", { class: "muted" }, "Empty: nothing has failed for good."));
+    return;
+  }
+  const feedback = h("div", { class: "feedback" });
+  const redrive = h("button", { type: "button", onclick: async (e) => {
+    const res = await busy(e.currentTarget, () => attempt(() => api("POST", "/api/plex/dead-letters/redrive"), feedback));
+    if (!res) return;
+    const text = `Moved ${plural(res.moved, "event")} back to the queue; they are processed again in a moment.`;
+    feedback.replaceChildren(message("ok", text));
+    announce(text);
+  } }, "Process them again");
+  box.replaceChildren(
+    h("p", {}, `${plural(count, "event")} failed repeatedly and wait here. Their errors are in the log below.`),
+    h("ul", { class: "dead-list" }, data.deadLetters.map((d) => h("li", {},
+      d.event ? `${d.event.plexTitle} ${episodeLabel(d.event.season, d.event.episode)}`.trim() : "An unreadable message",
+      h("span", { class: "muted" }, d.receiveCount ? ` · tried ${d.receiveCount} times` : "")))),
+    redrive, feedback);
 }
 
 async function loadStats() {
