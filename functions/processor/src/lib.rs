@@ -3,6 +3,8 @@
 //! own, in order, inside a span carrying its message id; records that failed transiently are
 //! reported back as batch item failures so SQS retries them (then moves them to the DLQ).
 
+use std::collections::HashSet;
+
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
 use plexsync::processor::{process_body, ProcessorState};
 use tracing::Instrument;
@@ -10,15 +12,23 @@ use tracing::Instrument;
 /// Handles one batch. Never fails as a whole: a record either completes (logged, acknowledged)
 /// or is listed in `batch_item_failures`.
 ///
-/// The queue is FIFO: after the first record that must be retried, the rest of the batch is
-/// returned unprocessed too (as AWS prescribes for FIFO partial batch responses), so a later
-/// event of the same show can never overtake an earlier one.
+/// The queue is FIFO: after the first record of a message group that must be retried, the rest
+/// of that group's records are returned unprocessed too (AWS's FIFO partial-batch rule, applied
+/// per group, which is the unit SQS orders), so a later event of the same show can never
+/// overtake an earlier one. Records of other groups are still processed: a message that keeps
+/// failing must not drag its batch-mates to the dead-letter queue with it.
 pub async fn handle_batch(state: &ProcessorState, event: SqsEvent) -> SqsBatchResponse {
     let mut response = SqsBatchResponse::default();
-    let mut stopped = false;
+    // Groups with a record to retry; records without a group id (a standard queue) share "".
+    let mut stopped: HashSet<String> = HashSet::new();
     for record in event.records {
         let message_id = record.message_id.clone().unwrap_or_default();
-        if !stopped {
+        let group = record
+            .attributes
+            .get("MessageGroupId")
+            .cloned()
+            .unwrap_or_default();
+        if !stopped.contains(&group) {
             let span = tracing::info_span!("record", message_id = %message_id);
             match handle_record(state, &record, &message_id)
                 .instrument(span)
@@ -27,7 +37,7 @@ pub async fn handle_batch(state: &ProcessorState, event: SqsEvent) -> SqsBatchRe
                 Ok(()) => continue,
                 Err(e) => {
                     tracing::warn!(message_id = %message_id, error = %e, "record will be retried");
-                    stopped = true;
+                    stopped.insert(group);
                 }
             }
         }
@@ -37,7 +47,7 @@ pub async fn handle_batch(state: &ProcessorState, event: SqsEvent) -> SqsBatchRe
     }
     // The unresolved-conflicts alarm reads this metric. Skipped after a transient failure: the
     // database may be the thing that is down, and the batch should not wait on it twice.
-    if !stopped {
+    if stopped.is_empty() {
         if let Err(e) = plexsync::metrics::report_open_conflicts(&state.pool).await {
             tracing::warn!(error = %e, "could not report the open-conflicts metric");
         }

@@ -281,7 +281,7 @@ async fn id_conversions_are_cached_for_a_day() {
     assert_eq!(h.tmdb_requests("/3/find/110413").await, 2);
 }
 
-/// FIFO: after a record that must be retried, the rest of the batch is not processed and is
+/// FIFO: after a record that must be retried, the rest of its group is not processed and is
 /// returned for retry as well, so no later event overtakes it.
 #[tokio::test]
 async fn records_after_a_transient_failure_are_returned_unprocessed() {
@@ -304,4 +304,41 @@ async fn records_after_a_transient_failure_are_returned_unprocessed() {
     assert_eq!(failed, ["m-1", "m-2"]);
     // m-2 would have been logged `failed` had it been processed.
     assert_eq!(h.count("SELECT count(*) FROM plex_webhook_logs").await, 0);
+}
+
+/// ...but records of other message groups in the same batch are processed: a message that keeps
+/// failing does not take its batch-mates to the dead-letter queue with it.
+#[tokio::test]
+async fn a_transient_failure_holds_back_only_its_own_group() {
+    let h = harness().await;
+    Mock::given(method("GET"))
+        .respond_with(ResponseTemplate::new(503))
+        .mount(&h.tmdb)
+        .await;
+    let body = message(fixtures::plex_episode_scrobble()).to_body();
+    let show = format!("{SERVER_UUID}:48200");
+    let response = processor::handle_batch(
+        &h.state,
+        sqs_event_in_groups(&[
+            ("m-1", body, 1, &show),
+            ("m-2", "not json".to_string(), 1, "other-server:777"),
+            ("m-3", "not json either".to_string(), 1, &show),
+        ]),
+    )
+    .await;
+    let failed: Vec<&str> = response
+        .batch_item_failures
+        .iter()
+        .map(|f| f.item_identifier.as_str())
+        .collect();
+    assert_eq!(failed, ["m-1", "m-3"]);
+    // m-2 (another show) was processed: logged `failed` as unreadable, and acknowledged.
+    assert_eq!(
+        h.count(
+            "SELECT count(*) FROM plex_webhook_logs WHERE message_id = 'm-2' AND status = 'failed'"
+        )
+        .await,
+        1
+    );
+    assert_eq!(h.count("SELECT count(*) FROM plex_webhook_logs").await, 1);
 }
