@@ -10,7 +10,6 @@ same server, and a second library with a bare "The Office" (no ids: US or UK?) s
     .venv/bin/python tools/demo.py      (reads .dev/env and .dev/secrets.json)
 """
 
-import copy
 import json
 import os
 import shlex
@@ -21,6 +20,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import world  # noqa: E402
 from e2e import http, multipart, scrobble_payload  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -38,27 +38,14 @@ def load_env():
     return env
 
 
-def episode(payload, number, title, ids):
-    p = copy.deepcopy(payload)
-    m = p["Metadata"]
-    m.update({"index": number, "title": title, "ratingKey": str(48212 + number),
-              "key": f"/library/metadata/{48212 + number}", "lastViewedAt": int(time.time())})
-    m["Guid"] = [{"id": i} for i in ids]
-    return p
-
-
 def library_new_show():
-    return {
-        "event": "library.new", "user": True, "owner": True,
-        "Account": {"id": 1, "title": "alice"},
-        "Server": {"title": "basement-nas", "uuid": "7f3e1c2b9a8d4e6f5a4b3c2d1e0f9a8b7c6d5e4f"},
-        "Metadata": {
-            "librarySectionType": "show", "ratingKey": "48200", "key": "/library/metadata/48200/children",
-            "guid": "plex://show/5d9c086c46115600200aa2fe", "type": "show", "title": "The Office",
-            "year": 2005, "addedAt": int(time.time()),
-            "Guid": [{"id": "imdb://tt0386676"}, {"id": "tmdb://2316"}, {"id": "tvdb://73244"}],
-        },
-    }
+    """The Office added just now, as the show alice's scrobbles then belong to (their
+    grandparentRatingKey)."""
+    payload = world.webhook("library_new_show")
+    show_key = world.webhook("episode_scrobble")["Metadata"]["grandparentRatingKey"]
+    payload["Metadata"].update({"ratingKey": show_key, "key": f"/library/metadata/{show_key}/children",
+                                "addedAt": int(time.time())})
+    return payload
 
 
 def ambiguous_scrobble():
@@ -99,12 +86,11 @@ def main():
     _, _, before = http("GET", f"{BASE}/logs/api/plex/logs?limit=100", headers=auth, timeout=WAIT)
     seen = {r["id"] for r in before.get("logs", [])}
 
-    pilot = scrobble_payload()
-    pilot["Metadata"]["lastViewedAt"] = int(time.time())
-    diversity = episode(pilot, 2, "Diversity Day", ["imdb://tt0664514", "tmdb://397628", "tvdb://110414"])
-    bob = episode(pilot, 3, "Health Care", ["imdb://tt0664517", "tmdb://397629", "tvdb://110415"])
+    pilot, diversity, bob = (world.office_episode_scrobble(n) for n in (1, 2, 3))
+    for p in (pilot, diversity, bob):
+        p["Metadata"]["lastViewedAt"] = int(time.time())
     bob["user"] = False
-    bob["Account"] = {"id": 2, "thumb": "https://plex.tv/users/f0e1d2c3b4a59687/avatar", "title": "bob"}
+    bob["Account"] = world.webhook("other_account")
     steps = [
         ("library.new: The Office (US) added to the library", library_new_show()),
         ("media.scrobble: alice finished S01E01 Pilot", pilot),

@@ -37,9 +37,12 @@ import boto3
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import stubs  # noqa: E402
+import world  # noqa: E402
 
 LOG_DIR = ROOT / ".dev" / "e2e"
 REGION = "us-east-1"
+# The template's redrive policy: the processor logs a failure on this receive.
+MAX_RECEIVE_COUNT = 5
 # The first request to each function compiles it under watch (debug build).
 FIRST_REQUEST_TIMEOUT = float(os.environ.get("E2E_FIRST_REQUEST_TIMEOUT", 900))
 # From the 202 to the episode being marked (includes the processor's first build).
@@ -122,11 +125,7 @@ def fresh_database(admin_url):
     return url
 
 
-def fifo_queue(suffix, visibility=30):
-    return fifo_queue_with_dlq(suffix, visibility)[0]
-
-
-def fifo_queue_with_dlq(suffix, visibility=30, max_receive=5):
+def fifo_queue(suffix, visibility=30, max_receive=MAX_RECEIVE_COUNT):
     """(queue URL, DLQ URL): a FIFO queue redriving to its DLQ after max_receive receives, as the
     template sets it up."""
     sqs = aws("sqs")
@@ -191,29 +190,11 @@ def wait_for_port(port, proc, timeout=60):
 
 
 def scrobble_payload():
-    """The Office (US) S01E01 scrobbled by the server owner (new Plex agent: the Guid array
-    holds the episode's ids)."""
-    return {
-        "event": "media.scrobble", "user": True, "owner": True,
-        "Account": {"id": 1, "thumb": "https://plex.tv/users/a1b2c3d4e5f60718/avatar?c=1700000000", "title": "alice"},
-        "Server": {"title": "basement-nas", "uuid": stubs.SERVER_UUID},
-        "Player": {"local": True, "publicAddress": "198.51.100.23", "title": "Living Room TV", "uuid": "r2k9x7c4v1b8n5m3"},
-        "Metadata": {
-            "librarySectionType": "show", "ratingKey": "48213", "key": "/library/metadata/48213",
-            "parentRatingKey": "48207", "grandparentRatingKey": "48200",
-            "guid": "plex://episode/5d9c0874ffd9ef001e99607a",
-            "parentGuid": "plex://season/602e67e61d3358002c411c3e",
-            "grandparentGuid": "plex://show/5d9c086c46115600200aa2fe",
-            "type": "episode", "title": "Pilot", "grandparentTitle": "The Office",
-            "parentTitle": "Season 1", "contentRating": "TV-14", "index": 1, "parentIndex": 1,
-            "viewCount": 1, "lastViewedAt": int(time.time()), "year": 2005,
-            "thumb": "/library/metadata/48213/thumb/1700000000",
-            "grandparentThumb": "/library/metadata/48200/thumb/1700000000",
-            "duration": 1380000, "originallyAvailableAt": "2005-03-24",
-            "addedAt": 1690000000, "updatedAt": 1700000000,
-            "Guid": [{"id": "imdb://tt0664521"}, {"id": "tmdb://397627"}, {"id": "tvdb://110413"}],
-        },
-    }
+    """The Office (US) S01E01 scrobbled by the server owner just now (new Plex agent: the Guid
+    array holds the episode's ids)."""
+    payload = world.webhook("episode_scrobble")
+    payload["Metadata"]["lastViewedAt"] = int(time.time())
+    return payload
 
 
 # JPEG-framed bytes (SOI, JFIF header, ..., EOI): Plex attaches the poster as the `thumb` part.
@@ -241,16 +222,14 @@ def multipart(payload, thumb=THUMB):
 
 def seed_office(db_url):
     """The tracker already follows The Office (US), season 1 unwatched."""
-    episodes = [
-        {"episodeNumber": i + 1, "title": t, "airDate": d, "watched": False, "dateWatched": None}
-        for i, (t, d) in enumerate(zip(
-            ["Pilot", "Diversity Day", "Health Care", "The Alliance", "Basketball", "Hot Girl"],
-            ["2005-03-24", "2005-03-29", "2005-04-05", "2005-04-12", "2005-04-19", "2005-04-26"]))
-    ]
-    seasons = json.dumps([{"seasonNumber": 1, "episodes": episodes}]).replace("'", "''")
+    show = world.response("tmdb", "/3/tv/2316")
+    seasons = world.office_tracker_seasons()
+    total = sum(len(s["episodes"]) for s in seasons)
+    seasons_sql = json.dumps(seasons).replace("'", "''")
     psql(db_url, "INSERT INTO tvshows (tmdb_id, title, show_start_date, status, seasons, "
                  "watched_episodes, total_episodes) VALUES "
-                 f"(2316, 'The Office', '2005-03-24', 'Watching', '{seasons}'::jsonb, 0, 6)")
+                 f"({show['id']}, 'The Office', '{show['first_air_date']}', 'Watching', "
+                 f"'{seasons_sql}'::jsonb, 0, {total})")
 
 
 def episode_state(db_url, season, number):
@@ -292,11 +271,11 @@ def bridge_contract():
     server.events, server.mode = [], "partial"
     threading.Thread(target=server.serve_forever, daemon=True).start()
     cleanups.append(server.shutdown)
-    queue = fifo_queue(f"bridge-{secrets.token_hex(4)}", visibility=2)
+    queue, _ = fifo_queue(f"bridge-{secrets.token_hex(4)}", visibility=2)
     sqs = aws("sqs")
     for i, fail in enumerate([False, True, False]):
         sqs.send_message(QueueUrl=queue, MessageBody=json.dumps({"n": i, "fail": fail}),
-                         MessageGroupId="7f3e1c2b:48200", MessageDeduplicationId=f"d{i}")
+                         MessageGroupId=f"{world.SERVER_UUID}:48200", MessageDeduplicationId=f"d{i}")
     invoke_url = f"http://127.0.0.1:{server.server_address[1]}/2015-03-31/functions/processor/invocations"
     bridge = start("bridge-contract", [sys.executable, "tools/bridge.py", "--queue-url", queue,
                                        "--invoke-url", invoke_url, "--wait", "1"], os.environ.copy())
@@ -310,7 +289,7 @@ def bridge_contract():
     bodies = [json.loads(r["body"])["n"] for r in event["Records"]]
     assert bodies == [0, 1, 2], f"one batch, in group order: {bodies}"
     assert rec["eventSource"] == "aws:sqs" and rec["eventSourceARN"].endswith(".fifo"), rec
-    assert rec["attributes"]["MessageGroupId"] == "7f3e1c2b:48200", rec["attributes"]
+    assert rec["attributes"]["MessageGroupId"] == f"{world.SERVER_UUID}:48200", rec["attributes"]
     assert rec["attributes"]["ApproximateReceiveCount"] == "1", rec["attributes"]
     assert {"messageId", "receiptHandle", "md5OfBody", "awsRegion", "messageAttributes"} <= rec.keys()
     # The failed record comes back after the visibility timeout, alone, with a higher count.
@@ -355,7 +334,7 @@ class Stack:
         return f"{self.base}/lambda-url/{function}{path}"
 
 
-def start_stack(admin_url, *, db_url=None, seed=seed_office, visibility=30, max_receive=5,
+def start_stack(admin_url, *, db_url=None, seed=seed_office, visibility=30, max_receive=MAX_RECEIVE_COUNT,
                 stub=None, log_dir=None, bridge=True):
     """The functions under `cargo lambda watch` on a free port, a fresh database (or db_url,
     already migrated), a FIFO queue with its DLQ, the three secrets in moto, the plex.tv/TMDB
@@ -367,7 +346,7 @@ def start_stack(admin_url, *, db_url=None, seed=seed_office, visibility=30, max_
         db_url = fresh_database(admin_url)
     if seed:
         seed(db_url)
-    queue_url, dlq_url = fifo_queue_with_dlq(suffix, visibility, max_receive)
+    queue_url, dlq_url = fifo_queue(suffix, visibility, max_receive)
     api_token = secrets.token_urlsafe(32)
     values = {
         "ENCRYPTION_KEY_SECRET_ID": secrets.token_hex(32),
@@ -389,6 +368,8 @@ def start_stack(admin_url, *, db_url=None, seed=seed_office, visibility=30, max_
         **ids,
         "DATABASE_URL": db_url,
         "QUEUE_URL": queue_url,
+        "DLQ_URL": dlq_url,
+        "MAX_RECEIVE_COUNT": str(max_receive),
         "PUBLIC_BASE_URL": f"{base}/lambda-url/webhook",
         "TMDB_BASE_URL": stub.base_url,
         "TMDB_API_TOKEN": TMDB_TOKEN,

@@ -1,69 +1,15 @@
-//! Benchmarks of the per-request CPU work on the hot paths (`make bench`; results and the
-//! command in BENCHMARKS.md). I/O (SQS, Postgres) is not included: it dominates wall time and
-//! is measured by the services, not here.
+//! Benchmarks of the processor's per-message CPU work (`make bench`; results and the command in
+//! BENCHMARKS.md; the webhook's side is `functions/webhook/benches/hot_paths.rs`). I/O (SQS,
+//! Postgres) is not included: it dominates wall time and is measured by the services, not here.
 
-use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use plexsync::{
     crypto::Keyring,
-    ingest::{extract_payload, RateLimiter},
     payload::{Decision, WebhookPayload},
     queue::QueueMessage,
     testing::fixtures,
 };
 use secrecy::SecretString;
-
-fn multipart(payload: &str) -> (String, Vec<u8>) {
-    let boundary = "------------------------a1b2c3d4e5f6a7b8";
-    let mut body = Vec::new();
-    body.extend_from_slice(format!("--{boundary}\r\nContent-Disposition: form-data; name=\"payload\"\r\nContent-Type: application/json\r\n\r\n{payload}\r\n").as_bytes());
-    body.extend_from_slice(format!("--{boundary}\r\nContent-Disposition: form-data; name=\"thumb\"; filename=\"image.jpg\"\r\nContent-Type: image/jpeg\r\n\r\n").as_bytes());
-    body.extend_from_slice(&[0xFF, 0xD8, 0xFF, 0xE0]);
-    body.extend(std::iter::repeat_n(0x5Au8, 40 * 1024));
-    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
-    (format!("multipart/form-data; boundary={boundary}"), body)
-}
-
-fn ingest(c: &mut Criterion) {
-    let json = fixtures::plex_episode_scrobble().to_string();
-    let (content_type, body) = multipart(&json);
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .build()
-        .unwrap();
-
-    let mut group = c.benchmark_group("ingest");
-    group.throughput(Throughput::Bytes(body.len() as u64));
-    group.bench_function("multipart_extract_40KiB_thumb", |b| {
-        b.iter(|| {
-            rt.block_on(extract_payload(Some(&content_type), &body))
-                .unwrap()
-        })
-    });
-    group.throughput(Throughput::Elements(1));
-    group.bench_function("parse_decide_enqueue_body", |b| {
-        b.iter(|| {
-            let (payload, raw) = WebhookPayload::from_json(json.as_bytes()).unwrap();
-            let Decision::Process(event) = payload.decide().unwrap() else {
-                unreachable!()
-            };
-            let msg = QueueMessage::new(*event, raw, chrono::Utc::now(), None, None);
-            (msg.to_body(), msg.group_id(), msg.deduplication_id())
-        })
-    });
-    let limiter = RateLimiter::new(100, std::time::Duration::from_secs(60));
-    let mut n: u32 = 0;
-    group.bench_function("rate_limiter_check_1k_ips", |b| {
-        b.iter(|| {
-            n = n.wrapping_add(1);
-            let _ = limiter.check(std::net::IpAddr::from([
-                198,
-                51,
-                (n >> 8) as u8 % 4,
-                n as u8,
-            ]));
-        })
-    });
-    group.finish();
-}
 
 fn processor_side(c: &mut Criterion) {
     let body = {
@@ -93,5 +39,5 @@ fn processor_side(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, ingest, processor_side);
+criterion_group!(benches, processor_side);
 criterion_main!(benches);

@@ -1,35 +1,34 @@
-#![recursion_limit = "256"]
-//! plexsync's shared library: everything the Lambda functions have in common.
+//! plexsync's shared library (crate `plexsync`, folder `shared/`).
 //!
-//! Each function's `main.rs` builds its state once (configuration, clients, pool) and hands
-//! events to the modules here.
+//! **Where code lives: code used by one function lives in that function's crate
+//! (`functions/<name>/src/`); `shared` holds the domain and the adapters used by two or more
+//! functions, and all SQL sits behind [`store`].** So the webhook handler is in
+//! `functions/webhook`, the CloudFormation migration resource in `functions/migrate`, and the
+//! per-message [`pipeline`] is here because both `processor` and `conflicts` (replaying a
+//! conflict's pending events) run it.
+//!
+//! Each function's `main.rs` is a few lines: [`lambda::serve_http`] (or
+//! [`lambda::serve_events`]) builds the function's state once from the environment and hands it
+//! every event.
 
 pub mod api;
-pub mod aws;
-pub mod config;
 pub mod crypto;
-pub mod custom_resource;
 pub mod db;
+pub mod env;
 pub mod episodes;
-pub mod error;
-pub mod http;
-pub mod ingest;
+pub mod lambda;
 pub mod matching;
 pub mod metrics;
+pub mod paging;
 pub mod payload;
+pub mod pipeline;
 pub mod plex;
-pub mod plex_tv;
-pub mod processor;
 pub mod queue;
-pub mod replay;
-pub mod resolution;
 pub mod secrets;
+pub mod senders;
 pub mod store;
-pub mod sync;
-pub mod telemetry;
+pub mod tls;
 pub mod tmdb;
 
 #[cfg(feature = "testing")]
 pub mod testing;
-
-pub use error::ApiError;

@@ -7,18 +7,19 @@
 
 use lambda_http::{http::StatusCode, Body, Request, Response};
 use plexsync::{
-    api::{self, routes, ApiContext, StrictBody},
-    config::{plex_tv_base_url, ConfigError, Env},
+    api::{self, json, respond, route_not_found, routes, ApiContext, ApiError, StrictBody},
     crypto::{random_token, Keyring},
     db::DbError,
-    http::{json, respond, route_not_found},
-    plex_tv::{PlexServer, PlexTvClient},
-    store::config::{self as store, SaveConfig},
-    ApiError,
+    env::{Env, EnvError},
+    store::settings::{self as store, SaveConfig},
 };
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use url::Url;
+
+pub mod plex_tv;
+
+use plex_tv::{PlexServer, PlexTvClient};
 
 /// Bytes of randomness in a generated webhook secret.
 pub const WEBHOOK_SECRET_BYTES: usize = 32;
@@ -33,10 +34,10 @@ pub struct State {
 }
 
 impl State {
-    pub fn from_env(env: &Env, sdk: &aws_config::SdkConfig) -> Result<Self, ConfigError> {
+    pub fn from_env(env: &Env, sdk: &aws_config::SdkConfig) -> Result<Self, EnvError> {
         Ok(Self {
             api: ApiContext::from_env(env, sdk)?,
-            plex_tv: PlexTvClient::new(plex_tv_base_url(env)?),
+            plex_tv: PlexTvClient::new(plex_tv::base_url(env)?),
             public_base_url: env.url("PUBLIC_BASE_URL")?,
             encryption_key_id: env.required("ENCRYPTION_KEY_SECRET_ID")?,
             webhook_secret_id: env.required("WEBHOOK_SECRET_ID")?,

@@ -1,17 +1,6 @@
-//! `config` function: `GET/POST/DELETE /api/plex/config`. Builds its state once, then hands
-//! every request to [`config_fn::handle`].
-
-use lambda_http::{run, service_fn, Error, Request};
-use plexsync::config::{or_exit, Env};
+//! `config` function: `GET/POST/DELETE /api/plex/config` (see the library, [`config::handle`]).
 
 #[tokio::main]
-async fn main() -> Result<(), Error> {
-    plexsync::telemetry::init();
-    let sdk = plexsync::aws::sdk_config().await;
-    let state = or_exit(config_fn::State::from_env(&Env::from_process(), &sdk));
-    let state = &state;
-    run(service_fn(move |req: Request| async move {
-        Ok::<_, Error>(config_fn::handle(state, req).await)
-    }))
-    .await
+async fn main() -> Result<(), lambda_http::Error> {
+    plexsync::lambda::serve_http(config::State::from_env, config::handle).await
 }

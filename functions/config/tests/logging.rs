@@ -3,12 +3,11 @@
 
 use std::sync::{Arc, Mutex};
 
-use config_fn::{handle, State};
+use config::{handle, plex_tv::PlexTvClient, State};
 use lambda_http::{Body, Response};
 use plexsync::{
     api::testing::{authed, text},
     crypto::generate_key_hex,
-    plex_tv::PlexTvClient,
     testing::{fixtures, fresh_db, moto_config, secret, unique_suffix},
 };
 use serde_json::json;

@@ -1,36 +1,42 @@
+// Proving the message pipeline's future `Send` nests deeper than the default limit (128).
+#![recursion_limit = "256"]
 //! `conflicts` handler.
 //!
 //! - `GET /api/plex/conflicts`: unresolved conflicts with their potential matches.
 //! - `POST /api/plex/conflicts/{id}/resolve`: `select` a tracker show, `create_new` (create the
 //!   show from TMDB, or use the tracker show that already has that TMDB id) or `ignore` the Plex
 //!   show, in one transaction; then the conflict's pending events are replayed through the
-//!   processor ([`plexsync::resolution::replay_pending`]) and the answer says what was marked.
+//!   processor ([`resolution::replay_pending`]) and the answer says what was marked.
 
 use lambda_http::{http::StatusCode, Body, Request, Response};
 use plexsync::{
-    api::{self, routes, ApiContext, PageRequest, RouteMatch, StrictBody},
-    config::Env,
-    http::{json, respond, route_not_found},
-    processor::{ProcessorState, StartupError},
-    resolution::{self, CreateNewError, CreatedShow, ReplayReport},
-    store::conflicts::{self, Conflict, Resolution, ResolveError},
-    ApiError,
+    api::{
+        self, json, page_request, respond, route_not_found, routes, ApiContext, ApiError,
+        RouteMatch, StrictBody,
+    },
+    env::Env,
+    pipeline::{Pipeline, StartupError},
+    store::conflicts::{self, Conflict, Resolution},
 };
 use serde::{Deserialize, Serialize};
+
+pub mod resolution;
+
+use resolution::{CreatedShow, ReplayReport};
 
 pub struct State {
     pub api: ApiContext,
     /// The processor's state (sharing the API's pool): TMDB for `create_new`, and what the
     /// replay of pending events needs.
-    pub processor: ProcessorState,
+    pub pipeline: Pipeline,
 }
 
 impl State {
     /// The API's variables plus `TMDB_API_TOKEN`, `TMDB_BASE_URL`, `ENCRYPTION_KEY_SECRET_ID`.
     pub fn from_env(env: &Env, sdk: &aws_config::SdkConfig) -> Result<Self, StartupError> {
         let api = ApiContext::from_env(env, sdk)?;
-        let processor = ProcessorState::with_pool(api.pool.clone(), env, sdk)?;
-        Ok(Self { api, processor })
+        let pipeline = Pipeline::with_pool(api.pool.clone(), env, sdk)?;
+        Ok(Self { api, pipeline })
     }
 }
 
@@ -56,7 +62,7 @@ struct ListResponse {
 }
 
 async fn list(state: &State, req: &Request) -> Result<Response<Body>, ApiError> {
-    let page = PageRequest::from_request(req)?;
+    let page = page_request(req)?;
     let page = conflicts::list_open(&state.api.pool, &page).await?;
     Ok(json(
         StatusCode::OK,
@@ -108,15 +114,6 @@ struct ResolveResponse {
     replay: ReplayReport,
 }
 
-fn resolve_error(e: ResolveError) -> ApiError {
-    match e {
-        ResolveError::NotFound(_) => ApiError::NotFound(e.to_string()),
-        ResolveError::AlreadyResolved(_) => ApiError::Conflict(e.to_string()),
-        ResolveError::UnknownShow(_) => ApiError::Unprocessable(e.to_string()),
-        ResolveError::Db(db) => db.into(),
-    }
-}
-
 async fn resolve(
     state: &State,
     route: &RouteMatch,
@@ -150,7 +147,7 @@ async fn resolve(
             let resolved =
                 conflicts::resolve(&state.api.pool, id, Resolution::Select { tvshow_id })
                     .await
-                    .map_err(resolve_error)?;
+                    .map_err(ApiError::from)?;
             (resolved, None)
         }
         Action::Ignore => {
@@ -162,7 +159,7 @@ async fn resolve(
             }
             let resolved = conflicts::resolve(&state.api.pool, id, Resolution::Ignore)
                 .await
-                .map_err(resolve_error)?;
+                .map_err(ApiError::from)?;
             (resolved, None)
         }
         Action::CreateNew => {
@@ -177,13 +174,7 @@ async fn resolve(
                     "createNew.tmdbId must be a positive integer".into(),
                 ));
             }
-            let (resolved, show) = resolution::create_new(&state.processor, id, tmdb_id)
-                .await
-                .map_err(|e| match e {
-                    CreateNewError::Resolve(e) => resolve_error(e),
-                    CreateNewError::TmdbMissing(_) => ApiError::Unprocessable(e.to_string()),
-                    CreateNewError::TmdbUnavailable(_) => ApiError::BadGateway(e.to_string()),
-                })?;
+            let (resolved, show) = resolution::create_new(&state.pipeline, id, tmdb_id).await?;
             (resolved, Some(show))
         }
     };
@@ -194,7 +185,7 @@ async fn resolve(
         pending = resolved.pending.len(),
         "conflict resolved"
     );
-    let replay = resolution::replay_pending(&state.processor, &resolved).await;
+    let replay = resolution::replay_pending(&state.pipeline, &resolved).await;
     Ok(json(
         StatusCode::OK,
         &ResolveResponse {

@@ -1,17 +1,6 @@
-//! `conflicts` function: shows the processor could not map on its own. Builds its state once,
-//! then hands every request to [`conflicts_fn::handle`].
-
-use lambda_http::{run, service_fn, Error, Request};
-use plexsync::config::{or_exit, Env};
+//! `conflicts` function: shows the processor could not map on its own (see [`conflicts::handle`]).
 
 #[tokio::main]
-async fn main() -> Result<(), Error> {
-    plexsync::telemetry::init();
-    let sdk = plexsync::aws::sdk_config().await;
-    let state = or_exit(conflicts_fn::State::from_env(&Env::from_process(), &sdk));
-    let state = &state;
-    run(service_fn(move |req: Request| async move {
-        Ok::<_, Error>(conflicts_fn::handle(state, req).await)
-    }))
-    .await
+async fn main() -> Result<(), lambda_http::Error> {
+    plexsync::lambda::serve_http(conflicts::State::from_env, conflicts::handle).await
 }

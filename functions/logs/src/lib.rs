@@ -3,20 +3,27 @@
 //! - `GET /api/plex/logs`: the activity log, newest first (`limit`, `status`, `cursor`).
 //! - `GET /api/plex/stats`: the seed's per-day totals for 7 days, plus open conflicts.
 //! - `POST /api/plex/logs/{id}/replay`: re-enqueue a stored payload.
+//! - `GET /api/plex/dead-letters`: what sits in the dead-letter queue, decoded.
+//! - `POST /api/plex/dead-letters/redrive`: move it back to the queue.
 
 use lambda_http::{http::StatusCode, Body, Request, Response};
 use plexsync::{
-    api::{routes, ApiContext, PageRequest, RouteMatch},
-    config::{ConfigError, Env},
-    http::{json, query_param, respond, route_not_found},
-    replay::replay_log,
+    api::{
+        json, page_request, query_param, respond, route_not_found, routes, ApiContext, ApiError,
+        RouteMatch,
+    },
+    env::{Env, EnvError},
     store::{
         conflicts,
         logs::{self, DayStats, LogEntry, STATUSES},
     },
-    ApiError,
 };
 use serde::Serialize;
+
+pub mod dead_letters;
+pub mod log_replay;
+
+use log_replay::replay_log;
 
 /// Days covered by `GET /api/plex/stats` (the seed's dashboard query).
 pub const STATS_DAYS: i32 = 7;
@@ -25,14 +32,16 @@ pub struct State {
     pub api: ApiContext,
     pub sqs: aws_sdk_sqs::Client,
     pub queue_url: String,
+    pub dlq_url: String,
 }
 
 impl State {
-    pub fn from_env(env: &Env, sdk: &aws_config::SdkConfig) -> Result<Self, ConfigError> {
+    pub fn from_env(env: &Env, sdk: &aws_config::SdkConfig) -> Result<Self, EnvError> {
         Ok(Self {
             api: ApiContext::from_env(env, sdk)?,
             sqs: aws_sdk_sqs::Client::new(sdk),
             queue_url: env.url("QUEUE_URL")?.to_string(),
+            dlq_url: env.url("DLQ_URL")?.to_string(),
         })
     }
 }
@@ -47,6 +56,8 @@ pub async fn handle(state: &State, req: Request) -> Response<Body> {
         ("GET", "/api/plex/logs") => list(state, &req).await,
         ("GET", "/api/plex/stats") => stats(state).await,
         ("POST", "/api/plex/logs/{id}/replay") => replay(state, &route).await,
+        ("GET", "/api/plex/dead-letters") => list_dead_letters(state, &req).await,
+        ("POST", "/api/plex/dead-letters/redrive") => redrive_dead_letters(state, &req).await,
         _ => Err(route_not_found(&req)),
     };
     state.api.finish(&req, respond(result))
@@ -60,7 +71,7 @@ struct LogsResponse {
 }
 
 async fn list(state: &State, req: &Request) -> Result<Response<Body>, ApiError> {
-    let page = PageRequest::from_request(req)?;
+    let page = page_request(req)?;
     let status = query_param(req, "status");
     if let Some(s) = &status {
         if !STATUSES.contains(&s.as_str()) {
@@ -120,6 +131,44 @@ async fn replay(state: &State, route: &RouteMatch) -> Result<Response<Body>, Api
             message_id: done.message_id,
             event_type: done.message.event.kind.as_str(),
             plex_title: done.message.event.show.title.clone(),
+        },
+    ))
+}
+
+/// `limit` (1 to [`dead_letters::MAX_PER_REQUEST`], default that many).
+fn dead_letter_limit(req: &Request) -> Result<usize, ApiError> {
+    let max = dead_letters::MAX_PER_REQUEST;
+    match query_param(req, "limit") {
+        None => Ok(max),
+        Some(raw) => raw
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=max).contains(n))
+            .ok_or_else(|| ApiError::BadRequest(format!("limit must be 1 to {max}"))),
+    }
+}
+
+async fn list_dead_letters(state: &State, req: &Request) -> Result<Response<Body>, ApiError> {
+    let limit = dead_letter_limit(req)?;
+    let listed = dead_letters::list(&state.sqs, &state.api.pool, &state.dlq_url, limit).await?;
+    Ok(json(StatusCode::OK, &listed))
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct RedriveResponse {
+    success: bool,
+    moved: usize,
+}
+
+async fn redrive_dead_letters(state: &State, req: &Request) -> Result<Response<Body>, ApiError> {
+    let limit = dead_letter_limit(req)?;
+    let moved = dead_letters::redrive(&state.sqs, &state.dlq_url, &state.queue_url, limit).await?;
+    Ok(json(
+        StatusCode::OK,
+        &RedriveResponse {
+            success: true,
+            moved,
         },
     ))
 }

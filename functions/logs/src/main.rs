@@ -1,17 +1,6 @@
-//! `logs` function: the activity log, statistics and webhook replay. Builds its state once,
-//! then hands every request to [`logs_fn::handle`].
-
-use lambda_http::{run, service_fn, Error, Request};
-use plexsync::config::{or_exit, Env};
+//! `logs` function: the activity log, statistics and webhook replay (see [`logs::handle`]).
 
 #[tokio::main]
-async fn main() -> Result<(), Error> {
-    plexsync::telemetry::init();
-    let sdk = plexsync::aws::sdk_config().await;
-    let state = or_exit(logs_fn::State::from_env(&Env::from_process(), &sdk));
-    let state = &state;
-    run(service_fn(move |req: Request| async move {
-        Ok::<_, Error>(logs_fn::handle(state, req).await)
-    }))
-    .await
+async fn main() -> Result<(), lambda_http::Error> {
+    plexsync::lambda::serve_http(logs::State::from_env, logs::handle).await
 }

@@ -1,17 +1,6 @@
-//! `mappings` function: Plex shows and the tracker shows they sync into. Builds its state once,
-//! then hands every request to [`mappings_fn::handle`].
-
-use lambda_http::{run, service_fn, Error, Request};
-use plexsync::config::{or_exit, Env};
+//! `mappings` function: Plex shows and the tracker shows they sync into (see [`mappings::handle`]).
 
 #[tokio::main]
-async fn main() -> Result<(), Error> {
-    plexsync::telemetry::init();
-    let sdk = plexsync::aws::sdk_config().await;
-    let state = or_exit(mappings_fn::State::from_env(&Env::from_process(), &sdk));
-    let state = &state;
-    run(service_fn(move |req: Request| async move {
-        Ok::<_, Error>(mappings_fn::handle(state, req).await)
-    }))
-    .await
+async fn main() -> Result<(), lambda_http::Error> {
+    plexsync::lambda::serve_http(mappings::State::from_env, mappings::handle).await
 }

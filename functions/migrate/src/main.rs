@@ -2,26 +2,26 @@
 //!
 //! Outside Lambda (`AWS_LAMBDA_RUNTIME_API` unset) it applies them and exits, which is how the
 //! dev and test scripts use it. Inside Lambda it is a CloudFormation custom resource
-//! (see [`plexsync::custom_resource`]): every deploy applies pending migrations and reports the
+//! (see the library, [`migrate::handle_migrations`]): every deploy applies pending migrations and reports the
 //! result back to CloudFormation.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use aws_lambda_events::event::cloudformation::CloudFormationCustomResourceRequest;
 use lambda_runtime::{run, service_fn, Error, LambdaEvent};
-use plexsync::custom_resource::{self, Invocation};
-use plexsync::{config, db};
+use migrate::Invocation;
+use plexsync::{db, env::Env, lambda};
 
 /// Kept back from the Lambda deadline for the response PUT (and its retries).
 const RESPONSE_RESERVE: Duration = Duration::from_secs(30);
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    plexsync::telemetry::init();
-    let env = config::Env::from_process();
+    lambda::init_logging();
+    let env = Env::from_process();
 
     if std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_none() {
-        let url = config::or_exit(env.secret("DATABASE_URL"));
+        let url = lambda::or_exit(env.secret("DATABASE_URL"));
         let pool = db::pool(&url)?;
         let applied = db::migrate(&pool).await?;
         println!(
@@ -41,7 +41,7 @@ async fn main() -> Result<(), Error> {
         .secret("DATABASE_URL")
         .map_err(|e| e.to_string())
         .and_then(|url| db::pool(&url).map_err(|e| e.to_string()));
-    let http = custom_resource::http_client();
+    let http = migrate::http_client();
     let (pool, http) = (&pool, &http);
     run(service_fn(
         move |event: LambdaEvent<CloudFormationCustomResourceRequest>| async move {
@@ -50,7 +50,7 @@ async fn main() -> Result<(), Error> {
                 log_stream: std::env::var("AWS_LAMBDA_LOG_STREAM_NAME").ok(),
             };
             let pool = pool.as_ref().map_err(String::as_str);
-            custom_resource::handle_migrations(http, pool, event.payload, &invocation).await?;
+            migrate::handle_migrations(http, pool, event.payload, &invocation).await?;
             Ok::<_, Error>(())
         },
     ))

@@ -1,21 +1,6 @@
-//! `webhook` function: `POST /api/plex/webhook`. Checks the source, rate and secret, validates
-//! and filters the Plex payload, and enqueues it for `processor`. Never touches Postgres.
-
-use lambda_http::{run, service_fn, Error, Request};
-use plexsync::{
-    config::{or_exit, Env},
-    ingest::{Ingest, IngestConfig},
-};
+//! `webhook` function: `POST /api/plex/webhook`, `/api/jellyfin/webhook`, `/api/emby/webhook`: checks the source, rate and secret, validates and filters the sender's payload, and enqueues it for `processor`. Never touches Postgres (see [`webhook::handle`]).
 
 #[tokio::main]
-async fn main() -> Result<(), Error> {
-    plexsync::telemetry::init();
-    let config = or_exit(IngestConfig::from_env(&Env::from_process()));
-    let aws = plexsync::aws::sdk_config().await;
-    let ingest = Ingest::from_aws(config, &aws);
-    let ingest = &ingest;
-    run(service_fn(move |req: Request| async move {
-        Ok::<_, Error>(ingest.handle(req).await)
-    }))
-    .await
+async fn main() -> Result<(), lambda_http::Error> {
+    plexsync::lambda::serve_http(webhook::State::from_env, webhook::handle).await
 }

@@ -1,7 +1,7 @@
 //! SQL for the management API, one module per resource. Each function here is one query or one
 //! transaction; the HTTP handlers never write SQL.
 
-pub mod config;
 pub mod conflicts;
 pub mod logs;
 pub mod mappings;
+pub mod settings;

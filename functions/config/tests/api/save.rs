@@ -1,11 +1,11 @@
 //! Saving the Plex settings: validation with plex.tv, server discovery, the webhook secret,
 //! allowed accounts, and bad bodies that store nothing.
 
+use config::plex_tv::PlexTvClient;
 use lambda_http::Body;
 use plexsync::{
     api::testing::{authed, json, request, text, API_TOKEN},
     crypto::Keyring,
-    plex_tv::PlexTvClient,
     secrets::SecretsCache,
     testing::{fixtures, secret},
 };

@@ -1,11 +1,10 @@
 //! Harness: the config function over a fresh database, moto secrets and a wiremock plex.tv.
 
-use config_fn::{handle, State};
+use config::{handle, plex_tv::PlexTvClient, State};
 use lambda_http::{Body, Request, Response};
 use plexsync::{
     api::testing::{authed, text},
     crypto::generate_key_hex,
-    plex_tv::PlexTvClient,
     secrets::SecretsCache,
     testing::{fixtures, fresh_db, moto_config, secret, unique_suffix, TestDb},
 };

@@ -2,6 +2,7 @@
 
 use lambda_http::Body;
 use plexsync::api::testing::{authed, json, request, API_TOKEN};
+use plexsync::testing::fixtures;
 use serde_json::{json, Value};
 
 use crate::support::*;
@@ -123,7 +124,7 @@ async fn select_updates_an_existing_mapping_instead_of_adding_one() {
         .query_one(
             "INSERT INTO plex_show_mappings (plex_server_uuid, plex_rating_key, plex_guid, plex_title, match_method, match_confidence, sync_enabled)
              VALUES ($1, '48200', 'plex://show/5d9c086c46115600200aa2fe', 'The Office', 'fuzzy', 0.62, false) RETURNING id",
-            &[&SERVER],
+            &[&fixtures::server_uuid()],
         )
         .await
         .unwrap()
@@ -159,7 +160,7 @@ async fn select_moves_a_mapping_found_by_guid_to_the_new_rating_key() {
         .query_one(
             "INSERT INTO plex_show_mappings (plex_server_uuid, plex_rating_key, plex_guid, plex_title)
              VALUES ($1, '31000', 'plex://show/5d9c086c46115600200aa2fe', 'The Office') RETURNING id",
-            &[&SERVER],
+            &[&fixtures::server_uuid()],
         )
         .await
         .unwrap()

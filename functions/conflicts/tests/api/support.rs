@@ -4,14 +4,14 @@
 use std::sync::Arc;
 
 use chrono::{Duration, SecondsFormat, TimeZone, Utc};
-use conflicts_fn::{handle, State};
+use conflicts::{handle, State};
 use lambda_http::{Body, Request, Response};
 use plexsync::{
     api::testing::authed,
     crypto::{generate_key_hex, Keyring},
     payload::{Decision, WebhookPayload},
+    pipeline::{KeySource, Pipeline},
     plex::PlexServerClient,
-    processor::{KeySource, ProcessorState},
     queue::QueueMessage,
     testing::{fixtures, fresh_db, moto_config, TestDb},
     tmdb::{RetryPolicy, SeasonDetails, TmdbClient},
@@ -20,7 +20,6 @@ use secrecy::SecretString;
 use serde_json::{json, Value};
 use wiremock::MockServer;
 
-pub const SERVER: &str = "7f3e1c2b9a8d4e6f5a4b3c2d1e0f9a8b7c6d5e4f";
 pub const PLEX_TOKEN: &str = "pLx-tok3n-9f8e7d6c5b4a";
 /// `lastViewedAt` of the fixture scrobbles, as the tracker stores it.
 pub fn fixture_viewed_at() -> String {
@@ -31,7 +30,7 @@ pub fn fixture_viewed_at() -> String {
 
 pub fn tmdb_client(uri: &str) -> TmdbClient {
     TmdbClient::with_options(
-        &plexsync::config::TmdbConfig {
+        &plexsync::env::TmdbConfig {
             base_url: uri.parse().unwrap(),
             token: SecretString::from("eyJhbGciOiJIUzI1NiJ9.eyJhdWQiOiJ0ZXN0In0.c2ln".to_string()),
         },
@@ -83,7 +82,7 @@ impl Harness {
         let tmdb = MockServer::start().await;
         let keyring =
             Arc::new(Keyring::from_secret(&SecretString::from(generate_key_hex())).unwrap());
-        let processor = ProcessorState {
+        let pipeline = Pipeline {
             pool: db.pool.clone(),
             tmdb: tmdb_client(&tmdb.uri()),
             plex: PlexServerClient::with_timeout(std::time::Duration::from_millis(500)).unwrap(),
@@ -97,7 +96,7 @@ impl Harness {
              VALUES (1, $1, $2, 1, 'alice', true, true, true)",
             &[
                 &keyring.encrypt(&SecretString::from(PLEX_TOKEN.to_string())),
-                &SERVER,
+                &fixtures::server_uuid(),
             ],
         )
         .await
@@ -141,7 +140,7 @@ impl Harness {
                         conflict_type, potential_matches, created_at)
                  VALUES ($1, '48200', 'plex://show/5d9c086c46115600200aa2fe', 'The Office', NULL,
                          'multiple_matches', $2, $3) RETURNING id",
-                &[&SERVER, &matches, &now],
+                &[&fixtures::server_uuid(), &matches, &now],
             )
             .await
             .unwrap()
@@ -169,13 +168,13 @@ impl Harness {
             "INSERT INTO plex_conflicts (plex_server_uuid, plex_rating_key, plex_guid, plex_title, conflict_type,
                     resolved, resolved_at, resolution_action)
              VALUES ($1, '3120', 'plex://show/5d9c08544eefaa001f5daa50', 'Breaking Bad', 'no_match', true, now(), 'ignored')",
-            &[&SERVER],
+            &[&fixtures::server_uuid()],
         )
         .await
         .unwrap();
         drop(c);
         Self {
-            state: State { api, processor },
+            state: State { api, pipeline },
             db,
             tmdb,
             office_show,

@@ -4,18 +4,17 @@
 use std::time::Duration;
 
 use lambda_http::{Body, Request, Response};
-use mappings_fn::{handle, State};
+use mappings::{handle, State};
 use plexsync::{
     api::testing::{authed, json},
     crypto::{generate_key_hex, Keyring},
     plex::PlexServerClient,
-    testing::{fresh_db, moto_config, TestDb},
+    testing::{fixtures, fresh_db, moto_config, TestDb},
 };
 use secrecy::SecretString;
 use serde_json::{json, Value};
 use wiremock::MockServer;
 
-pub const SERVER: &str = "7f3e1c2b9a8d4e6f5a4b3c2d1e0f9a8b7c6d5e4f";
 pub const PLEX_TOKEN: &str = "pLx-tok3n-9f8e7d6c5b4a";
 
 pub struct Harness {
@@ -50,7 +49,7 @@ impl Harness {
             &[
                 &keyring.encrypt(&SecretString::from(PLEX_TOKEN.to_string())),
                 &plex.uri(),
-                &SERVER,
+                &fixtures::server_uuid(),
             ],
         )
         .await
@@ -85,7 +84,7 @@ impl Harness {
                     "INSERT INTO plex_show_mappings (plex_server_uuid, plex_rating_key, plex_guid, plex_title,
                             plex_year, tvdb_id, tvshow_id, match_confidence, match_method, sync_enabled)
                      VALUES ($1, $2, $3, $4, $5, $6, $7, $8::float8::numeric, $9, $10) RETURNING id",
-                    &[&SERVER, &key, &guid, &title, &year, &tvdb, &tvshow, &confidence, &method, &sync],
+                    &[&fixtures::server_uuid(), &key, &guid, &title, &year, &tvdb, &tvshow, &confidence, &method, &sync],
                 )
                 .await
                 .unwrap()
@@ -133,7 +132,7 @@ impl Harness {
                     conflict_type, potential_matches)
              VALUES ($1, '1199', 'com.plexapp.agents.thetvdb://121361?lang=en', 'Game of Thrones', 2011,
                     'multiple_matches', $2)",
-            &[&SERVER, &json!([{"tvshowId": got_show, "title": "Game of Thrones", "tmdbId": 1399, "matchScore": 0.82, "source": "title"}])],
+            &[&fixtures::server_uuid(), &json!([{"tvshowId": got_show, "title": "Game of Thrones", "tmdbId": 1399, "matchScore": 0.82, "source": "title"}])],
         )
         .await
         .unwrap();

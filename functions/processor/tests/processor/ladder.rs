@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use plexsync::crypto::{generate_key_hex, Keyring};
-use plexsync::processor::{KeySource, LogStatus};
+use plexsync::pipeline::{KeySource, LogStatus};
 use plexsync::queue::QueueMessage;
 use plexsync::testing::{self, fixtures};
 use secrecy::SecretString;

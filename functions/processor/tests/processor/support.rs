@@ -7,11 +7,12 @@ use aws_lambda_events::event::sqs::SqsEvent;
 use chrono::{DateTime, TimeZone, Utc};
 use plexsync::crypto::{generate_key_hex, Keyring};
 use plexsync::payload::{Decision, WebhookPayload};
+use plexsync::pipeline::{process_message, KeySource, Pipeline};
 use plexsync::plex::PlexServerClient;
-use plexsync::processor::{process_message, KeySource, ProcessorState};
 use plexsync::queue::QueueMessage;
 use plexsync::testing::{self, fixtures, TestDb};
 use plexsync::tmdb::{RetryPolicy, TmdbClient};
+use processor::Processor;
 use secrecy::SecretString;
 use serde_json::{json, Value};
 use wiremock::{
@@ -19,19 +20,18 @@ use wiremock::{
     Mock, MockServer, ResponseTemplate,
 };
 
-pub const SERVER_UUID: &str = "7f3e1c2b9a8d4e6f5a4b3c2d1e0f9a8b7c6d5e4f";
 pub const PLEX_TOKEN: &str = "pLx-tok3n-9f8e7d6c";
 
 pub struct Harness {
     pub db: TestDb,
     pub tmdb: MockServer,
     pub keyring: Arc<Keyring>,
-    pub state: ProcessorState,
+    pub state: Pipeline,
 }
 
 pub fn tmdb_client(uri: &str) -> TmdbClient {
     TmdbClient::with_options(
-        &plexsync::config::TmdbConfig {
+        &plexsync::env::TmdbConfig {
             base_url: uri.parse().unwrap(),
             token: SecretString::from("eyJhbGciOiJIUzI1NiJ9.eyJhdWQiOiJ0ZXN0In0.c2ln".to_string()),
         },
@@ -52,12 +52,7 @@ pub async fn harness() -> Harness {
     let db = testing::fresh_db().await;
     let tmdb = MockServer::start().await;
     let keyring = Arc::new(Keyring::from_secret(&SecretString::from(generate_key_hex())).unwrap());
-    let state = ProcessorState {
-        pool: db.pool.clone(),
-        tmdb: tmdb_client(&tmdb.uri()),
-        plex: PlexServerClient::with_timeout(Duration::from_millis(800)).unwrap(),
-        keys: KeySource::Fixed(keyring.clone()),
-    };
+    let state = pipeline(&db, &tmdb, &keyring);
     let h = Harness {
         db,
         tmdb,
@@ -68,7 +63,27 @@ pub async fn harness() -> Harness {
     h
 }
 
+/// The queue's redrive limit in the tests (the template's value).
+pub const MAX_RECEIVE_COUNT: i64 = 5;
+
+fn pipeline(db: &TestDb, tmdb: &MockServer, keyring: &Arc<Keyring>) -> Pipeline {
+    Pipeline {
+        pool: db.pool.clone(),
+        tmdb: tmdb_client(&tmdb.uri()),
+        plex: PlexServerClient::with_timeout(Duration::from_millis(800)).unwrap(),
+        keys: KeySource::Fixed(keyring.clone()),
+    }
+}
+
 impl Harness {
+    /// The SQS handler's state over the same database, TMDB stub and key.
+    pub fn processor(&self) -> Processor {
+        Processor {
+            pipeline: pipeline(&self.db, &self.tmdb, &self.keyring),
+            max_receive_count: MAX_RECEIVE_COUNT,
+        }
+    }
+
     /// Inserts (or replaces) the integration config; `overrides` sets columns by name.
     pub async fn configure(&self, overrides: Value) {
         let client = self.db.pool.get().await.unwrap();
@@ -97,7 +112,7 @@ impl Harness {
                 &[
                     &token,
                     &server_url,
-                    &SERVER_UUID,
+                    &fixtures::server_uuid(),
                     &get_bool("enabled"),
                     &get_bool("auto_add_shows"),
                     &get_bool("auto_mark_watched"),
@@ -200,7 +215,7 @@ impl Harness {
             .await;
     }
 
-    pub async fn process(&self, payload: Value) -> plexsync::processor::Outcome {
+    pub async fn process(&self, payload: Value) -> plexsync::pipeline::Outcome {
         let msg = message(payload);
         process_message(
             &self.state,
@@ -248,7 +263,7 @@ pub fn message(payload: Value) -> QueueMessage {
 }
 
 pub fn sqs_event(records: &[(&str, String, u32)]) -> SqsEvent {
-    let group = format!("{SERVER_UUID}:48200");
+    let group = format!("{}:48200", fixtures::server_uuid());
     let records: Vec<_> = records
         .iter()
         .map(|(id, body, count)| (*id, body.clone(), *count, group.as_str()))

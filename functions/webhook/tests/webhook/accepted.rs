@@ -9,8 +9,6 @@ use sha2::{Digest, Sha256};
 
 use crate::support::*;
 
-const NAS_UUID: &str = "7f3e1c2b9a8d4e6f5a4b3c2d1e0f9a8b7c6d5e4f";
-
 /// The FIFO dedup id as design.md defines it, computed independently of `QueueMessage`:
 /// hash of (server, account, event, item ratingKey).
 fn expected_dedup(server: &str, account: i64, event: &str, rating_key: &str) -> String {
@@ -42,10 +40,10 @@ async fn new_agent_episode_scrobble_with_thumb_is_queued_under_the_show() {
     let got = h.received().await;
     assert_eq!(got.len(), 1, "{got:#?}");
     let r = &got[0];
-    assert_eq!(r.group_id, format!("{NAS_UUID}:48200"));
+    assert_eq!(r.group_id, format!("{}:48200", fixtures::server_uuid()));
     assert_eq!(
         r.dedup_id,
-        expected_dedup(NAS_UUID, 1, "media.scrobble", "48213")
+        expected_dedup(fixtures::server_uuid(), 1, "media.scrobble", "48213")
     );
     let m = &r.message;
     assert_eq!(m.version, 1);
@@ -111,10 +109,10 @@ async fn library_new_show_is_queued_with_the_show_ids() {
     let got = h.received().await;
     assert_eq!(got.len(), 1);
     let r = &got[0];
-    assert_eq!(r.group_id, format!("{NAS_UUID}:51000"));
+    assert_eq!(r.group_id, format!("{}:51000", fixtures::server_uuid()));
     assert_eq!(
         r.dedup_id,
-        expected_dedup(NAS_UUID, 1, "library.new", "51000")
+        expected_dedup(fixtures::server_uuid(), 1, "library.new", "51000")
     );
     let e = &r.message.event;
     assert_eq!((e.kind, e.item), (EventKind::LibraryNew, ItemKind::Show));
@@ -173,7 +171,7 @@ async fn non_owner_play_is_ignored_and_their_scrobble_is_queued_flagged_for_the_
     assert_eq!(e.account.title.as_deref(), Some("bob"));
     assert_eq!(
         got[0].dedup_id,
-        expected_dedup(NAS_UUID, 2, "media.scrobble", "48213")
+        expected_dedup(fixtures::server_uuid(), 2, "media.scrobble", "48213")
     );
 }
 

@@ -1,4 +1,4 @@
-//! Harness: an `Ingest` wired to moto (a fresh FIFO queue and secret per test), and requests
+//! Harness: the webhook `State` wired to moto (a fresh FIFO queue and secret per test), and requests
 //! shaped like the API Gateway HTTP API (v2) events the function receives.
 
 use std::time::Duration;
@@ -7,19 +7,15 @@ use aws_config::SdkConfig;
 use aws_sdk_sqs::types::MessageSystemAttributeName;
 use base64::Engine;
 use lambda_http::{Body, Request, Response};
-use plexsync::{
-    ingest::{Ingest, IngestConfig, RateLimiter},
-    queue::QueueMessage,
-    secrets::SecretsCache,
-    testing,
-};
+use plexsync::{queue::QueueMessage, secrets::SecretsCache, senders::Sender, testing};
 use serde_json::{json, Value};
+use webhook::{RateLimiter, Settings, State};
 
 /// Where Plex posts from in these tests (the fixtures' `Player.publicAddress`).
 pub const PLEX_IP: &str = "198.51.100.23";
 
 pub struct Harness {
-    pub ingest: Ingest,
+    pub state: State,
     pub aws: SdkConfig,
     pub sqs: aws_sdk_sqs::Client,
     pub queue_url: String,
@@ -34,6 +30,8 @@ pub struct Options {
     pub with_secret: bool,
     pub queue_url: Option<String>,
     pub secrets_cache: fn(aws_sdk_secretsmanager::Client) -> SecretsCache,
+    /// Requests per source address per minute.
+    pub rate_limit: u32,
 }
 
 impl Default for Options {
@@ -43,6 +41,7 @@ impl Default for Options {
             with_secret: true,
             queue_url: None,
             secrets_cache: SecretsCache::new,
+            rate_limit: 100,
         }
     }
 }
@@ -60,7 +59,7 @@ pub async fn harness_with(opts: Options) -> Harness {
     } else {
         format!("plexsync-test/missing-{}", testing::unique_suffix())
     };
-    let env = plexsync::config::Env::from_map([
+    let env = plexsync::env::Env::from_map([
         (
             "QUEUE_URL",
             opts.queue_url.clone().unwrap_or_else(|| queue_url.clone()),
@@ -68,15 +67,15 @@ pub async fn harness_with(opts: Options) -> Harness {
         ("WEBHOOK_SECRET_ID", secret_id.clone()),
         ("PLEX_ALLOWED_CIDRS", opts.allowed_cidrs.to_string()),
     ]);
-    let config = IngestConfig::from_env(&env).expect("test configuration is valid");
-    let ingest = Ingest::with_limiter(
+    let config = Settings::from_env(&env).expect("test configuration is valid");
+    let state = State::with_limiter(
         config,
         (opts.secrets_cache)(aws_sdk_secretsmanager::Client::new(&aws)),
         aws_sdk_sqs::Client::new(&aws),
-        RateLimiter::new(100, Duration::from_secs(60)),
+        RateLimiter::new(opts.rate_limit, Duration::from_secs(60)),
     );
     Harness {
-        ingest,
+        state,
         sqs: aws_sdk_sqs::Client::new(&aws),
         aws,
         queue_url,
@@ -100,7 +99,7 @@ impl Harness {
     }
 
     pub async fn call(&self, req: Request) -> Response<Body> {
-        self.ingest.handle(req).await
+        webhook::handle(&self.state, req).await
     }
 
     /// Everything on the queue right now (a single receive: moto delivers every message of a
@@ -183,6 +182,19 @@ impl Event {
                 payload.to_string().into_bytes(),
             )
         }
+    }
+
+    /// What Emby sends with "Request content type: multipart/form-data": the JSON in `data`.
+    pub fn emby_multipart(query: impl Into<String>, payload: &Value) -> Self {
+        let json = payload.to_string();
+        let (content_type, body) = multipart_parts(&[("data", None, json.as_bytes())]);
+        Self::new(query, Some(&content_type), body).to(Sender::Emby)
+    }
+
+    /// The same request on `sender`'s route.
+    pub fn to(mut self, sender: Sender) -> Self {
+        self.path = sender.webhook_path();
+        self
     }
 
     pub fn from(mut self, ip: &str) -> Self {

@@ -4,10 +4,11 @@
 
 use serde::Serialize;
 
-use crate::{
+use plexsync::{
+    api::ApiError,
     db::DbError,
     episodes,
-    processor::{self, LogStatus, ProcessorState},
+    pipeline::{self, LogStatus, Pipeline},
     queue::QueueMessage,
     store::conflicts::{self, Resolution, ResolveError, Resolved},
     tmdb::{SeasonDetails, TmdbError, TvDetails},
@@ -50,14 +51,14 @@ pub struct ReplayReport {
 }
 
 /// Replays the resolution's pending events, oldest first, through
-/// [`processor::process_body`]; each one processed is marked replayed.
+/// [`pipeline::process_body`]; each one processed is marked replayed.
 ///
 /// A transient failure (database or TMDB unavailable) stops the replay: that event and the
 /// ones after it stay un-replayed (FIFO order is kept) and are reported in `still_pending`
 /// with a note; the resolution itself stands. Replaying the event's `needs_resolution` log
 /// entry (`POST /api/plex/logs/{id}/replay`) retries it through the queue.
 #[tracing::instrument(skip_all, fields(conflict = resolved.conflict_id, pending = resolved.pending.len()))]
-pub async fn replay_pending(state: &ProcessorState, resolved: &Resolved) -> ReplayReport {
+pub async fn replay_pending(state: &Pipeline, resolved: &Resolved) -> ReplayReport {
     let mut report = ReplayReport {
         pending: resolved.pending.len(),
         ..ReplayReport::default()
@@ -75,7 +76,7 @@ pub async fn replay_pending(state: &ProcessorState, resolved: &Resolved) -> Repl
             .and_then(|m| m.event.episode.map(|e| (e.season, e.number)))
             .unzip();
         let message_id = format!("conflict-{}-event-{}", resolved.conflict_id, event.id);
-        match processor::process_body(state, &body, &message_id, None).await {
+        match pipeline::process_body(state, &body, &message_id, None).await {
             Ok(outcome) => {
                 if let Err(e) = conflicts::mark_replayed(&state.pool, &[event.id]).await {
                     // Processed but not recorded: a later replay is a duplicate, nothing more.
@@ -170,6 +171,16 @@ pub enum CreateNewError {
     TmdbUnavailable(String),
 }
 
+impl From<CreateNewError> for ApiError {
+    fn from(err: CreateNewError) -> Self {
+        match err {
+            CreateNewError::Resolve(e) => e.into(),
+            CreateNewError::TmdbMissing(_) => ApiError::Unprocessable(err.to_string()),
+            CreateNewError::TmdbUnavailable(_) => ApiError::BadGateway(err.to_string()),
+        }
+    }
+}
+
 impl From<DbError> for CreateNewError {
     fn from(e: DbError) -> Self {
         Self::Resolve(ResolveError::Db(e))
@@ -189,7 +200,7 @@ impl From<tokio_postgres::Error> for CreateNewError {
 /// resolved or unknown conflict costs no TMDB call.
 #[tracing::instrument(skip(state))]
 pub async fn create_new(
-    state: &ProcessorState,
+    state: &Pipeline,
     conflict_id: i64,
     tmdb_id: i64,
 ) -> Result<(Resolved, CreatedShow), CreateNewError> {
@@ -254,10 +265,7 @@ enum Source {
     Tmdb(TvDetails, Vec<SeasonDetails>),
 }
 
-async fn existing_show(
-    state: &ProcessorState,
-    tmdb_id: i32,
-) -> Result<Option<(i32, String)>, DbError> {
+async fn existing_show(state: &Pipeline, tmdb_id: i32) -> Result<Option<(i32, String)>, DbError> {
     let client = state.pool.get().await?;
     let row = client
         .query_opt(

@@ -8,7 +8,15 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use url::Url;
 
-use crate::error::ApiError;
+use plexsync::{
+    api::ApiError,
+    env::{Env, EnvError},
+};
+
+/// plex.tv's base URL: `PLEX_TV_BASE_URL` (a stub in tests and `make dev`) or the real one.
+pub fn base_url(env: &Env) -> Result<Url, EnvError> {
+    env.url_or("PLEX_TV_BASE_URL", "https://plex.tv")
+}
 
 /// Sent as `X-Plex-Client-Identifier` / `X-Plex-Product`: plex.tv wants a stable client id.
 pub const CLIENT_IDENTIFIER: &str = "plexsync-backend";
@@ -90,7 +98,7 @@ pub struct PlexTvClient {
 
 impl PlexTvClient {
     pub fn new(base: Url) -> Self {
-        let http = reqwest::Client::builder()
+        let http = plexsync::tls::http_client_builder()
             .connect_timeout(Duration::from_secs(5))
             .timeout(Duration::from_secs(10))
             .user_agent(concat!("plexsync/", env!("CARGO_PKG_VERSION")))
@@ -212,7 +220,7 @@ fn describe(err: &reqwest::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testing::fixtures;
+    use plexsync::testing::fixtures;
     use wiremock::{
         matchers::{header, method, path, query_param},
         Mock, MockServer, ResponseTemplate,

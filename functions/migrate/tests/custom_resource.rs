@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use aws_lambda_events::event::cloudformation::CloudFormationCustomResourceRequest as Request;
-use plexsync::custom_resource::{self, Invocation};
+use migrate::Invocation;
 use plexsync::{db, testing};
 use secrecy::SecretString;
 use serde_json::{json, Value};
@@ -75,10 +75,10 @@ async fn create_applies_migrations_and_reports_success() {
     let cfn = cloudformation().await;
     let (_, url) = testing::empty_db().await;
     let pool = db::pool(&SecretString::from(url)).unwrap();
-    let http = custom_resource::http_client();
+    let http = migrate::http_client();
 
     let req = request("Create", &format!("{}/cfn-response", cfn.uri()));
-    custom_resource::handle_migrations(&http, Ok(&pool), req, &invocation())
+    migrate::handle_migrations(&http, Ok(&pool), req, &invocation())
         .await
         .unwrap();
 
@@ -106,10 +106,10 @@ async fn create_applies_migrations_and_reports_success() {
 async fn update_on_a_migrated_database_keeps_the_physical_id() {
     let cfn = cloudformation().await;
     let test_db = testing::fresh_db().await;
-    let http = custom_resource::http_client();
+    let http = migrate::http_client();
 
     let req = request("Update", &format!("{}/cfn-response", cfn.uri()));
-    custom_resource::handle_migrations(&http, Ok(&test_db.pool), req, &invocation())
+    migrate::handle_migrations(&http, Ok(&test_db.pool), req, &invocation())
         .await
         .unwrap();
 
@@ -122,11 +122,11 @@ async fn update_on_a_migrated_database_keeps_the_physical_id() {
 #[tokio::test]
 async fn delete_succeeds_without_touching_the_database() {
     let cfn = cloudformation().await;
-    let http = custom_resource::http_client();
+    let http = migrate::http_client();
     let pool = unreachable_pool();
 
     let req = request("Delete", &format!("{}/cfn-response", cfn.uri()));
-    custom_resource::handle_migrations(&http, Ok(&pool), req, &invocation())
+    migrate::handle_migrations(&http, Ok(&pool), req, &invocation())
         .await
         .unwrap();
 
@@ -138,11 +138,11 @@ async fn delete_succeeds_without_touching_the_database() {
 #[tokio::test]
 async fn unreachable_database_is_reported_as_failed_without_the_password() {
     let cfn = cloudformation().await;
-    let http = custom_resource::http_client();
+    let http = migrate::http_client();
     let pool = unreachable_pool();
 
     let req = request("Create", &format!("{}/cfn-response", cfn.uri()));
-    let response = custom_resource::handle_migrations(&http, Ok(&pool), req, &invocation())
+    let response = migrate::handle_migrations(&http, Ok(&pool), req, &invocation())
         .await
         .unwrap();
 
@@ -162,10 +162,10 @@ async fn unreachable_database_is_reported_as_failed_without_the_password() {
 #[tokio::test]
 async fn a_pool_that_could_not_be_built_is_reported_as_failed() {
     let cfn = cloudformation().await;
-    let http = custom_resource::http_client();
+    let http = migrate::http_client();
 
     let req = request("Update", &format!("{}/cfn-response", cfn.uri()));
-    custom_resource::handle_migrations(
+    migrate::handle_migrations(
         &http,
         Err("environment variable DATABASE_URL is not set"),
         req,
@@ -186,7 +186,7 @@ async fn a_pool_that_could_not_be_built_is_reported_as_failed() {
 async fn a_held_migration_lock_fails_within_the_budget_instead_of_hanging() {
     let cfn = cloudformation().await;
     let test_db = testing::fresh_db().await;
-    let http = custom_resource::http_client();
+    let http = migrate::http_client();
     // Another deploy is migrating: it holds the same advisory lock as db::migrate.
     let holder = test_db.pool.get().await.unwrap();
     holder
@@ -199,7 +199,7 @@ async fn a_held_migration_lock_fails_within_the_budget_instead_of_hanging() {
         budget: Duration::from_secs(1),
         log_stream: None,
     };
-    custom_resource::handle_migrations(&http, Ok(&test_db.pool), req, &invocation)
+    migrate::handle_migrations(&http, Ok(&test_db.pool), req, &invocation)
         .await
         .unwrap();
 
@@ -222,10 +222,10 @@ async fn a_rejected_response_is_retried() {
         .with_priority(2)
         .mount(&cfn)
         .await;
-    let http = custom_resource::http_client();
+    let http = migrate::http_client();
 
     let req = request("Delete", &format!("{}/cfn-response", cfn.uri()));
-    custom_resource::handle_migrations(&http, Ok(&unreachable_pool()), req, &invocation())
+    migrate::handle_migrations(&http, Ok(&unreachable_pool()), req, &invocation())
         .await
         .unwrap();
 

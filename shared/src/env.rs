@@ -1,4 +1,4 @@
-//! Typed configuration read from the environment once, at start. A missing or malformed
+//! The environment reader: typed settings read from the environment once, at start. A missing or malformed
 //! variable stops the function with a message naming it (design.md, "Contracts").
 
 use std::collections::HashMap;
@@ -8,7 +8,7 @@ use secrecy::SecretString;
 use url::Url;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum ConfigError {
+pub enum EnvError {
     #[error("environment variable {0} is not set")]
     Missing(&'static str),
     #[error("environment variable {name} is invalid: {reason}")]
@@ -49,33 +49,33 @@ impl Env {
             .filter(|v| !v.is_empty())
     }
 
-    pub fn required(&self, name: &'static str) -> Result<String, ConfigError> {
-        self.optional(name).ok_or(ConfigError::Missing(name))
+    pub fn required(&self, name: &'static str) -> Result<String, EnvError> {
+        self.optional(name).ok_or(EnvError::Missing(name))
     }
 
-    pub fn secret(&self, name: &'static str) -> Result<SecretString, ConfigError> {
+    pub fn secret(&self, name: &'static str) -> Result<SecretString, EnvError> {
         self.required(name).map(SecretString::from)
     }
 
-    pub fn url(&self, name: &'static str) -> Result<Url, ConfigError> {
+    pub fn url(&self, name: &'static str) -> Result<Url, EnvError> {
         parse_http_url(name, &self.required(name)?)
     }
 
-    pub fn url_or(&self, name: &'static str, default: &str) -> Result<Url, ConfigError> {
+    pub fn url_or(&self, name: &'static str, default: &str) -> Result<Url, EnvError> {
         match self.optional(name) {
             Some(v) => parse_http_url(name, &v),
             None => parse_http_url(name, default),
         }
     }
 
-    pub fn optional_url(&self, name: &'static str) -> Result<Option<Url>, ConfigError> {
+    pub fn optional_url(&self, name: &'static str) -> Result<Option<Url>, EnvError> {
         self.optional(name)
             .map(|v| parse_http_url(name, &v))
             .transpose()
     }
 
     /// Comma-separated CIDRs (IPv4 and IPv6); a bare address means a single host.
-    pub fn cidrs(&self, name: &'static str) -> Result<Vec<IpNet>, ConfigError> {
+    pub fn cidrs(&self, name: &'static str) -> Result<Vec<IpNet>, EnvError> {
         let Some(raw) = self.optional(name) else {
             return Ok(Vec::new());
         };
@@ -85,7 +85,7 @@ impl Env {
             .map(|s| {
                 s.parse::<IpNet>()
                     .or_else(|_| s.parse::<std::net::IpAddr>().map(IpNet::from))
-                    .map_err(|_| ConfigError::Invalid {
+                    .map_err(|_| EnvError::Invalid {
                         name,
                         reason: format!(
                             "{s:?} is not a CIDR such as 203.0.113.0/24 or 2001:db8::/32"
@@ -96,13 +96,13 @@ impl Env {
     }
 }
 
-fn parse_http_url(name: &'static str, value: &str) -> Result<Url, ConfigError> {
-    let url = Url::parse(value).map_err(|e| ConfigError::Invalid {
+fn parse_http_url(name: &'static str, value: &str) -> Result<Url, EnvError> {
+    let url = Url::parse(value).map_err(|e| EnvError::Invalid {
         name,
         reason: format!("not a URL ({e})"),
     })?;
     if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
-        return Err(ConfigError::Invalid {
+        return Err(EnvError::Invalid {
             name,
             reason: "must be an http(s) URL with a host".into(),
         });
@@ -119,7 +119,7 @@ pub struct SecretIds {
 }
 
 impl SecretIds {
-    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+    pub fn from_env(env: &Env) -> Result<Self, EnvError> {
         Ok(Self {
             encryption_key: env.required("ENCRYPTION_KEY_SECRET_ID")?,
             webhook_secret: env.required("WEBHOOK_SECRET_ID")?,
@@ -138,26 +138,12 @@ pub struct TmdbConfig {
 impl TmdbConfig {
     pub const DEFAULT_BASE_URL: &'static str = "https://api.themoviedb.org";
 
-    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+    pub fn from_env(env: &Env) -> Result<Self, EnvError> {
         Ok(Self {
             base_url: env.url_or("TMDB_BASE_URL", Self::DEFAULT_BASE_URL)?,
             token: env.secret("TMDB_API_TOKEN")?,
         })
     }
-}
-
-/// plex.tv base URL (stubbed in tests).
-pub fn plex_tv_base_url(env: &Env) -> Result<Url, ConfigError> {
-    env.url_or("PLEX_TV_BASE_URL", "https://plex.tv")
-}
-
-/// Fails the start of a function with one clear line naming the problem.
-pub fn or_exit<T, E: std::fmt::Display>(result: Result<T, E>) -> T {
-    result.unwrap_or_else(|err| {
-        tracing::error!(error = %err, "cannot start");
-        eprintln!("plexsync: {err}");
-        std::process::exit(2)
-    })
 }
 
 #[cfg(test)]
@@ -169,7 +155,7 @@ mod tests {
         let env = Env::from_map([("QUEUE_URL", "  ")]);
         assert_eq!(
             env.url("QUEUE_URL").unwrap_err(),
-            ConfigError::Missing("QUEUE_URL")
+            EnvError::Missing("QUEUE_URL")
         );
         let err =
             SecretIds::from_env(&Env::from_map([("ENCRYPTION_KEY_SECRET_ID", "k")])).unwrap_err();
@@ -187,14 +173,14 @@ mod tests {
         ]);
         assert!(matches!(
             env.url("TMDB_BASE_URL"),
-            Err(ConfigError::Invalid {
+            Err(EnvError::Invalid {
                 name: "TMDB_BASE_URL",
                 ..
             })
         ));
         assert!(matches!(
             env.url("PUBLIC_BASE_URL"),
-            Err(ConfigError::Invalid {
+            Err(EnvError::Invalid {
                 name: "PUBLIC_BASE_URL",
                 ..
             })
@@ -202,14 +188,13 @@ mod tests {
         let env = Env::from_map([("TMDB_API_TOKEN", "t")]);
         let tmdb = TmdbConfig::from_env(&env).unwrap();
         assert_eq!(tmdb.base_url.as_str(), "https://api.themoviedb.org/");
-        assert_eq!(plex_tv_base_url(&env).unwrap().as_str(), "https://plex.tv/");
     }
 
     #[test]
     fn tmdb_token_is_required_and_not_debug_printed() {
         assert_eq!(
             TmdbConfig::from_env(&Env::from_map([("X", "y")])).unwrap_err(),
-            ConfigError::Missing("TMDB_API_TOKEN")
+            EnvError::Missing("TMDB_API_TOKEN")
         );
         let tmdb = TmdbConfig::from_env(&Env::from_map([("TMDB_API_TOKEN", "supersecret-token")]))
             .unwrap();
@@ -235,7 +220,7 @@ mod tests {
         let bad = Env::from_map([("PLEX_ALLOWED_CIDRS", "10.0.0.0/33")]);
         assert!(matches!(
             bad.cidrs("PLEX_ALLOWED_CIDRS"),
-            Err(ConfigError::Invalid { .. })
+            Err(EnvError::Invalid { .. })
         ));
     }
 }

@@ -1,9 +1,0 @@
-//! AWS SDK configuration: the real endpoints on Lambda, moto locally (`AWS_ENDPOINT_URL`).
-
-use aws_config::{BehaviorVersion, SdkConfig};
-
-/// Loads the SDK configuration once per cold start. The SDK itself honours
-/// `AWS_ENDPOINT_URL`, region and credentials from the environment.
-pub async fn sdk_config() -> SdkConfig {
-    aws_config::defaults(BehaviorVersion::latest()).load().await
-}

@@ -1,0 +1,89 @@
+//! What every function's `main` does: logging, the AWS SDK configuration, the function's state
+//! built once from the environment, then each event handed to the function's handler. A
+//! `main.rs` is one call to [`serve_http`] or [`serve_events`].
+
+use std::{fmt::Display, future::Future};
+
+use aws_config::{BehaviorVersion, SdkConfig};
+use lambda_http::{Body, Request, Response};
+use serde::{de::DeserializeOwned, Serialize};
+
+use crate::env::Env;
+
+/// Serves an API Gateway (HTTP API) function: `build` makes the state once per cold start, and
+/// `handle` turns each request into a response (it never fails: errors are JSON responses).
+pub async fn serve_http<S, E, Fut>(
+    build: impl FnOnce(&Env, &SdkConfig) -> Result<S, E>,
+    handle: impl Fn(&'static S, Request) -> Fut + Sync,
+) -> Result<(), lambda_http::Error>
+where
+    S: Sync + 'static,
+    E: Display,
+    Fut: Future<Output = Response<Body>> + Send,
+{
+    let state = start(build).await;
+    let handle = &handle;
+    lambda_http::run(lambda_http::service_fn(move |req: Request| async move {
+        Ok::<_, lambda_http::Error>(handle(state, req).await)
+    }))
+    .await
+}
+
+/// Serves a function invoked with `Event` (an SQS batch, say): `build` makes the state once per
+/// cold start, and `handle` answers each event.
+pub async fn serve_events<S, E, Event, Answer, Fut>(
+    build: impl FnOnce(&Env, &SdkConfig) -> Result<S, E>,
+    handle: impl Fn(&'static S, Event) -> Fut + Sync,
+) -> Result<(), lambda_runtime::Error>
+where
+    S: Sync + 'static,
+    E: Display,
+    Event: DeserializeOwned,
+    Answer: Serialize,
+    Fut: Future<Output = Answer> + Send,
+{
+    let state = start(build).await;
+    let handle = &handle;
+    lambda_runtime::run(lambda_runtime::service_fn(
+        move |event: lambda_runtime::LambdaEvent<Event>| async move {
+            Ok::<_, lambda_runtime::Error>(handle(state, event.payload).await)
+        },
+    ))
+    .await
+}
+
+/// Logging, SDK configuration and the state. The state lives as long as the process (a warm
+/// instance keeps its pool, caches and clients), so it is leaked to a `'static` reference that
+/// every invocation's future can hold.
+async fn start<S: 'static, E: Display>(
+    build: impl FnOnce(&Env, &SdkConfig) -> Result<S, E>,
+) -> &'static S {
+    init_logging();
+    let sdk = sdk_config().await;
+    Box::leak(Box::new(or_exit(build(&Env::from_process(), &sdk))))
+}
+
+/// The runtime's subscriber honours `AWS_LAMBDA_LOG_LEVEL` / `RUST_LOG` and switches to JSON
+/// when the function's log format is JSON (as the template configures).
+pub fn init_logging() {
+    lambda_runtime::tracing::init_default_subscriber();
+}
+
+/// The SDK configuration, loaded once per cold start. The SDK itself honours
+/// `AWS_ENDPOINT_URL` (moto locally), region and credentials from the environment; its HTTPS
+/// client trusts the process-wide compiled-in roots ([`crate::tls`]), not the system store.
+pub async fn sdk_config() -> SdkConfig {
+    aws_config::defaults(BehaviorVersion::latest())
+        .http_client(crate::tls::sdk_http_client())
+        .load()
+        .await
+}
+
+/// Fails the start of a function with one clear line naming the problem.
+pub fn or_exit<T, E: Display>(result: Result<T, E>) -> T {
+    result.unwrap_or_else(|err| {
+        tracing::error!(error = %err, "cannot start");
+        eprintln!("plexsync: {err}");
+        std::process::exit(2)
+    })
+}
