@@ -160,7 +160,7 @@ async fn tmdb_outage_fails_the_record_and_writes_nothing() {
 }
 
 /// On its last receive a transiently failing record is logged `failed` with the error (and so
-/// is the rest of its batch, returned unprocessed behind it) before SQS moves it to the DLQ;
+/// is the rest of its show's records, returned unprocessed behind it) before SQS moves it to the DLQ;
 /// earlier receives write nothing.
 #[tokio::test]
 async fn the_last_receive_of_a_failing_record_is_logged_failed() {
@@ -216,7 +216,7 @@ async fn the_last_receive_of_a_failing_record_is_logged_failed() {
             .error
             .as_deref()
             .unwrap()
-            .contains("earlier message of its batch failed"),
+            .contains("earlier message of its show failed"),
         "{:?}",
         logs[1].error
     );
@@ -390,7 +390,7 @@ async fn a_transient_failure_holds_back_only_its_own_group() {
     let body = message(fixtures::plex_episode_scrobble()).to_body();
     let show = format!("{}:48200", fixtures::server_uuid());
     let response = processor::handle_batch(
-        &h.state,
+        &h.processor(),
         sqs_event_in_groups(&[
             ("m-1", body, 1, &show),
             ("m-2", "not json".to_string(), 1, "other-server:777"),
