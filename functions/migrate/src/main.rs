@@ -22,7 +22,7 @@ async fn main() -> Result<(), Error> {
 
     if std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_none() {
         let url = lambda::or_exit(env.secret("DATABASE_URL"));
-        let pool = db::pool(&url)?;
+        let pool = db::pool_with(&url, db::PoolSettings::MIGRATIONS)?;
         let applied = db::migrate(&pool).await?;
         println!(
             "migrations applied: {}",
@@ -40,7 +40,9 @@ async fn main() -> Result<(), Error> {
     let pool = env
         .secret("DATABASE_URL")
         .map_err(|e| e.to_string())
-        .and_then(|url| db::pool(&url).map_err(|e| e.to_string()));
+        .and_then(|url| {
+            db::pool_with(&url, db::PoolSettings::MIGRATIONS).map_err(|e| e.to_string())
+        });
     let http = migrate::http_client();
     let (pool, http) = (&pool, &http);
     run(service_fn(

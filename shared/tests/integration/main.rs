@@ -4,5 +4,6 @@ mod dlq;
 mod metrics;
 mod migrations;
 mod openapi;
+mod pool;
 mod secrets;
 mod template;

@@ -421,3 +421,22 @@ fn alarms_watch_the_queue_dlq_webhook_and_the_metrics_the_code_emits() {
     assert_eq!(fields["routeKey"], "$context.routeKey");
     assert_eq!(fields["status"], "$context.status");
 }
+
+#[test]
+fn database_functions_keep_small_pools() {
+    let t = Template::load();
+    for f in [
+        "ProcessorFunction",
+        "ConfigFunction",
+        "MappingsFunction",
+        "ConflictsFunction",
+        "LogsFunction",
+    ] {
+        let size = &t.props(f)["Environment"]["Variables"]["DATABASE_POOL_SIZE"];
+        let size: u64 = size
+            .as_str()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("{f} sets DATABASE_POOL_SIZE"));
+        assert!((1..=2).contains(&size), "{f}: pool of {size}");
+    }
+}
