@@ -51,6 +51,8 @@ pub mod routes {
         ("GET", "/api/plex/stats"),
         ("POST", "/api/plex/logs/{id}/replay"),
     ];
+    /// The admin page and its assets (no token: the page asks for it).
+    pub const ADMIN: &[Route] = &[("GET", "/"), ("GET", "/admin/{asset}")];
 
     /// (function name, its routes).
     pub const ALL: &[(&str, &[Route])] = &[
@@ -59,6 +61,7 @@ pub mod routes {
         ("mappings", MAPPINGS),
         ("conflicts", CONFLICTS),
         ("logs", LOGS),
+        ("admin", ADMIN),
     ];
 }
 

@@ -1,4 +1,3 @@
-#![recursion_limit = "256"]
 //! plexsync's shared library (crate `plexsync`, folder `shared/`).
 //!
 //! **Where code lives: code used by one function lives in that function's crate

@@ -1,3 +1,4 @@
+// Proving the message pipeline's future `Send` nests deeper than the default limit (128).
 #![recursion_limit = "256"]
 //! `conflicts` handler.
 //!

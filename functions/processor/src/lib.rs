@@ -1,3 +1,4 @@
+// Proving the message pipeline's future `Send` nests deeper than the default limit (128).
 #![recursion_limit = "256"]
 //! `processor` function: consumes SQS batches of webhook events. Each record is processed on its
 //! own, in order, inside a span carrying its message id; records that failed transiently are

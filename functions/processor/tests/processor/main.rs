@@ -1,6 +1,7 @@
 //! End-to-end tests of the processor: real Postgres (fresh database per test), moto for the
 //! encryption key secret, TMDB and the Plex server stubbed over HTTP with realistic payloads.
 
+// Proving the message pipeline's future `Send` nests deeper than the default limit (128).
 #![recursion_limit = "256"]
 
 mod delivery;
