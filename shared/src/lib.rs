@@ -16,11 +16,10 @@ pub mod crypto;
 pub mod db;
 pub mod env;
 pub mod episodes;
-pub mod error;
-pub mod http;
 pub mod lambda;
 pub mod matching;
 pub mod metrics;
+pub mod paging;
 pub mod payload;
 pub mod pipeline;
 pub mod plex;
@@ -31,5 +30,3 @@ pub mod tmdb;
 
 #[cfg(feature = "testing")]
 pub mod testing;
-
-pub use error::ApiError;

@@ -16,9 +16,8 @@ use lambda_http::{
     http::{header, HeaderMap, HeaderValue, StatusCode},
     Body, Request, RequestExt, Response,
 };
-use plexsync::{
-    api::{match_route, routes, RouteError},
-    ApiError,
+use plexsync::api::{
+    match_route, method_not_allowed, route_not_found, routes, ApiError, RouteError,
 };
 use rust_embed::Embed;
 use sha2::{Digest, Sha256};
@@ -153,19 +152,9 @@ impl Site {
                     None => ApiError::NotFound(format!("no asset {name:?}")).into_response(),
                 }
             }
-            Err(RouteError::NotFound) => plexsync::http::route_not_found(req).into_response(),
-            Err(RouteError::MethodNotAllowed(_)) => {
-                let mut resp = plexsync::http::json(
-                    StatusCode::METHOD_NOT_ALLOWED,
-                    &serde_json::json!({
-                        "status": "error",
-                        "message": format!("{} is not allowed on {}", req.method(), req.uri().path()),
-                        "error": "method_not_allowed",
-                    }),
-                );
-                resp.headers_mut()
-                    .insert(header::ALLOW, HeaderValue::from_static("GET"));
-                resp
+            Err(RouteError::NotFound) => route_not_found(req).into_response(),
+            Err(RouteError::MethodNotAllowed(allowed)) => {
+                method_not_allowed(req, &allowed).into_response()
             }
         };
         security_headers(resp.headers_mut());

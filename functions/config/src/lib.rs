@@ -7,13 +7,11 @@
 
 use lambda_http::{http::StatusCode, Body, Request, Response};
 use plexsync::{
-    api::{self, routes, ApiContext, StrictBody},
+    api::{self, json, respond, route_not_found, routes, ApiContext, ApiError, StrictBody},
     crypto::{random_token, Keyring},
     db::DbError,
     env::{Env, EnvError},
-    http::{json, respond, route_not_found},
     store::settings::{self as store, SaveConfig},
-    ApiError,
 };
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};

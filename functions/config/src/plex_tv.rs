@@ -9,8 +9,8 @@ use serde::Deserialize;
 use url::Url;
 
 use plexsync::{
+    api::ApiError,
     env::{Env, EnvError},
-    ApiError,
 };
 
 /// plex.tv's base URL: `PLEX_TV_BASE_URL` (a stub in tests and `make dev`) or the real one.

@@ -10,18 +10,19 @@
 
 use lambda_http::{http::StatusCode, Body, Request, Response};
 use plexsync::{
-    api::{self, routes, ApiContext, PageRequest, RouteMatch, StrictBody},
+    api::{
+        self, json, page_request, respond, route_not_found, routes, ApiContext, ApiError,
+        RouteMatch, StrictBody,
+    },
     env::Env,
-    http::{json, respond, route_not_found},
     pipeline::{Pipeline, StartupError},
-    store::conflicts::{self, Conflict, Resolution, ResolveError},
-    ApiError,
+    store::conflicts::{self, Conflict, Resolution},
 };
 use serde::{Deserialize, Serialize};
 
 pub mod resolution;
 
-use resolution::{CreateNewError, CreatedShow, ReplayReport};
+use resolution::{CreatedShow, ReplayReport};
 
 pub struct State {
     pub api: ApiContext,
@@ -61,7 +62,7 @@ struct ListResponse {
 }
 
 async fn list(state: &State, req: &Request) -> Result<Response<Body>, ApiError> {
-    let page = PageRequest::from_request(req)?;
+    let page = page_request(req)?;
     let page = conflicts::list_open(&state.api.pool, &page).await?;
     Ok(json(
         StatusCode::OK,
@@ -113,15 +114,6 @@ struct ResolveResponse {
     replay: ReplayReport,
 }
 
-fn resolve_error(e: ResolveError) -> ApiError {
-    match e {
-        ResolveError::NotFound(_) => ApiError::NotFound(e.to_string()),
-        ResolveError::AlreadyResolved(_) => ApiError::Conflict(e.to_string()),
-        ResolveError::UnknownShow(_) => ApiError::Unprocessable(e.to_string()),
-        ResolveError::Db(db) => db.into(),
-    }
-}
-
 async fn resolve(
     state: &State,
     route: &RouteMatch,
@@ -155,7 +147,7 @@ async fn resolve(
             let resolved =
                 conflicts::resolve(&state.api.pool, id, Resolution::Select { tvshow_id })
                     .await
-                    .map_err(resolve_error)?;
+                    .map_err(ApiError::from)?;
             (resolved, None)
         }
         Action::Ignore => {
@@ -167,7 +159,7 @@ async fn resolve(
             }
             let resolved = conflicts::resolve(&state.api.pool, id, Resolution::Ignore)
                 .await
-                .map_err(resolve_error)?;
+                .map_err(ApiError::from)?;
             (resolved, None)
         }
         Action::CreateNew => {
@@ -182,13 +174,7 @@ async fn resolve(
                     "createNew.tmdbId must be a positive integer".into(),
                 ));
             }
-            let (resolved, show) = resolution::create_new(&state.pipeline, id, tmdb_id)
-                .await
-                .map_err(|e| match e {
-                    CreateNewError::Resolve(e) => resolve_error(e),
-                    CreateNewError::TmdbMissing(_) => ApiError::Unprocessable(e.to_string()),
-                    CreateNewError::TmdbUnavailable(_) => ApiError::BadGateway(e.to_string()),
-                })?;
+            let (resolved, show) = resolution::create_new(&state.pipeline, id, tmdb_id).await?;
             (resolved, Some(show))
         }
     };

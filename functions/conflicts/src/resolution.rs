@@ -5,6 +5,7 @@
 use serde::Serialize;
 
 use plexsync::{
+    api::ApiError,
     db::DbError,
     episodes,
     pipeline::{self, LogStatus, Pipeline},
@@ -168,6 +169,16 @@ pub enum CreateNewError {
     TmdbMissing(i64),
     #[error("TMDB could not be reached: {0}")]
     TmdbUnavailable(String),
+}
+
+impl From<CreateNewError> for ApiError {
+    fn from(err: CreateNewError) -> Self {
+        match err {
+            CreateNewError::Resolve(e) => e.into(),
+            CreateNewError::TmdbMissing(_) => ApiError::Unprocessable(err.to_string()),
+            CreateNewError::TmdbUnavailable(_) => ApiError::BadGateway(err.to_string()),
+        }
+    }
 }
 
 impl From<DbError> for CreateNewError {

@@ -6,14 +6,15 @@
 
 use lambda_http::{http::StatusCode, Body, Request, Response};
 use plexsync::{
-    api::{routes, ApiContext, PageRequest, RouteMatch},
+    api::{
+        json, page_request, query_param, respond, route_not_found, routes, ApiContext, ApiError,
+        RouteMatch,
+    },
     env::{Env, EnvError},
-    http::{json, query_param, respond, route_not_found},
     store::{
         conflicts,
         logs::{self, DayStats, LogEntry, STATUSES},
     },
-    ApiError,
 };
 use serde::Serialize;
 
@@ -63,7 +64,7 @@ struct LogsResponse {
 }
 
 async fn list(state: &State, req: &Request) -> Result<Response<Body>, ApiError> {
-    let page = PageRequest::from_request(req)?;
+    let page = page_request(req)?;
     let status = query_param(req, "status");
     if let Some(s) = &status {
         if !STATUSES.contains(&s.as_str()) {

@@ -5,8 +5,8 @@ use chrono::Utc;
 use sha2::{Digest, Sha256};
 
 use plexsync::{
+    api::ApiError,
     db::{DbError, DbPool},
-    error::ApiError,
     payload::{Decision, WebhookPayload},
     queue::QueueMessage,
     store,

@@ -8,20 +8,21 @@
 
 use lambda_http::{http::StatusCode, Body, Request, Response};
 use plexsync::{
-    api::{self, query_bool, routes, ApiContext, PageRequest, RouteMatch, StrictBody},
+    api::{
+        self, json, page_request, query_bool, respond, route_not_found, routes, ApiContext,
+        ApiError, RouteMatch, StrictBody,
+    },
     crypto::Keyring,
     env::Env,
-    http::{json, respond, route_not_found},
     pipeline::StartupError,
-    plex::{PlexError, PlexServerClient},
-    store::mappings::{self, ConfirmError, Mapping, MappingFilter},
-    ApiError,
+    plex::PlexServerClient,
+    store::mappings::{self, Mapping, MappingFilter},
 };
 use serde::{Deserialize, Serialize};
 
 pub mod sync;
 
-use sync::{SyncError, SyncReport};
+use sync::SyncReport;
 
 pub struct State {
     pub api: ApiContext,
@@ -72,7 +73,7 @@ async fn list(state: &State, req: &Request) -> Result<Response<Body>, ApiError> 
         unmapped: query_bool(req, "unmapped")?.unwrap_or(false),
         conflicts: query_bool(req, "conflicts")?.unwrap_or(false),
     };
-    let page = PageRequest::from_request(req)?;
+    let page = page_request(req)?;
     let page = mappings::list(&state.api.pool, filter, &page).await?;
     Ok(json(
         StatusCode::OK,
@@ -111,13 +112,7 @@ async fn confirm(
             "tvshowId must be a positive integer".into(),
         ));
     }
-    let mapping = mappings::confirm(&state.api.pool, id, body.tvshow_id)
-        .await
-        .map_err(|e| match e {
-            ConfirmError::NotFound(_) => ApiError::NotFound(e.to_string()),
-            ConfirmError::UnknownShow(_) => ApiError::Unprocessable(e.to_string()),
-            ConfirmError::Db(db) => db.into(),
-        })?;
+    let mapping = mappings::confirm(&state.api.pool, id, body.tvshow_id).await?;
     tracing::info!(mapping = id, tvshow = body.tvshow_id, "mapping confirmed");
     Ok(json(
         StatusCode::OK,
@@ -159,9 +154,7 @@ async fn sync(state: &State, route: &RouteMatch) -> Result<Response<Body>, ApiEr
         .await?
         .ok_or_else(|| ApiError::Internal("the encryption key secret does not exist".into()))?;
     let keyring = Keyring::from_secret(&key)?;
-    let report = sync::sync_show_progress(&state.api.pool, &state.plex, &keyring, id)
-        .await
-        .map_err(sync_error)?;
+    let report = sync::sync_show_progress(&state.api.pool, &state.plex, &keyring, id).await?;
     Ok(json(
         StatusCode::OK,
         &SyncResponse {
@@ -169,28 +162,4 @@ async fn sync(state: &State, route: &RouteMatch) -> Result<Response<Body>, ApiEr
             report,
         },
     ))
-}
-
-fn sync_error(e: SyncError) -> ApiError {
-    match e {
-        SyncError::NotFound(_) => ApiError::NotFound(e.to_string()),
-        SyncError::NotLinked | SyncError::SyncDisabled(_) | SyncError::ShowMissing => {
-            ApiError::Conflict(e.to_string())
-        }
-        SyncError::NotConfigured
-        | SyncError::IntegrationDisabled
-        | SyncError::NoServerUrl
-        | SyncError::BadServerUrl => ApiError::Unprocessable(e.to_string()),
-        SyncError::Plex(PlexError::Rejected) => {
-            ApiError::Unprocessable("Plex server rejected the token".into())
-        }
-        SyncError::Plex(PlexError::Timeout) => {
-            ApiError::BadGateway("the Plex server did not answer in time".into())
-        }
-        SyncError::Plex(PlexError::Unreachable(_) | PlexError::Unexpected(_)) => {
-            ApiError::BadGateway(e.to_string())
-        }
-        SyncError::Token(_) => ApiError::Internal(e.to_string()),
-        SyncError::Db(db) => db.into(),
-    }
 }

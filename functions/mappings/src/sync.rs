@@ -9,6 +9,7 @@ use serde::Serialize;
 use url::Url;
 
 use plexsync::{
+    api::ApiError,
     crypto::{CryptoError, Keyring},
     db::{DbError, DbPool},
     episodes::{self, MarkOutcome, MarkRequest},
@@ -59,6 +60,24 @@ pub enum SyncError {
     Plex(#[from] PlexError),
     #[error(transparent)]
     Db(#[from] DbError),
+}
+
+impl From<SyncError> for ApiError {
+    fn from(err: SyncError) -> Self {
+        match err {
+            SyncError::NotFound(_) => ApiError::NotFound(err.to_string()),
+            SyncError::NotLinked | SyncError::SyncDisabled(_) | SyncError::ShowMissing => {
+                ApiError::Conflict(err.to_string())
+            }
+            SyncError::NotConfigured
+            | SyncError::IntegrationDisabled
+            | SyncError::NoServerUrl
+            | SyncError::BadServerUrl => ApiError::Unprocessable(err.to_string()),
+            SyncError::Plex(e) => e.into(),
+            SyncError::Token(_) => ApiError::Internal(err.to_string()),
+            SyncError::Db(db) => db.into(),
+        }
+    }
 }
 
 impl From<tokio_postgres::Error> for SyncError {

@@ -24,10 +24,9 @@ use serde_json::json;
 use tracing::Instrument;
 
 use plexsync::{
+    api::{body_bytes, constant_time_eq, json, query_param, route_not_found, ApiError},
     env::{Env, EnvError},
-    error::ApiError,
-    http::{body_bytes, constant_time_eq, json, query_param, route_not_found},
-    payload::{Decision, PayloadError, PlexEvent, WebhookPayload},
+    payload::{Decision, PlexEvent, WebhookPayload},
     queue::QueueMessage,
     secrets::SecretsCache,
 };
@@ -152,8 +151,8 @@ impl State {
             .get(lambda_http::http::header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok());
         let payload_json = extract_payload(content_type, body_bytes(req)).await?;
-        let (payload, raw) = WebhookPayload::from_json(&payload_json).map_err(payload_error)?;
-        let event = match payload.decide().map_err(payload_error)? {
+        let (payload, raw) = WebhookPayload::from_json(&payload_json)?;
+        let event = match payload.decide()? {
             Decision::Process(event) => event,
             Decision::Ignore(reason) => {
                 tracing::info!(event = %payload.event, %reason, "webhook ignored");
@@ -252,10 +251,6 @@ fn not_configured() -> ApiError {
 
 fn secret_matches(presented: &str, expected: &SecretString) -> bool {
     constant_time_eq(presented, expected.expose_secret().trim())
-}
-
-fn payload_error(err: PayloadError) -> ApiError {
-    ApiError::BadRequest(err.to_string())
 }
 
 fn log_event(message: &'static str, e: &PlexEvent) {

@@ -7,8 +7,8 @@ use serde::Serialize;
 use deadpool_postgres::Transaction;
 
 use crate::{
-    api::{Cursor, Page, PageRequest},
     db::{DbError, DbPool},
+    paging::{Cursor, Page, PageRequest},
 };
 
 /// An open conflict as the API shows it.

@@ -6,8 +6,8 @@ use serde::Serialize;
 use tokio_postgres::types::ToSql;
 
 use crate::{
-    api::{Cursor, Page, PageRequest},
     db::{DbError, DbPool},
+    paging::{Cursor, Page, PageRequest},
 };
 
 /// The statuses the processor writes (the table's CHECK constraint).

@@ -5,8 +5,8 @@ use serde::Serialize;
 use tokio_postgres::{types::ToSql, Row};
 
 use crate::{
-    api::{Cursor, Page, PageRequest},
     db::{DbError, DbPool},
+    paging::{Cursor, Page, PageRequest},
 };
 
 /// A mapping as the API shows it, with the tracker show's title and any open conflict.

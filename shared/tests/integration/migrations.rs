@@ -266,7 +266,7 @@ async fn unreachable_database_is_a_transient_error() {
     .unwrap();
     let err = db::migrate(&pool).await.unwrap_err();
     assert!(err.is_transient(), "{err}");
-    let api: plexsync::ApiError = err.into();
+    let api: plexsync::api::ApiError = err.into();
     assert_eq!(api.status().as_u16(), 503);
 }
 
@@ -281,7 +281,7 @@ async fn client_side_type_error_is_not_transient() {
         .map_err(plexsync::db::DbError::from)
         .unwrap_err();
     assert!(!err.is_transient(), "{err}");
-    let api: plexsync::ApiError = err.into();
+    let api: plexsync::api::ApiError = err.into();
     assert_eq!(api.status().as_u16(), 500);
 }
 

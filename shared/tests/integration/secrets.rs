@@ -133,6 +133,6 @@ async fn unreachable_secrets_manager_is_an_error_naming_the_secret() {
     let cache = SecretsCache::new(aws_sdk_secretsmanager::Client::new(&config));
     let err = cache.get("plexsync/webhook-secret").await.unwrap_err();
     assert!(err.to_string().contains("plexsync/webhook-secret"), "{err}");
-    let api: plexsync::ApiError = err.into();
+    let api: plexsync::api::ApiError = err.into();
     assert_eq!(api.status().as_u16(), 503);
 }

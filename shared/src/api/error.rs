@@ -1,10 +1,23 @@
-//! The one error type every HTTP-facing handler returns, and its single mapping to
-//! `{"status":"error","message":...,"error":...}` with the right status code.
+//! The one error type every HTTP-facing handler returns, its single mapping to
+//! `{"status":"error","message":...,"error":...}` with the right status code, and the mapping of
+//! every shared domain error to it (a function's own errors are mapped in its crate).
 
-use lambda_http::{http::StatusCode, Body, Response};
+use lambda_http::{
+    http::{header, HeaderValue, StatusCode},
+    Body, Response,
+};
 use serde::Serialize;
 
-use crate::{crypto::CryptoError, db::DbError, secrets::SecretsError};
+use super::response::json;
+use crate::{
+    crypto::CryptoError,
+    db::DbError,
+    paging::PagingError,
+    payload::PayloadError,
+    plex::PlexError,
+    secrets::SecretsError,
+    store::{conflicts::ResolveError, mappings::ConfirmError},
+};
 
 /// An error as the user of the HTTP API sees it. `message` texts must never contain secrets.
 #[derive(Debug, thiserror::Error)]
@@ -18,6 +31,9 @@ pub enum ApiError {
     Forbidden(String),
     #[error("{0}")]
     NotFound(String),
+    /// The path exists with other methods; `allow` lists them for the `Allow` header.
+    #[error("{message}")]
+    MethodNotAllowed { message: String, allow: String },
     #[error("{0}")]
     Conflict(String),
     #[error("{0}")]
@@ -51,6 +67,7 @@ impl ApiError {
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
@@ -69,6 +86,7 @@ impl ApiError {
             Self::Unauthorized => "unauthorized",
             Self::Forbidden(_) => "forbidden",
             Self::NotFound(_) => "not_found",
+            Self::MethodNotAllowed { .. } => "method_not_allowed",
             Self::Conflict(_) => "conflict",
             Self::PayloadTooLarge(_) => "payload_too_large",
             Self::Unprocessable(_) => "unprocessable",
@@ -94,15 +112,26 @@ impl ApiError {
             message: &message,
             error: self.code(),
         };
-        let mut response = crate::http::json(self.status(), &body);
-        if let Self::TooManyRequests { retry_after_secs } = self {
-            response.headers_mut().insert(
-                lambda_http::http::header::RETRY_AFTER,
-                retry_after_secs.into(),
-            );
+        let mut response = json(self.status(), &body);
+        let headers = response.headers_mut();
+        match self {
+            Self::TooManyRequests { retry_after_secs } => {
+                headers.insert(header::RETRY_AFTER, retry_after_secs.into());
+            }
+            Self::MethodNotAllowed { allow, .. } => {
+                if let Ok(v) = HeaderValue::from_str(&allow) {
+                    headers.insert(header::ALLOW, v);
+                }
+            }
+            _ => {}
         }
         response
     }
+}
+
+/// Turns a handler result into the response the runtime sends.
+pub fn respond(result: Result<Response<Body>, ApiError>) -> Response<Body> {
+    result.unwrap_or_else(ApiError::into_response)
 }
 
 impl From<DbError> for ApiError {
@@ -120,6 +149,51 @@ impl From<SecretsError> for ApiError {
     fn from(err: SecretsError) -> Self {
         tracing::warn!(error = %err, "secrets manager unavailable");
         Self::Unavailable("secret store unavailable, try again shortly".into())
+    }
+}
+
+impl From<PagingError> for ApiError {
+    fn from(err: PagingError) -> Self {
+        Self::BadRequest(err.to_string())
+    }
+}
+
+impl From<PayloadError> for ApiError {
+    fn from(err: PayloadError) -> Self {
+        Self::BadRequest(err.to_string())
+    }
+}
+
+impl From<PlexError> for ApiError {
+    fn from(err: PlexError) -> Self {
+        match err {
+            PlexError::Rejected => Self::Unprocessable(err.to_string()),
+            PlexError::Timeout => Self::BadGateway("the Plex server did not answer in time".into()),
+            PlexError::Unreachable(_) | PlexError::Unexpected(_) => {
+                Self::BadGateway(err.to_string())
+            }
+        }
+    }
+}
+
+impl From<ResolveError> for ApiError {
+    fn from(err: ResolveError) -> Self {
+        match err {
+            ResolveError::NotFound(_) => Self::NotFound(err.to_string()),
+            ResolveError::AlreadyResolved(_) => Self::Conflict(err.to_string()),
+            ResolveError::UnknownShow(_) => Self::Unprocessable(err.to_string()),
+            ResolveError::Db(db) => db.into(),
+        }
+    }
+}
+
+impl From<ConfirmError> for ApiError {
+    fn from(err: ConfirmError) -> Self {
+        match err {
+            ConfirmError::NotFound(_) => Self::NotFound(err.to_string()),
+            ConfirmError::UnknownShow(_) => Self::Unprocessable(err.to_string()),
+            ConfirmError::Db(db) => db.into(),
+        }
     }
 }
 
@@ -144,6 +218,14 @@ mod tests {
             (ApiError::Unauthorized, 401, "unauthorized"),
             (ApiError::Forbidden("no".into()), 403, "forbidden"),
             (ApiError::NotFound("gone".into()), 404, "not_found"),
+            (
+                ApiError::MethodNotAllowed {
+                    message: "PUT is not allowed on /x".into(),
+                    allow: "GET".into(),
+                },
+                405,
+                "method_not_allowed",
+            ),
             (ApiError::Conflict("twice".into()), 409, "conflict"),
             (
                 ApiError::PayloadTooLarge("big".into()),

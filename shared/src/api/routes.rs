@@ -1,0 +1,40 @@
+//! Every route each function serves, as data: the functions route with these tables and the
+//! OpenAPI test checks `docs/openapi.yaml` against them.
+
+/// One route: HTTP method and path pattern, with `{name}` for a path parameter. The same
+/// spelling as the OpenAPI document's `paths`, so a test can compare them.
+pub type Route = (&'static str, &'static str);
+
+pub const WEBHOOK: &[Route] = &[("POST", "/api/plex/webhook")];
+pub const CONFIG: &[Route] = &[
+    ("GET", "/api/plex/config"),
+    ("POST", "/api/plex/config"),
+    ("DELETE", "/api/plex/config"),
+];
+pub const MAPPINGS: &[Route] = &[
+    ("GET", "/api/plex/mappings"),
+    ("POST", "/api/plex/mappings/{id}/confirm"),
+    ("POST", "/api/plex/mappings/{id}/sync"),
+    ("DELETE", "/api/plex/mappings/{id}"),
+];
+pub const CONFLICTS: &[Route] = &[
+    ("GET", "/api/plex/conflicts"),
+    ("POST", "/api/plex/conflicts/{id}/resolve"),
+];
+pub const LOGS: &[Route] = &[
+    ("GET", "/api/plex/logs"),
+    ("GET", "/api/plex/stats"),
+    ("POST", "/api/plex/logs/{id}/replay"),
+];
+/// The admin page and its assets (no token: the page asks for it).
+pub const ADMIN: &[Route] = &[("GET", "/"), ("GET", "/admin/{asset}")];
+
+/// (function name, its routes).
+pub const ALL: &[(&str, &[Route])] = &[
+    ("webhook", WEBHOOK),
+    ("config", CONFIG),
+    ("mappings", MAPPINGS),
+    ("conflicts", CONFLICTS),
+    ("logs", LOGS),
+    ("admin", ADMIN),
+];
