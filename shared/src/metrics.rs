@@ -152,7 +152,10 @@ mod tests {
             .map(|m| m["Name"].as_str().unwrap().to_string())
             .collect();
         assert_eq!(names, ["TmdbRequests", "TmdbErrors"]);
-        assert_eq!((doc["TmdbRequests"].clone(), doc["TmdbErrors"].clone()), (json!(1.0), json!(0.0)));
+        assert_eq!(
+            (doc["TmdbRequests"].clone(), doc["TmdbErrors"].clone()),
+            (json!(1.0), json!(0.0))
+        );
         // Outside capture nothing is kept (and nothing fails).
         emit_count(OPEN_CONFLICTS, 1.0);
     }

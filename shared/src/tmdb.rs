@@ -581,7 +581,9 @@ mod tests {
         let server = MockServer::start().await;
         Mock::given(method("GET"))
             .and(path("/3/search/tv"))
-            .respond_with(ResponseTemplate::new(200).set_body_json(fixtures::tmdb_search_the_office()))
+            .respond_with(
+                ResponseTemplate::new(200).set_body_json(fixtures::tmdb_search_the_office()),
+            )
             .mount(&server)
             .await;
         Mock::given(method("GET"))
@@ -614,7 +616,10 @@ mod tests {
             assert_eq!(directive["Metrics"][1]["Name"], "TmdbErrors");
             assert_eq!(doc["TmdbRequests"], 1.0);
         }
-        let errors: Vec<f64> = docs.iter().map(|d| d["TmdbErrors"].as_f64().unwrap()).collect();
+        let errors: Vec<f64> = docs
+            .iter()
+            .map(|d| d["TmdbErrors"].as_f64().unwrap())
+            .collect();
         assert_eq!(errors, [0.0, 1.0, 0.0, 1.0]);
     }
 

@@ -383,6 +383,52 @@ fn alarms_watch_the_queue_dlq_webhook_and_the_metrics_the_code_emits() {
         alarm_metric(&t, "OpenConflictsAlarm"),
         (metrics::NAMESPACE.into(), metrics::OPEN_CONFLICTS.into())
     );
+    assert_eq!(
+        alarm_metric(&t, "EnqueueFailedAlarm"),
+        (metrics::NAMESPACE.into(), metrics::ENQUEUE_FAILURES.into())
+    );
+    // The TMDB error rate: errors over calls, both as the client emits them.
+    let queries = &t.props("TmdbErrorRateAlarm")["Metrics"];
+    let stat = |id: &str| {
+        let q = list(queries)
+            .into_iter()
+            .find(|q| q["Id"].as_str() == Some(id))
+            .unwrap_or_else(|| panic!("TmdbErrorRateAlarm has a query {id}"));
+        let m = &q["MetricStat"]["Metric"];
+        (
+            m["Namespace"].as_str().unwrap_or_default().to_string(),
+            m["MetricName"].as_str().unwrap_or_default().to_string(),
+            q["MetricStat"]["Period"].as_u64(),
+        )
+    };
+    assert_eq!(
+        stat("errors"),
+        (
+            metrics::NAMESPACE.into(),
+            metrics::TMDB_ERRORS.into(),
+            Some(600)
+        )
+    );
+    assert_eq!(
+        stat("requests"),
+        (
+            metrics::NAMESPACE.into(),
+            metrics::TMDB_REQUESTS.into(),
+            Some(600)
+        )
+    );
+    let rate = list(queries)
+        .into_iter()
+        .find(|q| q["ReturnData"].as_bool() == Some(true))
+        .expect("one query is the alarm's");
+    assert!(rate["Expression"]
+        .as_str()
+        .unwrap_or_default()
+        .contains("100 * errors / requests"));
+    assert_eq!(
+        t.props("TmdbErrorRateAlarm")["Threshold"].as_u64(),
+        Some(20)
+    );
     // Webhook outcomes are counted from the access log, for the webhook route only.
     for (filter, alarm, status) in [
         ("Webhook4xxMetric", "Webhook4xxAlarm", "4*"),
