@@ -1,6 +1,7 @@
 //! Integration tests against real Postgres and moto_server (started by `make test`).
 
 mod dlq;
+mod env_secrets;
 mod metrics;
 mod migrations;
 mod openapi;

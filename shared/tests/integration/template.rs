@@ -486,3 +486,29 @@ fn database_functions_keep_small_pools() {
         assert!((1..=2).contains(&size), "{f}: pool of {size}");
     }
 }
+
+#[test]
+fn functions_get_secret_arns_never_secret_values() {
+    let t = Template::load();
+    for f in functions(&t) {
+        let Some(vars) = t.props(&f)["Environment"]["Variables"].as_mapping() else {
+            continue;
+        };
+        for (name, value) in vars {
+            let name = name.as_str().unwrap_or_default();
+            assert!(
+                !matches!(name, "DATABASE_URL" | "TMDB_API_TOKEN" | "RUNTIME_DATABASE_URL"),
+                "{f}: {name} would put the value in the function's configuration; pass {name}_SECRET_ID"
+            );
+            let text = format!("{value:?}");
+            assert!(
+                !text.contains("{{resolve:"),
+                "{f}: {name} resolves a secret into the environment"
+            );
+            assert!(
+                intrinsic(value) != Some(reference("TmdbApiToken")),
+                "{f}: {name}"
+            );
+        }
+    }
+}
