@@ -268,25 +268,63 @@ pub async fn process_body(
         Err(e) => {
             tracing::warn!(error = %e, "unreadable queue message");
             let outcome = Outcome::failed(e.to_string());
-            let client = state.pool.get().await.map_err(|e| transient(e.into()))?;
-            client
-                .execute(
-                    "INSERT INTO plex_webhook_logs
-                        (message_id, event_type, payload, status, error_message, receive_count,
-                         processing_duration_ms)
-                     VALUES ($1, 'unknown', $2, 'failed', $3, $4, 0)",
-                    &[
-                        &message_id,
-                        &json!({ "body": body }),
-                        &outcome.reason,
-                        &receive_count.and_then(|n| i32::try_from(n).ok()),
-                    ],
-                )
-                .await
-                .map_err(|e| transient(e.into()))?;
+            log_unreadable(state, body, message_id, receive_count, &e.to_string()).await?;
             Ok(outcome)
         }
     }
+}
+
+/// Logs a message `failed` with `reason` without processing it: the queue will not deliver it
+/// again (its last receive failed transiently), so the activity log is where the user sees it
+/// and can replay it from.
+pub async fn log_final_failure(
+    state: &Pipeline,
+    body: &str,
+    message_id: &str,
+    receive_count: Option<i64>,
+    reason: &str,
+) -> Result<(), TransientError> {
+    let Ok(msg) = QueueMessage::from_body(body) else {
+        return log_unreadable(state, body, message_id, receive_count, reason).await;
+    };
+    let ctx = LogCtx {
+        msg: &msg,
+        message_id,
+        key: msg.idempotency_key(),
+        receive_count,
+        started: Instant::now(),
+    };
+    let client = state.pool.get().await.map_err(|e| transient(e.into()))?;
+    write_log(&client, &ctx, &Outcome::failed(reason))
+        .await
+        .map_err(|e| transient(e.into()))
+}
+
+/// The log row of a body that is not a queue message (payload kept as `{"body": ...}`).
+async fn log_unreadable(
+    state: &Pipeline,
+    body: &str,
+    message_id: &str,
+    receive_count: Option<i64>,
+    reason: &str,
+) -> Result<(), TransientError> {
+    let client = state.pool.get().await.map_err(|e| transient(e.into()))?;
+    client
+        .execute(
+            "INSERT INTO plex_webhook_logs
+                (message_id, event_type, payload, status, error_message, receive_count,
+                 processing_duration_ms)
+             VALUES ($1, 'unknown', $2, 'failed', $3, $4, 0)",
+            &[
+                &message_id,
+                &json!({ "body": body }),
+                &reason,
+                &receive_count.and_then(|n| i32::try_from(n).ok()),
+            ],
+        )
+        .await
+        .map_err(|e| transient(e.into()))?;
+    Ok(())
 }
 
 fn transient(e: DbError) -> TransientError {
