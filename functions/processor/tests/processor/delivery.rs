@@ -385,8 +385,9 @@ async fn a_batch_emits_the_open_conflicts_metric_with_the_real_count() {
     let h = harness().await;
     stub_search(&h, json!({"page": 1, "results": [], "total_results": 0})).await;
     let body = message(office_episode(1)).to_body();
+    let processor = h.processor();
     let (response, lines) = plexsync::metrics::capture(processor::handle_batch(
-        &h.state,
+        &processor,
         sqs_event(&[("m-conflict", body, 1)]),
     ))
     .await;
