@@ -4,7 +4,8 @@
 # test (scripts/e2e.sh, with the admin page's browser tests), check that `make dev` shuts down
 # cleanly on SIGTERM/SIGHUP (scripts/test-dev-shutdown.sh), and stop moto again if we started it.
 # Extra arguments go to `cargo test` (e.g. `scripts/test.sh -p plexsync -- matching`); the
-# end-to-end test runs only without them, so a focused run stays fast. E2E=0 skips it too.
+# end-to-end test and the quick reliability cases run only without them, so a focused run stays
+# fast. E2E=0 skips both too.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -39,4 +40,6 @@ if [[ $# -eq 0 && ${E2E:-1} != 0 ]]; then
   # make dev stops everything it started on SIGTERM / SIGHUP (several rounds, ~30 s).
   scripts/test-dev-shutdown.sh
   scripts/e2e.sh
+  # The quick reliability cases (duplicate storm, poison message, database outage, secret scan).
+  scripts/reliability.sh --quick
 fi

@@ -129,7 +129,9 @@ def fresh_database(admin_url):
     return url
 
 
-def fifo_queue(suffix, visibility=30):
+def fifo_queue(suffix, visibility=30, max_receive=MAX_RECEIVE_COUNT):
+    """(queue URL, DLQ URL): a FIFO queue redriving to its DLQ after max_receive receives, as the
+    template sets it up."""
     sqs = aws("sqs")
     dlq = sqs.create_queue(QueueName=f"plexsync-e2e-dlq-{suffix}.fifo",
                            Attributes={"FifoQueue": "true"})["QueueUrl"]
@@ -140,7 +142,7 @@ def fifo_queue(suffix, visibility=30):
             "FifoQueue": "true",
             "VisibilityTimeout": str(visibility),
             "RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn,
-                                        "maxReceiveCount": MAX_RECEIVE_COUNT}),
+                                         "maxReceiveCount": max_receive}),
         },
     )["QueueUrl"]
     cleanups.append(lambda: (sqs.delete_queue(QueueUrl=url), sqs.delete_queue(QueueUrl=dlq)))
@@ -154,10 +156,11 @@ def secret(name, value):
     return name
 
 
-def start(name, argv, env):
+def start(name, argv, env, log_dir=None):
     """Starts a process in its own process group (so watch's children stop with it)."""
-    LOG_DIR.mkdir(parents=True, exist_ok=True)
-    logfile = open(LOG_DIR / f"{name}.log", "w")
+    log_dir = log_dir or LOG_DIR
+    log_dir.mkdir(parents=True, exist_ok=True)
+    logfile = open(log_dir / f"{name}.log", "w")
     proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=logfile, stderr=subprocess.STDOUT,
                             stdin=subprocess.DEVNULL, start_new_session=True)
 
@@ -316,57 +319,92 @@ def bridge_contract():
     return "batch in order; only batchItemFailures kept; invoke error deletes nothing"
 
 
-# ------------------------------------------------------------------ main scenario
+# ------------------------------------------------------------------ the stack
+
+# v4 read access tokens are JWTs; this one only has to look like one.
+TMDB_TOKEN = "eyJhbGciOiJIUzI1NiJ9.eyJhdWQiOiJlMmUiLCJzY29wZXMiOlsiYXBpX3JlYWQiXX0.c2lnbmF0dXJl"
+PLEX_TOKEN = "pLxT0k3n-e2e-abcdefghijkl"
 
 
 class Stack:
-    """One local deployment: a fresh database (The Office seeded), queue, secrets, the functions
-    under `cargo lambda watch`, the SQS bridge, and tools/router.py in front (the API Gateway
-    paths on one origin, as `make dev` serves them)."""
+    """What start_stack brought up: URLs, the secret values (so a suite can look for them in
+    what it captured) and the processes."""
+
+    def __init__(self, **kw):
+        self.__dict__.update(kw)
+        self.auth = {"Authorization": f"Bearer {self.api_token}"}
+
+    def url(self, function, path=""):
+        return f"{self.base}/lambda-url/{function}{path}"
 
 
-def stack(name, admin_url, stub):
-    st = Stack()
+def start_stack(admin_url, *, db_url=None, seed=seed_office, visibility=30, max_receive=MAX_RECEIVE_COUNT,
+                stub=None, log_dir=None, bridge=True, with_router=False):
+    """The functions under `cargo lambda watch` on a free port, a fresh database (or db_url,
+    already migrated), a FIFO queue with its DLQ, the three secrets in moto, the plex.tv/TMDB
+    stubs (or `stub`, a server like stubs.serve() returns) and the bridge (unless bridge=False).
+    with_router: tools/router.py in front, on its own free port (`origin`: the page at /, the API
+    under /api/plex/..., as `make dev` and API Gateway serve them), which is then also the
+    webhook URL's base. Everything is removed again by the cleanups."""
+    log_dir = log_dir or LOG_DIR
     suffix = secrets.token_hex(4)
-    st.db_url = fresh_database(admin_url)
-    seed_office(st.db_url)
-    st.queue_url, st.dlq_url = fifo_queue(suffix)
-    st.api_token = secrets.token_urlsafe(32)
-    ids = {
-        "ENCRYPTION_KEY_SECRET_ID": secret(f"plexsync-e2e/{suffix}/encryption-key", secrets.token_hex(32)),
-        "API_TOKEN_SECRET_ID": secret(f"plexsync-e2e/{suffix}/api-token", st.api_token),
+    if db_url is None:
+        db_url = fresh_database(admin_url)
+    if seed:
+        seed(db_url)
+    queue_url, dlq_url = fifo_queue(suffix, visibility, max_receive)
+    api_token = secrets.token_urlsafe(32)
+    values = {
+        "ENCRYPTION_KEY_SECRET_ID": secrets.token_hex(32),
+        "API_TOKEN_SECRET_ID": api_token,
         # As the template creates it: a generated value the config function adopts.
-        "WEBHOOK_SECRET_ID": secret(f"plexsync-e2e/{suffix}/webhook-secret", secrets.token_urlsafe(32)),
+        "WEBHOOK_SECRET_ID": secrets.token_urlsafe(32),
     }
-    port, router_port = free_port(), free_port()
-    st.watch_base = f"http://127.0.0.1:{port}"
-    st.origin = f"http://127.0.0.1:{router_port}"
+    names = {"ENCRYPTION_KEY_SECRET_ID": "encryption-key", "API_TOKEN_SECRET_ID": "api-token",
+             "WEBHOOK_SECRET_ID": "webhook-secret"}
+    ids = {var: secret(f"plexsync-e2e/{suffix}/{names[var]}", value) for var, value in values.items()}
+    if stub is None:
+        stub = stubs.serve()
+        cleanups.append(stub.shutdown)
+
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    origin = f"http://127.0.0.1:{free_port()}" if with_router else None
     env = {
         **os.environ,
         **ids,
-        "DATABASE_URL": st.db_url,
-        "QUEUE_URL": st.queue_url,
-        "DLQ_URL": st.dlq_url,
-        "MAX_RECEIVE_COUNT": str(MAX_RECEIVE_COUNT),
-        "PUBLIC_BASE_URL": st.origin,
+        "DATABASE_URL": db_url,
+        "QUEUE_URL": queue_url,
+        "DLQ_URL": dlq_url,
+        "MAX_RECEIVE_COUNT": str(max_receive),
+        "PUBLIC_BASE_URL": origin or f"{base}/lambda-url/webhook",
         "TMDB_BASE_URL": stub.base_url,
-        # v4 read access tokens are JWTs; this one only has to look like one.
-        "TMDB_API_TOKEN": "eyJhbGciOiJIUzI1NiJ9.eyJhdWQiOiJlMmUiLCJzY29wZXMiOlsiYXBpX3JlYWQiXX0.c2lnbmF0dXJl",
+        "TMDB_API_TOKEN": TMDB_TOKEN,
         "PLEX_TV_BASE_URL": stub.base_url,
         "RUST_LOG": "info",
     }
     env.pop("PLEX_ALLOWED_CIDRS", None)
-    log(f"{name}: database {st.db_url.rsplit('/', 1)[1]}, queue {st.queue_url.rsplit('/', 1)[1]}, "
-        f"stubs {stub.base_url}, watch on :{port}, router on :{router_port}; logs in {LOG_DIR}")
-    watch = start(f"watch-{name}", ["cargo", "lambda", "watch", "--invoke-address", "127.0.0.1",
-                                    "--invoke-port", str(port)], env)
+    log(f"database {db_url.rsplit('/', 1)[1]}, queue {queue_url.rsplit('/', 1)[1]}, "
+        f"stubs {stub.base_url}, watch on :{port}; logs in {log_dir}")
+    watch = start("watch", ["cargo", "lambda", "watch", "--invoke-address", "127.0.0.1",
+                            "--invoke-port", str(port)], env, log_dir)
     wait_for_port(port, watch, timeout=120)
-    start(f"bridge-{name}", [sys.executable, "tools/bridge.py", "--queue-url", st.queue_url, "--invoke-url",
-                             f"{st.watch_base}/2015-03-31/functions/processor/invocations"], env)
-    server = router.serve(router_port, st.watch_base)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    cleanups.append(server.shutdown)
-    return st
+    if bridge:
+        bridge = start("bridge", [sys.executable, "tools/bridge.py", "--queue-url", queue_url,
+                                  "--invoke-url", f"{base}/2015-03-31/functions/processor/invocations"],
+                       env, log_dir)
+    if origin:
+        server = router.serve(int(origin.rsplit(":", 1)[1]), base)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        cleanups.append(server.shutdown)
+        log(f"router on {origin}")
+    return Stack(base=base, origin=origin, port=port, db_url=db_url, queue_url=queue_url, dlq_url=dlq_url,
+                 api_token=api_token, encryption_key=values["ENCRYPTION_KEY_SECRET_ID"],
+                 webhook_secret=values["WEBHOOK_SECRET_ID"], stub=stub, env=env, watch=watch,
+                 bridge=bridge, log_dir=log_dir)
+
+
+# ------------------------------------------------------------------ main scenario
 
 
 def main():
@@ -380,11 +418,8 @@ def main():
 
     check("bridge: SQS event shape and partial batch deletes", bridge_contract)
 
-    stub = stubs.serve()
-    cleanups.append(stub.shutdown)
-    api = stack("api", admin_url, stub)
-    base, db_url, queue_url, api_token = api.origin, api.db_url, api.queue_url, api.api_token
-    watch_base = api.watch_base
+    stack = start_stack(admin_url, with_router=True)
+    db_url, queue_url, api_token, base = stack.db_url, stack.queue_url, stack.api_token, stack.origin
 
     auth = {"Authorization": f"Bearer {api_token}"}
     state = {}
@@ -392,7 +427,7 @@ def main():
     def config():
         status, _, body = http(
             "POST", f"{base}/api/plex/config",
-            json.dumps({"plexToken": "pLxT0k3n-e2e-abcdefghijkl", "autoMarkWatched": True,
+            json.dumps({"plexToken": PLEX_TOKEN, "autoMarkWatched": True,
                         "autoAddShows": False}).encode(),
             {**auth, "Content-Type": "application/json"}, timeout=FIRST_REQUEST_TIMEOUT)
         assert status == 200, f"{status} {body}"
@@ -468,7 +503,7 @@ def main():
             "PhysicalResourceId": "Migrations-migrations", "ResourceType": "Custom::Migrations",
             "ResourceProperties": {"CodeVersion": "2"}, "OldResourceProperties": {"CodeVersion": "1"},
         }
-        status, _, body = http("POST", f"{watch_base}/2015-03-31/functions/migrate/invocations",
+        status, _, body = http("POST", f"{stack.base}/2015-03-31/functions/migrate/invocations",
                                json.dumps(event).encode(), {"Content-Type": "application/json"},
                                timeout=FIRST_REQUEST_TIMEOUT)
         assert status == 200, f"{status} {body}"
@@ -538,7 +573,7 @@ def main():
             if check("the processor opens a conflict offering the tracker's show", unmatched_conflict):
                 check("resolving it through the API marks the held episode", resolve_unmatched)
 
-    check("admin page scenarios ran in headless Chromium", lambda: browser_tests(admin_url, stub))
+    check("admin page scenarios ran in headless Chromium", lambda: browser_tests(admin_url, stack.stub))
 
 
 SCREENSHOTS = LOG_DIR / "screenshots"
@@ -549,7 +584,7 @@ def browser_tests(admin_url, stub):
     stack of their own (a new user's empty database), one result per scenario."""
     chromium = subprocess.run(["scripts/ensure-browser.sh"], cwd=ROOT, check=True,
                               capture_output=True, text=True).stdout.strip()
-    st = stack("browser", admin_url, stub)
+    st = start_stack(admin_url, stub=stub, with_router=True, log_dir=LOG_DIR / "browser")
     env = {**os.environ, "BASE_URL": st.origin, "API_TOKEN": st.api_token,
            "DATABASE_URL": st.db_url, "SCREENSHOT_DIR": str(SCREENSHOTS), "CHROMIUM": chromium}
     log(f"browser tests (tests/browser/admin.test.mjs) against {st.origin}; screenshots in {SCREENSHOTS}")
@@ -567,14 +602,10 @@ def browser_tests(admin_url, stub):
         passed = ok.startswith("ok ")
         results.append((f"browser: {rest}", passed, ""))
         print(f"{'PASS' if passed else 'FAIL'} browser: {rest}", flush=True)
-    if not passed_all(proc, found):
+    if proc.returncode != 0 or found == 0:
         print(proc.stdout[-6000:], proc.stderr[-3000:], sep="\n", flush=True)
     if found == 0:
         raise AssertionError(f"no browser test ran (exit {proc.returncode}); see {LOG_DIR}/browser.tap")
-
-
-def passed_all(proc, found):
-    return proc.returncode == 0 and found > 0
 
 
 def run():
