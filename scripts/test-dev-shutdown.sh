@@ -49,7 +49,9 @@ round() { # name signal wait-for-up
   out="$work/$name.out"
   mkdir -p "$work/$name"
   # setsid: make leads its own process group, as in a terminal or under a process manager.
-  env -u MAKEFLAGS -u MFLAGS -u MAKELEVEL \
+  # --default-signal: a caller under nohup hands down HUP ignored, and a shell cannot trap a
+  # signal ignored on entry; make dev in a terminal gets the default disposition.
+  env --default-signal=HUP,INT,TERM -u MAKEFLAGS -u MFLAGS -u MAKELEVEL \
     DEV_DIR="$work/$name" DEV_NAME="devstop-$name-$RANDOM" DEV_DATABASE_URL="${ADMIN_URL%/*}/$db" \
     DEV_PORT="$dev_port" WATCH_PORT="$watch_port" STUBS_PORT="$stubs_port" \
     setsid make --no-print-directory dev >"$out" 2>&1 </dev/null &
