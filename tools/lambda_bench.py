@@ -343,7 +343,7 @@ class Bench:
         # Episodes handed out so far, per show: every scrobble marks a distinct episode.
         self.next_episode = [0] * (SHOWS + 1)
         self.message_template = None
-        self.results = {"rounds": args.rounds}
+        self.results = {"rounds": args.rounds, "invocations": args.invocations}
 
     def binary(self, name):
         return self.bin_dir / name / "bootstrap"
