@@ -568,13 +568,15 @@ pub async fn find_mapping<C: GenericClient>(
     let row = client
         .query_opt(
             "SELECT id, tvshow_id, sync_enabled FROM plex_show_mappings
-              WHERE plex_server_uuid = $1 AND (plex_rating_key = $2 OR plex_guid = $3)
+              WHERE sender = $4 AND plex_server_uuid = $1
+                AND (plex_rating_key = $2 OR plex_guid = $3)
               ORDER BY (plex_rating_key = $2) DESC
               LIMIT 1",
             &[
                 &event.server_uuid,
                 &event.show.rating_key,
                 &show_guid(event),
+                &event.sender.as_str(),
             ],
         )
         .await?;
@@ -592,8 +594,13 @@ pub async fn open_conflict<C: GenericClient>(
     let row = client
         .query_opt(
             "SELECT id FROM plex_conflicts
-              WHERE plex_server_uuid = $1 AND plex_rating_key = $2 AND NOT resolved",
-            &[&event.server_uuid, &event.show.rating_key],
+              WHERE sender = $3 AND plex_server_uuid = $1 AND plex_rating_key = $2
+                AND NOT resolved",
+            &[
+                &event.server_uuid,
+                &event.show.rating_key,
+                &event.sender.as_str(),
+            ],
         )
         .await?;
     Ok(row.map(|r| r.get(0)))
@@ -626,9 +633,9 @@ pub async fn create_mapping(
         "INSERT INTO plex_show_mappings
             (plex_server_uuid, plex_rating_key, plex_guid, plex_title, plex_year,
              tvdb_id, imdb_id, tmdb_id, tvshow_id, match_confidence, match_method,
-             manually_confirmed, sync_enabled)
+             manually_confirmed, sync_enabled, sender)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, round($10::float8::numeric, 2), $11,
-                 $10::float8 >= $12::float8, true)
+                 $10::float8 >= $12::float8, true, $13)
          ON CONFLICT DO NOTHING",
         &[
             &event.server_uuid,
@@ -643,6 +650,7 @@ pub async fn create_mapping(
             &confidence,
             &method,
             &AUTO_MAP_THRESHOLD,
+            &event.sender.as_str(),
         ],
     )
     .await?;
@@ -664,9 +672,9 @@ pub async fn upsert_conflict(
         .query_one(
             "INSERT INTO plex_conflicts
                 (plex_server_uuid, plex_rating_key, plex_guid, plex_title, plex_year,
-                 conflict_type, potential_matches)
-             VALUES ($1, $2, $3, $4, $5, $6, $7)
-             ON CONFLICT (plex_server_uuid, plex_rating_key) WHERE NOT resolved
+                 conflict_type, potential_matches, sender)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+             ON CONFLICT (sender, plex_server_uuid, plex_rating_key) WHERE NOT resolved
              DO UPDATE SET potential_matches = EXCLUDED.potential_matches,
                            conflict_type = EXCLUDED.conflict_type,
                            updated_at = now()
@@ -679,6 +687,7 @@ pub async fn upsert_conflict(
                 &year,
                 &kind.as_str(),
                 &matches,
+                &event.sender.as_str(),
             ],
         )
         .await?;

@@ -24,6 +24,7 @@ use crate::payload::{AccountRef, EventKind, PlexEvent};
 use crate::plex::PlexServerClient;
 use crate::queue::QueueMessage;
 use crate::secrets::SecretsCache;
+use crate::senders::{same_user_id, Sender};
 use crate::tmdb::{SeasonDetails, TmdbClient, TmdbError, TvDetails};
 
 /// Where the encryption key (for the stored Plex token) comes from.
@@ -239,12 +240,21 @@ impl From<MatchError> for Failure {
     }
 }
 
-/// The integration's settings (user 1).
-struct PlexConfig {
+/// The settings of the sender a message came from (user 1): `plex_config` for Plex,
+/// `media_senders` for Jellyfin and Emby.
+struct SenderConfig {
     enabled: bool,
     auto_add_shows: bool,
     auto_mark_watched: bool,
     allowed_accounts: Value,
+    /// Jellyfin / Emby: the user's own account there (name or id). Plex marks the webhook
+    /// owner's plays itself (`user` flag).
+    own_account: Option<String>,
+    /// Plex only: where the optional Plex server rung can ask about the show.
+    plex_server: Option<PlexServerConfig>,
+}
+
+struct PlexServerConfig {
     server_url: Option<String>,
     token_ciphertext: String,
 }
@@ -271,25 +281,63 @@ pub async fn process_body(
         Err(e) => {
             tracing::warn!(error = %e, "unreadable queue message");
             let outcome = Outcome::failed(e.to_string());
-            let client = state.pool.get().await.map_err(|e| transient(e.into()))?;
-            client
-                .execute(
-                    "INSERT INTO plex_webhook_logs
-                        (message_id, event_type, payload, status, error_message, receive_count,
-                         processing_duration_ms)
-                     VALUES ($1, 'unknown', $2, 'failed', $3, $4, 0)",
-                    &[
-                        &message_id,
-                        &json!({ "body": body }),
-                        &outcome.reason,
-                        &receive_count.and_then(|n| i32::try_from(n).ok()),
-                    ],
-                )
-                .await
-                .map_err(|e| transient(e.into()))?;
+            log_unreadable(state, body, message_id, receive_count, &e.to_string()).await?;
             Ok(outcome)
         }
     }
+}
+
+/// Logs a message `failed` with `reason` without processing it: the queue will not deliver it
+/// again (its last receive failed transiently), so the activity log is where the user sees it
+/// and can replay it from.
+pub async fn log_final_failure(
+    state: &Pipeline,
+    body: &str,
+    message_id: &str,
+    receive_count: Option<i64>,
+    reason: &str,
+) -> Result<(), TransientError> {
+    let Ok(msg) = QueueMessage::from_body(body) else {
+        return log_unreadable(state, body, message_id, receive_count, reason).await;
+    };
+    let ctx = LogCtx {
+        msg: &msg,
+        message_id,
+        key: msg.idempotency_key(),
+        receive_count,
+        started: Instant::now(),
+    };
+    let client = state.pool.get().await.map_err(|e| transient(e.into()))?;
+    write_log(&client, &ctx, &Outcome::failed(reason))
+        .await
+        .map_err(|e| transient(e.into()))
+}
+
+/// The log row of a body that is not a queue message (payload kept as `{"body": ...}`).
+async fn log_unreadable(
+    state: &Pipeline,
+    body: &str,
+    message_id: &str,
+    receive_count: Option<i64>,
+    reason: &str,
+) -> Result<(), TransientError> {
+    let client = state.pool.get().await.map_err(|e| transient(e.into()))?;
+    client
+        .execute(
+            "INSERT INTO plex_webhook_logs
+                (message_id, event_type, payload, status, error_message, receive_count,
+                 processing_duration_ms)
+             VALUES ($1, 'unknown', $2, 'failed', $3, $4, 0)",
+            &[
+                &message_id,
+                &json!({ "body": body }),
+                &reason,
+                &receive_count.and_then(|n| i32::try_from(n).ok()),
+            ],
+        )
+        .await
+        .map_err(|e| transient(e.into()))?;
+    Ok(())
 }
 
 fn transient(e: DbError) -> TransientError {
@@ -343,11 +391,12 @@ async fn run(state: &Pipeline, ctx: &LogCtx<'_>) -> Result<Outcome, Failure> {
     let ev = &ctx.msg.event;
     let scrobble = ev.kind == EventKind::Scrobble;
     let client = state.pool.get().await?;
-    let Some(config) = load_config(&client).await? else {
+    let label = ev.sender.label();
+    let Some(config) = load_config(&client, ev.sender).await? else {
         return finish(
             &client,
             ctx,
-            Outcome::ignored("Plex integration is not configured"),
+            Outcome::ignored(format!("{label} integration is not configured")),
         )
         .await;
     };
@@ -355,7 +404,7 @@ async fn run(state: &Pipeline, ctx: &LogCtx<'_>) -> Result<Outcome, Failure> {
         return finish(
             &client,
             ctx,
-            Outcome::ignored("Plex integration is disabled"),
+            Outcome::ignored(format!("{label} integration is disabled")),
         )
         .await;
     }
@@ -363,7 +412,7 @@ async fn run(state: &Pipeline, ctx: &LogCtx<'_>) -> Result<Outcome, Failure> {
         return finish(&client, ctx, Outcome::ignored("auto-mark watched is off")).await;
     }
     if scrobble {
-        if let Err(reason) = account_gate(&config.allowed_accounts, &ev.account) {
+        if let Err(reason) = account_gate(&config, &ev.account) {
             return finish(&client, ctx, Outcome::ignored(reason)).await;
         }
         let seen = client
@@ -446,21 +495,28 @@ fn sync_disabled(mapping_id: i32) -> Outcome {
     ))
 }
 
-/// The play counts when it is the webhook owner's (`user` flag) or an allowed account's.
-fn account_gate(allowed: &Value, account: &AccountRef) -> Result<(), String> {
+/// The play counts when it is the user's own (Plex: the `user` flag; Jellyfin / Emby: the
+/// configured account) or an allowed account's.
+fn account_gate(config: &SenderConfig, account: &AccountRef) -> Result<(), String> {
     if account.is_webhook_user {
         return Ok(());
     }
-    let title = account.title.as_deref().unwrap_or_default();
-    let allowed_entry = allowed.as_array().into_iter().flatten().any(|a| match a {
-        Value::Number(n) => n.as_i64().is_some() && n.as_i64() == account.id,
-        Value::String(s) => {
-            let s = s.trim();
-            (!title.is_empty() && s.eq_ignore_ascii_case(title))
-                || (s.parse::<i64>().ok().is_some() && s.parse::<i64>().ok() == account.id)
+    if let Some(own) = &config.own_account {
+        if names_account(own, account) {
+            return Ok(());
         }
-        _ => false,
-    });
+    }
+    let title = account.title.as_deref().unwrap_or_default();
+    let allowed_entry = config
+        .allowed_accounts
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|a| match a {
+            Value::Number(n) => n.as_i64().is_some() && n.as_i64() == account.id,
+            Value::String(s) => names_account(s, account),
+            _ => false,
+        });
     if allowed_entry {
         return Ok(());
     }
@@ -471,22 +527,57 @@ fn account_gate(allowed: &Value, account: &AccountRef) -> Result<(), String> {
     ))
 }
 
-async fn load_config<C: GenericClient>(client: &C) -> Result<Option<PlexConfig>, DbError> {
+/// Whether `entry` (a user name, a numeric Plex id or a Jellyfin / Emby user id) names `account`.
+fn names_account(entry: &str, account: &AccountRef) -> bool {
+    let entry = entry.trim();
+    let title = account.title.as_deref().unwrap_or_default();
+    (!title.is_empty() && entry.eq_ignore_ascii_case(title))
+        || (entry.parse::<i64>().ok().is_some() && entry.parse::<i64>().ok() == account.id)
+        || account
+            .uuid
+            .as_deref()
+            .is_some_and(|uuid| same_user_id(entry, uuid))
+}
+
+async fn load_config<C: GenericClient>(
+    client: &C,
+    sender: Sender,
+) -> Result<Option<SenderConfig>, DbError> {
+    if sender == Sender::Plex {
+        let row = client
+            .query_opt(
+                "SELECT enabled, auto_add_shows, auto_mark_watched, allowed_accounts,
+                        plex_server_url, plex_token
+                   FROM plex_config WHERE user_id = 1",
+                &[],
+            )
+            .await?;
+        return Ok(row.map(|r| SenderConfig {
+            enabled: r.get(0),
+            auto_add_shows: r.get(1),
+            auto_mark_watched: r.get(2),
+            allowed_accounts: r.get(3),
+            own_account: None,
+            plex_server: Some(PlexServerConfig {
+                server_url: r.get(4),
+                token_ciphertext: r.get(5),
+            }),
+        }));
+    }
     let row = client
         .query_opt(
-            "SELECT enabled, auto_add_shows, auto_mark_watched, allowed_accounts,
-                    plex_server_url, plex_token
-               FROM plex_config WHERE user_id = 1",
-            &[],
+            "SELECT enabled, auto_add_shows, auto_mark_watched, allowed_accounts, account
+               FROM media_senders WHERE user_id = 1 AND sender = $1",
+            &[&sender.as_str()],
         )
         .await?;
-    Ok(row.map(|r| PlexConfig {
+    Ok(row.map(|r| SenderConfig {
         enabled: r.get(0),
         auto_add_shows: r.get(1),
         auto_mark_watched: r.get(2),
         allowed_accounts: r.get(3),
-        server_url: r.get(4),
-        token_ciphertext: r.get(5),
+        own_account: Some(r.get(4)),
+        plex_server: None,
     }))
 }
 
@@ -501,16 +592,20 @@ async fn write_log<C: GenericClient>(
     let duration = i32::try_from(ctx.started.elapsed().as_millis()).unwrap_or(i32::MAX);
     client
         .execute(
-            "WITH seen AS (
+            "WITH seen_plex AS (
                  UPDATE plex_config
                     SET last_webhook_received = GREATEST(COALESCE(last_webhook_received, $15), $15)
-                  WHERE user_id = 1
+                  WHERE user_id = 1 AND $16 = 'plex'
+             ), seen_other AS (
+                 UPDATE media_senders
+                    SET last_webhook_received = GREATEST(COALESCE(last_webhook_received, $15), $15)
+                  WHERE user_id = 1 AND sender = $16
              )
              INSERT INTO plex_webhook_logs
                  (message_id, idempotency_key, event_type, plex_rating_key, plex_title,
                   plex_season, plex_episode, payload, status, error_message,
-                  processing_duration_ms, receive_count, action_taken, tvshow_id)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+                  processing_duration_ms, receive_count, action_taken, tvshow_id, sender)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $16)",
             &[
                 &ctx.message_id,
                 &ctx.key,
@@ -527,6 +622,7 @@ async fn write_log<C: GenericClient>(
                 &outcome.action,
                 &outcome.tvshow_id,
                 &ctx.msg.received_at,
+                &ev.sender.as_str(),
             ],
         )
         .await?;
@@ -581,7 +677,7 @@ async fn pend_in<C: GenericClient>(
 async fn resolve_and_map(
     state: &Pipeline,
     ctx: &LogCtx<'_>,
-    config: &PlexConfig,
+    config: &SenderConfig,
 ) -> Result<Resolved, Failure> {
     let ev = &ctx.msg.event;
     let resolver = Resolver {
@@ -682,8 +778,10 @@ async fn resolve_and_map(
     Ok(resolved)
 }
 
-/// The Plex server rung's target, when a server URL and a decryptable token are configured.
-async fn plex_target<'a>(state: &'a Pipeline, config: &PlexConfig) -> Option<PlexTarget<'a>> {
+/// The Plex server rung's target, when a server URL and a decryptable token are configured
+/// (Plex messages only: a Jellyfin or Emby series id means nothing to a Plex server).
+async fn plex_target<'a>(state: &'a Pipeline, config: &SenderConfig) -> Option<PlexTarget<'a>> {
+    let config = config.plex_server.as_ref()?;
     let server = config.server_url.as_deref()?.parse().ok()?;
     let keyring = state.keys.keyring().await?;
     let token: SecretString = match keyring.decrypt(&config.token_ciphertext) {
@@ -810,19 +908,58 @@ mod tests {
             title: Some(title.into()),
             is_webhook_user: user,
             owns_server: true,
+            uuid: None,
+        }
+    }
+
+    fn config(allowed: Value, own: Option<&str>) -> SenderConfig {
+        SenderConfig {
+            enabled: true,
+            auto_add_shows: true,
+            auto_mark_watched: true,
+            allowed_accounts: allowed,
+            own_account: own.map(str::to_owned),
+            plex_server: None,
         }
     }
 
     #[test]
     fn account_gate_uses_user_flag_then_allowlist() {
-        let none = json!([]);
+        let none = config(json!([]), None);
         assert!(account_gate(&none, &account(Some(1), "alice", true)).is_ok());
         let err = account_gate(&none, &account(Some(2), "bob", false)).unwrap_err();
         assert!(err.contains("bob") && err.contains("id 2"), "{err}");
-        assert!(account_gate(&json!(["Bob"]), &account(Some(2), "bob", false)).is_ok());
-        assert!(account_gate(&json!([2]), &account(Some(2), "bob", false)).is_ok());
-        assert!(account_gate(&json!(["2"]), &account(Some(2), "bob", false)).is_ok());
-        assert!(account_gate(&json!(["carol", 3]), &account(Some(2), "bob", false)).is_err());
-        assert!(account_gate(&json!([""]), &account(None, "", false)).is_err());
+        let gate = |allowed: Value, a: &AccountRef| account_gate(&config(allowed, None), a);
+        assert!(gate(json!(["Bob"]), &account(Some(2), "bob", false)).is_ok());
+        assert!(gate(json!([2]), &account(Some(2), "bob", false)).is_ok());
+        assert!(gate(json!(["2"]), &account(Some(2), "bob", false)).is_ok());
+        assert!(gate(json!(["carol", 3]), &account(Some(2), "bob", false)).is_err());
+        assert!(gate(json!([""]), &account(None, "", false)).is_err());
+    }
+
+    #[test]
+    fn account_gate_for_jellyfin_and_emby_uses_the_configured_account() {
+        let alice = AccountRef {
+            id: None,
+            title: Some("alice".into()),
+            is_webhook_user: false,
+            owns_server: false,
+            uuid: Some("5f0c7a1e-3b2d-4c9a-8e7f-6d5c4b3a2910".into()),
+        };
+        let bob = AccountRef {
+            title: Some("bob".into()),
+            uuid: Some("8e2d4f6a-0b1c-4d3e-9f5a-7b6c5d4e3f21".into()),
+            ..alice.clone()
+        };
+        let by_name = config(json!([]), Some("Alice"));
+        assert!(account_gate(&by_name, &alice).is_ok());
+        assert!(account_gate(&by_name, &bob).is_err());
+        let by_id = config(json!([]), Some("5f0c7a1e3b2d4c9a8e7f6d5c4b3a2910"));
+        assert!(account_gate(&by_id, &alice).is_ok());
+        let with_bob = config(
+            json!(["8E2D4F6A-0B1C-4D3E-9F5A-7B6C5D4E3F21"]),
+            Some("alice"),
+        );
+        assert!(account_gate(&with_bob, &bob).is_ok());
     }
 }

@@ -47,6 +47,8 @@ pub enum SyncError {
     ShowMissing,
     #[error("Plex is not configured")]
     NotConfigured,
+    #[error("history sync reads a Plex server; this show is on a {0} server")]
+    NotPlex(String),
     #[error("the Plex integration is disabled")]
     IntegrationDisabled,
     #[error("no Plex server URL is configured")]
@@ -70,6 +72,7 @@ impl From<SyncError> for ApiError {
                 ApiError::Conflict(err.to_string())
             }
             SyncError::NotConfigured
+            | SyncError::NotPlex(_)
             | SyncError::IntegrationDisabled
             | SyncError::NoServerUrl
             | SyncError::BadServerUrl => ApiError::Unprocessable(err.to_string()),
@@ -105,13 +108,18 @@ pub async fn sync_show_progress(
     let client = pool.get().await?;
     let mapping = client
         .query_opt(
-            "SELECT plex_rating_key, tvshow_id, sync_enabled FROM plex_show_mappings
+            "SELECT plex_rating_key, tvshow_id, sync_enabled, sender FROM plex_show_mappings
               WHERE id = $1::int8",
             &[&mapping_id],
         )
         .await?
         .ok_or(SyncError::NotFound(mapping_id))?;
     let rating_key: String = mapping.get(0);
+    let sender: String = mapping.get(3);
+    if sender != "plex" {
+        // Jellyfin and Emby shows sync by webhook only: we hold no token for those servers.
+        return Err(SyncError::NotPlex(sender));
+    }
     let tvshow_id: i32 = mapping
         .get::<_, Option<i32>>(1)
         .ok_or(SyncError::NotLinked)?;

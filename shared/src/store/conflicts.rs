@@ -16,6 +16,8 @@ use crate::{
 #[serde(rename_all = "camelCase")]
 pub struct Conflict {
     pub id: i32,
+    /// The media server kind the show is on (`plex`, `jellyfin`, `emby`).
+    pub sender: String,
     pub plex_server_uuid: String,
     pub plex_rating_key: String,
     pub plex_guid: String,
@@ -43,7 +45,7 @@ pub async fn list_open(pool: &DbPool, page: &PageRequest) -> Result<Page<Conflic
                     c.plex_year, c.conflict_type, c.potential_matches,
                     (SELECT count(*) FROM plex_pending_events p
                       WHERE p.conflict_id = c.id AND p.replayed_at IS NULL),
-                    c.created_at
+                    c.created_at, c.sender
                FROM plex_conflicts c
               WHERE NOT c.resolved
                 AND ($1::timestamptz IS NULL OR (c.created_at, c.id) < ($1::timestamptz, $2::int8))
@@ -65,6 +67,7 @@ pub async fn list_open(pool: &DbPool, page: &PageRequest) -> Result<Page<Conflic
             potential_matches: r.get(7),
             pending_events: r.get(8),
             created_at: r.get(9),
+            sender: r.get(10),
         })
         .collect();
     Ok(page.page(items, |c: &Conflict| Cursor {
@@ -214,7 +217,8 @@ pub async fn resolve_in(
 ) -> Result<Resolved, ResolveError> {
     let conflict = tx
         .query_opt(
-            "SELECT plex_server_uuid, plex_rating_key, plex_guid, plex_title, plex_year, resolved
+            "SELECT plex_server_uuid, plex_rating_key, plex_guid, plex_title, plex_year, resolved,
+                    sender
                FROM plex_conflicts WHERE id = $1::int8 FOR UPDATE",
             &[&id],
         )
@@ -228,6 +232,7 @@ pub async fn resolve_in(
     let guid: String = conflict.get(2);
     let title: String = conflict.get(3);
     let year: Option<i32> = conflict.get(4);
+    let sender: String = conflict.get(6);
 
     let (tvshow_id, tmdb_id): (Option<i32>, Option<i32>) = match resolution {
         Resolution::Select { tvshow_id } | Resolution::CreateNew { tvshow_id } => {
@@ -248,9 +253,10 @@ pub async fn resolve_in(
     let existing = tx
         .query_opt(
             "SELECT id, plex_rating_key = $2 FROM plex_show_mappings
-              WHERE plex_server_uuid = $1 AND (plex_rating_key = $2 OR plex_guid = $3)
+              WHERE sender = $4 AND plex_server_uuid = $1
+                AND (plex_rating_key = $2 OR plex_guid = $3)
               ORDER BY (plex_rating_key = $2) DESC LIMIT 1 FOR UPDATE",
-            &[&server_uuid, &rating_key, &guid],
+            &[&server_uuid, &rating_key, &guid, &sender],
         )
         .await?
         .map(|r| (r.get::<_, i32>(0), r.get::<_, bool>(1)));
@@ -290,8 +296,8 @@ pub async fn resolve_in(
                 "INSERT INTO plex_show_mappings
                         (plex_server_uuid, plex_rating_key, plex_guid, plex_title, plex_year,
                          tmdb_id, tvshow_id, match_confidence, match_method, manually_confirmed,
-                         sync_enabled)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, CASE WHEN $8 THEN 1.0 END, $9, true, $8)
+                         sync_enabled, sender)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, CASE WHEN $8 THEN 1.0 END, $9, true, $8, $10)
                  RETURNING id",
                 &[
                     &server_uuid,
@@ -303,6 +309,7 @@ pub async fn resolve_in(
                     &tvshow_id,
                     &select,
                     &resolution.match_method(),
+                    &sender,
                 ],
             )
             .await?

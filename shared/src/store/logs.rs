@@ -8,6 +8,7 @@ use tokio_postgres::types::ToSql;
 use crate::{
     db::{DbError, DbPool},
     paging::{Cursor, Page, PageRequest},
+    senders::Sender,
 };
 
 /// The statuses the processor writes (the table's CHECK constraint).
@@ -102,17 +103,25 @@ pub async fn list(
     }))
 }
 
-/// The stored payload of one log entry, `None` when the id is unknown.
+/// The stored payload of one log entry and the sender that posted it, `None` when the id is
+/// unknown.
 #[tracing::instrument(skip(pool))]
-pub async fn payload(pool: &DbPool, id: i64) -> Result<Option<serde_json::Value>, DbError> {
+pub async fn payload(
+    pool: &DbPool,
+    id: i64,
+) -> Result<Option<(Sender, serde_json::Value)>, DbError> {
     let client = pool.get().await?;
     let row = client
         .query_opt(
-            "SELECT payload FROM plex_webhook_logs WHERE id = $1",
+            "SELECT sender, payload FROM plex_webhook_logs WHERE id = $1",
             &[&id],
         )
         .await?;
-    Ok(row.map(|r| r.get(0)))
+    Ok(row.map(|r| {
+        let sender: String = r.get(0);
+        // The column's CHECK admits only known senders.
+        (Sender::parse(&sender).unwrap_or_default(), r.get(1))
+    }))
 }
 
 /// One UTC day of the seed's dashboard query.
@@ -159,5 +168,31 @@ pub async fn daily_stats(pool: &DbPool, days: i32) -> Result<Vec<DayStats>, DbEr
             failed: r.get(3),
             avg_duration: r.get(4),
         })
+        .collect())
+}
+
+/// For each message id, its newest `failed` log row: `(id, error_message)`. The processor
+/// writes one on a message's last receive, before SQS moves it to the dead-letter queue.
+#[tracing::instrument(skip(pool, message_ids), fields(count = message_ids.len()))]
+pub async fn last_failures(
+    pool: &DbPool,
+    message_ids: &[String],
+) -> Result<std::collections::HashMap<String, (i64, Option<String>)>, DbError> {
+    if message_ids.is_empty() {
+        return Ok(Default::default());
+    }
+    let client = pool.get().await?;
+    let rows = client
+        .query(
+            "SELECT DISTINCT ON (message_id) message_id, id, error_message
+               FROM plex_webhook_logs
+              WHERE message_id = ANY($1) AND status = 'failed'
+              ORDER BY message_id, id DESC",
+            &[&message_ids],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| (r.get(0), (r.get(1), r.get(2))))
         .collect())
 }

@@ -14,6 +14,8 @@ use crate::{
 #[serde(rename_all = "camelCase")]
 pub struct Mapping {
     pub id: i32,
+    /// The media server kind the show is on (`plex`, `jellyfin`, `emby`).
+    pub sender: String,
     pub plex_server_uuid: String,
     pub plex_rating_key: String,
     pub plex_guid: String,
@@ -39,9 +41,10 @@ const SELECT: &str =
         m.plex_year, m.tmdb_id, m.tvdb_id, m.imdb_id, m.tvshow_id, t.title,
         m.match_confidence::float8, m.match_method, m.manually_confirmed, m.sync_enabled,
         (SELECT c.id FROM plex_conflicts c
-          WHERE NOT c.resolved AND c.plex_server_uuid = m.plex_server_uuid
+          WHERE NOT c.resolved AND c.sender = m.sender
+            AND c.plex_server_uuid = m.plex_server_uuid
             AND c.plex_rating_key = m.plex_rating_key) AS conflict_id,
-        m.created_at, m.updated_at
+        m.created_at, m.updated_at, m.sender
    FROM plex_show_mappings m
    LEFT JOIN tvshows t ON t.id = m.tvshow_id";
 
@@ -65,6 +68,7 @@ fn from_row(r: &Row) -> Mapping {
         conflict_id: r.get(15),
         created_at: r.get(16),
         updated_at: r.get(17),
+        sender: r.get(18),
     }
 }
 
@@ -89,7 +93,7 @@ pub async fn list(
     }
     if filter.conflicts {
         sql.push_str(
-            " AND EXISTS (SELECT 1 FROM plex_conflicts c WHERE NOT c.resolved
+            " AND EXISTS (SELECT 1 FROM plex_conflicts c WHERE NOT c.resolved AND c.sender = m.sender
                  AND c.plex_server_uuid = m.plex_server_uuid AND c.plex_rating_key = m.plex_rating_key)",
         );
     }
