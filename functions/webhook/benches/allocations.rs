@@ -118,7 +118,9 @@ fn main() {
     let cpu = rt.block_on(per_call(1_000, |i| {
         let (ct, body, json, limiter) = (&content_type, &body, &json, &limiter);
         async move {
-            let payload = extract_payload(Some(ct), body).await.expect("multipart");
+            let payload = extract_payload(Some(ct), body, "payload")
+                .await
+                .expect("multipart");
             assert_eq!(payload.len(), json.len());
             let (payload, raw) = WebhookPayload::from_json(&payload).expect("payload");
             let Decision::Process(event) = payload.decide().expect("decide") else {
