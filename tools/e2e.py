@@ -114,15 +114,24 @@ def db_url_for(base, name):
 
 
 def fresh_database(admin_url):
+    """A migrated database, as on AWS: migrations run as the owner role (OWNER_DATABASE_URL),
+    which creates the functions' runtime role (DATABASE_URL's user) and grants it DML only.
+    Returns (owner URL, runtime URL)."""
     name = f"plexsync_e2e_{int(time.time())}_{secrets.token_hex(5)}"
+    role = f"{name}_rt"
+    # Registered first, so it runs after the database is dropped (cleanups run in reverse).
+    cleanups.append(lambda: psql(admin_url, f'DROP ROLE IF EXISTS "{role}"'))
     psql(admin_url, f'CREATE DATABASE "{name}"')
     cleanups.append(lambda: psql(admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    url = db_url_for(admin_url, name)
+    owner_url = db_url_for(admin_url, name)
+    u = urlparse(owner_url)
+    runtime_url = urlunparse(u._replace(
+        netloc=f"{role}:{secrets.token_hex(16)}@{u.hostname}:{u.port or 5432}"))
     subprocess.run(
         ["cargo", "run", "-q", "-p", "migrate"], cwd=ROOT, check=True,
-        env={**os.environ, "DATABASE_URL": url},
+        env={**os.environ, "OWNER_DATABASE_URL": owner_url, "DATABASE_URL": runtime_url},
     )
-    return url
+    return owner_url, runtime_url
 
 
 def fifo_queue(suffix, visibility=30):
@@ -327,7 +336,7 @@ def main():
     check("bridge: SQS event shape and partial batch deletes", bridge_contract)
 
     suffix = secrets.token_hex(4)
-    db_url = fresh_database(admin_url)
+    db_url, runtime_url = fresh_database(admin_url)
     seed_office(db_url)
     queue_url, dlq_url = fifo_queue(suffix)
     api_token = secrets.token_urlsafe(32)
@@ -336,6 +345,13 @@ def main():
         "API_TOKEN_SECRET_ID": secret(f"plexsync-e2e/{suffix}/api-token", api_token),
         # As the template creates it: a generated value the config function adopts.
         "WEBHOOK_SECRET_ID": secret(f"plexsync-e2e/{suffix}/webhook-secret", secrets.token_urlsafe(32)),
+        # As on AWS: the functions get secret ids, read at cold start, and connect as the
+        # runtime role (DML only); the migrate function gets the owner's URL besides.
+        "DATABASE_URL_SECRET_ID": secret(f"plexsync-e2e/{suffix}/database-url", runtime_url),
+        # v4 read access tokens are JWTs; this one only has to look like one.
+        "TMDB_API_TOKEN_SECRET_ID": secret(
+            f"plexsync-e2e/{suffix}/tmdb-token",
+            "eyJhbGciOiJIUzI1NiJ9.eyJhdWQiOiJlMmUiLCJzY29wZXMiOlsiYXBpX3JlYWQiXX0.c2lnbmF0dXJl"),
     }
     stub = stubs.serve()
     cleanups.append(stub.shutdown)
@@ -345,18 +361,19 @@ def main():
     env = {
         **os.environ,
         **ids,
-        "DATABASE_URL": db_url,
+        "OWNER_DATABASE_URL": db_url,
         "QUEUE_URL": queue_url,
         "DLQ_URL": dlq_url,
         "MAX_RECEIVE_COUNT": str(MAX_RECEIVE_COUNT),
         "PUBLIC_BASE_URL": f"{base}/lambda-url/webhook",
         "TMDB_BASE_URL": stub.base_url,
-        # v4 read access tokens are JWTs; this one only has to look like one.
-        "TMDB_API_TOKEN": "eyJhbGciOiJIUzI1NiJ9.eyJhdWQiOiJlMmUiLCJzY29wZXMiOlsiYXBpX3JlYWQiXX0.c2lnbmF0dXJl",
         "PLEX_TV_BASE_URL": stub.base_url,
         "RUST_LOG": "info",
     }
     env.pop("PLEX_ALLOWED_CIDRS", None)
+    # The admin URL make test exports would win over DATABASE_URL_SECRET_ID.
+    env.pop("DATABASE_URL", None)
+    env.pop("TMDB_API_TOKEN", None)
     log(f"database {db_url.rsplit('/', 1)[1]}, queue {queue_url.rsplit('/', 1)[1]}, "
         f"stubs {stub.base_url}, watch on :{port}; logs in {LOG_DIR}")
     watch = start("watch", ["cargo", "lambda", "watch", "--invoke-address", "127.0.0.1",
@@ -505,6 +522,18 @@ def main():
         assert seen.startswith("true"), f"S01E02 is {seen!r} after resolving"
         return f"S01E02 watched at {seen.split()[1]}"
 
+    def runtime_role_connections():
+        """The processor and the management functions connected as the runtime role (DML only)."""
+        role = urlparse(runtime_url).username
+        database = db_url.rsplit("/", 1)[1]
+        by_role = psql(db_url, f"""
+            SELECT usename, count(*) FROM pg_stat_activity
+            WHERE datname = '{database}' AND application_name = 'plexsync'
+            GROUP BY usename ORDER BY usename""")
+        users = dict(line.split("|") for line in by_role.splitlines())
+        assert users.get(role), f"no plexsync connection as {role}: {users}"
+        return f"{users[role]} connection(s) as {role}"
+
     check("migrate as a CloudFormation custom resource answers its ResponseURL", migrate_custom_resource)
     if check("POST /api/plex/config -> 200 with webhookUrl", config):
         check("management API rejects a wrong token with 401", unauthorized)
@@ -513,6 +542,7 @@ def main():
             if check("bridge -> processor marks S01E01 watched in Postgres", marked):
                 check("GET /api/plex/logs shows the success row", logs)
                 check("the message was deleted from the queue", queue_drained)
+                check("the functions connect as the runtime role", runtime_role_connections)
         if check("unmatched show (local://, no Guid array) scrobble -> 202", unmatched_scrobble):
             if check("the processor opens a conflict offering the tracker's show", unmatched_conflict):
                 check("resolving it through the API marks the held episode", resolve_unmatched)

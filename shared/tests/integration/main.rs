@@ -6,5 +6,6 @@ mod metrics;
 mod migrations;
 mod openapi;
 mod pool;
+mod roles;
 mod secrets;
 mod template;
