@@ -8,7 +8,7 @@ moto (SQS + Secrets Manager), a fresh Postgres database, plex.tv / TMDB / Plex s
     bridge -> processor                          -> The Office S01E01 watched in Postgres
     GET /api/plex/logs                           -> a success row for it
     PUT /api/senders/jellyfin, /api/senders/emby -> 200, each sender's webhookUrl
-    POST Jellyfin JSON + Emby multipart scrobbles -> 202, S01E02 and S01E03 watched
+    POST Jellyfin JSON + Emby multipart scrobbles -> 202, S01E04 and S01E03 watched
 plus the bridge's own contract against a fake processor (delete only what did not fail), and the
 migrate binary in Lambda mode answering a CloudFormation custom-resource request.
 
@@ -496,7 +496,14 @@ def main():
         return ", ".join(sorted(urls))
 
     def jellyfin_scrobble():
+        """S01E04, which nothing else here touches (S01E02 is the unmatched-show scenario's),
+        with only its TMDB id: the show is found by a title search confirmed by that id."""
         payload = world.sender_webhook("jellyfin", "playback_stop")
+        episode = world.response("tmdb", "/3/tv/2316/season/1")["episodes"][3]
+        payload.update({"EpisodeNumber": 4, "Name": episode["name"], "Provider_tmdb": str(episode["id"]),
+                        "ItemId": "6e5d4c3b-2a19-4807-b6f5-e4d3c2b1a098"})
+        for key in ("Provider_tvdb", "Provider_imdb"):
+            payload.pop(key)
         payload["UtcTimestamp"] = time.strftime("%Y-%m-%dT%H:%M:%S.0000000Z", time.gmtime())
         status, _, resp = http("POST", state["jellyfin_url"], json.dumps(payload).encode(),
                                {"Content-Type": "application/json"})
@@ -513,14 +520,14 @@ def main():
         deadline = time.monotonic() + PROCESSING_TIMEOUT
         seen = {}
         while time.monotonic() < deadline:
-            seen = {n: episode_state(db_url, 1, n) for n in (2, 3)}
+            seen = {n: episode_state(db_url, 1, n) for n in (3, 4)}
             if all(v.startswith("true") for v in seen.values()):
-                other = episode_state(db_url, 1, 4)
-                assert other.startswith("false"), f"S01E04 changed too: {other}"
+                other = episode_state(db_url, 1, 5)
+                assert other.startswith("false"), f"S01E05 changed too: {other}"
                 senders = psql(db_url, "SELECT string_agg(DISTINCT sender, ',' ORDER BY sender) "
                                        "FROM plex_show_mappings")
                 assert senders == "emby,jellyfin,plex", f"one mapping per sender: {senders}"
-                return "S01E02 (Jellyfin) and S01E03 (Emby) watched; mappings per sender"
+                return "S01E04 (Jellyfin) and S01E03 (Emby) watched; mappings per sender"
             time.sleep(1)
         raise AssertionError(f"not marked within {PROCESSING_TIMEOUT:.0f} s (state {seen!r}); "
                              f"see {LOG_DIR}/watch.log and bridge.log")
@@ -532,6 +539,45 @@ def main():
         )["Attributes"]
         assert attrs == {"ApproximateNumberOfMessages": "0", "ApproximateNumberOfMessagesNotVisible": "0"}, attrs
 
+    def unmatched_scrobble():
+        payload = world.webhook("unmatched_episode_scrobble")
+        payload["Metadata"]["lastViewedAt"] = int(time.time())
+        body, ctype = multipart(payload)
+        status, _, resp = http("POST", state["webhook_url"], body, {"Content-Type": ctype})
+        assert status == 202, f"{status} {resp}"
+
+    def unmatched_conflict():
+        deadline = time.monotonic() + PROCESSING_TIMEOUT
+        listed = None
+        while time.monotonic() < deadline:
+            status, _, listed = http("GET", f"{base}/lambda-url/conflicts/api/plex/conflicts",
+                                     headers=auth, timeout=FIRST_REQUEST_TIMEOUT)
+            assert status == 200, f"{status} {listed}"
+            found = [c for c in listed.get("conflicts", []) if c.get("plexRatingKey") == "61000"]
+            if found:
+                conflict = found[0]
+                offered = [m.get("tvshowId") for m in conflict.get("potentialMatches", [])]
+                office = int(psql(db_url, "SELECT id FROM tvshows WHERE tmdb_id = 2316"))
+                assert office in offered, f"the tracker's The Office is not offered: {conflict}"
+                assert conflict.get("pendingEvents") == 1, conflict
+                assert episode_state(db_url, 1, 2).startswith("false"), "marked before resolving"
+                state["conflict"], state["office"] = conflict["id"], office
+                return f"conflict {conflict['id']} ({conflict['conflictType']}), candidates {offered}"
+            time.sleep(1)
+        raise AssertionError(f"no conflict for the unmatched show within {PROCESSING_TIMEOUT:.0f} s: "
+                             f"{listed}; see {LOG_DIR}/watch.log and bridge.log")
+
+    def resolve_unmatched():
+        status, _, body = http(
+            "POST", f"{base}/lambda-url/conflicts/api/plex/conflicts/{state['conflict']}/resolve",
+            json.dumps({"action": "select", "tvshowId": state["office"]}).encode(),
+            {**auth, "Content-Type": "application/json"}, timeout=FIRST_REQUEST_TIMEOUT)
+        assert status == 200, f"{status} {body}"
+        assert body["replay"]["markedEpisodes"] == ["S01E02"], body
+        seen = episode_state(db_url, 1, 2)
+        assert seen.startswith("true"), f"S01E02 is {seen!r} after resolving"
+        return f"S01E02 watched at {seen.split()[1]}"
+
     check("migrate as a CloudFormation custom resource answers its ResponseURL", migrate_custom_resource)
     if check("POST /api/plex/config -> 200 with webhookUrl", config):
         check("management API rejects a wrong token with 401", unauthorized)
@@ -540,10 +586,13 @@ def main():
             if check("bridge -> processor marks S01E01 watched in Postgres", marked):
                 check("GET /api/plex/logs shows the success row", logs)
                 check("the message was deleted from the queue", queue_drained)
+        if check("unmatched show (local://, no Guid array) scrobble -> 202", unmatched_scrobble):
+            if check("the processor opens a conflict offering the tracker's show", unmatched_conflict):
+                check("resolving it through the API marks the held episode", resolve_unmatched)
         if (check("PUT /api/senders/jellyfin -> 200 with its webhookUrl", enable_sender("jellyfin"))
                 and check("PUT /api/senders/emby -> 200 with its webhookUrl", enable_sender("emby"))):
             check("GET /api/senders shows every sender's webhook URL", senders_listed)
-            if (check("Jellyfin PlaybackStop (JSON, S01E02) -> 202", jellyfin_scrobble)
+            if (check("Jellyfin PlaybackStop (JSON, S01E04) -> 202", jellyfin_scrobble)
                     and check("Emby playback.stop (multipart data, S01E03) -> 202", emby_scrobble)):
                 check("bridge -> processor marks the Jellyfin and Emby episodes watched", senders_marked)
 

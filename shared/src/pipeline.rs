@@ -489,6 +489,10 @@ enum Resolved {
     Done(Outcome),
 }
 
+/// Why `library.new` for a show the tracker does not have is ignored when auto-add is off.
+pub const NEW_SHOW_NOT_TRACKED: &str =
+    "new in the library but not in the tracker, and auto-add is off: its first scrobble will ask";
+
 fn sync_disabled(mapping_id: i32) -> Outcome {
     Outcome::ignored(format!(
         "sync disabled for this show (mapping {mapping_id})"
@@ -763,6 +767,14 @@ async fn resolve_and_map(
                     Mapped::Matched
                 },
             )
+        }
+        // A show added to the library is not being watched yet: asking about every show of a
+        // library import would bury the user in conflicts. Its first scrobble asks.
+        MatchDecision::Conflict {
+            kind: matching::ConflictKind::NoMatch,
+            ..
+        } if ev.kind == EventKind::LibraryNew && !config.auto_add_shows => {
+            Resolved::Done(finish(&tx, ctx, Outcome::ignored(NEW_SHOW_NOT_TRACKED)).await?)
         }
         MatchDecision::Conflict { kind, candidates } => {
             let conflict_id = matching::upsert_conflict(&tx, ev, kind, &candidates).await?;

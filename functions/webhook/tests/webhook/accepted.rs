@@ -9,8 +9,8 @@ use sha2::{Digest, Sha256};
 
 use crate::support::*;
 
-/// The FIFO dedup id as design.md defines it, computed independently of `QueueMessage`:
-/// hash of (server, account, event, item ratingKey).
+/// The FIFO dedup id as docs/architecture.md ("Exactly once") defines it, computed independently of
+/// `QueueMessage`: hash of (server, account, event, item ratingKey).
 fn expected_dedup(server: &str, account: i64, event: &str, rating_key: &str) -> String {
     hex::encode(Sha256::digest(
         format!("{server}\0{account}\0{event}\0{rating_key}").as_bytes(),
@@ -139,14 +139,32 @@ async fn playback_events_are_ignored_and_nothing_is_queued() {
         let resp = h.call(Event::plex(h.query(), &payload).request()).await;
         assert_ignored(&resp, event);
     }
-    // Personal media without agent metadata cannot be matched.
-    let mut local = fixtures::plex_episode_scrobble();
-    local["Metadata"]["guid"] = "local://48213".into();
-    assert_ignored(
-        &h.call(Event::plex(h.query(), &local).request()).await,
-        "local://",
-    );
     h.assert_queue_empty().await;
+}
+
+/// A show Plex could not match (`local://` guids, no `Guid` array) is queued like any other:
+/// the processor matches it by title and asks the user.
+#[tokio::test]
+async fn unmatched_local_show_scrobble_is_queued() {
+    let h = harness().await;
+    let payload = fixtures::plex_unmatched_episode_scrobble();
+    assert_accepted(&h.call(Event::plex(h.query(), &payload).request()).await);
+    let got = h.received().await;
+    assert_eq!(got.len(), 1);
+    assert_eq!(
+        got[0].group_id,
+        format!("{}:61000", fixtures::server_uuid())
+    );
+    let e = &got[0].message.event;
+    assert_eq!(e.kind, EventKind::Scrobble);
+    assert_eq!(e.show.title, "The Office");
+    assert_eq!(e.show.guid.as_deref(), Some("local://61000"));
+    assert!(e.show.ids.is_empty());
+    assert_eq!(
+        e.episode.as_ref().map(|ep| (ep.season, ep.number)),
+        Some((1, 2))
+    );
+    assert_eq!(got[0].message.raw, payload);
 }
 
 #[tokio::test]
@@ -160,7 +178,7 @@ async fn non_owner_play_is_ignored_and_their_scrobble_is_queued_flagged_for_the_
     h.assert_queue_empty().await;
 
     // A household member's scrobble is valid: ingest queues it with the `user` flag, and the
-    // processor's account gate decides (design.md, "Whose play is it").
+    // processor's account gate decides (docs/architecture.md, "Whose play is it").
     let scrobble = fixtures::plex_other_account_scrobble();
     assert_accepted(&h.call(Event::plex(h.query(), &scrobble).request()).await);
     let got = h.received().await;
