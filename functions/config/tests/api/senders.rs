@@ -98,9 +98,14 @@ async fn enabling_jellyfin_creates_the_secret_and_shows_each_senders_url() {
 async fn a_second_save_keeps_what_it_does_not_mention() {
     let h = Harness::new().await;
     let put = |body: Value| authed("PUT", "/api/senders/emby", Some(body));
-    h.call(put(json!({"account": "alice", "allowedAccounts": ["bob", "carol"], "autoMarkWatched": false})))
-        .await;
-    let again = json(&h.call(put(json!({"account": "alice", "enabled": false}))).await);
+    h.call(put(
+        json!({"account": "alice", "allowedAccounts": ["bob", "carol"], "autoMarkWatched": false}),
+    ))
+    .await;
+    let again = json(
+        &h.call(put(json!({"account": "alice", "enabled": false})))
+            .await,
+    );
     assert_eq!(again["enabled"], false);
     assert_eq!(again["allowedAccounts"], json!(["bob", "carol"]));
     assert_eq!(again["autoMarkWatched"], false);
@@ -124,11 +129,31 @@ async fn a_second_save_keeps_what_it_does_not_mention() {
 async fn bad_saves_are_clear_400s_or_404s_and_store_nothing() {
     let h = Harness::new().await;
     let cases = [
-        ("/api/senders/plex", json!({"account": "alice"}), 400, "POST /api/plex/config"),
-        ("/api/senders/kodi", json!({"account": "alice"}), 404, "jellyfin"),
+        (
+            "/api/senders/plex",
+            json!({"account": "alice"}),
+            400,
+            "POST /api/plex/config",
+        ),
+        (
+            "/api/senders/kodi",
+            json!({"account": "alice"}),
+            404,
+            "jellyfin",
+        ),
         ("/api/senders/jellyfin", json!({}), 400, "account"),
-        ("/api/senders/jellyfin", json!({"account": "  "}), 400, "account"),
-        ("/api/senders/jellyfin", json!({"account": "alice", "colour": "red"}), 400, "colour"),
+        (
+            "/api/senders/jellyfin",
+            json!({"account": "  "}),
+            400,
+            "account",
+        ),
+        (
+            "/api/senders/jellyfin",
+            json!({"account": "alice", "colour": "red"}),
+            400,
+            "colour",
+        ),
         (
             "/api/senders/jellyfin",
             json!({"account": "alice", "allowedAccounts": [""]}),
@@ -147,16 +172,15 @@ async fn bad_saves_are_clear_400s_or_404s_and_store_nothing() {
             "{path} {body}: {out}"
         );
     }
-    let stored = h
-        .db
-        .pool
-        .get()
-        .await
-        .unwrap()
-        .query_one("SELECT count(*) FROM media_senders", &[])
-        .await
-        .unwrap()
-        .get::<_, i64>(0);
+    let stored =
+        h.db.pool
+            .get()
+            .await
+            .unwrap()
+            .query_one("SELECT count(*) FROM media_senders", &[])
+            .await
+            .unwrap()
+            .get::<_, i64>(0);
     assert_eq!(stored, 0);
     assert_eq!(h.stored_webhook_secret().await, None);
 }
