@@ -86,10 +86,7 @@ pub enum StartupError {
 impl Pipeline {
     /// From `DATABASE_URL`, `ENCRYPTION_KEY_SECRET_ID`, `TMDB_BASE_URL`, `TMDB_API_TOKEN`.
     pub fn from_env(env: &Env, aws: &SdkConfig) -> Result<Self, StartupError> {
-        let pool = db::pool(&env.secret("DATABASE_URL")?).map_err(|e| EnvError::Invalid {
-            name: "DATABASE_URL",
-            reason: e.to_string(),
-        })?;
+        let pool = db::pool_from_env(env)?;
         Self::with_pool(pool, env, aws)
     }
 
