@@ -62,7 +62,8 @@ pub async fn mark_episode_in(
     // episodes would otherwise overwrite each other's JSON edit).
     let Some(row) = tx
         .query_opt(
-            "SELECT seasons, tmdb_id FROM tvshows WHERE id = $1 FOR UPDATE",
+            &tx.prepare_cached("SELECT seasons, tmdb_id FROM tvshows WHERE id = $1 FOR UPDATE")
+                .await?,
             &[&req.tvshow_id],
         )
         .await?
@@ -75,7 +76,10 @@ pub async fn mark_episode_in(
     if let Some(key) = req.idempotency_key {
         let seen = tx
             .query_opt(
-                "SELECT 1 FROM plex_processed_messages WHERE idempotency_key = $1",
+                &tx.prepare_cached(
+                    "SELECT 1 FROM plex_processed_messages WHERE idempotency_key = $1",
+                )
+                .await?,
                 &[&key],
             )
             .await?;
@@ -112,8 +116,11 @@ pub async fn mark_episode_in(
 
     if let Some(key) = req.idempotency_key {
         tx.execute(
-            "INSERT INTO plex_processed_messages (idempotency_key, message_id) VALUES ($1, $2)
+            &tx.prepare_cached(
+                "INSERT INTO plex_processed_messages (idempotency_key, message_id) VALUES ($1, $2)
              ON CONFLICT (idempotency_key) DO NOTHING",
+            )
+            .await?,
             &[&key, &req.message_id],
         )
         .await?;
@@ -122,16 +129,22 @@ pub async fn mark_episode_in(
     if changed {
         let (watched, total) = counts(&seasons);
         tx.execute(
-            "UPDATE tvshows
+            &tx.prepare_cached(
+                "UPDATE tvshows
                 SET seasons = $2, watched_episodes = $3, total_episodes = $4,
                     plex_synced = true, plex_last_sync = now(), updated_at = now()
               WHERE id = $1",
+            )
+            .await?,
             &[&req.tvshow_id, &seasons, &watched, &total],
         )
         .await?;
     } else {
         tx.execute(
-            "UPDATE tvshows SET plex_synced = true, plex_last_sync = now() WHERE id = $1",
+            &tx.prepare_cached(
+                "UPDATE tvshows SET plex_synced = true, plex_last_sync = now() WHERE id = $1",
+            )
+            .await?,
             &[&req.tvshow_id],
         )
         .await?;

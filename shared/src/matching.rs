@@ -567,11 +567,15 @@ pub async fn find_mapping<C: GenericClient>(
 ) -> Result<Option<Mapping>, DbError> {
     let row = client
         .query_opt(
-            "SELECT id, tvshow_id, sync_enabled FROM plex_show_mappings
+            &client
+                .prepare_cached(
+                    "SELECT id, tvshow_id, sync_enabled FROM plex_show_mappings
               WHERE sender = $4 AND plex_server_uuid = $1
                 AND (plex_rating_key = $2 OR plex_guid = $3)
               ORDER BY (plex_rating_key = $2) DESC
               LIMIT 1",
+                )
+                .await?,
             &[
                 &event.server_uuid,
                 &event.show.rating_key,

@@ -91,7 +91,9 @@ pub async fn report_open_conflicts(pool: &DbPool) -> Result<i64, DbError> {
     let client = pool.get().await?;
     let open: i64 = client
         .query_one(
-            "SELECT count(*) FROM plex_conflicts WHERE NOT resolved",
+            &client
+                .prepare_cached("SELECT count(*) FROM plex_conflicts WHERE NOT resolved")
+                .await?,
             &[],
         )
         .await?

@@ -414,7 +414,11 @@ async fn run(state: &Pipeline, ctx: &LogCtx<'_>) -> Result<Outcome, Failure> {
         }
         let seen = client
             .query_opt(
-                "SELECT 1 FROM plex_processed_messages WHERE idempotency_key = $1",
+                &client
+                    .prepare_cached(
+                        "SELECT 1 FROM plex_processed_messages WHERE idempotency_key = $1",
+                    )
+                    .await?,
                 &[&ctx.key],
             )
             .await?;
@@ -591,8 +595,9 @@ async fn write_log<C: GenericClient>(
     let ev = &ctx.msg.event;
     let to_i32 = |n: Option<i64>| n.and_then(|n| i32::try_from(n).ok());
     let duration = i32::try_from(ctx.started.elapsed().as_millis()).unwrap_or(i32::MAX);
-    client
-        .execute(
+    // Prepared once per connection (as every per-message statement): one round trip per use.
+    let statement = client
+        .prepare_cached(
             "WITH seen_plex AS (
                  UPDATE plex_config
                     SET last_webhook_received = GREATEST(COALESCE(last_webhook_received, $15), $15)
@@ -607,6 +612,11 @@ async fn write_log<C: GenericClient>(
                   plex_season, plex_episode, payload, status, error_message,
                   processing_duration_ms, receive_count, action_taken, tvshow_id, sender)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $16)",
+        )
+        .await?;
+    client
+        .execute(
+            &statement,
             &[
                 &ctx.message_id,
                 &ctx.key,
