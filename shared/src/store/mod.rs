@@ -5,4 +5,5 @@ pub mod conflicts;
 pub mod logs;
 pub mod mappings;
 pub mod roles;
+pub mod senders;
 pub mod settings;
