@@ -231,6 +231,12 @@ def throughput_section(lam):
         lines.append(f"| {clients} | {t['messages']} | {t['per_second']:.0f} | {t['pgbench_tps']:.0f} | "
                      f"{ratio:.2f}× | {verdict(ratio >= 0.7)} | {before} |")
     lines.append("")
+    for n, rerun in enumerate(lam.get("throughput_repeats") or [], start=2):
+        cells = ", ".join(
+            f"{c}: {t['per_second']:.0f} msg/s vs {t['pgbench_tps']:.0f} tps = "
+            f"{t['per_second'] / t['pgbench_tps']:.2f}× ({verdict(t['per_second'] / t['pgbench_tps'] >= 0.7)})"
+            for c, t in sorted(rerun.items(), key=lambda kv: int(kv[0])))
+        lines += [f"Repeat {n} of the same measurement (same binaries, minutes later): {cells}.", ""]
     earlier = lam.get("throughput_before_statement_cache")
     if earlier:
         lines += [
