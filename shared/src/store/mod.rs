@@ -4,4 +4,6 @@
 pub mod conflicts;
 pub mod logs;
 pub mod mappings;
+pub mod senders;
 pub mod settings;
+pub mod shows;
