@@ -7,3 +7,4 @@ pub mod mappings;
 pub mod roles;
 pub mod senders;
 pub mod settings;
+pub mod shows;

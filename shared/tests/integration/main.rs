@@ -9,3 +9,4 @@ mod pool;
 mod roles;
 mod secrets;
 mod template;
+mod trigram;
