@@ -15,7 +15,7 @@ use wiremock::{matchers::path, Mock, MockServer, ResponseTemplate};
 
 const PLEX_TOKEN: &str = "yZxW9vUtSrQpOnMlKjIh";
 
-/// The state and its database, which lives as long as the `TestDb` (dropping it drops the database).
+/// The function's state and its database, which lives (and is dropped) with the test.
 async fn state(plex: &MockServer) -> (State, TestDb) {
     let db = fresh_db().await;
     let sdk = moto_config().await;
