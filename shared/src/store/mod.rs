@@ -4,4 +4,5 @@
 pub mod conflicts;
 pub mod logs;
 pub mod mappings;
+pub mod senders;
 pub mod settings;
