@@ -6,3 +6,4 @@ pub mod logs;
 pub mod mappings;
 pub mod senders;
 pub mod settings;
+pub mod shows;
