@@ -15,7 +15,7 @@ use wiremock::{matchers::path, Mock, MockServer, ResponseTemplate};
 
 const PLEX_TOKEN: &str = "yZxW9vUtSrQpOnMlKjIh";
 
-/// The function's state, and the test database it uses (dropped, with its database, by the caller).
+/// The function's state and its database, which lives (and is dropped) with the test.
 async fn state(plex: &MockServer) -> (State, TestDb) {
     let db = fresh_db().await;
     let sdk = moto_config().await;
@@ -93,7 +93,7 @@ async fn no_log_line_contains_the_plex_token() {
         .respond_with(ResponseTemplate::new(500))
         .mount(&failing)
         .await;
-    let (s, _failing_db) = state(&failing).await;
+    let (s, _db) = state(&failing).await;
     assert_eq!(
         call(&s, "POST", Some(json!({"plexToken": PLEX_TOKEN})))
             .await
