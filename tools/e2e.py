@@ -7,6 +7,8 @@ moto (SQS + Secrets Manager), a fresh Postgres database, plex.tv / TMDB / Plex s
     POST <webhookUrl> multipart scrobble + thumb -> 202
     bridge -> processor                          -> The Office S01E01 watched in Postgres
     GET /api/plex/logs                           -> a success row for it
+    PUT /api/senders/jellyfin, /api/senders/emby -> 200, each sender's webhookUrl
+    POST Jellyfin JSON + Emby multipart scrobbles -> 202, S01E04 and S01E03 watched
 plus the bridge's own contract against a fake processor (delete only what did not fail), and the
 migrate binary in Lambda mode answering a CloudFormation custom-resource request.
 
@@ -125,6 +127,24 @@ def fresh_database(admin_url):
     return url
 
 
+def runtime_role(admin_url, db_url):
+    """As on AWS: the migrate function, given the owner's URL (OWNER_DATABASE_URL) and the
+    functions' (DATABASE_URL), creates the runtime role and grants it DML only. Returns the
+    runtime role's URL."""
+    u = urlparse(db_url)
+    role = f"{u.path.lstrip('/')}_rt"
+    runtime_url = urlunparse(u._replace(
+        netloc=f"{role}:{secrets.token_hex(16)}@{u.hostname}:{u.port or 5432}"))
+    # Registered before the database's own cleanup runs (cleanups run in reverse order, and the
+    # database was registered earlier), so the role is dropped after the database.
+    cleanups.insert(0, lambda: psql(admin_url, f'DROP ROLE IF EXISTS "{role}"'))
+    subprocess.run(
+        ["cargo", "run", "-q", "-p", "migrate"], cwd=ROOT, check=True,
+        env={**os.environ, "OWNER_DATABASE_URL": db_url, "DATABASE_URL": runtime_url},
+    )
+    return runtime_url
+
+
 def fifo_queue(suffix, visibility=30, max_receive=MAX_RECEIVE_COUNT):
     """(queue URL, DLQ URL): a FIFO queue redriving to its DLQ after max_receive receives, as the
     template sets it up."""
@@ -217,6 +237,19 @@ def multipart(payload, thumb=THUMB):
         'Content-Disposition: form-data; name="thumb"; filename="image.jpg"\r\n'
         "Content-Type: image/jpeg\r\n\r\n"
     ).encode() + thumb + f"\r\n--{boundary}--\r\n".encode()
+    return body, f"multipart/form-data; boundary={boundary}"
+
+
+def emby_multipart(payload):
+    """multipart/form-data as Emby sends it with "Request content type: multipart/form-data":
+    the JSON in a `data` field."""
+    boundary = f"----EmbyBoundary{secrets.token_hex(8)}"
+    body = (
+        f"--{boundary}\r\n"
+        'Content-Disposition: form-data; name="data"\r\n\r\n'
+        f"{json.dumps(payload)}\r\n"
+        f"--{boundary}--\r\n"
+    ).encode()
     return body, f"multipart/form-data; boundary={boundary}"
 
 
@@ -342,8 +375,10 @@ def start_stack(admin_url, *, db_url=None, seed=seed_office, visibility=30, max_
     Everything is removed again by the cleanups."""
     log_dir = log_dir or LOG_DIR
     suffix = secrets.token_hex(4)
+    runtime_url = None
     if db_url is None:
         db_url = fresh_database(admin_url)
+        runtime_url = runtime_role(admin_url, db_url)
     if seed:
         seed(db_url)
     queue_url, dlq_url = fifo_queue(suffix, visibility, max_receive)
@@ -357,6 +392,11 @@ def start_stack(admin_url, *, db_url=None, seed=seed_office, visibility=30, max_
     names = {"ENCRYPTION_KEY_SECRET_ID": "encryption-key", "API_TOKEN_SECRET_ID": "api-token",
              "WEBHOOK_SECRET_ID": "webhook-secret"}
     ids = {var: secret(f"plexsync-e2e/{suffix}/{names[var]}", value) for var, value in values.items()}
+    if runtime_url:
+        # As on AWS: the functions get secret ids, read at cold start, and connect as the
+        # runtime role (DML only); the migrate function gets the owner's URL besides.
+        ids["DATABASE_URL_SECRET_ID"] = secret(f"plexsync-e2e/{suffix}/database-url", runtime_url)
+        ids["TMDB_API_TOKEN_SECRET_ID"] = secret(f"plexsync-e2e/{suffix}/tmdb-token", TMDB_TOKEN)
     if stub is None:
         stub = stubs.serve()
         cleanups.append(stub.shutdown)
@@ -377,6 +417,9 @@ def start_stack(admin_url, *, db_url=None, seed=seed_office, visibility=30, max_
         "RUST_LOG": "info",
     }
     env.pop("PLEX_ALLOWED_CIDRS", None)
+    if runtime_url:
+        env["OWNER_DATABASE_URL"] = env.pop("DATABASE_URL")
+        env.pop("TMDB_API_TOKEN")
     log(f"database {db_url.rsplit('/', 1)[1]}, queue {queue_url.rsplit('/', 1)[1]}, "
         f"stubs {stub.base_url}, watch on :{port}; logs in {log_dir}")
     watch = start("watch", ["cargo", "lambda", "watch", "--invoke-address", "127.0.0.1",
@@ -386,7 +429,8 @@ def start_stack(admin_url, *, db_url=None, seed=seed_office, visibility=30, max_
         bridge = start("bridge", [sys.executable, "tools/bridge.py", "--queue-url", queue_url,
                                   "--invoke-url", f"{base}/2015-03-31/functions/processor/invocations"],
                        env, log_dir)
-    return Stack(base=base, port=port, db_url=db_url, queue_url=queue_url, dlq_url=dlq_url,
+    return Stack(base=base, port=port, db_url=db_url, runtime_url=runtime_url,
+                 queue_url=queue_url, dlq_url=dlq_url,
                  api_token=api_token, encryption_key=values["ENCRYPTION_KEY_SECRET_ID"],
                  webhook_secret=values["WEBHOOK_SECRET_ID"], stub=stub, env=env, watch=watch,
                  bridge=bridge, log_dir=log_dir)
@@ -408,6 +452,7 @@ def main():
 
     stack = start_stack(admin_url)
     db_url, queue_url, api_token, base = stack.db_url, stack.queue_url, stack.api_token, stack.base
+    runtime_url = stack.runtime_url
 
     auth = {"Authorization": f"Bearer {api_token}"}
     state = {}
@@ -503,6 +548,64 @@ def main():
         assert "content-type" not in {k.lower() for k in headers}, headers
         return sent["Reason"]
 
+    def enable_sender(sender):
+        def run():
+            status, _, body = http(
+                "PUT", f"{base}/lambda-url/config/api/senders/{sender}",
+                json.dumps({"account": "alice"}).encode(),
+                {**auth, "Content-Type": "application/json"}, timeout=FIRST_REQUEST_TIMEOUT)
+            assert status == 200, f"{status} {body}"
+            url = body.get("webhookUrl") or ""
+            assert url.startswith(f"{base}/lambda-url/webhook/api/{sender}/webhook?secret="), body
+            assert url.split("?")[1] == state["webhook_url"].split("?")[1], "one secret for all senders"
+            state[f"{sender}_url"] = url
+        return run
+
+    def senders_listed():
+        status, _, body = http("GET", f"{base}/lambda-url/config/api/senders", headers=auth)
+        assert status == 200, f"{status} {body}"
+        urls = {s["sender"]: s["webhookUrl"] for s in body["senders"]}
+        assert urls == {"plex": state["webhook_url"], "jellyfin": state["jellyfin_url"],
+                        "emby": state["emby_url"]}, urls
+        return ", ".join(sorted(urls))
+
+    def jellyfin_scrobble():
+        """S01E04, which nothing else here touches (S01E02 is the unmatched-show scenario's),
+        with only its TMDB id: the show is found by a title search confirmed by that id."""
+        payload = world.sender_webhook("jellyfin", "playback_stop")
+        episode = world.response("tmdb", "/3/tv/2316/season/1")["episodes"][3]
+        payload.update({"EpisodeNumber": 4, "Name": episode["name"], "Provider_tmdb": str(episode["id"]),
+                        "ItemId": "6e5d4c3b-2a19-4807-b6f5-e4d3c2b1a098"})
+        for key in ("Provider_tvdb", "Provider_imdb"):
+            payload.pop(key)
+        payload["UtcTimestamp"] = time.strftime("%Y-%m-%dT%H:%M:%S.0000000Z", time.gmtime())
+        status, _, resp = http("POST", state["jellyfin_url"], json.dumps(payload).encode(),
+                               {"Content-Type": "application/json"})
+        assert status == 202, f"{status} {resp}"
+
+    def emby_scrobble():
+        payload = world.sender_webhook("emby", "playback_stop")
+        payload["Date"] = time.strftime("%Y-%m-%dT%H:%M:%S.0000000Z", time.gmtime())
+        body, ctype = emby_multipart(payload)
+        status, _, resp = http("POST", state["emby_url"], body, {"Content-Type": ctype})
+        assert status == 202, f"{status} {resp}"
+
+    def senders_marked():
+        deadline = time.monotonic() + PROCESSING_TIMEOUT
+        seen = {}
+        while time.monotonic() < deadline:
+            seen = {n: episode_state(db_url, 1, n) for n in (3, 4)}
+            if all(v.startswith("true") for v in seen.values()):
+                other = episode_state(db_url, 1, 5)
+                assert other.startswith("false"), f"S01E05 changed too: {other}"
+                senders = psql(db_url, "SELECT string_agg(DISTINCT sender, ',' ORDER BY sender) "
+                                       "FROM plex_show_mappings")
+                assert senders == "emby,jellyfin,plex", f"one mapping per sender: {senders}"
+                return "S01E04 (Jellyfin) and S01E03 (Emby) watched; mappings per sender"
+            time.sleep(1)
+        raise AssertionError(f"not marked within {PROCESSING_TIMEOUT:.0f} s (state {seen!r}); "
+                             f"see {LOG_DIR}/watch.log and bridge.log")
+
     def queue_drained():
         attrs = aws("sqs").get_queue_attributes(
             QueueUrl=queue_url,
@@ -549,6 +652,18 @@ def main():
         assert seen.startswith("true"), f"S01E02 is {seen!r} after resolving"
         return f"S01E02 watched at {seen.split()[1]}"
 
+    def runtime_role_connections():
+        """The processor and the management functions connected as the runtime role (DML only)."""
+        role = urlparse(runtime_url).username
+        database = db_url.rsplit("/", 1)[1]
+        by_role = psql(db_url, f"""
+            SELECT usename, count(*) FROM pg_stat_activity
+            WHERE datname = '{database}' AND application_name = 'plexsync'
+            GROUP BY usename ORDER BY usename""")
+        users = dict(line.split("|") for line in by_role.splitlines())
+        assert users.get(role), f"no plexsync connection as {role}: {users}"
+        return f"{users[role]} connection(s) as {role}"
+
     check("migrate as a CloudFormation custom resource answers its ResponseURL", migrate_custom_resource)
     if check("POST /api/plex/config -> 200 with webhookUrl", config):
         check("management API rejects a wrong token with 401", unauthorized)
@@ -557,9 +672,16 @@ def main():
             if check("bridge -> processor marks S01E01 watched in Postgres", marked):
                 check("GET /api/plex/logs shows the success row", logs)
                 check("the message was deleted from the queue", queue_drained)
+                check("the functions connect as the runtime role", runtime_role_connections)
         if check("unmatched show (local://, no Guid array) scrobble -> 202", unmatched_scrobble):
             if check("the processor opens a conflict offering the tracker's show", unmatched_conflict):
                 check("resolving it through the API marks the held episode", resolve_unmatched)
+        if (check("PUT /api/senders/jellyfin -> 200 with its webhookUrl", enable_sender("jellyfin"))
+                and check("PUT /api/senders/emby -> 200 with its webhookUrl", enable_sender("emby"))):
+            check("GET /api/senders shows every sender's webhook URL", senders_listed)
+            if (check("Jellyfin PlaybackStop (JSON, S01E04) -> 202", jellyfin_scrobble)
+                    and check("Emby playback.stop (multipart data, S01E03) -> 202", emby_scrobble)):
+                check("bridge -> processor marks the Jellyfin and Emby episodes watched", senders_marked)
 
 
 def run():

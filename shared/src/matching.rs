@@ -14,6 +14,7 @@ use url::Url;
 use crate::db::{DbError, DbPool};
 use crate::payload::{ExternalIds, PlexEvent};
 use crate::plex::{PlexError, PlexServerClient};
+use crate::store::shows;
 use crate::tmdb::{ExternalSource, TmdbClient, TmdbError};
 
 /// A single match at or above this confidence is mapped without asking.
@@ -386,7 +387,7 @@ pub async fn decide(
     resolution: &Resolution,
     auto_add: bool,
 ) -> Result<MatchDecision, MatchError> {
-    let client = pool.get().await.map_err(DbError::from)?;
+    let mut client = pool.get().await.map_err(DbError::from)?;
     let mut candidates = Vec::new();
     if let Some(show) = &resolution.show {
         let row = client
@@ -406,32 +407,20 @@ pub async fn decide(
     // Fuzzy title. With a known TMDB id, a tracker show holding a *different* TMDB id is
     // another show; only shows without a TMDB id can still be this one.
     let year = event.show.year.and_then(|y| i32::try_from(y).ok());
-    let rows = client
-        .query(
-            "SELECT id, title, tmdb_id, similarity(title, $1)::float8 AS sim
-               FROM tvshows
-              WHERE similarity(title, $1) >= $2
-                AND ($3::int IS NULL OR tmdb_id IS NULL)
-                AND ($4::int IS NULL OR show_start_date IS NULL
-                     OR abs(EXTRACT(YEAR FROM show_start_date)::int - $4) <= 1)
-              ORDER BY sim DESC, id
-              LIMIT 5",
-            &[
-                &event.show.title,
-                &(FUZZY_MIN_SIMILARITY as f32),
-                &resolution.show.as_ref().map(|s| to_i32(s.tmdb_id)),
-                &year,
-            ],
-        )
-        .await?;
-    for row in rows {
-        let sim: f64 = row.get(3);
-        let tmdb: Option<i32> = row.get(2);
+    let matches = shows::similar_titles(
+        &mut client,
+        &event.show.title,
+        FUZZY_MIN_SIMILARITY,
+        resolution.show.is_some(),
+        year,
+    )
+    .await?;
+    for m in matches {
         candidates.push(Candidate {
-            tvshow_id: Some(row.get(0)),
-            title: row.get(1),
-            tmdb_id: tmdb.map(i64::from),
-            match_score: round2(sim * FUZZY_FACTOR),
+            tvshow_id: Some(m.id),
+            title: m.title,
+            tmdb_id: m.tmdb_id.map(i64::from),
+            match_score: round2(m.similarity * FUZZY_FACTOR),
             source: "tracker",
         });
     }

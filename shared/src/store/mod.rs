@@ -4,4 +4,7 @@
 pub mod conflicts;
 pub mod logs;
 pub mod mappings;
+pub mod roles;
+pub mod senders;
 pub mod settings;
+pub mod shows;
