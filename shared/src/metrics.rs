@@ -36,14 +36,7 @@ pub fn emit(metric: &str, value: f64, unit: &str) {
 /// Counts the unresolved conflicts and emits [`OPEN_CONFLICTS`]; returns the count.
 #[tracing::instrument(skip(pool))]
 pub async fn report_open_conflicts(pool: &DbPool) -> Result<i64, DbError> {
-    let client = pool.get().await?;
-    let open: i64 = client
-        .query_one(
-            "SELECT count(*) FROM plex_conflicts WHERE NOT resolved",
-            &[],
-        )
-        .await?
-        .get(0);
+    let open = crate::store::conflicts::count_open(pool).await?;
     emit(OPEN_CONFLICTS, open as f64, "Count");
     Ok(open)
 }

@@ -19,11 +19,18 @@ use crate::crypto::Keyring;
 use crate::db::{self, DbError, DbPool};
 use crate::env::{Env, EnvError, TmdbConfig};
 use crate::episodes::{self, MarkOutcome, MarkRequest};
-use crate::matching::{self, MatchDecision, MatchError, PlexTarget, Resolver};
+use crate::matching::{self, MatchDecision, MatchError, PlexTarget, Resolution, Resolver};
 use crate::payload::{AccountRef, EventKind, PlexEvent};
 use crate::plex::PlexServerClient;
 use crate::queue::QueueMessage;
 use crate::secrets::SecretsCache;
+use crate::store::{
+    conflicts::{self, NewConflict},
+    logs::{self, LogStatus, NewLogEntry},
+    mappings::{self, Lock, MappingState, NewMapping, PlexShowKey},
+    processed,
+    settings::{self, PlexConfig},
+};
 use crate::tmdb::{SeasonDetails, TmdbClient, TmdbError, TvDetails};
 
 /// Where the encryption key (for the stored Plex token) comes from.
@@ -108,29 +115,6 @@ impl Pipeline {
             plex,
             keys,
         })
-    }
-}
-
-/// Status of a processed message, as logged.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum LogStatus {
-    Success,
-    Failed,
-    Ignored,
-    Duplicate,
-    NeedsResolution,
-}
-
-impl LogStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Success => "success",
-            Self::Failed => "failed",
-            Self::Ignored => "ignored",
-            Self::Duplicate => "duplicate",
-            Self::NeedsResolution => "needs_resolution",
-        }
     }
 }
 
@@ -239,16 +223,6 @@ impl From<MatchError> for Failure {
     }
 }
 
-/// The integration's settings (user 1).
-struct PlexConfig {
-    enabled: bool,
-    auto_add_shows: bool,
-    auto_mark_watched: bool,
-    allowed_accounts: Value,
-    server_url: Option<String>,
-    token_ciphertext: String,
-}
-
 /// What the log row needs besides the outcome.
 struct LogCtx<'a> {
     msg: &'a QueueMessage,
@@ -272,21 +246,15 @@ pub async fn process_body(
             tracing::warn!(error = %e, "unreadable queue message");
             let outcome = Outcome::failed(e.to_string());
             let client = state.pool.get().await.map_err(|e| transient(e.into()))?;
-            client
-                .execute(
-                    "INSERT INTO plex_webhook_logs
-                        (message_id, event_type, payload, status, error_message, receive_count,
-                         processing_duration_ms)
-                     VALUES ($1, 'unknown', $2, 'failed', $3, $4, 0)",
-                    &[
-                        &message_id,
-                        &json!({ "body": body }),
-                        &outcome.reason,
-                        &receive_count.and_then(|n| i32::try_from(n).ok()),
-                    ],
-                )
-                .await
-                .map_err(|e| transient(e.into()))?;
+            logs::record_unreadable(
+                &client,
+                message_id,
+                body,
+                &e.to_string(),
+                receive_count.and_then(|n| i32::try_from(n).ok()),
+            )
+            .await
+            .map_err(transient)?;
             Ok(outcome)
         }
     }
@@ -325,7 +293,7 @@ pub async fn process_message(
             let client = state.pool.get().await.map_err(|e| transient(e.into()))?;
             write_log(&client, &ctx, &outcome)
                 .await
-                .map_err(|e| transient(e.into()))?;
+                .map_err(transient)?;
             outcome
         }
     };
@@ -343,7 +311,7 @@ async fn run(state: &Pipeline, ctx: &LogCtx<'_>) -> Result<Outcome, Failure> {
     let ev = &ctx.msg.event;
     let scrobble = ev.kind == EventKind::Scrobble;
     let client = state.pool.get().await?;
-    let Some(config) = load_config(&client).await? else {
+    let Some(config) = settings::load(&client).await? else {
         return finish(
             &client,
             ctx,
@@ -366,13 +334,7 @@ async fn run(state: &Pipeline, ctx: &LogCtx<'_>) -> Result<Outcome, Failure> {
         if let Err(reason) = account_gate(&config.allowed_accounts, &ev.account) {
             return finish(&client, ctx, Outcome::ignored(reason)).await;
         }
-        let seen = client
-            .query_opt(
-                "SELECT 1 FROM plex_processed_messages WHERE idempotency_key = $1",
-                &[&ctx.key],
-            )
-            .await?;
-        if seen.is_some() {
+        if processed::contains(&client, &ctx.key).await? {
             return finish(
                 &client,
                 ctx,
@@ -386,17 +348,21 @@ async fn run(state: &Pipeline, ctx: &LogCtx<'_>) -> Result<Outcome, Failure> {
         }
     }
 
-    let mapping = matching::find_mapping(&client, ev).await?;
+    let guid = matching::show_guid(ev);
+    let show = matching::show_key(ev, &guid);
+    let mapping = mappings::find_for_show(&client, show, Lock::No).await?;
     let (tvshow_id, how) = match mapping {
         Some(m) if !m.sync_enabled => {
             return finish(&client, ctx, sync_disabled(m.id)).await;
         }
-        Some(matching::Mapping {
+        Some(MappingState {
             tvshow_id: Some(id),
             ..
         }) => (id, Mapped::Existing),
         _ => {
-            if let Some(conflict_id) = matching::open_conflict(&client, ev).await? {
+            if let Some(conflict_id) =
+                conflicts::find_open_for_show(&client, show.server_uuid, show.rating_key).await?
+            {
                 drop(client);
                 return pending(state, ctx, conflict_id).await;
             }
@@ -471,66 +437,33 @@ fn account_gate(allowed: &Value, account: &AccountRef) -> Result<(), String> {
     ))
 }
 
-async fn load_config<C: GenericClient>(client: &C) -> Result<Option<PlexConfig>, DbError> {
-    let row = client
-        .query_opt(
-            "SELECT enabled, auto_add_shows, auto_mark_watched, allowed_accounts,
-                    plex_server_url, plex_token
-               FROM plex_config WHERE user_id = 1",
-            &[],
-        )
-        .await?;
-    Ok(row.map(|r| PlexConfig {
-        enabled: r.get(0),
-        auto_add_shows: r.get(1),
-        auto_mark_watched: r.get(2),
-        allowed_accounts: r.get(3),
-        server_url: r.get(4),
-        token_ciphertext: r.get(5),
-    }))
-}
-
-/// Writes the message's log row (and notes the receipt on the config).
-async fn write_log<C: GenericClient>(
-    client: &C,
+/// Writes the message's log row (and notes the receipt on the settings).
+async fn write_log(
+    client: &impl GenericClient,
     ctx: &LogCtx<'_>,
     outcome: &Outcome,
-) -> Result<(), tokio_postgres::Error> {
+) -> Result<(), DbError> {
     let ev = &ctx.msg.event;
     let to_i32 = |n: Option<i64>| n.and_then(|n| i32::try_from(n).ok());
-    let duration = i32::try_from(ctx.started.elapsed().as_millis()).unwrap_or(i32::MAX);
-    client
-        .execute(
-            "WITH seen AS (
-                 UPDATE plex_config
-                    SET last_webhook_received = GREATEST(COALESCE(last_webhook_received, $15), $15)
-                  WHERE user_id = 1
-             )
-             INSERT INTO plex_webhook_logs
-                 (message_id, idempotency_key, event_type, plex_rating_key, plex_title,
-                  plex_season, plex_episode, payload, status, error_message,
-                  processing_duration_ms, receive_count, action_taken, tvshow_id)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
-            &[
-                &ctx.message_id,
-                &ctx.key,
-                &ev.kind.as_str(),
-                &ev.item_rating_key,
-                &ev.show.title,
-                &to_i32(ev.season),
-                &to_i32(ev.episode.as_ref().map(|e| e.number)),
-                &ctx.msg.raw,
-                &outcome.status.as_str(),
-                &outcome.reason,
-                &duration,
-                &to_i32(ctx.receive_count),
-                &outcome.action,
-                &outcome.tvshow_id,
-                &ctx.msg.received_at,
-            ],
-        )
-        .await?;
-    Ok(())
+    let entry = NewLogEntry {
+        message_id: ctx.message_id,
+        idempotency_key: &ctx.key,
+        event_type: ev.kind.as_str(),
+        plex_rating_key: &ev.item_rating_key,
+        plex_title: &ev.show.title,
+        plex_season: to_i32(ev.season),
+        plex_episode: to_i32(ev.episode.as_ref().map(|e| e.number)),
+        payload: &ctx.msg.raw,
+        status: outcome.status,
+        error_message: outcome.reason.as_deref(),
+        processing_duration_ms: i32::try_from(ctx.started.elapsed().as_millis())
+            .unwrap_or(i32::MAX),
+        receive_count: to_i32(ctx.receive_count),
+        action_taken: outcome.action.as_deref(),
+        tvshow_id: outcome.tvshow_id,
+        received_at: ctx.msg.received_at,
+    };
+    logs::record(client, &entry).await
 }
 
 async fn finish<C: GenericClient>(
@@ -571,7 +504,7 @@ async fn pend_in<C: GenericClient>(
 ) -> Result<Outcome, Failure> {
     if ctx.msg.event.kind == EventKind::Scrobble {
         let message = serde_json::to_value(ctx.msg).unwrap_or(Value::Null);
-        matching::add_pending_event(client, conflict_id, &ctx.key, &message).await?;
+        conflicts::add_pending_event(client, conflict_id, &ctx.key, &message).await?;
     }
     finish(client, ctx, needs_resolution(conflict_id, detail)).await
 }
@@ -600,18 +533,19 @@ async fn resolve_and_map(
         MatchDecision::AutoAdd { tmdb_id, .. } => Some(fetch_show(&state.tmdb, *tmdb_id).await?),
         _ => None,
     };
-    let tmdb_id = resolution.show.as_ref().map(|s| s.tmdb_id);
 
+    let guid = matching::show_guid(ev);
+    let show = matching::show_key(ev, &guid);
     let mut client = state.pool.get().await?;
     let tx = client.transaction().await?;
-    matching::lock_show_identity(&tx, ev).await?;
-    match matching::find_mapping(&tx, ev).await? {
+    mappings::lock_show_identity(&tx, &ev.show_key()).await?;
+    match mappings::find_for_show(&tx, show, Lock::No).await? {
         Some(m) if !m.sync_enabled => {
             let outcome = finish(&tx, ctx, sync_disabled(m.id)).await?;
             tx.commit().await?;
             return Ok(Resolved::Done(outcome));
         }
-        Some(matching::Mapping {
+        Some(MappingState {
             tvshow_id: Some(id),
             ..
         }) => {
@@ -620,7 +554,9 @@ async fn resolve_and_map(
         }
         _ => {}
     }
-    if let Some(conflict_id) = matching::open_conflict(&tx, ev).await? {
+    if let Some(conflict_id) =
+        conflicts::find_open_for_show(&tx, show.server_uuid, show.rating_key).await?
+    {
         let outcome = pend_in(&tx, ctx, conflict_id, "an open conflict awaits the user").await?;
         tx.commit().await?;
         return Ok(Resolved::Done(outcome));
@@ -631,34 +567,18 @@ async fn resolve_and_map(
             confidence,
             method,
         } => {
-            let mapping = matching::create_mapping(
-                &tx,
-                ev,
-                &resolution.show_ids,
-                tmdb_id,
-                tvshow_id,
-                confidence,
-                &method,
-            )
-            .await?;
+            let mapping =
+                create_mapping(&tx, ev, show, &resolution, tvshow_id, confidence, &method).await?;
             // A concurrent insert under the same guid may have won: follow the stored row.
             Resolved::Show(mapping.tvshow_id.unwrap_or(tvshow_id), Mapped::Matched)
         }
         MatchDecision::AutoAdd { method, .. } => {
-            let (show, seasons) = added.expect("fetched for auto-add");
+            let (details, seasons) = added.expect("fetched for auto-add");
             let (tvshow_id, created) =
-                episodes::insert_show_from_tmdb(&tx, &show, &seasons).await?;
+                episodes::insert_show_from_tmdb(&tx, &details, &seasons).await?;
             let confidence = resolution.show.as_ref().map_or(1.0, |s| s.source.score());
-            matching::create_mapping(
-                &tx,
-                ev,
-                &resolution.show_ids,
-                tmdb_id,
-                tvshow_id,
-                confidence,
-                &format!("auto_added:{method}"),
-            )
-            .await?;
+            let method = format!("auto_added:{method}");
+            create_mapping(&tx, ev, show, &resolution, tvshow_id, confidence, &method).await?;
             Resolved::Show(
                 tvshow_id,
                 if created {
@@ -669,7 +589,15 @@ async fn resolve_and_map(
             )
         }
         MatchDecision::Conflict { kind, candidates } => {
-            let conflict_id = matching::upsert_conflict(&tx, ev, kind, &candidates).await?;
+            let matches = serde_json::to_value(&candidates).unwrap_or_else(|_| json!([]));
+            let conflict = NewConflict {
+                show,
+                title: &ev.show.title,
+                year: ev.show.year.and_then(|y| i32::try_from(y).ok()),
+                conflict_type: kind.as_str(),
+                potential_matches: &matches,
+            };
+            let conflict_id = conflicts::upsert_open(&tx, &conflict).await?;
             let detail = match kind {
                 matching::ConflictKind::NoMatch => "no tracker show matches",
                 matching::ConflictKind::Ambiguous => "one low-confidence match",
@@ -682,11 +610,45 @@ async fn resolve_and_map(
     Ok(resolved)
 }
 
+/// Creates the show's mapping as the ladder decided (or follows the one a concurrent message
+/// created). A confidence at or above the auto-map threshold counts as confirmed.
+async fn create_mapping(
+    tx: &impl GenericClient,
+    ev: &PlexEvent,
+    show: PlexShowKey<'_>,
+    resolution: &Resolution,
+    tvshow_id: i32,
+    confidence: f64,
+    method: &str,
+) -> Result<MappingState, DbError> {
+    let ids = &resolution.show_ids;
+    let new = NewMapping {
+        show,
+        title: &ev.show.title,
+        year: ev.show.year.and_then(|y| i32::try_from(y).ok()),
+        tvdb_id: ids.tvdb.and_then(|v| i32::try_from(v).ok()),
+        imdb_id: ids.imdb.as_deref(),
+        tmdb_id: resolution
+            .show
+            .as_ref()
+            .and_then(|s| matching::tmdb_id_i32(s.tmdb_id)),
+        tvshow_id: Some(tvshow_id),
+        confidence: Some(confidence),
+        method,
+        manually_confirmed: confidence >= matching::AUTO_MAP_THRESHOLD,
+        sync_enabled: true,
+    };
+    mappings::insert(tx, &new).await?;
+    mappings::find_for_show(tx, show, Lock::No)
+        .await?
+        .ok_or_else(|| DbError::Config("mapping vanished after insert".into()))
+}
+
 /// The Plex server rung's target, when a server URL and a decryptable token are configured.
 async fn plex_target<'a>(state: &'a Pipeline, config: &PlexConfig) -> Option<PlexTarget<'a>> {
     let server = config.server_url.as_deref()?.parse().ok()?;
     let keyring = state.keys.keyring().await?;
-    let token: SecretString = match keyring.decrypt(&config.token_ciphertext) {
+    let token: SecretString = match keyring.decrypt(&config.encrypted_token.0) {
         Ok(t) => t,
         Err(e) => {
             tracing::warn!(error = %e, "stored Plex token cannot be decrypted; Plex server step skipped");

@@ -77,7 +77,10 @@ struct ConfigView {
 }
 
 async fn get_config(state: &State) -> Result<Response<Body>, ApiError> {
-    let view = match store::load(&state.api.pool).await? {
+    let client = state.api.pool.get().await.map_err(DbError::from)?;
+    let stored = store::load(&client).await?;
+    drop(client);
+    let view = match stored {
         None => ConfigView {
             configured: false,
             enabled: false,

@@ -8,9 +8,13 @@ use plexsync::{
     api::ApiError,
     db::DbError,
     episodes,
-    pipeline::{self, LogStatus, Pipeline},
+    pipeline::{self, Pipeline},
     queue::QueueMessage,
-    store::conflicts::{self, Resolution, ResolveError, Resolved},
+    store::{
+        conflicts::{self, Resolution, ResolveError, Resolved},
+        logs::LogStatus,
+        shows,
+    },
     tmdb::{SeasonDetails, TmdbError, TvDetails},
 };
 
@@ -213,7 +217,10 @@ pub async fn create_new(
     let Ok(tmdb_i32) = i32::try_from(tmdb_id) else {
         return Err(CreateNewError::TmdbMissing(tmdb_id));
     };
-    let source = match existing_show(state, tmdb_i32).await? {
+    let client = state.pool.get().await.map_err(DbError::from)?;
+    let existing = shows::find_by_tmdb_id(&client, tmdb_i32).await?;
+    drop(client);
+    let source = match existing {
         Some((id, title)) => Source::Existing(id, title),
         None => match state.tmdb.show_with_seasons(tmdb_id).await {
             Ok((details, seasons)) => Source::Tmdb(details, seasons),
@@ -263,15 +270,4 @@ pub async fn create_new(
 enum Source {
     Existing(i32, String),
     Tmdb(TvDetails, Vec<SeasonDetails>),
-}
-
-async fn existing_show(state: &Pipeline, tmdb_id: i32) -> Result<Option<(i32, String)>, DbError> {
-    let client = state.pool.get().await?;
-    let row = client
-        .query_opt(
-            "SELECT id, title FROM tvshows WHERE tmdb_id = $1",
-            &[&tmdb_id],
-        )
-        .await?;
-    Ok(row.map(|r| (r.get(0), r.get(1))))
 }

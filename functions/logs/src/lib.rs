@@ -13,7 +13,7 @@ use plexsync::{
     env::{Env, EnvError},
     store::{
         conflicts,
-        logs::{self, DayStats, LogEntry, STATUSES},
+        logs::{self, DayStats, LogEntry, LogStatus},
     },
 };
 use serde::Serialize;
@@ -65,16 +65,15 @@ struct LogsResponse {
 
 async fn list(state: &State, req: &Request) -> Result<Response<Body>, ApiError> {
     let page = page_request(req)?;
-    let status = query_param(req, "status");
-    if let Some(s) = &status {
-        if !STATUSES.contains(&s.as_str()) {
-            return Err(ApiError::BadRequest(format!(
-                "status must be one of {}",
-                STATUSES.join(", ")
-            )));
-        }
-    }
-    let page = logs::list(&state.api.pool, status.as_deref(), &page).await?;
+    let status = query_param(req, "status")
+        .map(|s| {
+            LogStatus::parse(&s).ok_or_else(|| {
+                let all: Vec<&str> = LogStatus::ALL.iter().map(|v| v.as_str()).collect();
+                ApiError::BadRequest(format!("status must be one of {}", all.join(", ")))
+            })
+        })
+        .transpose()?;
+    let page = logs::list(&state.api.pool, status, &page).await?;
     Ok(json(
         StatusCode::OK,
         &LogsResponse {

@@ -14,7 +14,7 @@ use plexsync::{
     db::{DbError, DbPool},
     episodes::{self, MarkOutcome, MarkRequest},
     plex::{PlexError, PlexServerClient},
-    store::settings::USER_ID,
+    store::{mappings, settings},
 };
 
 /// What a sync did.
@@ -103,42 +103,32 @@ pub async fn sync_show_progress(
     mapping_id: i64,
 ) -> Result<SyncReport, SyncError> {
     let client = pool.get().await?;
-    let mapping = client
-        .query_opt(
-            "SELECT plex_rating_key, tvshow_id, sync_enabled FROM plex_show_mappings
-              WHERE id = $1::int8",
-            &[&mapping_id],
-        )
+    let mapping = mappings::find_state(&client, mapping_id)
         .await?
         .ok_or(SyncError::NotFound(mapping_id))?;
-    let rating_key: String = mapping.get(0);
-    let tvshow_id: i32 = mapping
-        .get::<_, Option<i32>>(1)
-        .ok_or(SyncError::NotLinked)?;
-    if !mapping.get::<_, bool>(2) {
+    let tvshow_id = mapping.tvshow_id.ok_or(SyncError::NotLinked)?;
+    if !mapping.sync_enabled {
         return Err(SyncError::SyncDisabled(mapping_id));
     }
-    let config = client
-        .query_opt(
-            "SELECT enabled, plex_server_url, plex_token FROM plex_config WHERE user_id = $1",
-            &[&USER_ID],
-        )
+    let config = settings::load(&client)
         .await?
         .ok_or(SyncError::NotConfigured)?;
     drop(client);
-    if !config.get::<_, bool>(0) {
+    if !config.enabled {
         return Err(SyncError::IntegrationDisabled);
     }
     let server: Url = config
-        .get::<_, Option<String>>(1)
+        .server_url
         .filter(|u| !u.trim().is_empty())
         .ok_or(SyncError::NoServerUrl)?
         .trim()
         .parse()
         .map_err(|_| SyncError::BadServerUrl)?;
-    let token: SecretString = keyring.decrypt(&config.get::<_, String>(2))?;
+    let token: SecretString = keyring.decrypt(&config.encrypted_token.0)?;
 
-    let leaves = plex.all_leaves(&server, &rating_key, &token).await?;
+    let leaves = plex
+        .all_leaves(&server, &mapping.plex_rating_key, &token)
+        .await?;
     drop(token);
 
     let mut report = SyncReport {

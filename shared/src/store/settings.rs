@@ -1,5 +1,5 @@
-//! `plex_config`: the single user's Plex settings. The encrypted token is written here but
-//! never read back by the management API.
+//! `plex_config`: the single user's Plex settings. The encrypted token is read back only by
+//! the functions that call the Plex server (processor, history sync); it never leaves them.
 
 use chrono::{DateTime, Utc};
 use deadpool_postgres::GenericClient;
@@ -9,7 +9,18 @@ use crate::db::{DbError, DbPool};
 /// The single-user deployment keeps its settings in row `user_id = 1`.
 pub const USER_ID: i32 = 1;
 
-/// Everything about the configuration except the token.
+/// The stored Plex token, still encrypted (`crypto::Keyring::decrypt` opens it). Its `Debug`
+/// does not print it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct EncryptedToken(pub String);
+
+impl std::fmt::Debug for EncryptedToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("EncryptedToken(..)")
+    }
+}
+
+/// The stored settings.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PlexConfig {
     pub enabled: bool,
@@ -24,16 +35,16 @@ pub struct PlexConfig {
     pub allowed_accounts: serde_json::Value,
     pub last_webhook_received: Option<DateTime<Utc>>,
     pub updated_at: DateTime<Utc>,
+    pub encrypted_token: EncryptedToken,
 }
 
-#[tracing::instrument(skip(pool))]
-pub async fn load(pool: &DbPool) -> Result<Option<PlexConfig>, DbError> {
-    let client = pool.get().await?;
+#[tracing::instrument(skip(client))]
+pub async fn load(client: &impl GenericClient) -> Result<Option<PlexConfig>, DbError> {
     let row = client
         .query_opt(
             "SELECT enabled, auto_add_shows, auto_mark_watched, plex_server_url, plex_server_name,
                     plex_server_uuid, plex_account_id, plex_account_name, last_webhook_received,
-                    updated_at, allowed_accounts
+                    updated_at, allowed_accounts, plex_token
                FROM plex_config WHERE user_id = $1",
             &[&USER_ID],
         )
@@ -50,6 +61,7 @@ pub async fn load(pool: &DbPool) -> Result<Option<PlexConfig>, DbError> {
         last_webhook_received: r.get(8),
         updated_at: r.get(9),
         allowed_accounts: r.get(10),
+        encrypted_token: EncryptedToken(r.get(11)),
     }))
 }
 
