@@ -86,11 +86,10 @@ pub fn pool_from_config(
         .map_err(|e| DbError::Config(e.to_string()))
 }
 
-/// Public roots, plus the CA bundle named by `PGSSLROOTCERT` (the libpq variable), which is how
+/// The process-wide public roots ([`crate::tls`]), plus the CA bundle named by `PGSSLROOTCERT` (the libpq variable), which is how
 /// the Amazon RDS CA bundle is supplied.
 fn tls_connector() -> Result<tokio_postgres_rustls::MakeRustlsConnect, DbError> {
-    let mut roots = rustls::RootCertStore::empty();
-    roots.extend(webpki_roots_certs());
+    let mut roots = (*crate::tls::roots()).clone();
     if let Ok(path) = std::env::var("PGSSLROOTCERT") {
         let pem = std::fs::read(&path)
             .map_err(|e| DbError::Config(format!("PGSSLROOTCERT {path}: {e}")))?;
@@ -105,10 +104,6 @@ fn tls_connector() -> Result<tokio_postgres_rustls::MakeRustlsConnect, DbError> 
         .with_root_certificates(roots)
         .with_no_client_auth();
     Ok(tokio_postgres_rustls::MakeRustlsConnect::new(tls))
-}
-
-fn webpki_roots_certs() -> impl Iterator<Item = rustls::pki_types::TrustAnchor<'static>> {
-    webpki_roots::TLS_SERVER_ROOTS.iter().cloned()
 }
 
 /// Applies pending migrations in order, each recorded so it runs once. An advisory lock keeps

@@ -70,9 +70,13 @@ pub fn init_logging() {
 }
 
 /// The SDK configuration, loaded once per cold start. The SDK itself honours
-/// `AWS_ENDPOINT_URL` (moto locally), region and credentials from the environment.
+/// `AWS_ENDPOINT_URL` (moto locally), region and credentials from the environment; its HTTPS
+/// client trusts the process-wide compiled-in roots ([`crate::tls`]), not the system store.
 pub async fn sdk_config() -> SdkConfig {
-    aws_config::defaults(BehaviorVersion::latest()).load().await
+    aws_config::defaults(BehaviorVersion::latest())
+        .http_client(crate::tls::sdk_http_client())
+        .load()
+        .await
 }
 
 /// Fails the start of a function with one clear line naming the problem.

@@ -26,6 +26,7 @@ pub mod plex;
 pub mod queue;
 pub mod secrets;
 pub mod store;
+pub mod tls;
 pub mod tmdb;
 
 #[cfg(feature = "testing")]

@@ -104,7 +104,7 @@ impl PlexServerClient {
     }
 
     pub fn with_timeout(timeout: Duration) -> Result<Self, PlexError> {
-        let http = reqwest::Client::builder()
+        let http = crate::tls::http_client_builder()
             .timeout(timeout)
             .connect_timeout(timeout.min(Duration::from_secs(2)))
             .user_agent("plexsync/0.1")

@@ -241,7 +241,7 @@ impl TmdbClient {
         window: Duration,
         timeout: Duration,
     ) -> Result<Self, TmdbError> {
-        let http = reqwest::Client::builder()
+        let http = crate::tls::http_client_builder()
             .timeout(timeout)
             .connect_timeout(Duration::from_secs(3))
             .user_agent("plexsync/0.1")

@@ -98,7 +98,7 @@ pub struct PlexTvClient {
 
 impl PlexTvClient {
     pub fn new(base: Url) -> Self {
-        let http = reqwest::Client::builder()
+        let http = plexsync::tls::http_client_builder()
             .connect_timeout(Duration::from_secs(5))
             .timeout(Duration::from_secs(10))
             .user_agent(concat!("plexsync/", env!("CARGO_PKG_VERSION")))

@@ -31,7 +31,7 @@ pub enum ResponseError {
 
 /// The HTTP client for response URLs: bounded, so a dead endpoint cannot eat the time budget.
 pub fn http_client() -> reqwest::Client {
-    reqwest::Client::builder()
+    plexsync::tls::http_client_builder()
         .connect_timeout(Duration::from_secs(5))
         .timeout(Duration::from_secs(15))
         .build()
