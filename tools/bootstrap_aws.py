@@ -109,6 +109,8 @@ def main():
     env = {
         "DATABASE_URL": "postgres://plexsync:plexsync@127.0.0.1:5432/plexsync",
         "QUEUE_URL": queue_url,
+        "DLQ_URL": dlq_url,
+        "MAX_RECEIVE_COUNT": str(MAX_RECEIVE_COUNT),
         "ENCRYPTION_KEY_SECRET_ID": "plexsync/encryption-key",
         "WEBHOOK_SECRET_ID": "plexsync/webhook-secret",
         "API_TOKEN_SECRET_ID": "plexsync/api-token",

@@ -41,6 +41,8 @@ import world  # noqa: E402
 
 LOG_DIR = ROOT / ".dev" / "e2e"
 REGION = "us-east-1"
+# The template's redrive policy: the processor logs a failure on this receive.
+MAX_RECEIVE_COUNT = 5
 # The first request to each function compiles it under watch (debug build).
 FIRST_REQUEST_TIMEOUT = float(os.environ.get("E2E_FIRST_REQUEST_TIMEOUT", 900))
 # From the 202 to the episode being marked (includes the processor's first build).
@@ -133,11 +135,12 @@ def fifo_queue(suffix, visibility=30):
         Attributes={
             "FifoQueue": "true",
             "VisibilityTimeout": str(visibility),
-            "RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": 5}),
+            "RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn,
+                                        "maxReceiveCount": MAX_RECEIVE_COUNT}),
         },
     )["QueueUrl"]
     cleanups.append(lambda: (sqs.delete_queue(QueueUrl=url), sqs.delete_queue(QueueUrl=dlq)))
-    return url
+    return url, dlq
 
 
 def secret(name, value):
@@ -265,7 +268,7 @@ def bridge_contract():
     server.events, server.mode = [], "partial"
     threading.Thread(target=server.serve_forever, daemon=True).start()
     cleanups.append(server.shutdown)
-    queue = fifo_queue(f"bridge-{secrets.token_hex(4)}", visibility=2)
+    queue, _ = fifo_queue(f"bridge-{secrets.token_hex(4)}", visibility=2)
     sqs = aws("sqs")
     for i, fail in enumerate([False, True, False]):
         sqs.send_message(QueueUrl=queue, MessageBody=json.dumps({"n": i, "fail": fail}),
@@ -326,7 +329,7 @@ def main():
     suffix = secrets.token_hex(4)
     db_url = fresh_database(admin_url)
     seed_office(db_url)
-    queue_url = fifo_queue(suffix)
+    queue_url, dlq_url = fifo_queue(suffix)
     api_token = secrets.token_urlsafe(32)
     ids = {
         "ENCRYPTION_KEY_SECRET_ID": secret(f"plexsync-e2e/{suffix}/encryption-key", secrets.token_hex(32)),
@@ -344,6 +347,8 @@ def main():
         **ids,
         "DATABASE_URL": db_url,
         "QUEUE_URL": queue_url,
+        "DLQ_URL": dlq_url,
+        "MAX_RECEIVE_COUNT": str(MAX_RECEIVE_COUNT),
         "PUBLIC_BASE_URL": f"{base}/lambda-url/webhook",
         "TMDB_BASE_URL": stub.base_url,
         # v4 read access tokens are JWTs; this one only has to look like one.

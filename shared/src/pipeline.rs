@@ -245,19 +245,56 @@ pub async fn process_body(
         Err(e) => {
             tracing::warn!(error = %e, "unreadable queue message");
             let outcome = Outcome::failed(e.to_string());
-            let client = state.pool.get().await.map_err(|e| transient(e.into()))?;
-            logs::record_unreadable(
-                &client,
-                message_id,
-                body,
-                &e.to_string(),
-                receive_count.and_then(|n| i32::try_from(n).ok()),
-            )
-            .await
-            .map_err(transient)?;
+            log_unreadable(state, body, message_id, receive_count, &e.to_string()).await?;
             Ok(outcome)
         }
     }
+}
+
+/// Logs a message `failed` with `reason` without processing it: the queue will not deliver it
+/// again (its last receive failed transiently), so the activity log is where the user sees it
+/// and can replay it from.
+pub async fn log_final_failure(
+    state: &Pipeline,
+    body: &str,
+    message_id: &str,
+    receive_count: Option<i64>,
+    reason: &str,
+) -> Result<(), TransientError> {
+    let Ok(msg) = QueueMessage::from_body(body) else {
+        return log_unreadable(state, body, message_id, receive_count, reason).await;
+    };
+    let ctx = LogCtx {
+        msg: &msg,
+        message_id,
+        key: msg.idempotency_key(),
+        receive_count,
+        started: Instant::now(),
+    };
+    let client = state.pool.get().await.map_err(|e| transient(e.into()))?;
+    write_log(&client, &ctx, &Outcome::failed(reason))
+        .await
+        .map_err(transient)
+}
+
+/// The log row of a body that is not a queue message (payload kept as `{"body": ...}`).
+async fn log_unreadable(
+    state: &Pipeline,
+    body: &str,
+    message_id: &str,
+    receive_count: Option<i64>,
+    reason: &str,
+) -> Result<(), TransientError> {
+    let client = state.pool.get().await.map_err(|e| transient(e.into()))?;
+    logs::record_unreadable(
+        &client,
+        message_id,
+        body,
+        reason,
+        receive_count.and_then(|n| i32::try_from(n).ok()),
+    )
+    .await
+    .map_err(transient)
 }
 
 fn transient(e: DbError) -> TransientError {

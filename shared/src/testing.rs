@@ -102,6 +102,11 @@ pub async fn moto_config() -> SdkConfig {
 
 /// A uniquely named FIFO queue (with its DLQ) on moto; returns the queue URL.
 pub async fn fifo_queue(config: &SdkConfig) -> String {
+    fifo_queue_with_dlq(config).await.0
+}
+
+/// A uniquely named FIFO queue and its DLQ on moto; returns both URLs (queue, DLQ).
+pub async fn fifo_queue_with_dlq(config: &SdkConfig) -> (String, String) {
     use aws_sdk_sqs::types::QueueAttributeName as A;
     let sqs = aws_sdk_sqs::Client::new(config);
     let suffix = unique_suffix();
@@ -134,7 +139,10 @@ pub async fn fifo_queue(config: &SdkConfig) -> String {
         .send()
         .await
         .expect("create FIFO queue on moto");
-    queue.queue_url().expect("queue url").to_string()
+    (
+        queue.queue_url().expect("queue url").to_string(),
+        dlq.queue_url().expect("DLQ url").to_string(),
+    )
 }
 
 /// Creates a uniquely named secret with `value`; returns its id (name).

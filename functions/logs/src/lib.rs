@@ -3,6 +3,8 @@
 //! - `GET /api/plex/logs`: the activity log, newest first (`limit`, `status`, `cursor`).
 //! - `GET /api/plex/stats`: the seed's per-day totals for 7 days, plus open conflicts.
 //! - `POST /api/plex/logs/{id}/replay`: re-enqueue a stored payload.
+//! - `GET /api/plex/dead-letters`: what sits in the dead-letter queue, decoded.
+//! - `POST /api/plex/dead-letters/redrive`: move it back to the queue.
 
 use lambda_http::{http::StatusCode, Body, Request, Response};
 use plexsync::{
@@ -18,6 +20,7 @@ use plexsync::{
 };
 use serde::Serialize;
 
+pub mod dead_letters;
 pub mod log_replay;
 
 use log_replay::replay_log;
@@ -29,6 +32,7 @@ pub struct State {
     pub api: ApiContext,
     pub sqs: aws_sdk_sqs::Client,
     pub queue_url: String,
+    pub dlq_url: String,
 }
 
 impl State {
@@ -37,6 +41,7 @@ impl State {
             api: ApiContext::from_env(env, sdk)?,
             sqs: aws_sdk_sqs::Client::new(sdk),
             queue_url: env.url("QUEUE_URL")?.to_string(),
+            dlq_url: env.url("DLQ_URL")?.to_string(),
         })
     }
 }
@@ -51,6 +56,8 @@ pub async fn handle(state: &State, req: Request) -> Response<Body> {
         ("GET", "/api/plex/logs") => list(state, &req).await,
         ("GET", "/api/plex/stats") => stats(state).await,
         ("POST", "/api/plex/logs/{id}/replay") => replay(state, &route).await,
+        ("GET", "/api/plex/dead-letters") => list_dead_letters(state, &req).await,
+        ("POST", "/api/plex/dead-letters/redrive") => redrive_dead_letters(state, &req).await,
         _ => Err(route_not_found(&req)),
     };
     state.api.finish(&req, respond(result))
@@ -123,6 +130,44 @@ async fn replay(state: &State, route: &RouteMatch) -> Result<Response<Body>, Api
             message_id: done.message_id,
             event_type: done.message.event.kind.as_str(),
             plex_title: done.message.event.show.title.clone(),
+        },
+    ))
+}
+
+/// `limit` (1 to [`dead_letters::MAX_PER_REQUEST`], default that many).
+fn dead_letter_limit(req: &Request) -> Result<usize, ApiError> {
+    let max = dead_letters::MAX_PER_REQUEST;
+    match query_param(req, "limit") {
+        None => Ok(max),
+        Some(raw) => raw
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=max).contains(n))
+            .ok_or_else(|| ApiError::BadRequest(format!("limit must be 1 to {max}"))),
+    }
+}
+
+async fn list_dead_letters(state: &State, req: &Request) -> Result<Response<Body>, ApiError> {
+    let limit = dead_letter_limit(req)?;
+    let listed = dead_letters::list(&state.sqs, &state.api.pool, &state.dlq_url, limit).await?;
+    Ok(json(StatusCode::OK, &listed))
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct RedriveResponse {
+    success: bool,
+    moved: usize,
+}
+
+async fn redrive_dead_letters(state: &State, req: &Request) -> Result<Response<Body>, ApiError> {
+    let limit = dead_letter_limit(req)?;
+    let moved = dead_letters::redrive(&state.sqs, &state.dlq_url, &state.queue_url, limit).await?;
+    Ok(json(
+        StatusCode::OK,
+        &RedriveResponse {
+            success: true,
+            moved,
         },
     ))
 }

@@ -6,7 +6,7 @@ use logs::{handle, State};
 use plexsync::{
     api::testing::{authed, json, request, text},
     queue::QueueMessage,
-    testing::{fifo_queue, fixtures, fresh_db, moto_config, TestDb},
+    testing::{fifo_queue_with_dlq, fixtures, fresh_db, moto_config, TestDb},
 };
 use serde_json::{json, Value};
 
@@ -20,10 +20,12 @@ impl Harness {
         let db = fresh_db().await;
         let sdk = moto_config().await;
         let (api, _) = plexsync::api::testing::context(db.pool.clone(), &sdk).await;
+        let (queue_url, dlq_url) = fifo_queue_with_dlq(&sdk).await;
         let state = State {
             api,
             sqs: aws_sdk_sqs::Client::new(&sdk),
-            queue_url: fifo_queue(&sdk).await,
+            queue_url,
+            dlq_url,
         };
         Self { state, db }
     }

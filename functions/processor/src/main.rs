@@ -2,9 +2,9 @@
 #![recursion_limit = "256"]
 //! `processor` function: consumes the webhook queue's SQS batches (see [`processor::handle_batch`]).
 
-use plexsync::pipeline::Pipeline;
+use processor::Processor;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    plexsync::lambda::serve_events(Pipeline::from_env, processor::handle_batch).await
+    plexsync::lambda::serve_events(Processor::from_env, processor::handle_batch).await
 }

@@ -25,6 +25,8 @@ pub const LOGS: &[Route] = &[
     ("GET", "/api/plex/logs"),
     ("GET", "/api/plex/stats"),
     ("POST", "/api/plex/logs/{id}/replay"),
+    ("GET", "/api/plex/dead-letters"),
+    ("POST", "/api/plex/dead-letters/redrive"),
 ];
 /// The admin page and its assets (no token: the page asks for it).
 pub const ADMIN: &[Route] = &[("GET", "/"), ("GET", "/admin/{asset}")];

@@ -278,3 +278,29 @@ pub async fn daily_stats(pool: &DbPool, days: i32) -> Result<Vec<DayStats>, DbEr
         })
         .collect())
 }
+
+/// For each message id, its newest `failed` log row: `(id, error_message)`. The processor
+/// writes one on a message's last receive, before SQS moves it to the dead-letter queue.
+#[tracing::instrument(skip(pool, message_ids), fields(count = message_ids.len()))]
+pub async fn last_failures(
+    pool: &DbPool,
+    message_ids: &[String],
+) -> Result<std::collections::HashMap<String, (i64, Option<String>)>, DbError> {
+    if message_ids.is_empty() {
+        return Ok(Default::default());
+    }
+    let client = pool.get().await?;
+    let rows = client
+        .query(
+            "SELECT DISTINCT ON (message_id) message_id, id, error_message
+               FROM plex_webhook_logs
+              WHERE message_id = ANY($1) AND status = 'failed'
+              ORDER BY message_id, id DESC",
+            &[&message_ids],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| (r.get(0), (r.get(1), r.get(2))))
+        .collect())
+}

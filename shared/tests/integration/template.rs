@@ -228,6 +228,47 @@ fn the_queue_is_fifo_with_a_fifo_dlq_and_bounded_retries() {
     // A message keeps its first enqueue time in the DLQ: the DLQ must keep it at least as long.
     assert!(t.number(&dlq["MessageRetentionPeriod"]) >= t.number(&queue["MessageRetentionPeriod"]));
     assert!(queue["RedrivePolicy"].is_mapping() && dlq["RedrivePolicy"].is_null());
+    // The processor logs a failure on the last receive: it must know which receive that is.
+    let told = &t.props("ProcessorFunction")["Environment"]["Variables"]["MAX_RECEIVE_COUNT"];
+    assert_eq!(
+        told.as_str().and_then(|v| v.parse::<u64>().ok()),
+        Some(max_receive),
+        "the processor's MAX_RECEIVE_COUNT is the redrive policy's maxReceiveCount"
+    );
+}
+
+/// SQS actions granted on the DLQ, by function: only the logs function (the dead-letters API)
+/// touches it, and the processor only ever sees the queue (through its event source).
+#[test]
+fn only_the_dead_letters_api_may_touch_the_dlq() {
+    let t = Template::load();
+    for f in functions(&t) {
+        let on_dlq: Vec<String> = statements(&t, &f)
+            .iter()
+            .filter(|s| {
+                list(&s["Resource"])
+                    .iter()
+                    .any(|r| intrinsic(r) == Some(arn_of("EventsDlq")))
+            })
+            .flat_map(|s| {
+                list(&s["Action"])
+                    .into_iter()
+                    .filter_map(|a| a.as_str().map(String::from))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        if f == "LogsFunction" {
+            assert!(!on_dlq.is_empty());
+            assert!(
+                !on_dlq
+                    .iter()
+                    .any(|a| a.ends_with('*') || a == "sqs:SendMessage"),
+                "{on_dlq:?}"
+            );
+        } else {
+            assert!(on_dlq.is_empty(), "{f} may touch the DLQ: {on_dlq:?}");
+        }
+    }
 }
 
 #[test]
@@ -293,6 +334,20 @@ fn every_secret_and_queue_a_function_names_is_granted_by_exact_arn() {
                     allows(&t, &f, "sqs:SendMessage", &arn_of("EventsQueue")),
                     "{f} sends to the queue without sqs:SendMessage on its ARN"
                 );
+            }
+            if name == "DLQ_URL" {
+                assert_eq!(intrinsic(value), Some(reference("EventsDlq")));
+                for action in [
+                    "sqs:ReceiveMessage",
+                    "sqs:ChangeMessageVisibility",
+                    "sqs:DeleteMessage",
+                    "sqs:GetQueueAttributes",
+                ] {
+                    assert!(
+                        allows(&t, &f, action, &arn_of("EventsDlq")),
+                        "{f} reads the DLQ without {action} on its ARN"
+                    );
+                }
             }
         }
     }

@@ -7,6 +7,7 @@ use plexsync::plex::PlexServerClient;
 use plexsync::queue::QueueMessage;
 use plexsync::store::logs::LogStatus;
 use plexsync::testing::fixtures;
+use processor::Processor;
 use secrecy::SecretString;
 use serde_json::json;
 use wiremock::{
@@ -106,7 +107,14 @@ async fn database_down_fails_the_record_and_writes_nothing() {
         keys: KeySource::None,
     };
     let body = message(fixtures::plex_episode_scrobble()).to_body();
-    let response = processor::handle_batch(&down, sqs_event(&[("m-down", body, 1)])).await;
+    let response = processor::handle_batch(
+        &Processor {
+            pipeline: down,
+            max_receive_count: MAX_RECEIVE_COUNT,
+        },
+        sqs_event(&[("m-down", body, 1)]),
+    )
+    .await;
     let failed: Vec<&str> = response
         .batch_item_failures
         .iter()
@@ -130,7 +138,7 @@ async fn tmdb_outage_fails_the_record_and_writes_nothing() {
         .await;
     h.add_show(Some(2316), "The Office", office_seasons()).await;
     let body = message(fixtures::plex_episode_scrobble()).to_body();
-    let response = processor::handle_batch(&h.state, sqs_event(&[("m-503", body, 1)])).await;
+    let response = processor::handle_batch(&h.processor(), sqs_event(&[("m-503", body, 1)])).await;
     assert_eq!(response.batch_item_failures.len(), 1);
     assert_eq!(
         h.tmdb.received_requests().await.unwrap().len(),
@@ -150,6 +158,70 @@ async fn tmdb_outage_fails_the_record_and_writes_nothing() {
             "{table}"
         );
     }
+}
+
+/// On its last receive a transiently failing record is logged `failed` with the error (and so
+/// is the rest of its batch, returned unprocessed behind it) before SQS moves it to the DLQ;
+/// earlier receives write nothing.
+#[tokio::test]
+async fn the_last_receive_of_a_failing_record_is_logged_failed() {
+    let h = harness().await;
+    Mock::given(method("GET"))
+        .respond_with(ResponseTemplate::new(503))
+        .mount(&h.tmdb)
+        .await;
+    h.add_show(Some(2316), "The Office", office_seasons()).await;
+    let first = message(fixtures::plex_episode_scrobble()).to_body();
+    let second = message(office_episode(2)).to_body();
+
+    let early = processor::handle_batch(
+        &h.processor(),
+        sqs_event(&[("m-1", first.clone(), 4), ("m-2", second.clone(), 4)]),
+    )
+    .await;
+    assert_eq!(early.batch_item_failures.len(), 2);
+    assert_eq!(h.count("SELECT count(*) FROM plex_webhook_logs").await, 0);
+
+    let last = processor::handle_batch(
+        &h.processor(),
+        sqs_event(&[("m-1", first, 5), ("m-2", second, 5)]),
+    )
+    .await;
+    let failed: Vec<&str> = last
+        .batch_item_failures
+        .iter()
+        .map(|f| f.item_identifier.as_str())
+        .collect();
+    assert_eq!(failed, ["m-1", "m-2"], "still failed, so SQS moves them on");
+    let logs = h.logs().await;
+    assert_eq!(logs.len(), 2, "{logs:?}");
+    for (log, id) in logs.iter().zip(["m-1", "m-2"]) {
+        assert_eq!(log.status, "failed");
+        assert_eq!(log.message_id.as_deref(), Some(id));
+        assert_eq!(log.receive_count, Some(5));
+        assert_eq!(log.title.as_deref(), Some("The Office"));
+        assert_eq!(
+            log.payload["event"], "media.scrobble",
+            "the Plex payload, replayable"
+        );
+        let error = log.error.as_deref().unwrap();
+        assert!(error.contains("gave up after 5 receives"), "{error}");
+    }
+    assert!(
+        logs[0].error.as_deref().unwrap().contains("503"),
+        "{:?}",
+        logs[0].error
+    );
+    assert!(
+        logs[1]
+            .error
+            .as_deref()
+            .unwrap()
+            .contains("earlier message of its batch failed"),
+        "{:?}",
+        logs[1].error
+    );
+    assert_eq!(logs[1].episode, Some(2));
 }
 
 #[tokio::test]
@@ -181,7 +253,7 @@ async fn tmdb_429_with_retry_after_is_waited_out() {
 async fn unreadable_body_is_logged_failed_and_acknowledged() {
     let h = harness().await;
     let response = processor::handle_batch(
-        &h.state,
+        &h.processor(),
         sqs_event(&[("m-bad", "{\"version\": 1, \"event\": 42}".to_string(), 3)]),
     )
     .await;
@@ -206,7 +278,7 @@ async fn batch_records_are_processed_in_order_with_their_receive_counts() {
     let first = message(fixtures::plex_episode_scrobble()).to_body();
     let second = message(office_episode(2)).to_body();
     let response = processor::handle_batch(
-        &h.state,
+        &h.processor(),
         sqs_event(&[("m-a", first, 4), ("m-b", second, 1)]),
     )
     .await;
@@ -293,7 +365,7 @@ async fn records_after_a_transient_failure_are_returned_unprocessed() {
         .await;
     let body = message(fixtures::plex_episode_scrobble()).to_body();
     let response = processor::handle_batch(
-        &h.state,
+        &h.processor(),
         sqs_event(&[("m-1", body, 1), ("m-2", "not json".to_string(), 1)]),
     )
     .await;

@@ -89,7 +89,8 @@ async fn redelivered_message_is_a_duplicate_and_changes_nothing() {
     let office = h.add_show(Some(2316), "The Office", office_seasons()).await;
     let body = message(fixtures::plex_episode_scrobble()).to_body();
 
-    let first = processor::handle_batch(&h.state, sqs_event(&[("m-1", body.clone(), 1)])).await;
+    let first =
+        processor::handle_batch(&h.processor(), sqs_event(&[("m-1", body.clone(), 1)])).await;
     assert!(first.batch_item_failures.is_empty());
     let after_first = h
         .query(&format!(
@@ -98,7 +99,7 @@ async fn redelivered_message_is_a_duplicate_and_changes_nothing() {
         .await;
     // Redelivery (SQS at-least-once), then the same payload replayed as a new message.
     let second = processor::handle_batch(
-        &h.state,
+        &h.processor(),
         sqs_event(&[("m-1", body.clone(), 2), ("m-2", body, 1)]),
     )
     .await;

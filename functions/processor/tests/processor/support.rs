@@ -12,6 +12,7 @@ use plexsync::plex::PlexServerClient;
 use plexsync::queue::QueueMessage;
 use plexsync::testing::{self, fixtures, TestDb};
 use plexsync::tmdb::{RetryPolicy, TmdbClient};
+use processor::Processor;
 use secrecy::SecretString;
 use serde_json::{json, Value};
 use wiremock::{
@@ -51,12 +52,7 @@ pub async fn harness() -> Harness {
     let db = testing::fresh_db().await;
     let tmdb = MockServer::start().await;
     let keyring = Arc::new(Keyring::from_secret(&SecretString::from(generate_key_hex())).unwrap());
-    let state = Pipeline {
-        pool: db.pool.clone(),
-        tmdb: tmdb_client(&tmdb.uri()),
-        plex: PlexServerClient::with_timeout(Duration::from_millis(800)).unwrap(),
-        keys: KeySource::Fixed(keyring.clone()),
-    };
+    let state = pipeline(&db, &tmdb, &keyring);
     let h = Harness {
         db,
         tmdb,
@@ -67,7 +63,27 @@ pub async fn harness() -> Harness {
     h
 }
 
+/// The queue's redrive limit in the tests (the template's value).
+pub const MAX_RECEIVE_COUNT: i64 = 5;
+
+fn pipeline(db: &TestDb, tmdb: &MockServer, keyring: &Arc<Keyring>) -> Pipeline {
+    Pipeline {
+        pool: db.pool.clone(),
+        tmdb: tmdb_client(&tmdb.uri()),
+        plex: PlexServerClient::with_timeout(Duration::from_millis(800)).unwrap(),
+        keys: KeySource::Fixed(keyring.clone()),
+    }
+}
+
 impl Harness {
+    /// The SQS handler's state over the same database, TMDB stub and key.
+    pub fn processor(&self) -> Processor {
+        Processor {
+            pipeline: pipeline(&self.db, &self.tmdb, &self.keyring),
+            max_receive_count: MAX_RECEIVE_COUNT,
+        }
+    }
+
     /// Inserts (or replaces) the integration config; `overrides` sets columns by name.
     pub async fn configure(&self, overrides: Value) {
         let client = self.db.pool.get().await.unwrap();
