@@ -25,6 +25,7 @@ pub mod pipeline;
 pub mod plex;
 pub mod queue;
 pub mod secrets;
+pub mod senders;
 pub mod store;
 pub mod tls;
 pub mod tmdb;

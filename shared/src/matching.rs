@@ -525,6 +525,7 @@ pub fn show_guid(event: &PlexEvent) -> String {
 /// The event's Plex show as the store identifies it; `guid` is [`show_guid`].
 pub fn show_key<'a>(event: &'a PlexEvent, guid: &'a str) -> PlexShowKey<'a> {
     PlexShowKey {
+        sender: event.sender.as_str(),
         server_uuid: &event.server_uuid,
         rating_key: &event.show.rating_key,
         guid,

@@ -6,6 +6,8 @@
 use chrono::{DateTime, TimeZone, Utc};
 use serde::{Deserialize, Deserializer, Serialize};
 
+pub use crate::senders::Sender;
+
 /// What Plex posts (the JSON of the multipart `payload` field). Unknown fields are tolerated.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 pub struct WebhookPayload {
@@ -104,7 +106,7 @@ pub struct GuidEntry {
 }
 
 /// Plex sends numbers as JSON numbers, some relays as strings: accept both, reject the rest.
-fn lenient_i64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+pub(crate) fn lenient_i64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged)]
     enum NumOrStr {
@@ -129,7 +131,7 @@ fn lenient_i64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error>
 }
 
 /// Rating keys are strings in Plex JSON, numbers in some senders.
-fn lenient_string<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+pub(crate) fn lenient_string<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged)]
     enum NumOrStr {
@@ -291,6 +293,9 @@ pub struct AccountRef {
     pub is_webhook_user: bool,
     /// The payload's `owner` flag: the webhook owner owns the server.
     pub owns_server: bool,
+    /// A Jellyfin or Emby user id (those servers name users by opaque ids, not numbers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uuid: Option<String>,
 }
 
 /// The show an event belongs to: the identity mappings and conflicts are keyed on.
@@ -322,6 +327,10 @@ pub struct EpisodeRef {
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct PlexEvent {
+    /// Which media server sent it; part of the show's server identity. Messages queued before
+    /// there were other senders are Plex's.
+    #[serde(default)]
+    pub sender: Sender,
     pub kind: EventKind,
     pub item: ItemKind,
     pub server_uuid: String,
@@ -338,9 +347,18 @@ pub struct PlexEvent {
 }
 
 impl PlexEvent {
-    /// Key for ordering and mapping: one show on one server.
+    /// Key for ordering and mapping: one show on one server of one sender kind. Plex keys keep
+    /// their original form so messages already queued keep their group.
     pub fn show_key(&self) -> String {
-        format!("{}:{}", self.server_uuid, self.show.rating_key)
+        match self.sender {
+            Sender::Plex => format!("{}:{}", self.server_uuid, self.show.rating_key),
+            other => format!(
+                "{}:{}:{}",
+                other.as_str(),
+                self.server_uuid,
+                self.show.rating_key
+            ),
+        }
     }
 }
 
@@ -497,6 +515,7 @@ impl WebhookPayload {
         };
         let account = self.account.as_ref();
         Ok(Decision::Process(Box::new(PlexEvent {
+            sender: Sender::Plex,
             kind,
             item,
             server_uuid: self
@@ -510,6 +529,7 @@ impl WebhookPayload {
                 title: account.and_then(|a| a.title.clone()),
                 is_webhook_user: self.user,
                 owns_server: self.owner,
+                uuid: None,
             },
             show,
             season,
@@ -527,14 +547,14 @@ fn legacy_ids(guid: Option<&str>) -> Option<ExternalIds> {
         .and_then(|g| g.legacy_show_ids().cloned())
 }
 
-fn non_empty(s: &Option<String>) -> Option<String> {
+pub(crate) fn non_empty(s: &Option<String>) -> Option<String> {
     s.as_deref()
         .map(str::trim)
         .filter(|s| !s.is_empty())
         .map(str::to_owned)
 }
 
-fn require_number(value: Option<i64>, field: &'static str) -> Result<i64, PayloadError> {
+pub(crate) fn require_number(value: Option<i64>, field: &'static str) -> Result<i64, PayloadError> {
     let n = value.ok_or(PayloadError::Missing(field))?;
     if (0..=100_000).contains(&n) {
         Ok(n)
@@ -547,7 +567,7 @@ fn require_number(value: Option<i64>, field: &'static str) -> Result<i64, Payloa
 }
 
 /// True when the JSON text nests arrays/objects deeper than `max` (strings are skipped).
-fn json_depth_exceeds(bytes: &[u8], max: usize) -> bool {
+pub(crate) fn json_depth_exceeds(bytes: &[u8], max: usize) -> bool {
     let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
     for &b in bytes {
         if in_string {

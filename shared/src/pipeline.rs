@@ -24,12 +24,13 @@ use crate::payload::{AccountRef, EventKind, PlexEvent};
 use crate::plex::PlexServerClient;
 use crate::queue::QueueMessage;
 use crate::secrets::SecretsCache;
+use crate::senders::{same_user_id, Sender};
 use crate::store::{
     conflicts::{self, NewConflict},
     logs::{self, LogStatus, NewLogEntry},
     mappings::{self, Lock, MappingState, NewMapping, PlexShowKey},
-    processed,
-    settings::{self, PlexConfig},
+    media_senders, processed,
+    settings::{self, EncryptedToken},
 };
 use crate::tmdb::{SeasonDetails, TmdbClient, TmdbError, TvDetails};
 
@@ -223,6 +224,65 @@ impl From<MatchError> for Failure {
     }
 }
 
+/// The settings of the sender a message came from: Plex's, or Jellyfin's / Emby's.
+struct SenderConfig {
+    enabled: bool,
+    auto_add_shows: bool,
+    auto_mark_watched: bool,
+    allowed_accounts: Value,
+    /// Jellyfin / Emby: the user's own account there (name or id). Plex marks the webhook
+    /// owner's plays itself (`user` flag).
+    own_account: Option<String>,
+    /// Plex only: where the optional Plex server rung can ask about the show.
+    plex_server: Option<PlexServerConfig>,
+}
+
+struct PlexServerConfig {
+    server_url: Option<String>,
+    token: EncryptedToken,
+}
+
+async fn load_config(
+    client: &impl GenericClient,
+    sender: Sender,
+) -> Result<Option<SenderConfig>, DbError> {
+    if sender == Sender::Plex {
+        return Ok(settings::load(client).await?.map(|c| SenderConfig {
+            enabled: c.enabled,
+            auto_add_shows: c.auto_add_shows,
+            auto_mark_watched: c.auto_mark_watched,
+            allowed_accounts: c.allowed_accounts,
+            own_account: None,
+            plex_server: Some(PlexServerConfig {
+                server_url: c.server_url,
+                token: c.encrypted_token,
+            }),
+        }));
+    }
+    Ok(media_senders::load(client, sender)
+        .await?
+        .map(|c| SenderConfig {
+            enabled: c.enabled,
+            auto_add_shows: c.auto_add_shows,
+            auto_mark_watched: c.auto_mark_watched,
+            allowed_accounts: c.allowed_accounts,
+            own_account: Some(c.account),
+            plex_server: None,
+        }))
+}
+
+/// Whether `entry` (a user name, a numeric Plex id or a Jellyfin / Emby user id) names `account`.
+fn names_account(entry: &str, account: &AccountRef) -> bool {
+    let entry = entry.trim();
+    let title = account.title.as_deref().unwrap_or_default();
+    (!title.is_empty() && entry.eq_ignore_ascii_case(title))
+        || (entry.parse::<i64>().ok().is_some() && entry.parse::<i64>().ok() == account.id)
+        || account
+            .uuid
+            .as_deref()
+            .is_some_and(|uuid| same_user_id(entry, uuid))
+}
+
 /// What the log row needs besides the outcome.
 struct LogCtx<'a> {
     msg: &'a QueueMessage,
@@ -348,11 +408,12 @@ async fn run(state: &Pipeline, ctx: &LogCtx<'_>) -> Result<Outcome, Failure> {
     let ev = &ctx.msg.event;
     let scrobble = ev.kind == EventKind::Scrobble;
     let client = state.pool.get().await?;
-    let Some(config) = settings::load(&client).await? else {
+    let label = ev.sender.label();
+    let Some(config) = load_config(&client, ev.sender).await? else {
         return finish(
             &client,
             ctx,
-            Outcome::ignored("Plex integration is not configured"),
+            Outcome::ignored(format!("{label} integration is not configured")),
         )
         .await;
     };
@@ -360,7 +421,7 @@ async fn run(state: &Pipeline, ctx: &LogCtx<'_>) -> Result<Outcome, Failure> {
         return finish(
             &client,
             ctx,
-            Outcome::ignored("Plex integration is disabled"),
+            Outcome::ignored(format!("{label} integration is disabled")),
         )
         .await;
     }
@@ -368,7 +429,7 @@ async fn run(state: &Pipeline, ctx: &LogCtx<'_>) -> Result<Outcome, Failure> {
         return finish(&client, ctx, Outcome::ignored("auto-mark watched is off")).await;
     }
     if scrobble {
-        if let Err(reason) = account_gate(&config.allowed_accounts, &ev.account) {
+        if let Err(reason) = account_gate(&config, &ev.account) {
             return finish(&client, ctx, Outcome::ignored(reason)).await;
         }
         if processed::contains(&client, &ctx.key).await? {
@@ -397,9 +458,7 @@ async fn run(state: &Pipeline, ctx: &LogCtx<'_>) -> Result<Outcome, Failure> {
             ..
         }) => (id, Mapped::Existing),
         _ => {
-            if let Some(conflict_id) =
-                conflicts::find_open_for_show(&client, show.server_uuid, show.rating_key).await?
-            {
+            if let Some(conflict_id) = conflicts::find_open_for_show(&client, show).await? {
                 drop(client);
                 return pending(state, ctx, conflict_id).await;
             }
@@ -449,21 +508,28 @@ fn sync_disabled(mapping_id: i32) -> Outcome {
     ))
 }
 
-/// The play counts when it is the webhook owner's (`user` flag) or an allowed account's.
-fn account_gate(allowed: &Value, account: &AccountRef) -> Result<(), String> {
+/// The play counts when it is the user's own (Plex: the `user` flag; Jellyfin / Emby: the
+/// configured account) or an allowed account's.
+fn account_gate(config: &SenderConfig, account: &AccountRef) -> Result<(), String> {
     if account.is_webhook_user {
         return Ok(());
     }
-    let title = account.title.as_deref().unwrap_or_default();
-    let allowed_entry = allowed.as_array().into_iter().flatten().any(|a| match a {
-        Value::Number(n) => n.as_i64().is_some() && n.as_i64() == account.id,
-        Value::String(s) => {
-            let s = s.trim();
-            (!title.is_empty() && s.eq_ignore_ascii_case(title))
-                || (s.parse::<i64>().ok().is_some() && s.parse::<i64>().ok() == account.id)
+    if let Some(own) = &config.own_account {
+        if names_account(own, account) {
+            return Ok(());
         }
-        _ => false,
-    });
+    }
+    let title = account.title.as_deref().unwrap_or_default();
+    let allowed_entry = config
+        .allowed_accounts
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|a| match a {
+            Value::Number(n) => n.as_i64().is_some() && n.as_i64() == account.id,
+            Value::String(s) => names_account(s, account),
+            _ => false,
+        });
     if allowed_entry {
         return Ok(());
     }
@@ -498,6 +564,7 @@ async fn write_log(
         receive_count: to_i32(ctx.receive_count),
         action_taken: outcome.action.as_deref(),
         tvshow_id: outcome.tvshow_id,
+        sender: ev.sender,
         received_at: ctx.msg.received_at,
     };
     logs::record(client, &entry).await
@@ -551,7 +618,7 @@ async fn pend_in<C: GenericClient>(
 async fn resolve_and_map(
     state: &Pipeline,
     ctx: &LogCtx<'_>,
-    config: &PlexConfig,
+    config: &SenderConfig,
 ) -> Result<Resolved, Failure> {
     let ev = &ctx.msg.event;
     let resolver = Resolver {
@@ -591,9 +658,7 @@ async fn resolve_and_map(
         }
         _ => {}
     }
-    if let Some(conflict_id) =
-        conflicts::find_open_for_show(&tx, show.server_uuid, show.rating_key).await?
-    {
+    if let Some(conflict_id) = conflicts::find_open_for_show(&tx, show).await? {
         let outcome = pend_in(&tx, ctx, conflict_id, "an open conflict awaits the user").await?;
         tx.commit().await?;
         return Ok(Resolved::Done(outcome));
@@ -681,11 +746,13 @@ async fn create_mapping(
         .ok_or_else(|| DbError::Config("mapping vanished after insert".into()))
 }
 
-/// The Plex server rung's target, when a server URL and a decryptable token are configured.
-async fn plex_target<'a>(state: &'a Pipeline, config: &PlexConfig) -> Option<PlexTarget<'a>> {
+/// The Plex server rung's target, when a server URL and a decryptable token are configured
+/// (Plex messages only: a Jellyfin or Emby series id means nothing to a Plex server).
+async fn plex_target<'a>(state: &'a Pipeline, config: &SenderConfig) -> Option<PlexTarget<'a>> {
+    let config = config.plex_server.as_ref()?;
     let server = config.server_url.as_deref()?.parse().ok()?;
     let keyring = state.keys.keyring().await?;
-    let token: SecretString = match keyring.decrypt(&config.encrypted_token.0) {
+    let token: SecretString = match keyring.decrypt(&config.token.0) {
         Ok(t) => t,
         Err(e) => {
             tracing::warn!(error = %e, "stored Plex token cannot be decrypted; Plex server step skipped");
@@ -809,19 +876,58 @@ mod tests {
             title: Some(title.into()),
             is_webhook_user: user,
             owns_server: true,
+            uuid: None,
+        }
+    }
+
+    fn config(allowed: Value, own: Option<&str>) -> SenderConfig {
+        SenderConfig {
+            enabled: true,
+            auto_add_shows: true,
+            auto_mark_watched: true,
+            allowed_accounts: allowed,
+            own_account: own.map(str::to_owned),
+            plex_server: None,
         }
     }
 
     #[test]
     fn account_gate_uses_user_flag_then_allowlist() {
-        let none = json!([]);
+        let none = config(json!([]), None);
         assert!(account_gate(&none, &account(Some(1), "alice", true)).is_ok());
         let err = account_gate(&none, &account(Some(2), "bob", false)).unwrap_err();
         assert!(err.contains("bob") && err.contains("id 2"), "{err}");
-        assert!(account_gate(&json!(["Bob"]), &account(Some(2), "bob", false)).is_ok());
-        assert!(account_gate(&json!([2]), &account(Some(2), "bob", false)).is_ok());
-        assert!(account_gate(&json!(["2"]), &account(Some(2), "bob", false)).is_ok());
-        assert!(account_gate(&json!(["carol", 3]), &account(Some(2), "bob", false)).is_err());
-        assert!(account_gate(&json!([""]), &account(None, "", false)).is_err());
+        let gate = |allowed: Value, a: &AccountRef| account_gate(&config(allowed, None), a);
+        assert!(gate(json!(["Bob"]), &account(Some(2), "bob", false)).is_ok());
+        assert!(gate(json!([2]), &account(Some(2), "bob", false)).is_ok());
+        assert!(gate(json!(["2"]), &account(Some(2), "bob", false)).is_ok());
+        assert!(gate(json!(["carol", 3]), &account(Some(2), "bob", false)).is_err());
+        assert!(gate(json!([""]), &account(None, "", false)).is_err());
+    }
+
+    #[test]
+    fn account_gate_for_jellyfin_and_emby_uses_the_configured_account() {
+        let alice = AccountRef {
+            id: None,
+            title: Some("alice".into()),
+            is_webhook_user: false,
+            owns_server: false,
+            uuid: Some("5f0c7a1e-3b2d-4c9a-8e7f-6d5c4b3a2910".into()),
+        };
+        let bob = AccountRef {
+            title: Some("bob".into()),
+            uuid: Some("8e2d4f6a-0b1c-4d3e-9f5a-7b6c5d4e3f21".into()),
+            ..alice.clone()
+        };
+        let by_name = config(json!([]), Some("Alice"));
+        assert!(account_gate(&by_name, &alice).is_ok());
+        assert!(account_gate(&by_name, &bob).is_err());
+        let by_id = config(json!([]), Some("5f0c7a1e3b2d4c9a8e7f6d5c4b3a2910"));
+        assert!(account_gate(&by_id, &alice).is_ok());
+        let with_bob = config(
+            json!(["8E2D4F6A-0B1C-4D3E-9F5A-7B6C5D4E3F21"]),
+            Some("alice"),
+        );
+        assert!(account_gate(&with_bob, &bob).is_ok());
     }
 }

@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::payload::PlexEvent;
+use crate::senders::Sender;
 
 pub const MESSAGE_VERSION: u32 = 1;
 
@@ -93,15 +94,24 @@ impl QueueMessage {
         }
     }
 
-    /// FIFO deduplication id: hash of (account, event, item rating key). SQS drops a second
+    /// FIFO deduplication id: hash of (sender and server, account, event, item key). SQS drops a second
     /// message with the same id within 5 minutes: the seed's duplicate window.
     pub fn deduplication_id(&self) -> String {
         let e = &self.event;
-        let account = e.account.id.map(|i| i.to_string()).unwrap_or_default();
+        let account = e
+            .account
+            .id
+            .map(|i| i.to_string())
+            .or_else(|| e.account.uuid.clone())
+            .unwrap_or_default();
+        // Plex ids keep their original form (messages in flight at a deploy stay deduplicated).
+        let server = match e.sender {
+            Sender::Plex => e.server_uuid.clone(),
+            other => format!("{other}:{}", e.server_uuid),
+        };
         sha256_hex(
             format!(
-                "{}\0{account}\0{}\0{}",
-                e.server_uuid,
+                "{server}\0{account}\0{}\0{}",
                 e.kind.as_str(),
                 e.item_rating_key
             )
@@ -175,6 +185,45 @@ mod tests {
         assert_ne!(c.deduplication_id(), a.deduplication_id());
         let d = message(fixtures::plex_other_account_scrobble());
         assert_ne!(d.deduplication_id(), a.deduplication_id());
+    }
+
+    fn message_from(sender: Sender, value: serde_json::Value) -> QueueMessage {
+        let (decision, raw) = sender.decide(value.to_string().as_bytes()).unwrap();
+        let Decision::Process(event) = decision else {
+            panic!("ignored")
+        };
+        QueueMessage::new(*event, raw, Utc::now(), None, None)
+    }
+
+    #[test]
+    fn other_senders_group_and_deduplicate_under_their_own_kind() {
+        let a = message_from(Sender::Jellyfin, fixtures::jellyfin_playback_stop());
+        let b = message_from(Sender::Jellyfin, fixtures::jellyfin_user_data_saved());
+        assert_eq!(
+            a.group_id(),
+            "jellyfin:f3a9c1d2e4b5467890abcdef12345678:a4d5b6c7-d8e9-4f01-9234-56789abcdef0"
+        );
+        // A stop and the "played" save it causes are one delivery to the queue.
+        assert_eq!(a.deduplication_id(), b.deduplication_id());
+        let bob = message_from(
+            Sender::Jellyfin,
+            fixtures::jellyfin_other_user_playback_stop(),
+        );
+        assert_ne!(bob.deduplication_id(), a.deduplication_id());
+        let emby = message_from(Sender::Emby, fixtures::emby_playback_stop());
+        assert!(emby.group_id().starts_with("emby:"));
+        // The same server id and keys under another sender are another show.
+        let mut same_ids = emby.clone();
+        same_ids.event.sender = Sender::Jellyfin;
+        assert_ne!(same_ids.group_id(), emby.group_id());
+        assert_ne!(same_ids.deduplication_id(), emby.deduplication_id());
+        // Messages queued before senders existed are Plex's.
+        let plex = message(fixtures::plex_episode_scrobble());
+        let mut old: serde_json::Value = serde_json::from_str(&plex.to_body()).unwrap();
+        old["event"].as_object_mut().unwrap().remove("sender");
+        let back = QueueMessage::from_body(&old.to_string()).unwrap();
+        assert_eq!(back.event.sender, Sender::Plex);
+        assert_eq!(back.deduplication_id(), plex.deduplication_id());
     }
 
     #[test]

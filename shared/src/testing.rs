@@ -267,6 +267,57 @@ pub mod fixtures {
         payload
     }
 
+    /// Jellyfin (webhook plugin, Generic destination, Send All Properties): alice finished The
+    /// Office S01E02 "Diversity Day". `Provider_*` are the *episode's* ids.
+    pub fn jellyfin_playback_stop() -> Value {
+        world("jellyfin_webhooks", "playback_stop")
+    }
+
+    /// Jellyfin `UserDataSaved`: alice marked S01E02 played by hand (`TogglePlayed`).
+    pub fn jellyfin_user_data_saved() -> Value {
+        world("jellyfin_webhooks", "user_data_saved")
+    }
+
+    /// Jellyfin `PlaybackStop` of a movie (never synced).
+    pub fn jellyfin_movie_playback_stop() -> Value {
+        world("jellyfin_webhooks", "movie_playback_stop")
+    }
+
+    /// The same Jellyfin play by bob, another user of alice's server.
+    pub fn jellyfin_other_user_playback_stop() -> Value {
+        let mut payload = jellyfin_playback_stop();
+        for (k, v) in world("jellyfin_webhooks", "other_user")
+            .as_object()
+            .expect("other_user is an object")
+        {
+            payload[k] = v.clone();
+        }
+        payload
+    }
+
+    /// Emby `playback.stop` (JSON body): alice finished The Office S01E03 "Health Care";
+    /// `PlaybackInfo.PlayedToCompletion` is true and `Item.ProviderIds` are the episode's.
+    pub fn emby_playback_stop() -> Value {
+        world("emby_webhooks", "playback_stop")
+    }
+
+    /// Emby `item.markplayed` for the same episode.
+    pub fn emby_mark_played() -> Value {
+        world("emby_webhooks", "mark_played")
+    }
+
+    /// Emby `playback.stop` of a movie (never synced).
+    pub fn emby_movie_playback_stop() -> Value {
+        world("emby_webhooks", "movie_playback_stop")
+    }
+
+    /// The same Emby play by bob, another user of alice's server.
+    pub fn emby_other_user_playback_stop() -> Value {
+        let mut payload = emby_playback_stop();
+        payload["User"] = world("emby_webhooks", "other_user");
+        payload
+    }
+
     /// Any payload with its event replaced (`media.play`, `media.pause`, ...).
     pub fn with_event(mut payload: Value, event: &str) -> Value {
         payload["event"] = json!(event);
@@ -322,6 +373,21 @@ pub mod fixtures {
                 scrobble["Metadata"]["grandparentRatingKey"]
             );
 
+            // Jellyfin's S01E02 and Emby's S01E03 carry those episodes' real ids.
+            for (payload, number) in [
+                (jellyfin_playback_stop(), 2),
+                (emby_playback_stop()["Item"].clone(), 3),
+            ] {
+                let ext = world(
+                    "tmdb",
+                    &format!("/3/tv/2316/season/1/episode/{number}/external_ids"),
+                );
+                let text = payload.to_string();
+                for id in [ext["tvdb_id"].to_string(), ext["id"].to_string()] {
+                    assert!(text.contains(&format!("\"{id}\"")), "{number}: {id}");
+                }
+                assert!(text.contains(ext["imdb_id"].as_str().unwrap()));
+            }
             let pilot = &tmdb_the_office_season_1()["episodes"][0];
             assert_eq!(pilot["show_id"], office["id"]);
             let ext = world("tmdb", "/3/tv/2316/season/1/episode/1/external_ids");

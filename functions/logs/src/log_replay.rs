@@ -7,8 +7,9 @@ use sha2::{Digest, Sha256};
 use plexsync::{
     api::ApiError,
     db::{DbError, DbPool},
-    payload::{Decision, WebhookPayload},
+    payload::Decision,
     queue::QueueMessage,
+    senders::Sender,
     store,
 };
 
@@ -46,16 +47,24 @@ pub struct Replayed {
     pub message: QueueMessage,
 }
 
-/// Rebuilds the queue message from a stored payload: the Plex payload itself, or (if the
+/// Rebuilds the queue message from a stored payload: the sender's payload itself, or (if the
 /// processor stored the whole queue message) its `raw` part. The event is re-derived from the
-/// payload, so a replay is validated exactly like a live webhook.
+/// payload by `sender`'s edge, so a replay is validated exactly like a live webhook.
 pub fn message_from_stored(
     log_id: i64,
+    sender: Sender,
     stored: &serde_json::Value,
 ) -> Result<QueueMessage, ReplayError> {
-    let raw = match stored.get("raw") {
-        Some(raw) if stored.get("version").is_some() && stored.get("event").is_some() => raw,
-        _ => stored,
+    let (raw, sender) = match stored.get("raw") {
+        Some(raw) if stored.get("version").is_some() && stored.get("event").is_some() => {
+            let sender = stored["event"]
+                .get("sender")
+                .and_then(|s| s.as_str())
+                .and_then(Sender::parse)
+                .unwrap_or(sender);
+            (raw, sender)
+        }
+        _ => (stored, sender),
     };
     if raw.get("truncated").and_then(|v| v.as_bool()) == Some(true) {
         return Err(ReplayError::NotProcessable(
@@ -63,17 +72,15 @@ pub fn message_from_stored(
         ));
     }
     let bytes = serde_json::to_vec(raw).map_err(|e| ReplayError::NotProcessable(e.to_string()))?;
-    let (payload, raw) = WebhookPayload::from_json(&bytes)
-        .map_err(|e| ReplayError::NotProcessable(e.to_string()))?;
-    match payload.decide() {
-        Ok(Decision::Process(event)) => Ok(QueueMessage::new(
+    match sender.decide(&bytes) {
+        Ok((Decision::Process(event), raw)) => Ok(QueueMessage::new(
             *event,
             raw,
             Utc::now(),
             None,
             Some(format!("replay:{log_id}")),
         )),
-        Ok(Decision::Ignore(reason)) => Err(ReplayError::NotProcessable(reason)),
+        Ok((Decision::Ignore(reason), _)) => Err(ReplayError::NotProcessable(reason)),
         Err(e) => Err(ReplayError::NotProcessable(e.to_string())),
     }
 }
@@ -88,10 +95,10 @@ pub async fn replay_log(
     queue_url: &str,
     log_id: i64,
 ) -> Result<Replayed, ReplayError> {
-    let stored = store::logs::payload(pool, log_id)
+    let (sender, stored) = store::logs::payload(pool, log_id)
         .await?
         .ok_or(ReplayError::NotFound(log_id))?;
-    let message = message_from_stored(log_id, &stored)?;
+    let message = message_from_stored(log_id, sender, &stored)?;
     let dedup = hex::encode(Sha256::digest(
         format!(
             "replay\0{log_id}\0{}",
@@ -126,17 +133,36 @@ mod tests {
 
     #[test]
     fn stored_payloads_and_stored_queue_messages_both_replay() {
-        let m = message_from_stored(7, &fixtures::plex_episode_scrobble()).unwrap();
+        let m = message_from_stored(7, Sender::Plex, &fixtures::plex_episode_scrobble()).unwrap();
         assert_eq!(m.event.show.title, "The Office");
         assert_eq!(m.request_id.as_deref(), Some("replay:7"));
         let stored_message = serde_json::to_value(&m).unwrap();
-        let again = message_from_stored(8, &stored_message).unwrap();
+        // The stored message names its sender; the row's default does not override it.
+        let again = message_from_stored(8, Sender::Emby, &stored_message).unwrap();
         assert_eq!(again.event, m.event);
         assert_eq!(
             again.idempotency_key(),
             m.idempotency_key(),
             "same event, same key"
         );
+    }
+
+    #[test]
+    fn jellyfin_and_emby_payloads_replay_through_their_own_edge() {
+        let m =
+            message_from_stored(3, Sender::Jellyfin, &fixtures::jellyfin_playback_stop()).unwrap();
+        assert_eq!(m.event.sender, Sender::Jellyfin);
+        assert_eq!(m.event.episode.as_ref().unwrap().number, 2);
+        let stored = serde_json::to_value(&m).unwrap();
+        let again = message_from_stored(4, Sender::Plex, &stored).unwrap();
+        assert_eq!(again.event, m.event);
+        let m = message_from_stored(5, Sender::Emby, &fixtures::emby_playback_stop()).unwrap();
+        assert_eq!(m.event.sender, Sender::Emby);
+        // A Jellyfin payload is not a Plex one.
+        assert!(matches!(
+            message_from_stored(6, Sender::Plex, &fixtures::jellyfin_playback_stop()),
+            Err(ReplayError::NotProcessable(_))
+        ));
     }
 
     #[test]
@@ -150,7 +176,7 @@ mod tests {
         ] {
             assert!(
                 matches!(
-                    message_from_stored(1, &stored),
+                    message_from_stored(1, Sender::Plex, &stored),
                     Err(ReplayError::NotProcessable(_))
                 ),
                 "{stored}"

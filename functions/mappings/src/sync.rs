@@ -47,6 +47,8 @@ pub enum SyncError {
     ShowMissing,
     #[error("Plex is not configured")]
     NotConfigured,
+    #[error("history sync reads a Plex server; this show is on a {0} server")]
+    NotPlex(String),
     #[error("the Plex integration is disabled")]
     IntegrationDisabled,
     #[error("no Plex server URL is configured")]
@@ -70,6 +72,7 @@ impl From<SyncError> for ApiError {
                 ApiError::Conflict(err.to_string())
             }
             SyncError::NotConfigured
+            | SyncError::NotPlex(_)
             | SyncError::IntegrationDisabled
             | SyncError::NoServerUrl
             | SyncError::BadServerUrl => ApiError::Unprocessable(err.to_string()),
@@ -106,6 +109,10 @@ pub async fn sync_show_progress(
     let mapping = mappings::find_state(&client, mapping_id)
         .await?
         .ok_or(SyncError::NotFound(mapping_id))?;
+    if mapping.sender != "plex" {
+        // Jellyfin and Emby shows sync by webhook only: we hold no token for those servers.
+        return Err(SyncError::NotPlex(mapping.sender));
+    }
     let tvshow_id = mapping.tvshow_id.ok_or(SyncError::NotLinked)?;
     if !mapping.sync_enabled {
         return Err(SyncError::SyncDisabled(mapping_id));

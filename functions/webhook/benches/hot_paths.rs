@@ -32,7 +32,7 @@ fn ingest(c: &mut Criterion) {
     group.throughput(Throughput::Bytes(body.len() as u64));
     group.bench_function("multipart_extract_40KiB_thumb", |b| {
         b.iter(|| {
-            rt.block_on(extract_payload(Some(&content_type), &body))
+            rt.block_on(extract_payload(Some(&content_type), &body, "payload"))
                 .unwrap()
         })
     });

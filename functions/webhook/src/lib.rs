@@ -1,8 +1,10 @@
-//! The `webhook` function (`POST /api/plex/webhook`): allowlist, rate limit, secret check, body
-//! extraction, validation and filtering, then one message on the FIFO queue.
+//! The `webhook` function (`POST /api/plex/webhook`, `/api/jellyfin/webhook`,
+//! `/api/emby/webhook`): allowlist, rate limit, secret check, body extraction, then the sender's
+//! edge (`plexsync::senders`) validates, filters and normalises, and one message goes on the
+//! FIFO queue. Every sender passes the same guards.
 //!
-//! It never touches Postgres (design.md): Plex sends each webhook once and never retries, so
-//! ingest must keep working while the database is down or being migrated.
+//! It never touches Postgres: media servers send each webhook once and never retry, so ingest
+//! must keep working while the database is down or being migrated.
 
 use std::{
     collections::HashMap,
@@ -26,15 +28,16 @@ use tracing::Instrument;
 use plexsync::{
     api::{body_bytes, constant_time_eq, json, query_param, route_not_found, ApiError},
     env::{Env, EnvError},
-    payload::{Decision, PlexEvent, WebhookPayload},
+    payload::{Decision, PlexEvent},
     queue::QueueMessage,
     secrets::SecretsCache,
+    senders::Sender,
 };
 
-/// The one route this function serves.
+/// The Plex route (each sender's is `Sender::webhook_path`).
 pub const WEBHOOK_PATH: &str = plexsync::api::routes::WEBHOOK[0].1;
 
-/// Largest body accepted. Plex payloads are a few KiB; the thumb part is a small JPEG.
+/// Largest body accepted. Payloads are a few KiB; Plex's thumb part is a small JPEG.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 
 /// Requests per source address per window, as in the seed (express-rate-limit: 100 per minute).
@@ -135,9 +138,9 @@ impl State {
             "" => req.uri().path(),
             raw => raw,
         };
-        if path.trim_end_matches('/') != WEBHOOK_PATH || req.method() != Method::POST {
-            return Err(route_not_found(req));
-        }
+        let sender = Sender::from_webhook_path(path)
+            .filter(|_| req.method() == Method::POST)
+            .ok_or_else(|| route_not_found(req))?;
         self.check_source(origin.source_ip)?;
         self.limiter
             .check(limiter_key(origin.source_ip))
@@ -150,12 +153,13 @@ impl State {
             .headers()
             .get(lambda_http::http::header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok());
-        let payload_json = extract_payload(content_type, body_bytes(req)).await?;
-        let (payload, raw) = WebhookPayload::from_json(&payload_json)?;
-        let event = match payload.decide()? {
+        let payload_json =
+            extract_payload(content_type, body_bytes(req), sender.multipart_field()).await?;
+        let (decision, raw) = sender.decide(&payload_json)?;
+        let event = match decision {
             Decision::Process(event) => event,
             Decision::Ignore(reason) => {
-                tracing::info!(event = %payload.event, %reason, "webhook ignored");
+                tracing::info!(%sender, %reason, "webhook ignored");
                 return Ok(json(
                     StatusCode::OK,
                     &json!({"status": "ignored", "reason": reason}),
@@ -255,8 +259,10 @@ fn secret_matches(presented: &str, expected: &SecretString) -> bool {
 
 fn log_event(message: &'static str, e: &PlexEvent) {
     tracing::info!(
+        sender = e.sender.as_str(),
         event = e.kind.as_str(),
         account_id = e.account.id,
+        account_uuid = e.account.uuid.as_deref().unwrap_or("-"),
         account = e.account.title.as_deref().unwrap_or("-"),
         webhook_user = e.account.is_webhook_user,
         server = %e.server_uuid,
@@ -310,14 +316,14 @@ fn limiter_key(ip: Option<IpAddr>) -> IpAddr {
 pub enum BodyError {
     #[error("request body is larger than {MAX_BODY_BYTES} bytes")]
     TooLarge,
-    #[error("request body is empty; expected multipart/form-data with a payload field, or application/json")]
+    #[error("request body is empty; expected application/json, or multipart/form-data with the JSON in a field")]
     Empty,
-    #[error("unsupported content type {0:?}; expected multipart/form-data with a payload field, or application/json")]
+    #[error("unsupported content type {0:?}; expected application/json, or multipart/form-data with the JSON in a field")]
     UnsupportedType(String),
     #[error("multipart body is invalid: {0}")]
     Multipart(String),
-    #[error("multipart body has no payload field")]
-    NoPayloadField,
+    #[error("multipart body has no {0} field")]
+    NoPayloadField(&'static str),
 }
 
 impl From<BodyError> for ApiError {
@@ -329,9 +335,13 @@ impl From<BodyError> for ApiError {
     }
 }
 
-/// The payload JSON from a Plex multipart body (its `payload` field; other parts such as the
-/// JPEG `thumb` are skipped unread) or from a plain JSON body.
-pub async fn extract_payload(content_type: Option<&str>, body: &[u8]) -> Result<Bytes, BodyError> {
+/// The payload JSON from a multipart body (its `field`: Plex's `payload`, Emby's `data`; other
+/// parts such as Plex's JPEG `thumb` are skipped unread) or from a plain JSON body.
+pub async fn extract_payload(
+    content_type: Option<&str>,
+    body: &[u8],
+    field: &'static str,
+) -> Result<Bytes, BodyError> {
     if body.len() > MAX_BODY_BYTES {
         return Err(BodyError::TooLarge);
     }
@@ -348,7 +358,9 @@ pub async fn extract_payload(content_type: Option<&str>, body: &[u8]) -> Result<
         })
         .unwrap_or_default();
     match essence.as_str() {
-        "multipart/form-data" => multipart_payload(content_type.unwrap_or_default(), body).await,
+        "multipart/form-data" => {
+            multipart_payload(content_type.unwrap_or_default(), body, field).await
+        }
         "application/json" => Ok(Bytes::copy_from_slice(body)),
         // Scripts posting with `curl -d` and no type: accept what is evidently JSON.
         "" if body.trim_ascii_start().starts_with(b"{") => Ok(Bytes::copy_from_slice(body)),
@@ -357,7 +369,11 @@ pub async fn extract_payload(content_type: Option<&str>, body: &[u8]) -> Result<
     }
 }
 
-async fn multipart_payload(content_type: &str, body: &[u8]) -> Result<Bytes, BodyError> {
+async fn multipart_payload(
+    content_type: &str,
+    body: &[u8],
+    wanted: &'static str,
+) -> Result<Bytes, BodyError> {
     let boundary =
         multer::parse_boundary(content_type).map_err(|e| BodyError::Multipart(e.to_string()))?;
     let chunk = Bytes::copy_from_slice(body);
@@ -370,9 +386,9 @@ async fn multipart_payload(content_type: &str, body: &[u8]) -> Result<Bytes, Bod
             .await
             .map_err(|e| BodyError::Multipart(e.to_string()))?;
         let Some(field) = field else {
-            return Err(BodyError::NoPayloadField);
+            return Err(BodyError::NoPayloadField(wanted));
         };
-        if field.name() == Some("payload") {
+        if field.name() == Some(wanted) {
             // Stop here: whatever follows (the thumb) is never parsed, so it cannot fail us.
             return field
                 .bytes()
@@ -541,28 +557,37 @@ mod tests {
             Some("Application/JSON; charset=utf-8"),
             None,
         ] {
-            assert_eq!(&extract_payload(ct, body).await.unwrap()[..], body);
+            assert_eq!(
+                &extract_payload(ct, body, "payload").await.unwrap()[..],
+                body
+            );
         }
         assert_eq!(
-            extract_payload(Some("text/plain"), body).await.unwrap_err(),
+            extract_payload(Some("text/plain"), body, "payload")
+                .await
+                .unwrap_err(),
             BodyError::UnsupportedType("text/plain".into())
         );
         assert_eq!(
-            extract_payload(None, b"event=media.play")
+            extract_payload(None, b"event=media.play", "payload")
                 .await
                 .unwrap_err(),
             BodyError::UnsupportedType("none".into())
         );
         assert_eq!(
-            extract_payload(Some("application/json"), b"")
+            extract_payload(Some("application/json"), b"", "payload")
                 .await
                 .unwrap_err(),
             BodyError::Empty
         );
         assert_eq!(
-            extract_payload(Some("application/json"), &vec![b' '; MAX_BODY_BYTES + 1])
-                .await
-                .unwrap_err(),
+            extract_payload(
+                Some("application/json"),
+                &vec![b' '; MAX_BODY_BYTES + 1],
+                "payload"
+            )
+            .await
+            .unwrap_err(),
             BodyError::TooLarge
         );
     }
@@ -606,7 +631,10 @@ mod tests {
             ],
         ] {
             let body = multipart(boundary, &parts);
-            assert_eq!(&extract_payload(Some(ct), &body).await.unwrap()[..], json);
+            assert_eq!(
+                &extract_payload(Some(ct), &body, "payload").await.unwrap()[..],
+                json
+            );
         }
         // A truncated thumb after the payload is never read, so it cannot fail the parse.
         let mut body = multipart(boundary, &[("payload", None, json)]);
@@ -616,21 +644,38 @@ mod tests {
                 .as_bytes(),
         );
         body.extend_from_slice(b"\xFF\xD8\xFF");
-        assert_eq!(&extract_payload(Some(ct), &body).await.unwrap()[..], json);
+        assert_eq!(
+            &extract_payload(Some(ct), &body, "payload").await.unwrap()[..],
+            json
+        );
 
+        // Emby's multipart bodies carry the JSON in `data`.
+        let body = multipart(boundary, &[("data", None, json)]);
+        assert_eq!(
+            &extract_payload(Some(ct), &body, "data").await.unwrap()[..],
+            json
+        );
+        assert_eq!(
+            extract_payload(Some(ct), &body, "payload")
+                .await
+                .unwrap_err(),
+            BodyError::NoPayloadField("payload")
+        );
         let body = multipart(boundary, &[("thumb", Some("image/jpeg"), jpeg)]);
         assert_eq!(
-            extract_payload(Some(ct), &body).await.unwrap_err(),
-            BodyError::NoPayloadField
+            extract_payload(Some(ct), &body, "payload")
+                .await
+                .unwrap_err(),
+            BodyError::NoPayloadField("payload")
         );
         assert!(matches!(
-            extract_payload(Some("multipart/form-data"), &body)
+            extract_payload(Some("multipart/form-data"), &body, "payload")
                 .await
                 .unwrap_err(),
             BodyError::Multipart(_)
         ));
         assert!(matches!(
-            extract_payload(Some(ct), b"not multipart at all")
+            extract_payload(Some(ct), b"not multipart at all", "payload")
                 .await
                 .unwrap_err(),
             BodyError::Multipart(_)

@@ -5,7 +5,12 @@
 /// spelling as the OpenAPI document's `paths`, so a test can compare them.
 pub type Route = (&'static str, &'static str);
 
-pub const WEBHOOK: &[Route] = &[("POST", "/api/plex/webhook")];
+/// One route per sender (`plexsync::senders::Sender::webhook_path`).
+pub const WEBHOOK: &[Route] = &[
+    ("POST", "/api/plex/webhook"),
+    ("POST", "/api/jellyfin/webhook"),
+    ("POST", "/api/emby/webhook"),
+];
 pub const CONFIG: &[Route] = &[
     ("GET", "/api/plex/config"),
     ("POST", "/api/plex/config"),

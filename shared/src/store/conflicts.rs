@@ -20,6 +20,8 @@ use crate::{
 #[serde(rename_all = "camelCase")]
 pub struct Conflict {
     pub id: i32,
+    /// The media server kind the show is on (`plex`, `jellyfin`, `emby`).
+    pub sender: String,
     pub plex_server_uuid: String,
     pub plex_rating_key: String,
     pub plex_guid: String,
@@ -47,7 +49,7 @@ pub async fn list_open(pool: &DbPool, page: &PageRequest) -> Result<Page<Conflic
                     c.plex_year, c.conflict_type, c.potential_matches,
                     (SELECT count(*) FROM plex_pending_events p
                       WHERE p.conflict_id = c.id AND p.replayed_at IS NULL),
-                    c.created_at
+                    c.created_at, c.sender
                FROM plex_conflicts c
               WHERE NOT c.resolved
                 AND ($1::timestamptz IS NULL OR (c.created_at, c.id) < ($1::timestamptz, $2::int8))
@@ -69,6 +71,7 @@ pub async fn list_open(pool: &DbPool, page: &PageRequest) -> Result<Page<Conflic
             potential_matches: r.get(7),
             pending_events: r.get(8),
             created_at: r.get(9),
+            sender: r.get(10),
         })
         .collect();
     Ok(page.page(items, |c: &Conflict| Cursor {
@@ -196,6 +199,7 @@ pub async fn resolve(
 /// The Plex show of an open conflict.
 #[derive(Debug, Clone, PartialEq)]
 pub struct OpenConflict {
+    pub sender: String,
     pub server_uuid: String,
     pub rating_key: String,
     pub guid: String,
@@ -208,7 +212,8 @@ pub struct OpenConflict {
 pub async fn lock_open(tx: &Transaction<'_>, id: i64) -> Result<OpenConflict, ResolveError> {
     let row = tx
         .query_opt(
-            "SELECT plex_server_uuid, plex_rating_key, plex_guid, plex_title, plex_year, resolved
+            "SELECT plex_server_uuid, plex_rating_key, plex_guid, plex_title, plex_year, resolved,
+                    sender
                FROM plex_conflicts WHERE id = $1::int8 FOR UPDATE",
             &[&id],
         )
@@ -218,6 +223,7 @@ pub async fn lock_open(tx: &Transaction<'_>, id: i64) -> Result<OpenConflict, Re
         return Err(ResolveError::AlreadyResolved(id));
     }
     Ok(OpenConflict {
+        sender: row.get(6),
         server_uuid: row.get(0),
         rating_key: row.get(1),
         guid: row.get(2),
@@ -285,6 +291,7 @@ async fn settle_mapping(
     tmdb_id: Option<i32>,
 ) -> Result<i32, ResolveError> {
     let show = PlexShowKey {
+        sender: &conflict.sender,
         server_uuid: &conflict.server_uuid,
         rating_key: &conflict.rating_key,
         guid: &conflict.guid,
@@ -337,17 +344,17 @@ async fn settle_mapping(
     }
 }
 
-/// The open conflict of this Plex show, if any.
+/// The open conflict of this show, if any.
 pub async fn find_open_for_show(
     client: &impl GenericClient,
-    server_uuid: &str,
-    rating_key: &str,
+    show: PlexShowKey<'_>,
 ) -> Result<Option<i32>, DbError> {
     let row = client
         .query_opt(
             "SELECT id FROM plex_conflicts
-              WHERE plex_server_uuid = $1 AND plex_rating_key = $2 AND NOT resolved",
-            &[&server_uuid, &rating_key],
+              WHERE sender = $3 AND plex_server_uuid = $1 AND plex_rating_key = $2
+                AND NOT resolved",
+            &[&show.server_uuid, &show.rating_key, &show.sender],
         )
         .await?;
     Ok(row.map(|r| r.get(0)))
@@ -370,9 +377,9 @@ pub async fn upsert_open(client: &impl GenericClient, c: &NewConflict<'_>) -> Re
         .query_one(
             "INSERT INTO plex_conflicts
                 (plex_server_uuid, plex_rating_key, plex_guid, plex_title, plex_year,
-                 conflict_type, potential_matches)
-             VALUES ($1, $2, $3, $4, $5, $6, $7)
-             ON CONFLICT (plex_server_uuid, plex_rating_key) WHERE NOT resolved
+                 conflict_type, potential_matches, sender)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+             ON CONFLICT (sender, plex_server_uuid, plex_rating_key) WHERE NOT resolved
              DO UPDATE SET potential_matches = EXCLUDED.potential_matches,
                            conflict_type = EXCLUDED.conflict_type,
                            updated_at = now()
@@ -385,6 +392,7 @@ pub async fn upsert_open(client: &impl GenericClient, c: &NewConflict<'_>) -> Re
                 &c.year,
                 &c.conflict_type,
                 c.potential_matches,
+                &c.show.sender,
             ],
         )
         .await?;

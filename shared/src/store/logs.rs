@@ -9,6 +9,7 @@ use tokio_postgres::types::ToSql;
 use crate::{
     db::{DbError, DbPool},
     paging::{Cursor, Page, PageRequest},
+    senders::Sender,
     store::settings::USER_ID,
 };
 
@@ -152,24 +153,30 @@ pub struct NewLogEntry<'a> {
     pub receive_count: Option<i32>,
     pub action_taken: Option<&'a str>,
     pub tvshow_id: Option<i32>,
-    /// When the webhook arrived: also noted on the settings as the last webhook received.
+    pub sender: Sender,
+    /// When the webhook arrived: also noted on the sender's settings as the last webhook
+    /// received.
     pub received_at: DateTime<Utc>,
 }
 
-/// Writes the log row and notes the receipt on the settings row, in one statement.
+/// Writes the log row and notes the receipt on the sender's settings row, in one statement.
 pub async fn record(client: &impl GenericClient, e: &NewLogEntry<'_>) -> Result<(), DbError> {
     client
         .execute(
-            "WITH seen AS (
+            "WITH seen_plex AS (
                  UPDATE plex_config
                     SET last_webhook_received = GREATEST(COALESCE(last_webhook_received, $15), $15)
-                  WHERE user_id = $16
+                  WHERE user_id = $17 AND $16 = 'plex'
+             ), seen_other AS (
+                 UPDATE media_senders
+                    SET last_webhook_received = GREATEST(COALESCE(last_webhook_received, $15), $15)
+                  WHERE user_id = $17 AND sender = $16
              )
              INSERT INTO plex_webhook_logs
                  (message_id, idempotency_key, event_type, plex_rating_key, plex_title,
                   plex_season, plex_episode, payload, status, error_message,
-                  processing_duration_ms, receive_count, action_taken, tvshow_id)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+                  processing_duration_ms, receive_count, action_taken, tvshow_id, sender)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $16)",
             &[
                 &e.message_id,
                 &e.idempotency_key,
@@ -186,6 +193,7 @@ pub async fn record(client: &impl GenericClient, e: &NewLogEntry<'_>) -> Result<
                 &e.action_taken,
                 &e.tvshow_id,
                 &e.received_at,
+                &e.sender.as_str(),
                 &USER_ID,
             ],
         )
@@ -219,17 +227,25 @@ pub async fn record_unreadable(
     Ok(())
 }
 
-/// The stored payload of one log entry, `None` when the id is unknown.
+/// The stored payload of one log entry and the sender that posted it, `None` when the id is
+/// unknown.
 #[tracing::instrument(skip(pool))]
-pub async fn payload(pool: &DbPool, id: i64) -> Result<Option<serde_json::Value>, DbError> {
+pub async fn payload(
+    pool: &DbPool,
+    id: i64,
+) -> Result<Option<(Sender, serde_json::Value)>, DbError> {
     let client = pool.get().await?;
     let row = client
         .query_opt(
-            "SELECT payload FROM plex_webhook_logs WHERE id = $1",
+            "SELECT sender, payload FROM plex_webhook_logs WHERE id = $1",
             &[&id],
         )
         .await?;
-    Ok(row.map(|r| r.get(0)))
+    Ok(row.map(|r| {
+        let sender: String = r.get(0);
+        // The column's CHECK admits only known senders.
+        (Sender::parse(&sender).unwrap_or_default(), r.get(1))
+    }))
 }
 
 /// One UTC day of the seed's dashboard query.

@@ -16,6 +16,8 @@ use crate::{
 #[serde(rename_all = "camelCase")]
 pub struct Mapping {
     pub id: i32,
+    /// The media server kind the show is on (`plex`, `jellyfin`, `emby`).
+    pub sender: String,
     pub plex_server_uuid: String,
     pub plex_rating_key: String,
     pub plex_guid: String,
@@ -41,9 +43,10 @@ const SELECT: &str =
         m.plex_year, m.tmdb_id, m.tvdb_id, m.imdb_id, m.tvshow_id, t.title,
         m.match_confidence::float8, m.match_method, m.manually_confirmed, m.sync_enabled,
         (SELECT c.id FROM plex_conflicts c
-          WHERE NOT c.resolved AND c.plex_server_uuid = m.plex_server_uuid
+          WHERE NOT c.resolved AND c.sender = m.sender
+            AND c.plex_server_uuid = m.plex_server_uuid
             AND c.plex_rating_key = m.plex_rating_key) AS conflict_id,
-        m.created_at, m.updated_at
+        m.created_at, m.updated_at, m.sender
    FROM plex_show_mappings m
    LEFT JOIN tvshows t ON t.id = m.tvshow_id";
 
@@ -67,6 +70,7 @@ fn from_row(r: &Row) -> Mapping {
         conflict_id: r.get(15),
         created_at: r.get(16),
         updated_at: r.get(17),
+        sender: r.get(18),
     }
 }
 
@@ -91,7 +95,7 @@ pub async fn list(
     }
     if filter.conflicts {
         sql.push_str(
-            " AND EXISTS (SELECT 1 FROM plex_conflicts c WHERE NOT c.resolved
+            " AND EXISTS (SELECT 1 FROM plex_conflicts c WHERE NOT c.resolved AND c.sender = m.sender
                  AND c.plex_server_uuid = m.plex_server_uuid AND c.plex_rating_key = m.plex_rating_key)",
         );
     }
@@ -202,10 +206,13 @@ pub async fn turn_sync_off(client: &impl GenericClient, id: i64) -> Result<bool,
     Ok(n > 0)
 }
 
-/// What identifies a Plex show on its server: the rating key, and the guid, which survives the
-/// show being removed and re-added to the library (it then gets a new rating key).
+/// What identifies a show on its media server: the sender kind and server, the rating key (item
+/// id), and the guid, which survives the show being removed and re-added to the library (it then
+/// gets a new rating key).
 #[derive(Debug, Clone, Copy)]
 pub struct PlexShowKey<'a> {
+    /// `plex`, `jellyfin` or `emby`.
+    pub sender: &'a str,
     pub server_uuid: &'a str,
     pub rating_key: &'a str,
     pub guid: &'a str,
@@ -215,6 +222,7 @@ pub struct PlexShowKey<'a> {
 #[derive(Debug, Clone, PartialEq)]
 pub struct MappingState {
     pub id: i32,
+    pub sender: String,
     pub plex_rating_key: String,
     pub tvshow_id: Option<i32>,
     pub sync_enabled: bool,
@@ -226,6 +234,7 @@ fn state_from_row(r: &Row) -> MappingState {
         plex_rating_key: r.get(1),
         tvshow_id: r.get(2),
         sync_enabled: r.get(3),
+        sender: r.get(4),
     }
 }
 
@@ -238,8 +247,9 @@ pub enum Lock {
 
 macro_rules! find_for_show_sql {
     () => {
-        "SELECT id, plex_rating_key, tvshow_id, sync_enabled FROM plex_show_mappings
-          WHERE plex_server_uuid = $1 AND (plex_rating_key = $2 OR plex_guid = $3)
+        "SELECT id, plex_rating_key, tvshow_id, sync_enabled, sender FROM plex_show_mappings
+          WHERE sender = $4 AND plex_server_uuid = $1
+            AND (plex_rating_key = $2 OR plex_guid = $3)
           ORDER BY (plex_rating_key = $2) DESC
           LIMIT 1"
     };
@@ -256,7 +266,15 @@ pub async fn find_for_show(
         Lock::ForUpdate => concat!(find_for_show_sql!(), " FOR UPDATE"),
     };
     let row = client
-        .query_opt(sql, &[&show.server_uuid, &show.rating_key, &show.guid])
+        .query_opt(
+            sql,
+            &[
+                &show.server_uuid,
+                &show.rating_key,
+                &show.guid,
+                &show.sender,
+            ],
+        )
         .await?;
     Ok(row.as_ref().map(state_from_row))
 }
@@ -268,7 +286,7 @@ pub async fn find_state(
 ) -> Result<Option<MappingState>, DbError> {
     let row = client
         .query_opt(
-            "SELECT id, plex_rating_key, tvshow_id, sync_enabled FROM plex_show_mappings
+            "SELECT id, plex_rating_key, tvshow_id, sync_enabled, sender FROM plex_show_mappings
               WHERE id = $1::int8",
             &[&id],
         )
@@ -319,9 +337,9 @@ pub async fn insert(
             "INSERT INTO plex_show_mappings
                 (plex_server_uuid, plex_rating_key, plex_guid, plex_title, plex_year,
                  tvdb_id, imdb_id, tmdb_id, tvshow_id, match_confidence, match_method,
-                 manually_confirmed, sync_enabled)
+                 manually_confirmed, sync_enabled, sender)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, round($10::float8::numeric, 2), $11,
-                     $12, $13)
+                     $12, $13, $14)
              ON CONFLICT DO NOTHING
              RETURNING id",
             &[
@@ -338,6 +356,7 @@ pub async fn insert(
                 &m.method,
                 &m.manually_confirmed,
                 &m.sync_enabled,
+                &m.show.sender,
             ],
         )
         .await?;

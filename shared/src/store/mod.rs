@@ -4,6 +4,7 @@
 pub mod conflicts;
 pub mod logs;
 pub mod mappings;
+pub mod media_senders;
 pub mod processed;
 pub mod settings;
 pub mod shows;

@@ -10,13 +10,20 @@ async fn apply_then_reapply_is_a_noop() {
     let (_, url) = testing::empty_db().await;
     let pool = db::pool(&SecretString::from(url)).unwrap();
     let first = db::migrate(&pool).await.unwrap();
-    assert_eq!(first, vec!["V1__tracker_baseline", "V2__plex_integration"]);
+    assert_eq!(
+        first,
+        vec![
+            "V1__tracker_baseline",
+            "V2__plex_integration",
+            "V3__media_senders"
+        ]
+    );
     let second = db::migrate(&pool).await.unwrap();
     assert!(second.is_empty(), "re-applying applied {second:?}");
     let client = pool.get().await.unwrap();
     assert_eq!(
         count(&client, "SELECT count(*) FROM refinery_schema_history").await,
-        2
+        3
     );
     for table in [
         "tvshows",
@@ -27,6 +34,7 @@ async fn apply_then_reapply_is_a_noop() {
         "plex_pending_events",
         "plex_processed_messages",
         "tmdb_id_cache",
+        "media_senders",
     ] {
         let exists: bool = client
             .query_one("SELECT to_regclass($1) IS NOT NULL", &[&table])
@@ -43,7 +51,54 @@ async fn concurrent_migrations_apply_once() {
     let pool = db::pool(&SecretString::from(url)).unwrap();
     let (a, b) = tokio::join!(db::migrate(&pool), db::migrate(&pool));
     let (a, b) = (a.unwrap(), b.unwrap());
-    assert_eq!(a.len() + b.len(), 2, "{a:?} {b:?}");
+    assert_eq!(a.len() + b.len(), 3, "{a:?} {b:?}");
+}
+
+#[tokio::test]
+async fn the_sender_kind_is_part_of_a_shows_server_identity() {
+    let test_db = testing::fresh_db().await;
+    let client = test_db.pool.get().await.unwrap();
+    let insert = |sender: &'static str| {
+        format!(
+            "INSERT INTO plex_show_mappings (sender, plex_server_uuid, plex_rating_key, plex_guid,
+                                             plex_title)
+             VALUES ('{sender}', 'srv', '48200', 'unknown://48200', 'The Office')"
+        )
+    };
+    client.execute(&insert("plex"), &[]).await.unwrap();
+    client.execute(&insert("jellyfin"), &[]).await.unwrap();
+    client.execute(&insert("emby"), &[]).await.unwrap();
+    let again = client.execute(&insert("jellyfin"), &[]).await.unwrap_err();
+    assert_eq!(
+        again.code(),
+        Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION)
+    );
+    assert!(client.execute(&insert("kodi"), &[]).await.is_err());
+    // Rows written before senders existed are Plex's.
+    client
+        .execute(
+            "INSERT INTO plex_conflicts (plex_server_uuid, plex_rating_key, plex_guid, plex_title,
+                                         conflict_type)
+             VALUES ('srv', '48200', 'unknown://48200', 'The Office', 'no_match')",
+            &[],
+        )
+        .await
+        .unwrap();
+    let sender: String = client
+        .query_one("SELECT sender FROM plex_conflicts", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(sender, "plex");
+    client
+        .execute(
+            "INSERT INTO plex_conflicts (sender, plex_server_uuid, plex_rating_key, plex_guid,
+                                         plex_title, conflict_type)
+             VALUES ('jellyfin', 'srv', '48200', 'unknown://48200', 'The Office', 'no_match')",
+            &[],
+        )
+        .await
+        .expect("one open conflict per show *per sender*");
 }
 
 #[tokio::test]

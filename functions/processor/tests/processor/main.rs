@@ -7,4 +7,5 @@
 mod delivery;
 mod ladder;
 mod marking;
+mod senders;
 mod support;

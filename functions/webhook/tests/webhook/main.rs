@@ -4,4 +4,5 @@
 mod accepted;
 mod guards;
 mod rejected;
+mod senders;
 mod support;

@@ -7,7 +7,7 @@ use aws_config::SdkConfig;
 use aws_sdk_sqs::types::MessageSystemAttributeName;
 use base64::Engine;
 use lambda_http::{Body, Request, Response};
-use plexsync::{queue::QueueMessage, secrets::SecretsCache, testing};
+use plexsync::{queue::QueueMessage, secrets::SecretsCache, senders::Sender, testing};
 use serde_json::{json, Value};
 use webhook::{RateLimiter, Settings, State};
 
@@ -30,6 +30,8 @@ pub struct Options {
     pub with_secret: bool,
     pub queue_url: Option<String>,
     pub secrets_cache: fn(aws_sdk_secretsmanager::Client) -> SecretsCache,
+    /// Requests per source address per minute.
+    pub rate_limit: u32,
 }
 
 impl Default for Options {
@@ -39,6 +41,7 @@ impl Default for Options {
             with_secret: true,
             queue_url: None,
             secrets_cache: SecretsCache::new,
+            rate_limit: 100,
         }
     }
 }
@@ -69,7 +72,7 @@ pub async fn harness_with(opts: Options) -> Harness {
         config,
         (opts.secrets_cache)(aws_sdk_secretsmanager::Client::new(&aws)),
         aws_sdk_sqs::Client::new(&aws),
-        RateLimiter::new(100, Duration::from_secs(60)),
+        RateLimiter::new(opts.rate_limit, Duration::from_secs(60)),
     );
     Harness {
         state,
@@ -179,6 +182,19 @@ impl Event {
                 payload.to_string().into_bytes(),
             )
         }
+    }
+
+    /// What Emby sends with "Request content type: multipart/form-data": the JSON in `data`.
+    pub fn emby_multipart(query: impl Into<String>, payload: &Value) -> Self {
+        let json = payload.to_string();
+        let (content_type, body) = multipart_parts(&[("data", None, json.as_bytes())]);
+        Self::new(query, Some(&content_type), body).to(Sender::Emby)
+    }
+
+    /// The same request on `sender`'s route.
+    pub fn to(mut self, sender: Sender) -> Self {
+        self.path = sender.webhook_path();
+        self
     }
 
     pub fn from(mut self, ip: &str) -> Self {

@@ -1,0 +1,268 @@
+//! Emby's built-in webhooks (Emby Server 4.7.9+): `playback.stop` (synced when
+//! `PlaybackInfo.PlayedToCompletion` is true) and `item.markplayed`. The body is JSON, or
+//! multipart/form-data with the same JSON in its `data` field, per the webhook's "Request
+//! content type" setting.
+//!
+//! `Item` is Emby's BaseItemDto of the *episode*: its `ProviderIds` (`Tvdb`, `Imdb`, `Tmdb`) are
+//! the episode's ids and `ProductionYear` its air year. The series appears only by `SeriesId` and
+//! `SeriesName`, so the show is resolved through the episode ids like a Plex episode's `Guid`s.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+use super::{ids_from_providers, jellyfin::parse_time, lenient_bool, Sender};
+use crate::payload::{
+    lenient_i64, lenient_string, non_empty, require_number, AccountRef, Decision, EpisodeRef,
+    EventKind, ExternalIds, ItemKind, PayloadError, PlexEvent, ShowRef,
+};
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Payload {
+    pub event: String,
+    #[serde(default)]
+    pub date: Option<String>,
+    #[serde(default)]
+    pub user: Option<User>,
+    #[serde(default)]
+    pub item: Option<Item>,
+    #[serde(default)]
+    pub server: Option<Server>,
+    #[serde(default)]
+    pub playback_info: Option<PlaybackInfo>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct User {
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default, deserialize_with = "lenient_string")]
+    pub id: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Server {
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default, deserialize_with = "lenient_string")]
+    pub id: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct PlaybackInfo {
+    #[serde(default, deserialize_with = "lenient_bool")]
+    pub played_to_completion: Option<bool>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Item {
+    #[serde(rename = "Type", default)]
+    pub item_type: Option<String>,
+    #[serde(default, deserialize_with = "lenient_string")]
+    pub id: Option<String>,
+    #[serde(default, deserialize_with = "lenient_string")]
+    pub server_id: Option<String>,
+    /// The episode's title.
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub series_name: Option<String>,
+    #[serde(default, deserialize_with = "lenient_string")]
+    pub series_id: Option<String>,
+    /// Season number.
+    #[serde(default, deserialize_with = "lenient_i64")]
+    pub parent_index_number: Option<i64>,
+    /// Episode number.
+    #[serde(default, deserialize_with = "lenient_i64")]
+    pub index_number: Option<i64>,
+    #[serde(default)]
+    pub provider_ids: BTreeMap<String, serde_json::Value>,
+}
+
+impl Payload {
+    pub fn decide(&self) -> Result<Decision, PayloadError> {
+        match self.event.as_str() {
+            "playback.stop" => {
+                let completed = self
+                    .playback_info
+                    .as_ref()
+                    .and_then(|p| p.played_to_completion);
+                if completed != Some(true) {
+                    return Ok(Decision::Ignore(
+                        "not played to completion (PlaybackInfo.PlayedToCompletion is not true)"
+                            .into(),
+                    ));
+                }
+            }
+            "item.markplayed" => {}
+            other => return Ok(Decision::Ignore(format!("event {other} is not synced"))),
+        }
+        let item = self.item.as_ref().ok_or(PayloadError::Missing("Item"))?;
+        match item.item_type.as_deref() {
+            Some("Episode") => {}
+            Some(other) => {
+                return Ok(Decision::Ignore(format!(
+                    "not a TV episode (item type {other})"
+                )))
+            }
+            None => return Err(PayloadError::Missing("Item.Type")),
+        }
+        let item_id = item.id.clone().ok_or(PayloadError::Missing("Item.Id"))?;
+        let season = require_number(item.parent_index_number, "Item.ParentIndexNumber")?;
+        let number = require_number(item.index_number, "Item.IndexNumber")?;
+        let show = ShowRef {
+            rating_key: item
+                .series_id
+                .clone()
+                .ok_or(PayloadError::Missing("Item.SeriesId"))?,
+            guid: None,
+            title: non_empty(&item.series_name).ok_or(PayloadError::Missing("Item.SeriesName"))?,
+            year: None,
+            // `Item.ProviderIds` are the episode's (module docs).
+            ids: ExternalIds::default(),
+        };
+        let episode = EpisodeRef {
+            rating_key: item_id.clone(),
+            guid: None,
+            season,
+            number,
+            title: non_empty(&item.name),
+            ids: ids_from_providers(
+                item.provider_ids
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), provider_value(v))),
+            ),
+        };
+        let server = self.server.as_ref();
+        let user = self.user.as_ref();
+        Ok(Decision::Process(Box::new(PlexEvent {
+            sender: Sender::Emby,
+            kind: EventKind::Scrobble,
+            item: ItemKind::Episode,
+            server_uuid: server
+                .and_then(|s| s.id.clone())
+                .or_else(|| item.server_id.clone())
+                .ok_or(PayloadError::Missing("Server.Id"))?,
+            server_title: server.and_then(|s| non_empty(&s.name)),
+            account: AccountRef {
+                id: None,
+                title: user.and_then(|u| non_empty(&u.name)),
+                is_webhook_user: false,
+                owns_server: false,
+                uuid: user.and_then(|u| u.id.clone()),
+            },
+            show,
+            season: Some(season),
+            episode: Some(episode),
+            item_rating_key: item_id,
+            viewed_at: parse_time(self.date.as_deref()),
+        })))
+    }
+}
+
+/// Emby writes provider ids as strings; tolerate numbers.
+fn provider_value(v: &serde_json::Value) -> Option<&str> {
+    match v {
+        serde_json::Value::String(s) => Some(s),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::fixtures;
+
+    fn decide(value: serde_json::Value) -> Result<Decision, PayloadError> {
+        Sender::Emby
+            .decide(value.to_string().as_bytes())
+            .map(|(d, _)| d)
+    }
+
+    fn processed(value: serde_json::Value) -> PlexEvent {
+        match decide(value).unwrap() {
+            Decision::Process(e) => *e,
+            Decision::Ignore(r) => panic!("ignored: {r}"),
+        }
+    }
+
+    #[test]
+    fn playback_stop_to_completion_is_a_scrobble_keyed_by_the_series() {
+        let e = processed(fixtures::emby_playback_stop());
+        assert_eq!(e.sender, Sender::Emby);
+        assert_eq!(e.show.title, "The Office");
+        assert_eq!(e.show.rating_key, "2090");
+        assert_eq!(e.item_rating_key, "2103");
+        assert_eq!(e.server_uuid, "8c1e5b7a2d3f4e6a9b0c1d2e3f4a5b6c");
+        let ep = e.episode.as_ref().unwrap();
+        assert_eq!((ep.season, ep.number), (1, 3));
+        assert_eq!(e.account.title.as_deref(), Some("alice"));
+        assert_eq!(
+            e.account.uuid.as_deref(),
+            Some("d1e2f3a4b5c64d7e8f9a0b1c2d3e4f5a")
+        );
+        assert!(e.viewed_at.is_some());
+        assert!(e.show_key().starts_with("emby:"));
+    }
+
+    #[test]
+    fn episode_provider_ids_never_become_show_ids() {
+        let e = processed(fixtures::emby_playback_stop());
+        assert!(e.show.ids.is_empty());
+        let ep = e.episode.unwrap();
+        assert_eq!(ep.ids.tvdb, Some(110415));
+        assert_eq!(ep.ids.imdb.as_deref(), Some("tt0664517"));
+        assert_eq!(ep.ids.tmdb, Some(397629));
+    }
+
+    #[test]
+    fn mark_played_counts_and_unfinished_or_other_events_do_not() {
+        assert_eq!(
+            processed(fixtures::emby_mark_played())
+                .episode
+                .unwrap()
+                .number,
+            3
+        );
+        let mut early = fixtures::emby_playback_stop();
+        early["PlaybackInfo"]["PlayedToCompletion"] = false.into();
+        assert!(matches!(decide(early).unwrap(), Decision::Ignore(r) if r.contains("completion")));
+        let mut no_info = fixtures::emby_playback_stop();
+        no_info.as_object_mut().unwrap().remove("PlaybackInfo");
+        assert!(matches!(decide(no_info).unwrap(), Decision::Ignore(_)));
+        let mut pause = fixtures::emby_playback_stop();
+        pause["Event"] = "playback.pause".into();
+        assert!(
+            matches!(decide(pause).unwrap(), Decision::Ignore(r) if r.contains("playback.pause"))
+        );
+        assert!(
+            matches!(decide(fixtures::emby_movie_playback_stop()).unwrap(), Decision::Ignore(r) if r.contains("Movie"))
+        );
+    }
+
+    #[test]
+    fn missing_and_malformed_fields_are_named() {
+        for (field, name) in [
+            ("SeriesName", "Item.SeriesName"),
+            ("SeriesId", "Item.SeriesId"),
+            ("IndexNumber", "Item.IndexNumber"),
+            ("ParentIndexNumber", "Item.ParentIndexNumber"),
+            ("Id", "Item.Id"),
+        ] {
+            let mut p = fixtures::emby_playback_stop();
+            p["Item"].as_object_mut().unwrap().remove(field);
+            assert_eq!(decide(p).unwrap_err(), PayloadError::Missing(name));
+        }
+        let mut p = fixtures::emby_playback_stop();
+        p["Item"]["IndexNumber"] = "three".into();
+        assert!(matches!(decide(p), Err(PayloadError::Shape(m)) if m.contains("Item.IndexNumber")));
+        let mut p = fixtures::emby_playback_stop();
+        p.as_object_mut().unwrap().remove("Item");
+        assert_eq!(decide(p).unwrap_err(), PayloadError::Missing("Item"));
+    }
+}

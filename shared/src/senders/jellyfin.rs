@@ -1,0 +1,308 @@
+//! Jellyfin, through the official webhook plugin's "Generic" destination (JSON body, either
+//! "Send All Properties" or the template in the README).
+//!
+//! The plugin writes one flat object. `Provider_tmdb`, `Provider_tvdb` and `Provider_imdb` are
+//! the *item's* provider ids (`Provider_{key.ToLowerInvariant()}` over `item.ProviderIds`): for an
+//! Episode they are the episode's ids, never the series'. The plugin has no variable for the
+//! series' provider ids, so the show is identified by `SeriesId` and resolved through the episode
+//! ids (TMDB `/find`) like a Plex episode's `Guid` array.
+
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+
+use super::{ids_from_providers, lenient_bool, Sender};
+use crate::payload::{
+    lenient_i64, lenient_string, non_empty, require_number, AccountRef, Decision, EpisodeRef,
+    EventKind, ExternalIds, ItemKind, PayloadError, PlexEvent, ShowRef,
+};
+
+/// The fields we read; everything else the plugin sends is tolerated and kept in the raw copy.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Payload {
+    pub notification_type: String,
+    #[serde(default)]
+    pub item_type: Option<String>,
+    #[serde(default, deserialize_with = "lenient_string")]
+    pub item_id: Option<String>,
+    #[serde(default, deserialize_with = "lenient_string")]
+    pub server_id: Option<String>,
+    #[serde(default)]
+    pub server_name: Option<String>,
+    #[serde(default, deserialize_with = "lenient_string")]
+    pub user_id: Option<String>,
+    #[serde(default)]
+    pub notification_username: Option<String>,
+    /// What plugin versions before 13 call `NotificationUsername` on playback events.
+    #[serde(default)]
+    pub username: Option<String>,
+    /// The episode's title.
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub series_name: Option<String>,
+    #[serde(default, deserialize_with = "lenient_string")]
+    pub series_id: Option<String>,
+    #[serde(default, deserialize_with = "lenient_i64")]
+    pub season_number: Option<i64>,
+    #[serde(default, deserialize_with = "lenient_i64")]
+    pub episode_number: Option<i64>,
+    #[serde(rename = "Provider_tmdb", default, deserialize_with = "lenient_string")]
+    pub provider_tmdb: Option<String>,
+    #[serde(rename = "Provider_tvdb", default, deserialize_with = "lenient_string")]
+    pub provider_tvdb: Option<String>,
+    #[serde(rename = "Provider_imdb", default, deserialize_with = "lenient_string")]
+    pub provider_imdb: Option<String>,
+    /// PlaybackStop: the client played the item to its end.
+    #[serde(default, deserialize_with = "lenient_bool")]
+    pub played_to_completion: Option<bool>,
+    /// UserDataSaved: the item's played state after the save.
+    #[serde(default, deserialize_with = "lenient_bool")]
+    pub played: Option<bool>,
+    /// UserDataSaved: why (`TogglePlayed`, `PlaybackFinished`, `UpdateUserRating`, ...).
+    #[serde(default)]
+    pub save_reason: Option<String>,
+    #[serde(default)]
+    pub utc_timestamp: Option<String>,
+    #[serde(default)]
+    pub last_played_date: Option<String>,
+}
+
+/// UserDataSaved reasons that mean "now watched": a manual mark, or playback reaching the end.
+const WATCHED_SAVE_REASONS: [&str; 2] = ["TogglePlayed", "PlaybackFinished"];
+
+impl Payload {
+    pub fn decide(&self) -> Result<Decision, PayloadError> {
+        let watched = match self.notification_type.as_str() {
+            "PlaybackStop" => self.played_to_completion == Some(true),
+            "UserDataSaved" => {
+                let reason = self.save_reason.as_deref().unwrap_or_default();
+                if !reason.is_empty() && !WATCHED_SAVE_REASONS.contains(&reason) {
+                    return Ok(Decision::Ignore(format!(
+                        "user data saved for {reason}, not a play"
+                    )));
+                }
+                self.played == Some(true)
+            }
+            other => {
+                return Ok(Decision::Ignore(format!(
+                    "notification {other} is not synced"
+                )))
+            }
+        };
+        match self.item_type.as_deref() {
+            Some("Episode") => {}
+            Some(other) => {
+                return Ok(Decision::Ignore(format!(
+                    "not a TV episode (item type {other})"
+                )))
+            }
+            None => return Err(PayloadError::Missing("ItemType")),
+        }
+        if !watched {
+            return Ok(Decision::Ignore(
+                "not played to completion (PlayedToCompletion / Played is not true)".into(),
+            ));
+        }
+        let item_id = self
+            .item_id
+            .clone()
+            .ok_or(PayloadError::Missing("ItemId"))?;
+        let season = require_number(self.season_number, "SeasonNumber")?;
+        let number = require_number(self.episode_number, "EpisodeNumber")?;
+        let show = ShowRef {
+            rating_key: self
+                .series_id
+                .clone()
+                .ok_or(PayloadError::Missing("SeriesId"))?,
+            guid: None,
+            title: non_empty(&self.series_name).ok_or(PayloadError::Missing("SeriesName"))?,
+            // The plugin's `Year` is the series' year only when Jellyfin knows it, else the
+            // episode's: not trusted as the show's first-air year.
+            year: None,
+            // The plugin carries no series provider ids (module docs).
+            ids: ExternalIds::default(),
+        };
+        let episode = EpisodeRef {
+            rating_key: item_id.clone(),
+            guid: None,
+            season,
+            number,
+            title: non_empty(&self.name),
+            ids: ids_from_providers([
+                ("tmdb", self.provider_tmdb.as_deref()),
+                ("tvdb", self.provider_tvdb.as_deref()),
+                ("imdb", self.provider_imdb.as_deref()),
+            ]),
+        };
+        Ok(Decision::Process(Box::new(PlexEvent {
+            sender: Sender::Jellyfin,
+            kind: EventKind::Scrobble,
+            item: ItemKind::Episode,
+            server_uuid: self
+                .server_id
+                .clone()
+                .ok_or(PayloadError::Missing("ServerId"))?,
+            server_title: non_empty(&self.server_name),
+            account: AccountRef {
+                id: None,
+                title: non_empty(&self.notification_username).or_else(|| non_empty(&self.username)),
+                // Jellyfin sends every user's plays: the processor compares the account with the
+                // one the user configured.
+                is_webhook_user: false,
+                owns_server: false,
+                uuid: self.user_id.clone(),
+            },
+            show,
+            season: Some(season),
+            episode: Some(episode),
+            item_rating_key: item_id,
+            viewed_at: parse_time(self.last_played_date.as_deref())
+                .or_else(|| parse_time(self.utc_timestamp.as_deref())),
+        })))
+    }
+}
+
+/// .NET timestamps: `2025-11-28T14:10:00.0000000Z`, sometimes without the zone (UTC is meant).
+pub(crate) fn parse_time(s: Option<&str>) -> Option<DateTime<Utc>> {
+    let s = s?.trim();
+    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
+        return Some(t.with_timezone(&Utc));
+    }
+    chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S%.f")
+        .ok()
+        .map(|t| t.and_utc())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::fixtures;
+
+    fn decide(value: serde_json::Value) -> Result<Decision, PayloadError> {
+        Sender::Jellyfin
+            .decide(value.to_string().as_bytes())
+            .map(|(d, _)| d)
+    }
+
+    fn processed(value: serde_json::Value) -> PlexEvent {
+        match decide(value).unwrap() {
+            Decision::Process(e) => *e,
+            Decision::Ignore(r) => panic!("ignored: {r}"),
+        }
+    }
+
+    #[test]
+    fn playback_stop_to_completion_is_a_scrobble_keyed_by_the_series() {
+        let e = processed(fixtures::jellyfin_playback_stop());
+        assert_eq!(e.sender, Sender::Jellyfin);
+        assert_eq!(e.kind, EventKind::Scrobble);
+        assert_eq!(e.show.title, "The Office");
+        assert_eq!(e.show.rating_key, "a4d5b6c7-d8e9-4f01-9234-56789abcdef0");
+        assert_eq!(e.server_uuid, "f3a9c1d2e4b5467890abcdef12345678");
+        let ep = e.episode.as_ref().unwrap();
+        assert_eq!((ep.season, ep.number), (1, 2));
+        assert_eq!(e.account.title.as_deref(), Some("alice"));
+        assert!(!e.account.is_webhook_user);
+        assert!(e.account.uuid.is_some());
+        assert!(e.viewed_at.is_some());
+        assert!(e.show_key().starts_with("jellyfin:"));
+    }
+
+    #[test]
+    fn episode_provider_ids_never_become_show_ids() {
+        let e = processed(fixtures::jellyfin_playback_stop());
+        assert!(e.show.ids.is_empty(), "{:?}", e.show.ids);
+        let ep = e.episode.unwrap();
+        assert_eq!(ep.ids.tvdb, Some(110414));
+        assert_eq!(ep.ids.tmdb, Some(397628));
+        assert_eq!(ep.ids.imdb.as_deref(), Some("tt0664514"));
+    }
+
+    #[test]
+    fn template_strings_parse_like_send_all_properties() {
+        // The README's template quotes every value; .NET renders booleans as `True`.
+        let mut p = fixtures::jellyfin_playback_stop();
+        for key in ["SeasonNumber", "EpisodeNumber"] {
+            p[key] = p[key].to_string().into();
+        }
+        p["PlayedToCompletion"] = "True".into();
+        p["Provider_tmdb"] = "".into();
+        let e = processed(p);
+        let ep = e.episode.unwrap();
+        assert_eq!((ep.season, ep.number), (1, 2));
+        assert_eq!(ep.ids.tmdb, None);
+    }
+
+    #[test]
+    fn user_data_saved_played_counts_other_saves_do_not() {
+        let e = processed(fixtures::jellyfin_user_data_saved());
+        assert_eq!(e.episode.unwrap().number, 2);
+        let mut rating = fixtures::jellyfin_user_data_saved();
+        rating["SaveReason"] = "UpdateUserRating".into();
+        assert!(
+            matches!(decide(rating).unwrap(), Decision::Ignore(r) if r.contains("UpdateUserRating"))
+        );
+        let mut unplayed = fixtures::jellyfin_user_data_saved();
+        unplayed["Played"] = false.into();
+        assert!(matches!(decide(unplayed).unwrap(), Decision::Ignore(_)));
+    }
+
+    #[test]
+    fn unfinished_movies_and_other_notifications_are_ignored() {
+        let mut early = fixtures::jellyfin_playback_stop();
+        early["PlayedToCompletion"] = false.into();
+        assert!(matches!(decide(early).unwrap(), Decision::Ignore(r) if r.contains("completion")));
+        assert!(
+            matches!(decide(fixtures::jellyfin_movie_playback_stop()).unwrap(), Decision::Ignore(r) if r.contains("Movie"))
+        );
+        let mut start = fixtures::jellyfin_playback_stop();
+        start["NotificationType"] = "PlaybackStart".into();
+        assert!(
+            matches!(decide(start).unwrap(), Decision::Ignore(r) if r.contains("PlaybackStart"))
+        );
+    }
+
+    #[test]
+    fn missing_and_malformed_fields_are_named() {
+        for field in [
+            "SeriesName",
+            "SeriesId",
+            "SeasonNumber",
+            "EpisodeNumber",
+            "ItemId",
+            "ServerId",
+        ] {
+            let mut p = fixtures::jellyfin_playback_stop();
+            p.as_object_mut().unwrap().remove(field);
+            assert_eq!(decide(p).unwrap_err(), PayloadError::Missing(field));
+        }
+        let mut p = fixtures::jellyfin_playback_stop();
+        p["EpisodeNumber"] = "two".into();
+        assert!(matches!(decide(p), Err(PayloadError::Shape(m)) if m.contains("EpisodeNumber")));
+        let mut p = fixtures::jellyfin_playback_stop();
+        p["PlayedToCompletion"] = "maybe".into();
+        assert!(
+            matches!(decide(p), Err(PayloadError::Shape(m)) if m.contains("PlayedToCompletion"))
+        );
+        assert!(matches!(
+            decide(serde_json::json!({"ItemType": "Episode"})),
+            Err(PayloadError::Shape(m)) if m.contains("NotificationType")
+        ));
+    }
+
+    #[test]
+    fn timestamps_parse_with_and_without_zone() {
+        assert_eq!(
+            parse_time(Some("2025-11-28T14:10:00.0000000Z"))
+                .unwrap()
+                .timestamp(),
+            1764339000
+        );
+        assert_eq!(
+            parse_time(Some("2025-11-28T14:10:00")).unwrap().timestamp(),
+            1764339000
+        );
+        assert_eq!(parse_time(Some("yesterday")), None);
+    }
+}

@@ -1,0 +1,229 @@
+//! The media servers that post webhooks: Plex, Jellyfin and Emby. Each sender is one edge that
+//! parses its own payload shape and normalises it to the one [`PlexEvent`] the queue carries;
+//! everything after the queue (matching, conflicts, marking) does not care who sent it.
+
+use std::fmt;
+
+use serde::{de::DeserializeOwned, Deserialize, Deserializer, Serialize};
+
+use crate::payload::{
+    json_depth_exceeds, Decision, ExternalIds, PayloadError, WebhookPayload, MAX_JSON_DEPTH,
+};
+
+pub mod emby;
+pub mod jellyfin;
+
+/// A kind of media server. Part of a show's server identity (`sender` columns).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Sender {
+    #[default]
+    Plex,
+    Jellyfin,
+    Emby,
+}
+
+impl Sender {
+    pub const ALL: [Sender; 3] = [Sender::Plex, Sender::Jellyfin, Sender::Emby];
+
+    /// The stored and serialised name (`plex`, `jellyfin`, `emby`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Plex => "plex",
+            Self::Jellyfin => "jellyfin",
+            Self::Emby => "emby",
+        }
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Plex => "Plex",
+            Self::Jellyfin => "Jellyfin",
+            Self::Emby => "Emby",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL
+            .into_iter()
+            .find(|s| s.as_str().eq_ignore_ascii_case(name.trim()))
+    }
+
+    /// The route this sender posts to (the secret goes in the query string).
+    pub fn webhook_path(self) -> &'static str {
+        match self {
+            Self::Plex => "/api/plex/webhook",
+            Self::Jellyfin => "/api/jellyfin/webhook",
+            Self::Emby => "/api/emby/webhook",
+        }
+    }
+
+    /// The sender whose webhook route `path` is (one trailing slash tolerated).
+    pub fn from_webhook_path(path: &str) -> Option<Self> {
+        let path = path.strip_suffix('/').unwrap_or(path);
+        Self::ALL.into_iter().find(|s| s.webhook_path() == path)
+    }
+
+    /// The multipart field holding the JSON, for senders that may post multipart bodies.
+    pub fn multipart_field(self) -> &'static str {
+        match self {
+            // Plex: `payload` (plus a `thumb` JPEG); Emby: `data` ("multipart/form-data" setting).
+            Self::Plex => "payload",
+            Self::Emby => "data",
+            Self::Jellyfin => "payload",
+        }
+    }
+
+    /// Parses and filters this sender's payload JSON: the decision and the payload as a value
+    /// (kept on the queue message for the activity log and replays).
+    pub fn decide(self, json: &[u8]) -> Result<(Decision, serde_json::Value), PayloadError> {
+        match self {
+            Self::Plex => {
+                let (payload, raw) = WebhookPayload::from_json(json)?;
+                Ok((payload.decide()?, raw))
+            }
+            Self::Jellyfin => {
+                let (payload, raw) = parse_json::<jellyfin::Payload>(json)?;
+                Ok((payload.decide()?, raw))
+            }
+            Self::Emby => {
+                let (payload, raw) = parse_json::<emby::Payload>(json)?;
+                Ok((payload.decide()?, raw))
+            }
+        }
+    }
+}
+
+impl fmt::Display for Sender {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Parses JSON text into `T`, bounding nesting depth before serde sees it; the error names the
+/// failing field (`SeasonNumber: expected an integer ...`).
+pub(crate) fn parse_json<T: DeserializeOwned>(
+    bytes: &[u8],
+) -> Result<(T, serde_json::Value), PayloadError> {
+    if json_depth_exceeds(bytes, MAX_JSON_DEPTH) {
+        return Err(PayloadError::Shape(format!(
+            "JSON nested deeper than {MAX_JSON_DEPTH} levels"
+        )));
+    }
+    let raw: serde_json::Value =
+        serde_json::from_slice(bytes).map_err(|e| PayloadError::NotJson(e.to_string()))?;
+    if !raw.is_object() {
+        return Err(PayloadError::Shape("expected a JSON object".into()));
+    }
+    let payload =
+        serde_path_to_error::deserialize(&raw).map_err(|e| PayloadError::Shape(e.to_string()))?;
+    Ok((payload, raw))
+}
+
+/// Ids from a provider map (`Tmdb`/`tmdb` -> `"397628"`, ...). Keys are matched without regard
+/// to case: Emby writes `Tvdb`, Jellyfin's webhook plugin lower-cases them.
+pub(crate) fn ids_from_providers<'a>(
+    entries: impl IntoIterator<Item = (&'a str, Option<&'a str>)>,
+) -> ExternalIds {
+    let mut ids = ExternalIds::default();
+    for (key, value) in entries {
+        let Some(value) = value.map(str::trim).filter(|v| !v.is_empty()) else {
+            continue;
+        };
+        match key.to_ascii_lowercase().as_str() {
+            "tmdb" => ids.tmdb = ids.tmdb.or(value.parse().ok()),
+            "tvdb" => ids.tvdb = ids.tvdb.or(value.parse().ok()),
+            "imdb" if is_imdb_id(value) => ids.imdb = ids.imdb.or(Some(value.to_string())),
+            _ => {}
+        }
+    }
+    ids
+}
+
+fn is_imdb_id(s: &str) -> bool {
+    s.len() > 2 && s.starts_with("tt") && s[2..].bytes().all(|b| b.is_ascii_digit())
+}
+
+/// Booleans as JSON booleans, or as the strings a template renders (`True`, `false`, `""`).
+pub(crate) fn lenient_bool<'de, D: Deserializer<'de>>(d: D) -> Result<Option<bool>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum BoolOrStr {
+        Bool(bool),
+        Str(String),
+    }
+    match Option::<BoolOrStr>::deserialize(d)? {
+        None => Ok(None),
+        Some(BoolOrStr::Bool(b)) => Ok(Some(b)),
+        Some(BoolOrStr::Str(s)) => match s.trim().to_ascii_lowercase().as_str() {
+            "" => Ok(None),
+            "true" => Ok(Some(true)),
+            "false" => Ok(Some(false)),
+            _ => Err(serde::de::Error::custom(format!(
+                "expected a boolean, found {s:?}"
+            ))),
+        },
+    }
+}
+
+/// A user id compared without regard to case or GUID hyphens (Jellyfin writes
+/// `5f0c7a1e-...`, its API and Emby `5f0c7a1e...`).
+pub fn same_user_id(a: &str, b: &str) -> bool {
+    let norm = |s: &str| {
+        s.trim()
+            .chars()
+            .filter(|c| *c != '-')
+            .map(|c| c.to_ascii_lowercase())
+            .collect::<String>()
+    };
+    let (a, b) = (norm(a), norm(b));
+    !a.is_empty() && a == b
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn senders_round_trip_their_names_and_routes() {
+        for s in Sender::ALL {
+            assert_eq!(Sender::parse(s.as_str()), Some(s));
+            assert_eq!(Sender::from_webhook_path(s.webhook_path()), Some(s));
+            assert_eq!(
+                Sender::from_webhook_path(&format!("{}/", s.webhook_path())),
+                Some(s)
+            );
+            assert_eq!(
+                serde_json::to_value(s).unwrap(),
+                serde_json::json!(s.as_str())
+            );
+        }
+        assert_eq!(Sender::parse("Kodi"), None);
+        assert_eq!(Sender::from_webhook_path("/api/kodi/webhook"), None);
+    }
+
+    #[test]
+    fn provider_ids_are_read_without_regard_to_case() {
+        let ids = ids_from_providers([
+            ("Tvdb", Some("110414")),
+            ("imdb", Some("tt0664514")),
+            ("TMDB", Some(" 397628 ")),
+            ("Zap2It", Some("EP0075")),
+        ]);
+        assert_eq!(ids.tvdb, Some(110414));
+        assert_eq!(ids.imdb.as_deref(), Some("tt0664514"));
+        assert_eq!(ids.tmdb, Some(397628));
+        let bad = ids_from_providers([("imdb", Some("nm123")), ("tmdb", Some(""))]);
+        assert!(bad.is_empty());
+    }
+
+    #[test]
+    fn user_ids_compare_without_hyphens_or_case() {
+        assert!(same_user_id(
+            "5F0C7A1E-3B2D-4C9A-8E7F-6D5C4B3A2910",
+            "5f0c7a1e3b2d4c9a8e7f6d5c4b3a2910"
+        ));
+        assert!(!same_user_id("", ""));
+        assert!(!same_user_id("abc", "abd"));
+    }
+}
