@@ -1,9 +1,9 @@
 //! AES-256-GCM for the Plex token at rest.
 //!
 //! Ciphertext format: `v1.<key id>.<base64url(nonce ‖ ciphertext ‖ tag)>`, with a fresh random
-//! 12-byte nonce per message (the seed's 16-byte IV is a flaw) and `v1.<key id>` authenticated
-//! as associated data. The key id lets keys rotate: decryption picks the key by id, encryption
-//! always uses the current one.
+//! 12-byte nonce per message (not a 16-byte IV: docs/architecture.md, "Flaws") and `v1.<key id>`
+//! authenticated as associated data. The key id lets keys rotate: decryption picks the key by id,
+//! encryption always uses the current one.
 //!
 //! Key material in the secret is either 64 hex characters (32 raw bytes) or any string of at
 //! least 32 characters (such as a Secrets Manager generated password), hashed with SHA-256 into

@@ -1,5 +1,5 @@
 //! The environment reader: typed settings read from the environment once, at start. A missing or malformed
-//! variable stops the function with a message naming it (design.md, "Contracts").
+//! variable stops the function with a message naming it (the README's "Configuration" lists them).
 
 use std::collections::HashMap;
 

@@ -1,10 +1,10 @@
 //! Which tracker show a Plex show is: resolve the show's TMDB id (cheapest first, every
-//! conversion cached 24 h in `tmdb_id_cache`), then the seed's ladder (tracker show by TMDB id
+//! conversion cached 24 h in `tmdb_id_cache`), then the matching ladder (tracker show by TMDB id
 //! 1.0, via TVDB 0.95, via IMDb 0.95, fuzzy title similarity × 0.85; one match ≥ 0.90 maps
 //! automatically), else one open conflict per Plex show.
 //!
 //! An episode's `Guid` ids are the *episode's*: they are only ever turned into a show id through
-//! TMDB's `tv_episode_results[].show_id` (design.md, "Show identity").
+//! TMDB's `tv_episode_results[].show_id` (docs/architecture.md, "Show identity").
 
 use secrecy::SecretString;
 use serde::Serialize;
@@ -18,8 +18,8 @@ use crate::tmdb::{ExternalSource, TmdbClient, TmdbError};
 
 /// A single match at or above this confidence is mapped without asking.
 pub const AUTO_MAP_THRESHOLD: f64 = 0.90;
-/// Fuzzy title matches are scaled down by this (seed). Since it is below
-/// [`AUTO_MAP_THRESHOLD`], a fuzzy match never maps on its own: it always goes to the user.
+/// Fuzzy title matches are scaled down by this. Since it is below [`AUTO_MAP_THRESHOLD`], a fuzzy
+/// match never maps on its own: it always goes to the user.
 pub const FUZZY_FACTOR: f64 = 0.85;
 const _: () = assert!(FUZZY_FACTOR < AUTO_MAP_THRESHOLD);
 /// pg_trgm similarity below which a tracker title is not a candidate at all.
@@ -405,7 +405,7 @@ fn round2(x: f64) -> f64 {
     (x * 100.0).round() / 100.0
 }
 
-/// The seed's ladder over the tracker, given what resolution found.
+/// The matching ladder over the tracker, given what resolution found.
 #[tracing::instrument(skip(pool, event, resolution), fields(show = %event.show.title))]
 pub async fn decide(
     pool: &DbPool,

@@ -1,7 +1,7 @@
 //! Plex webhook payloads: the typed shape Plex posts, and the normalized event we queue.
 //!
-//! An episode event describes the *episode*: the show is `grandparent*`, the `Guid` array holds
-//! the episode's own ids and `year` is the episode's air year (design.md, "Show identity").
+//! An episode event describes the *episode*: the show is `grandparent*`, the `Guid` array holds the
+//! episode's own ids and `year` is the episode's air year (docs/architecture.md, "Show identity").
 
 use chrono::{DateTime, TimeZone, Utc};
 use serde::{Deserialize, Deserializer, Serialize};

@@ -94,8 +94,8 @@ impl QueueMessage {
         }
     }
 
-    /// FIFO deduplication id: hash of (sender and server, account, event, item key). SQS drops a second
-    /// message with the same id within 5 minutes: the seed's duplicate window.
+    /// FIFO deduplication id: hash of (sender and server, account, event, item key). SQS drops a
+    /// second message with the same id within 5 minutes (docs/architecture.md, "Exactly once").
     pub fn deduplication_id(&self) -> String {
         let e = &self.event;
         let account = e

@@ -60,7 +60,8 @@ pub async fn handle(state: &State, req: Request) -> Response<Body> {
     state.api.finish(&req, respond(result))
 }
 
-/// The seed's `GET /api/plex/config` shape, plus the server URL and the Plex account name.
+/// The `GET /api/plex/config` body (docs/openapi.yaml): settings, server and account, never the
+/// token.
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 struct ConfigView {
@@ -114,7 +115,7 @@ async fn get_config(state: &State) -> Result<Response<Body>, ApiError> {
     Ok(json(StatusCode::OK, &view))
 }
 
-/// `POST /api/plex/config` body (the seed's, plus `rotateWebhookSecret`).
+/// `POST /api/plex/config` body (docs/openapi.yaml).
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct SaveBody {

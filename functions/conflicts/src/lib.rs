@@ -81,7 +81,7 @@ enum Action {
     Ignore,
 }
 
-/// The seed's body: `{action, tvshowId?, createNew?: {tmdbId}}`.
+/// The resolve body: `{action, tvshowId?, createNew?: {tmdbId}}`.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct ResolveBody {

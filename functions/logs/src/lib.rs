@@ -1,7 +1,7 @@
 //! `logs` handler.
 //!
 //! - `GET /api/plex/logs`: the activity log, newest first (`limit`, `status`, `cursor`).
-//! - `GET /api/plex/stats`: the seed's per-day totals for 7 days, plus open conflicts.
+//! - `GET /api/plex/stats`: per-day totals for 7 days, plus open conflicts.
 //! - `POST /api/plex/logs/{id}/replay`: re-enqueue a stored payload.
 //! - `GET /api/plex/dead-letters`: what sits in the dead-letter queue, decoded.
 //! - `POST /api/plex/dead-letters/redrive`: move it back to the queue.
@@ -25,7 +25,7 @@ pub mod log_replay;
 
 use log_replay::replay_log;
 
-/// Days covered by `GET /api/plex/stats` (the seed's dashboard query).
+/// Days covered by `GET /api/plex/stats`.
 pub const STATS_DAYS: i32 = 7;
 
 pub struct State {

@@ -1,5 +1,5 @@
-//! Webhook replay (the seed's "replay failed webhooks"): a stored payload from the activity log
-//! goes through the same validation as a live webhook and back onto the queue.
+//! Webhook replay: a stored payload from the activity log goes through the same validation as a
+//! live webhook and back onto the queue.
 
 use chrono::Utc;
 use sha2::{Digest, Sha256};

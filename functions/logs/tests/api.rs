@@ -111,7 +111,7 @@ impl Harness {
 }
 
 #[tokio::test]
-async fn logs_are_listed_newest_first_in_the_seed_shape() {
+async fn logs_are_listed_newest_first_in_the_documented_shape() {
     let h = Harness::new().await;
     let now = Utc::now();
     let old = h

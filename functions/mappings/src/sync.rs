@@ -1,4 +1,4 @@
-//! History sync for one mapped show (the seed's `syncShowProgress`): read every episode's watch
+//! History sync for one mapped show: read every episode's watch
 //! state from the Plex server (`allLeaves`) and mark each watched one in the tracker with its
 //! `lastViewedAt`, through the processor's marking code (never overwriting an episode already
 //! watched, so a date entered by hand survives).

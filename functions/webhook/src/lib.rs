@@ -40,7 +40,7 @@ pub const WEBHOOK_PATH: &str = plexsync::api::routes::WEBHOOK[0].1;
 /// Largest body accepted. Payloads are a few KiB; Plex's thumb part is a small JPEG.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 
-/// Requests per source address per window, as in the seed (express-rate-limit: 100 per minute).
+/// Requests per source address per window (like express-rate-limit's 100 per minute).
 pub const RATE_LIMIT: u32 = 100;
 pub const RATE_WINDOW: Duration = Duration::from_secs(60);
 
@@ -399,7 +399,7 @@ async fn multipart_payload(
     }
 }
 
-/// Per-instance, per-address fixed-window limiter (the seed's express-rate-limit semantics:
+/// Per-instance, per-address fixed-window limiter (express-rate-limit's semantics:
 /// at most `limit` requests per window, the window starting at an address's first request).
 /// A guard against floods on a warm instance; API Gateway throttling is the global limit.
 pub struct RateLimiter {

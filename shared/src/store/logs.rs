@@ -248,7 +248,7 @@ pub async fn payload(
     }))
 }
 
-/// One UTC day of the seed's dashboard query.
+/// One UTC day of `GET /api/plex/stats`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct DayStats {

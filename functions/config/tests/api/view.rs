@@ -6,7 +6,7 @@ use serde_json::json;
 use crate::support::*;
 
 #[tokio::test]
-async fn get_never_returns_the_token_and_has_the_seed_shape() {
+async fn get_never_returns_the_token_and_has_the_documented_shape() {
     let h = Harness::new().await;
     let before = json(&h.call(authed("GET", "/api/plex/config", None)).await);
     assert_eq!(

@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 use crate::support::*;
 
 #[tokio::test]
-async fn list_has_the_seed_fields_and_the_show_title() {
+async fn list_has_the_documented_fields_and_the_show_title() {
     let h = Harness::new().await;
     let body = h.get("/api/plex/mappings").await;
     assert_eq!(

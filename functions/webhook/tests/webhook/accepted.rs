@@ -9,8 +9,8 @@ use sha2::{Digest, Sha256};
 
 use crate::support::*;
 
-/// The FIFO dedup id as design.md defines it, computed independently of `QueueMessage`:
-/// hash of (server, account, event, item ratingKey).
+/// The FIFO dedup id as docs/architecture.md ("Exactly once") defines it, computed independently of
+/// `QueueMessage`: hash of (server, account, event, item ratingKey).
 fn expected_dedup(server: &str, account: i64, event: &str, rating_key: &str) -> String {
     hex::encode(Sha256::digest(
         format!("{server}\0{account}\0{event}\0{rating_key}").as_bytes(),
@@ -160,7 +160,7 @@ async fn non_owner_play_is_ignored_and_their_scrobble_is_queued_flagged_for_the_
     h.assert_queue_empty().await;
 
     // A household member's scrobble is valid: ingest queues it with the `user` flag, and the
-    // processor's account gate decides (design.md, "Whose play is it").
+    // processor's account gate decides (docs/architecture.md, "Whose play is it").
     let scrobble = fixtures::plex_other_account_scrobble();
     assert_accepted(&h.call(Event::plex(h.query(), &scrobble).request()).await);
     let got = h.received().await;
