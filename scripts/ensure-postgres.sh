@@ -18,11 +18,12 @@ as_postgres() { if [[ $EUID -eq 0 ]]; then runuser -u postgres -- "$@"; else sud
 can_login() { PGCONNECT_TIMEOUT=3 psql "$DB_URL" -XAtq -c 'select 1' >/dev/null 2>&1; }
 
 # True when our role can log in with its password and has what the tests and
-# migrations need: CREATEDB (one database per test), owns its database, pg_trgm available.
+# migrations need: CREATEDB (one database per test), CREATEROLE (the migrations create the
+# functions' runtime role), owns its database, pg_trgm available.
 ready() {
   local ok
   ok=$(PGCONNECT_TIMEOUT=3 psql "$DB_URL" -XAtq -c "
-    select r.rolcreatedb and d.datdba = r.oid
+    select r.rolcreatedb and r.rolcreaterole and d.datdba = r.oid
            and exists (select 1 from pg_available_extensions where name = 'pg_trgm')
     from pg_roles r, pg_database d
     where r.rolname = current_user and d.datname = current_database()" 2>/dev/null) || return 1
@@ -75,9 +76,9 @@ su_psql -d postgres <<'SQL'
 DO $$
 BEGIN
   IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'plexsync') THEN
-    CREATE ROLE plexsync LOGIN CREATEDB PASSWORD 'plexsync';
+    CREATE ROLE plexsync LOGIN CREATEDB CREATEROLE PASSWORD 'plexsync';
   ELSE
-    ALTER ROLE plexsync LOGIN CREATEDB PASSWORD 'plexsync';
+    ALTER ROLE plexsync LOGIN CREATEDB CREATEROLE PASSWORD 'plexsync';
   END IF;
 END $$;
 SELECT 'CREATE DATABASE plexsync OWNER plexsync'
@@ -89,10 +90,10 @@ SQL
 #    or ident/reject), put a scram line for our role first. We never add trust.
 if ! can_login; then
   hba=$(su_psql -d postgres -At -c 'show hba_file')
-  marker="# plexsync: password login for the dev/test role (scripts/ensure-postgres.sh)"
+  marker="# plexsync: password login for the dev/test roles (scripts/ensure-postgres.sh)"
   if ! as_root grep -qF "$marker" "$hba"; then
     log "allowing scram-sha-256 login for role plexsync from 127.0.0.1 in $hba"
-    as_root sed -i "1i $marker\nhost    all    plexsync    127.0.0.1/32    scram-sha-256" "$hba"
+    as_root sed -i "1i $marker\nhost    all    all    127.0.0.1/32    scram-sha-256" "$hba"
     su_psql -d postgres -c 'select pg_reload_conf()' >/dev/null
   fi
 fi

@@ -466,6 +466,45 @@ def main():
         )["Attributes"]
         assert attrs == {"ApproximateNumberOfMessages": "0", "ApproximateNumberOfMessagesNotVisible": "0"}, attrs
 
+    def unmatched_scrobble():
+        payload = world.webhook("unmatched_episode_scrobble")
+        payload["Metadata"]["lastViewedAt"] = int(time.time())
+        body, ctype = multipart(payload)
+        status, _, resp = http("POST", state["webhook_url"], body, {"Content-Type": ctype})
+        assert status == 202, f"{status} {resp}"
+
+    def unmatched_conflict():
+        deadline = time.monotonic() + PROCESSING_TIMEOUT
+        listed = None
+        while time.monotonic() < deadline:
+            status, _, listed = http("GET", f"{base}/lambda-url/conflicts/api/plex/conflicts",
+                                     headers=auth, timeout=FIRST_REQUEST_TIMEOUT)
+            assert status == 200, f"{status} {listed}"
+            found = [c for c in listed.get("conflicts", []) if c.get("plexRatingKey") == "61000"]
+            if found:
+                conflict = found[0]
+                offered = [m.get("tvshowId") for m in conflict.get("potentialMatches", [])]
+                office = int(psql(db_url, "SELECT id FROM tvshows WHERE tmdb_id = 2316"))
+                assert office in offered, f"the tracker's The Office is not offered: {conflict}"
+                assert conflict.get("pendingEvents") == 1, conflict
+                assert episode_state(db_url, 1, 2).startswith("false"), "marked before resolving"
+                state["conflict"], state["office"] = conflict["id"], office
+                return f"conflict {conflict['id']} ({conflict['conflictType']}), candidates {offered}"
+            time.sleep(1)
+        raise AssertionError(f"no conflict for the unmatched show within {PROCESSING_TIMEOUT:.0f} s: "
+                             f"{listed}; see {LOG_DIR}/watch.log and bridge.log")
+
+    def resolve_unmatched():
+        status, _, body = http(
+            "POST", f"{base}/lambda-url/conflicts/api/plex/conflicts/{state['conflict']}/resolve",
+            json.dumps({"action": "select", "tvshowId": state["office"]}).encode(),
+            {**auth, "Content-Type": "application/json"}, timeout=FIRST_REQUEST_TIMEOUT)
+        assert status == 200, f"{status} {body}"
+        assert body["replay"]["markedEpisodes"] == ["S01E02"], body
+        seen = episode_state(db_url, 1, 2)
+        assert seen.startswith("true"), f"S01E02 is {seen!r} after resolving"
+        return f"S01E02 watched at {seen.split()[1]}"
+
     check("migrate as a CloudFormation custom resource answers its ResponseURL", migrate_custom_resource)
     if check("POST /api/plex/config -> 200 with webhookUrl", config):
         check("management API rejects a wrong token with 401", unauthorized)
@@ -474,6 +513,9 @@ def main():
             if check("bridge -> processor marks S01E01 watched in Postgres", marked):
                 check("GET /api/plex/logs shows the success row", logs)
                 check("the message was deleted from the queue", queue_drained)
+        if check("unmatched show (local://, no Guid array) scrobble -> 202", unmatched_scrobble):
+            if check("the processor opens a conflict offering the tracker's show", unmatched_conflict):
+                check("resolving it through the API marks the held episode", resolve_unmatched)
 
 
 def run():

@@ -7,6 +7,8 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use secrecy::{ExposeSecret, SecretString};
 use tokio_postgres::config::SslMode;
 
+use crate::env::{Env, EnvError};
+
 pub use deadpool_postgres::{Object as Client, Pool as DbPool};
 
 mod embedded {
@@ -40,6 +42,8 @@ impl DbError {
                         || c.starts_with("57")
                         || c == "40001"
                         || c == "40P01"
+                        // lock_timeout expired: the lock holder finishes, a retry gets it
+                        || c == "55P03"
                 });
                 // A dropped connection surfaces as an I/O error in the source chain; a client-side
                 // bug (say, a parameter of the wrong type) has neither and is not worth retrying.
@@ -52,24 +56,112 @@ impl DbError {
     }
 }
 
+/// How a pool's connections behave.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolSettings {
+    /// Connections one instance may hold. A Lambda instance serves one request at a time, so
+    /// 2 is enough (a transaction plus a log write) and keeps instances x connections small.
+    pub max_size: usize,
+    /// Longest a statement may run, and longest it may wait for a lock: a stuck query or a
+    /// held row lock fails the message fast (it is retried) instead of eating the invocation.
+    /// `None` for migrations, which may legitimately take long.
+    pub statement_timeout: Option<Duration>,
+    pub lock_timeout: Option<Duration>,
+}
+
+impl PoolSettings {
+    /// The functions' settings.
+    pub const RUNTIME: Self = Self {
+        max_size: 2,
+        statement_timeout: Some(Duration::from_secs(15)),
+        lock_timeout: Some(Duration::from_secs(5)),
+    };
+    /// Migrations: one connection, no statement or lock limit.
+    pub const MIGRATIONS: Self = Self {
+        max_size: 1,
+        statement_timeout: None,
+        lock_timeout: None,
+    };
+
+    /// [`Self::RUNTIME`] with the size from `DATABASE_POOL_SIZE` when set (the template sets
+    /// it per function, next to the concurrency that multiplies it).
+    pub fn from_env(env: &Env) -> Result<Self, EnvError> {
+        let max_size = match env.optional("DATABASE_POOL_SIZE") {
+            None => Self::RUNTIME.max_size,
+            Some(v) => match v.parse::<usize>() {
+                Ok(n) if (1..=16).contains(&n) => n,
+                _ => {
+                    return Err(EnvError::Invalid {
+                        name: "DATABASE_POOL_SIZE",
+                        reason: format!("{v:?} is not a number from 1 to 16"),
+                    })
+                }
+            },
+        };
+        Ok(Self {
+            max_size,
+            ..Self::RUNTIME
+        })
+    }
+}
+
+/// The pool a function uses: `DATABASE_URL` and `DATABASE_POOL_SIZE`.
+pub fn pool_from_env(env: &Env) -> Result<Pool, EnvError> {
+    let settings = PoolSettings::from_env(env)?;
+    pool_with(&env.secret("DATABASE_URL")?, settings).map_err(|e| EnvError::Invalid {
+        name: "DATABASE_URL",
+        reason: e.to_string(),
+    })
+}
+
 /// Builds the pool without connecting: the first query connects, so a cold start never waits
-/// for (or fails on) the database.
+/// for (or fails on) the database. Four connections, runtime timeouts (tests, tools).
 pub fn pool(url: &SecretString) -> Result<Pool, DbError> {
+    pool_with(
+        url,
+        PoolSettings {
+            max_size: 4,
+            ..PoolSettings::RUNTIME
+        },
+    )
+}
+
+pub fn pool_with(url: &SecretString, settings: PoolSettings) -> Result<Pool, DbError> {
     let config: tokio_postgres::Config = url
         .expose_secret()
         .parse()
         .map_err(|e: tokio_postgres::Error| DbError::Config(e.to_string()))?;
-    pool_from_config(config, 4)
+    pool_from_config(config, settings)
 }
 
-pub fn pool_from_config(
+fn pool_from_config(
     mut config: tokio_postgres::Config,
-    max_size: usize,
+    settings: PoolSettings,
 ) -> Result<Pool, DbError> {
     config.connect_timeout(Duration::from_secs(5));
     config.application_name("plexsync");
+    // Sent in the startup packet, so every connection (new or replaced) has them; options
+    // already in the URL are kept.
+    let mut options: Vec<String> = config
+        .get_options()
+        .map(str::to_owned)
+        .into_iter()
+        .collect();
+    if let Some(t) = settings.statement_timeout {
+        options.push(format!("-c statement_timeout={}", t.as_millis()));
+    }
+    if let Some(t) = settings.lock_timeout {
+        options.push(format!("-c lock_timeout={}", t.as_millis()));
+    }
+    if !options.is_empty() {
+        config.options(options.join(" "));
+    }
     let manager_config = ManagerConfig {
-        recycling_method: RecyclingMethod::Fast,
+        // Verified: a checked-out connection first answers a trivial query. A Lambda instance
+        // is frozen between invocations; a connection the server or a NAT dropped meanwhile
+        // still looks open until used, and without the check the first query of the next
+        // message would fail (and the message come back only after the visibility timeout).
+        recycling_method: RecyclingMethod::Verified,
     };
     let manager = if config.get_ssl_mode() == SslMode::Require {
         Manager::from_config(config, tls_connector()?, manager_config)
@@ -77,7 +169,7 @@ pub fn pool_from_config(
         Manager::from_config(config, tokio_postgres::NoTls, manager_config)
     };
     Pool::builder(manager)
-        .max_size(max_size)
+        .max_size(settings.max_size)
         .runtime(Runtime::Tokio1)
         .wait_timeout(Some(Duration::from_secs(10)))
         .create_timeout(Some(Duration::from_secs(6)))

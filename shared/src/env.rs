@@ -4,8 +4,10 @@
 use std::collections::HashMap;
 
 use ipnet::IpNet;
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 use url::Url;
+
+use crate::secrets::SecretsCache;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum EnvError {
@@ -14,6 +16,18 @@ pub enum EnvError {
     #[error("environment variable {name} is invalid: {reason}")]
     Invalid { name: &'static str, reason: String },
 }
+
+/// Variables whose value may come from Secrets Manager instead: when the variable is unset and
+/// its `_SECRET_ID` companion names a secret, the secret's string is the value, read once at
+/// cold start. On AWS the template passes only the secret ARNs, so the values never sit in the
+/// function's configuration (readable with `lambda:GetFunctionConfiguration`) and a changed
+/// secret takes effect at the next cold start, without a deploy. Locally the plain variables
+/// are simpler.
+pub const SECRET_BACKED: [(&str, &str); 3] = [
+    ("DATABASE_URL", "DATABASE_URL_SECRET_ID"),
+    ("RUNTIME_DATABASE_URL", "RUNTIME_DATABASE_URL_SECRET_ID"),
+    ("TMDB_API_TOKEN", "TMDB_API_TOKEN_SECRET_ID"),
+];
 
 /// Where variables come from: the process environment, or a map in tests (tests run in
 /// parallel, so they must not mutate the real environment).
@@ -40,6 +54,36 @@ impl Env {
         Self {
             lookup: Box::new(move |name| map.get(name).cloned()),
         }
+    }
+
+    /// This environment with each [`SECRET_BACKED`] variable that is unset but has its
+    /// `_SECRET_ID` set filled in from Secrets Manager (through the secrets cache).
+    pub async fn with_secrets(self, secrets: &SecretsCache) -> Result<Self, EnvError> {
+        let mut resolved = HashMap::new();
+        for (name, id_name) in SECRET_BACKED {
+            if self.optional(name).is_some() {
+                continue;
+            }
+            let Some(id) = self.optional(id_name) else {
+                continue;
+            };
+            let value = secrets
+                .get(&id)
+                .await
+                .map_err(|e| EnvError::Invalid {
+                    name: id_name,
+                    reason: e.to_string(),
+                })?
+                .ok_or_else(|| EnvError::Invalid {
+                    name: id_name,
+                    reason: format!("secret {id} does not exist or holds no string"),
+                })?;
+            resolved.insert(name, value.expose_secret().to_string());
+        }
+        let fallback = self.lookup;
+        Ok(Self {
+            lookup: Box::new(move |name| resolved.get(name).cloned().or_else(|| fallback(name))),
+        })
     }
 
     /// The value, with surrounding whitespace removed; empty counts as unset.

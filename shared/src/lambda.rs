@@ -60,7 +60,15 @@ async fn start<S: 'static, E: Display>(
 ) -> &'static S {
     init_logging();
     let sdk = sdk_config().await;
-    Box::leak(Box::new(or_exit(build(&Env::from_process(), &sdk))))
+    let env = or_exit(env_with_secrets(&sdk).await);
+    Box::leak(Box::new(or_exit(build(&env, &sdk))))
+}
+
+/// The process environment, with the values of secret-backed variables read from Secrets
+/// Manager (see [`crate::env::SECRET_BACKED`]).
+pub async fn env_with_secrets(sdk: &SdkConfig) -> Result<Env, crate::env::EnvError> {
+    let secrets = crate::secrets::SecretsCache::new(aws_sdk_secretsmanager::Client::new(sdk));
+    Env::from_process().with_secrets(&secrets).await
 }
 
 /// The runtime's subscriber honours `AWS_LAMBDA_LOG_LEVEL` / `RUST_LOG` and switches to JSON

@@ -427,15 +427,9 @@ impl WebhookPayload {
                 .is_some_and(|t| matches!(t, "episode" | "season" | "show")) => {}
             None => return Ok(Decision::Ignore("not a TV item".into())),
         }
-        if meta
-            .guid
-            .as_deref()
-            .is_some_and(|g| PlexGuid::parse(g) == PlexGuid::Local)
-        {
-            return Ok(Decision::Ignore(
-                "local item without agent metadata (local://)".into(),
-            ));
-        }
+        // `local://` items (Plex could not match the show, or the library has no agent) carry
+        // no external id: they are processed too, and the processor matches them by title
+        // and asks the user.
         let item = match meta.item_type.as_deref() {
             Some("episode") => ItemKind::Episode,
             Some("season") => ItemKind::Season,
@@ -682,9 +676,21 @@ mod tests {
         assert!(
             matches!(decide(fixtures::plex_movie_scrobble()).unwrap(), Decision::Ignore(r) if r.contains("movie"))
         );
-        let mut local = fixtures::plex_episode_scrobble();
-        local["Metadata"]["guid"] = "local://48213".into();
-        assert!(matches!(decide(local).unwrap(), Decision::Ignore(r) if r.contains("local://")));
+    }
+
+    #[test]
+    fn unmatched_local_items_are_processed_without_ids() {
+        let Decision::Process(e) = decide(fixtures::plex_unmatched_episode_scrobble()).unwrap()
+        else {
+            panic!("an unmatched show's scrobble is processed")
+        };
+        assert_eq!(e.show.title, "The Office");
+        assert_eq!(e.show.rating_key, "61000");
+        assert_eq!(e.show.guid.as_deref(), Some("local://61000"));
+        assert!(e.show.ids.is_empty());
+        let ep = e.episode.unwrap();
+        assert_eq!((ep.season, ep.number), (1, 2));
+        assert!(ep.ids.is_empty());
     }
 
     #[test]

@@ -93,10 +93,7 @@ pub enum StartupError {
 impl Pipeline {
     /// From `DATABASE_URL`, `ENCRYPTION_KEY_SECRET_ID`, `TMDB_BASE_URL`, `TMDB_API_TOKEN`.
     pub fn from_env(env: &Env, aws: &SdkConfig) -> Result<Self, StartupError> {
-        let pool = db::pool(&env.secret("DATABASE_URL")?).map_err(|e| EnvError::Invalid {
-            name: "DATABASE_URL",
-            reason: e.to_string(),
-        })?;
+        let pool = db::pool_from_env(env)?;
         Self::with_pool(pool, env, aws)
     }
 
@@ -502,6 +499,10 @@ enum Resolved {
     Done(Outcome),
 }
 
+/// Why `library.new` for a show the tracker does not have is ignored when auto-add is off.
+pub const NEW_SHOW_NOT_TRACKED: &str =
+    "new in the library but not in the tracker, and auto-add is off: its first scrobble will ask";
+
 fn sync_disabled(mapping_id: i32) -> Outcome {
     Outcome::ignored(format!(
         "sync disabled for this show (mapping {mapping_id})"
@@ -689,6 +690,14 @@ async fn resolve_and_map(
                     Mapped::Matched
                 },
             )
+        }
+        // A show added to the library is not being watched yet: asking about every show of a
+        // library import would bury the user in conflicts. Its first scrobble asks.
+        MatchDecision::Conflict {
+            kind: matching::ConflictKind::NoMatch,
+            ..
+        } if ev.kind == EventKind::LibraryNew && !config.auto_add_shows => {
+            Resolved::Done(finish(&tx, ctx, Outcome::ignored(NEW_SHOW_NOT_TRACKED)).await?)
         }
         MatchDecision::Conflict { kind, candidates } => {
             let matches = serde_json::to_value(&candidates).unwrap_or_else(|_| json!([]));

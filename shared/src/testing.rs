@@ -249,6 +249,12 @@ pub mod fixtures {
         world("plex_webhooks", "legacy_episode_scrobble")
     }
 
+    /// An episode of a show Plex could not match (`local://` guids, no `Guid` array), titled
+    /// "The Office" like two of TMDB's shows: S01E02.
+    pub fn plex_unmatched_episode_scrobble() -> Value {
+        world("plex_webhooks", "unmatched_episode_scrobble")
+    }
+
     /// A movie scrobble (never synced).
     pub fn plex_movie_scrobble() -> Value {
         world("plex_webhooks", "movie_scrobble")

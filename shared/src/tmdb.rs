@@ -14,7 +14,7 @@ use serde::{de::DeserializeOwned, Deserialize};
 use tokio::{sync::Mutex, time::Instant};
 use url::Url;
 
-use crate::env::TmdbConfig;
+use crate::{env::TmdbConfig, metrics};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TmdbError {
@@ -318,7 +318,35 @@ impl TmdbClient {
         Ok(page.results)
     }
 
+    /// One call, retries included, counted for the TMDB error-rate alarm: an error is a
+    /// failure after the retries (unavailable, rejected token, unreadable answer); "not found"
+    /// is an answer, not an error.
     async fn get<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        query: &[(&str, &str)],
+    ) -> Result<T, TmdbError> {
+        let result = self.get_with_retries(path, query).await;
+        let failed = matches!(
+            result,
+            Err(TmdbError::Transient(_) | TmdbError::Permanent(_))
+        );
+        metrics::emit(&[
+            metrics::Sample {
+                name: metrics::TMDB_REQUESTS,
+                value: 1.0,
+                unit: "Count",
+            },
+            metrics::Sample {
+                name: metrics::TMDB_ERRORS,
+                value: if failed { 1.0 } else { 0.0 },
+                unit: "Count",
+            },
+        ]);
+        result
+    }
+
+    async fn get_with_retries<T: DeserializeOwned>(
         &self,
         path: &str,
         query: &[(&str, &str)],
@@ -544,6 +572,55 @@ mod tests {
         let err = tmdb.tv(2).await.unwrap_err();
         assert!(matches!(err, TmdbError::NotFound(_)), "{err}");
         assert!(!err.is_transient());
+    }
+
+    /// The EMF lines the TMDB error-rate alarm reads: one per call, an error only when the call
+    /// failed after its retries.
+    #[tokio::test]
+    async fn each_call_emits_a_request_and_whether_it_failed() {
+        let server = MockServer::start().await;
+        Mock::given(method("GET"))
+            .and(path("/3/search/tv"))
+            .respond_with(
+                ResponseTemplate::new(200).set_body_json(fixtures::tmdb_search_the_office()),
+            )
+            .mount(&server)
+            .await;
+        Mock::given(method("GET"))
+            .and(path("/3/tv/1"))
+            .respond_with(ResponseTemplate::new(503))
+            .mount(&server)
+            .await;
+        Mock::given(method("GET"))
+            .and(path("/3/tv/3"))
+            .respond_with(ResponseTemplate::new(401))
+            .mount(&server)
+            .await;
+        let tmdb = client(&server, "key");
+        let ((), lines) = metrics::capture(async {
+            assert!(!tmdb.search_tv("The Office").await.unwrap().is_empty());
+            assert!(tmdb.tv(1).await.unwrap_err().is_transient());
+            assert!(matches!(tmdb.tv(2).await, Err(TmdbError::NotFound(_))));
+            assert!(tmdb.tv(3).await.is_err());
+        })
+        .await;
+        let docs: Vec<serde_json::Value> = lines
+            .iter()
+            .map(|l| serde_json::from_str(l).expect("an EMF line is JSON"))
+            .collect();
+        assert_eq!(docs.len(), 4, "one line per call, not per retry: {lines:?}");
+        for doc in &docs {
+            let directive = &doc["_aws"]["CloudWatchMetrics"][0];
+            assert_eq!(directive["Namespace"], "plexsync");
+            assert_eq!(directive["Metrics"][0]["Name"], "TmdbRequests");
+            assert_eq!(directive["Metrics"][1]["Name"], "TmdbErrors");
+            assert_eq!(doc["TmdbRequests"], 1.0);
+        }
+        let errors: Vec<f64> = docs
+            .iter()
+            .map(|d| d["TmdbErrors"].as_f64().unwrap())
+            .collect();
+        assert_eq!(errors, [0.0, 1.0, 0.0, 1.0]);
     }
 
     #[tokio::test]

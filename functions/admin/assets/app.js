@@ -589,13 +589,16 @@ function mappingRows(m) {
     detail.firstChild.replaceChildren(...content);
   };
   const actions = h("td", { class: "actions" });
-  if (m.tvshowId && m.syncEnabled) {
+  if (m.id === null) {
+    // Only in a conflict so far (the Conflicts filter lists those too): no mapping to change yet.
+    actions.append(h("a", { href: "#conflicts" }, "Choose in Conflicts", h("span", { class: "visually-hidden" }, `: ${title}`)));
+  } else if (m.tvshowId && m.syncEnabled) {
     actions.append(h("button", { type: "button", onclick: (e) => syncHistory(m, e.currentTarget, showDetail) },
       "Sync watch history", h("span", { class: "visually-hidden" }, ` of ${title}`)));
   }
-  actions.append(h("button", { type: "button", onclick: () => showDetail(confirmForm(m, title, showDetail)) },
+  if (m.id !== null) actions.append(h("button", { type: "button", onclick: () => showDetail(confirmForm(m, title, showDetail)) },
     m.tvshowId ? "Map to another show" : "Map to a show", h("span", { class: "visually-hidden" }, `: ${title}`)));
-  if (m.syncEnabled) {
+  if (m.id !== null && m.syncEnabled) {
     actions.append(h("button", { type: "button", class: "danger-outline", onclick: (e) => disableMapping(m, title, e.currentTarget, showDetail) },
       "Disable sync", h("span", { class: "visually-hidden" }, ` for ${title}`)));
   }

@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use aws_lambda_events::event::cloudformation::CloudFormationCustomResourceRequest;
 use lambda_runtime::{run, service_fn, Error, LambdaEvent};
 use migrate::Invocation;
-use plexsync::{db, env::Env, lambda};
+use plexsync::{db, lambda};
 
 /// Kept back from the Lambda deadline for the response PUT (and its retries).
 const RESPONSE_RESERVE: Duration = Duration::from_secs(30);
@@ -18,11 +18,13 @@ const RESPONSE_RESERVE: Duration = Duration::from_secs(30);
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     lambda::init_logging();
-    let env = Env::from_process();
+    // DATABASE_URL (the owner role) or DATABASE_URL_SECRET_ID, read from Secrets Manager.
+    let env = lambda::env_with_secrets(&lambda::sdk_config().await).await;
 
     if std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_none() {
+        let env = lambda::or_exit(env);
         let url = lambda::or_exit(env.secret("DATABASE_URL"));
-        let pool = db::pool(&url)?;
+        let pool = db::pool_with(&url, db::PoolSettings::MIGRATIONS)?;
         let applied = db::migrate(&pool).await?;
         println!(
             "migrations applied: {}",
@@ -38,9 +40,11 @@ async fn main() -> Result<(), Error> {
     // Under CloudFormation a bad DATABASE_URL must become a FAILED response, not an exit that
     // leaves the stack waiting: keep the error and report it on each request.
     let pool = env
-        .secret("DATABASE_URL")
+        .and_then(|env| env.secret("DATABASE_URL"))
         .map_err(|e| e.to_string())
-        .and_then(|url| db::pool(&url).map_err(|e| e.to_string()));
+        .and_then(|url| {
+            db::pool_with(&url, db::PoolSettings::MIGRATIONS).map_err(|e| e.to_string())
+        });
     let http = migrate::http_client();
     let (pool, http) = (&pool, &http);
     run(service_fn(

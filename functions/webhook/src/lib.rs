@@ -28,6 +28,7 @@ use tracing::Instrument;
 use plexsync::{
     api::{body_bytes, constant_time_eq, json, query_param, route_not_found, ApiError},
     env::{Env, EnvError},
+    metrics,
     payload::{Decision, PlexEvent},
     queue::QueueMessage,
     secrets::SecretsCache,
@@ -182,6 +183,8 @@ impl State {
                 item = %e.item_rating_key,
                 "could not enqueue webhook event"
             );
+            // Plex does not retry: this play is lost. The EnqueueFailed alarm reads it.
+            metrics::emit_count(metrics::ENQUEUE_FAILURES, 1.0);
             ApiError::Unavailable("could not queue the event, try again shortly".into())
         })?;
         log_event("webhook accepted", &message.event);

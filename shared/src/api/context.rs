@@ -43,10 +43,7 @@ impl ApiContext {
 
     /// From `DATABASE_URL`, `API_TOKEN_SECRET_ID` and `CORS_ALLOWED_ORIGINS`.
     pub fn from_env(env: &Env, sdk: &SdkConfig) -> Result<Self, EnvError> {
-        let pool = db::pool(&env.secret("DATABASE_URL")?).map_err(|e| EnvError::Invalid {
-            name: "DATABASE_URL",
-            reason: e.to_string(),
-        })?;
+        let pool = db::pool_from_env(env)?;
         let secrets = Arc::new(SecretsCache::new(aws_sdk_secretsmanager::Client::new(sdk)));
         Ok(Self::new(
             pool,

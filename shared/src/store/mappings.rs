@@ -15,7 +15,9 @@ use crate::{
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Mapping {
-    pub id: i32,
+    /// `None` for a Plex show that is only in an open conflict so far (the processor creates
+    /// the mapping once the conflict is resolved); listed by `?conflicts=true` only.
+    pub id: Option<i32>,
     /// The media server kind the show is on (`plex`, `jellyfin`, `emby`).
     pub sender: String,
     pub plex_server_uuid: String,
@@ -78,26 +80,25 @@ fn from_row(r: &Row) -> Mapping {
 pub struct MappingFilter {
     /// Only Plex shows not mapped to a tracker show.
     pub unmapped: bool,
-    /// Only Plex shows with an open conflict.
+    /// Only Plex shows with an open conflict, including those that have no mapping row yet
+    /// (a show new to the processor gets its mapping when the conflict is resolved).
     pub conflicts: bool,
 }
 
-/// In id order.
+/// In id order; with `filter.conflicts`, every Plex show with an open conflict, in conflict id
+/// order (the cursor is then the conflict id).
 #[tracing::instrument(skip(pool))]
 pub async fn list(
     pool: &DbPool,
     filter: MappingFilter,
     page: &PageRequest,
 ) -> Result<Page<Mapping>, DbError> {
+    if filter.conflicts {
+        return list_in_conflict(pool, filter.unmapped, page).await;
+    }
     let mut sql = format!("{SELECT} WHERE true");
     if filter.unmapped {
         sql.push_str(" AND m.tvshow_id IS NULL");
-    }
-    if filter.conflicts {
-        sql.push_str(
-            " AND EXISTS (SELECT 1 FROM plex_conflicts c WHERE NOT c.resolved AND c.sender = m.sender
-                 AND c.plex_server_uuid = m.plex_server_uuid AND c.plex_rating_key = m.plex_rating_key)",
-        );
     }
     let after = page.after.as_ref().map(|c| c.id).unwrap_or(0);
     let limit = page.fetch_limit();
@@ -108,7 +109,43 @@ pub async fn list(
     let items = rows.iter().map(from_row).collect();
     Ok(page.page(items, |m: &Mapping| Cursor {
         created_at: None,
-        id: m.id.into(),
+        id: m.id.unwrap_or_default().into(),
+    }))
+}
+
+/// The Plex shows with an open conflict: the conflict, with the show's mapping when it has one.
+async fn list_in_conflict(
+    pool: &DbPool,
+    unmapped: bool,
+    page: &PageRequest,
+) -> Result<Page<Mapping>, DbError> {
+    let after = page.after.as_ref().map(|c| c.id).unwrap_or(0);
+    let limit = page.fetch_limit();
+    let client = pool.get().await?;
+    let rows = client
+        .query(
+            "SELECT m.id, c.plex_server_uuid, c.plex_rating_key, COALESCE(m.plex_guid, c.plex_guid),
+                    COALESCE(m.plex_title, c.plex_title), COALESCE(m.plex_year, c.plex_year),
+                    m.tmdb_id, m.tvdb_id, m.imdb_id, m.tvshow_id, t.title,
+                    m.match_confidence::float8, m.match_method,
+                    COALESCE(m.manually_confirmed, false), COALESCE(m.sync_enabled, true),
+                    c.id, COALESCE(m.created_at, c.created_at), COALESCE(m.updated_at, c.updated_at),
+                    c.sender
+               FROM plex_conflicts c
+               LEFT JOIN plex_show_mappings m
+                      ON m.sender = c.sender AND m.plex_server_uuid = c.plex_server_uuid
+                     AND m.plex_rating_key = c.plex_rating_key
+               LEFT JOIN tvshows t ON t.id = m.tvshow_id
+              WHERE NOT c.resolved AND (NOT $1 OR m.tvshow_id IS NULL) AND c.id > $2::int8
+              ORDER BY c.id
+              LIMIT $3",
+            &[&unmapped, &after, &limit],
+        )
+        .await?;
+    let items = rows.iter().map(from_row).collect();
+    Ok(page.page(items, |m: &Mapping| Cursor {
+        created_at: None,
+        id: m.conflict_id.unwrap_or_default().into(),
     }))
 }
 

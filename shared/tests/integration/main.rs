@@ -1,8 +1,10 @@
 //! Integration tests against real Postgres and moto_server (started by `make test`).
 
 mod dlq;
+mod env_secrets;
 mod metrics;
 mod migrations;
 mod openapi;
+mod pool;
 mod secrets;
 mod template;

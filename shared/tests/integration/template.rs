@@ -438,6 +438,52 @@ fn alarms_watch_the_queue_dlq_webhook_and_the_metrics_the_code_emits() {
         alarm_metric(&t, "OpenConflictsAlarm"),
         (metrics::NAMESPACE.into(), metrics::OPEN_CONFLICTS.into())
     );
+    assert_eq!(
+        alarm_metric(&t, "EnqueueFailedAlarm"),
+        (metrics::NAMESPACE.into(), metrics::ENQUEUE_FAILURES.into())
+    );
+    // The TMDB error rate: errors over calls, both as the client emits them.
+    let queries = &t.props("TmdbErrorRateAlarm")["Metrics"];
+    let stat = |id: &str| {
+        let q = list(queries)
+            .into_iter()
+            .find(|q| q["Id"].as_str() == Some(id))
+            .unwrap_or_else(|| panic!("TmdbErrorRateAlarm has a query {id}"));
+        let m = &q["MetricStat"]["Metric"];
+        (
+            m["Namespace"].as_str().unwrap_or_default().to_string(),
+            m["MetricName"].as_str().unwrap_or_default().to_string(),
+            q["MetricStat"]["Period"].as_u64(),
+        )
+    };
+    assert_eq!(
+        stat("errors"),
+        (
+            metrics::NAMESPACE.into(),
+            metrics::TMDB_ERRORS.into(),
+            Some(600)
+        )
+    );
+    assert_eq!(
+        stat("requests"),
+        (
+            metrics::NAMESPACE.into(),
+            metrics::TMDB_REQUESTS.into(),
+            Some(600)
+        )
+    );
+    let rate = list(queries)
+        .into_iter()
+        .find(|q| q["ReturnData"].as_bool() == Some(true))
+        .expect("one query is the alarm's");
+    assert!(rate["Expression"]
+        .as_str()
+        .unwrap_or_default()
+        .contains("100 * errors / requests"));
+    assert_eq!(
+        t.props("TmdbErrorRateAlarm")["Threshold"].as_u64(),
+        Some(20)
+    );
     // Webhook outcomes are counted from the access log, for the webhook route only.
     for (filter, alarm, status) in [
         ("Webhook4xxMetric", "Webhook4xxAlarm", "4*"),
@@ -475,4 +521,49 @@ fn alarms_watch_the_queue_dlq_webhook_and_the_metrics_the_code_emits() {
         serde_json::from_str(&format).expect("access log format is JSON");
     assert_eq!(fields["routeKey"], "$context.routeKey");
     assert_eq!(fields["status"], "$context.status");
+}
+
+#[test]
+fn database_functions_keep_small_pools() {
+    let t = Template::load();
+    for f in [
+        "ProcessorFunction",
+        "ConfigFunction",
+        "MappingsFunction",
+        "ConflictsFunction",
+        "LogsFunction",
+    ] {
+        let size = &t.props(f)["Environment"]["Variables"]["DATABASE_POOL_SIZE"];
+        let size: u64 = size
+            .as_str()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("{f} sets DATABASE_POOL_SIZE"));
+        assert!((1..=2).contains(&size), "{f}: pool of {size}");
+    }
+}
+
+#[test]
+fn functions_get_secret_arns_never_secret_values() {
+    let t = Template::load();
+    for f in functions(&t) {
+        let Some(vars) = t.props(&f)["Environment"]["Variables"].as_mapping() else {
+            continue;
+        };
+        for (name, value) in vars {
+            let name = name.as_str().unwrap_or_default();
+            assert!(
+                !matches!(name, "DATABASE_URL" | "TMDB_API_TOKEN" | "RUNTIME_DATABASE_URL"),
+                "{f}: {name} would put the value in the function's configuration; pass {name}_SECRET_ID"
+            );
+            let text = format!("{value:?}");
+            assert!(
+                !text.contains("{{resolve:"),
+                "{f}: {name} resolves a secret into the environment"
+            );
+            assert!(
+                intrinsic(value) != Some(reference("TmdbApiToken")),
+                "{f}: {name}"
+            );
+        }
+    }
 }

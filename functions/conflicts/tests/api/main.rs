@@ -4,3 +4,4 @@ mod replay;
 mod resolve;
 mod routes;
 mod support;
+mod unmatched;

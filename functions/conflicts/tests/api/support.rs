@@ -197,6 +197,19 @@ impl Harness {
         .await
     }
 
+    /// TMDB's title search for "The Office" (three shows: US, UK, AU).
+    pub async fn stub_search(&self) {
+        wiremock::Mock::given(wiremock::matchers::method("GET"))
+            .and(wiremock::matchers::path("/3/search/tv"))
+            .and(wiremock::matchers::query_param("query", "The Office"))
+            .respond_with(
+                wiremock::ResponseTemplate::new(200)
+                    .set_body_json(fixtures::tmdb_search_the_office()),
+            )
+            .mount(&self.tmdb)
+            .await;
+    }
+
     pub async fn conflict_row(&self, id: i32) -> tokio_postgres::Row {
         self.db
             .pool

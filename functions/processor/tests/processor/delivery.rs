@@ -378,3 +378,45 @@ async fn records_after_a_transient_failure_are_returned_unprocessed() {
     // m-2 would have been logged `failed` had it been processed.
     assert_eq!(h.count("SELECT count(*) FROM plex_webhook_logs").await, 0);
 }
+
+/// The EMF line the OpenConflicts alarm reads, emitted after each batch with the database's
+/// count of unresolved conflicts.
+#[tokio::test]
+async fn a_batch_emits_the_open_conflicts_metric_with_the_real_count() {
+    let h = harness().await;
+    stub_search(&h, json!({"page": 1, "results": [], "total_results": 0})).await;
+    let body = message(office_episode(1)).to_body();
+    let processor = h.processor();
+    let (response, lines) = plexsync::metrics::capture(processor::handle_batch(
+        &processor,
+        sqs_event(&[("m-conflict", body, 1)]),
+    ))
+    .await;
+    assert!(response.batch_item_failures.is_empty());
+    assert_eq!(
+        h.count("SELECT count(*) FROM plex_conflicts WHERE NOT resolved")
+            .await,
+        1
+    );
+    let docs: Vec<serde_json::Value> = lines
+        .iter()
+        .map(|l| serde_json::from_str(l).expect("EMF lines are JSON"))
+        .collect();
+    let open: Vec<_> = docs
+        .iter()
+        .filter(|d| d["_aws"]["CloudWatchMetrics"][0]["Metrics"][0]["Name"] == "OpenConflicts")
+        .collect();
+    assert_eq!(open.len(), 1, "{lines:?}");
+    assert_eq!(
+        open[0]["_aws"]["CloudWatchMetrics"][0]["Namespace"],
+        "plexsync"
+    );
+    assert_eq!(open[0]["OpenConflicts"], 1.0);
+    // The TMDB search it made is counted too, as a success.
+    let tmdb: Vec<_> = docs
+        .iter()
+        .filter(|d| d.get("TmdbRequests").is_some())
+        .collect();
+    assert!(!tmdb.is_empty(), "{lines:?}");
+    assert!(tmdb.iter().all(|d| d["TmdbErrors"] == 0.0));
+}

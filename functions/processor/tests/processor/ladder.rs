@@ -393,6 +393,47 @@ async fn auto_add_off_gives_a_no_match_conflict_offering_the_tmdb_show() {
     assert_eq!(h.count("SELECT count(*) FROM tvshows").await, 0);
 }
 
+/// A library import must not open a conflict per new show: with auto-add off, `library.new`
+/// for a show the tracker lacks is logged ignored; the show's first scrobble still asks.
+#[tokio::test]
+async fn library_new_of_an_untracked_show_with_auto_add_off_is_ignored_until_scrobbled() {
+    let h = harness().await;
+    h.configure(json!({"auto_add_shows": false})).await;
+    h.stub_find("110413", "tvdb_id", fixtures::tmdb_find_office_pilot())
+        .await;
+    let added = message(fixtures::plex_library_new_show()).to_body();
+    let response = processor::handle_batch(&h.processor(), sqs_event(&[("m-new", added, 1)])).await;
+    assert!(response.batch_item_failures.is_empty());
+    let logs = h.logs().await;
+    assert_eq!(logs.len(), 1);
+    assert_eq!(
+        (logs[0].event_type.as_str(), logs[0].status.as_str()),
+        ("library.new", "ignored")
+    );
+    assert_eq!(
+        logs[0].error.as_deref(),
+        Some(plexsync::pipeline::NEW_SHOW_NOT_TRACKED)
+    );
+    assert_eq!(h.count("SELECT count(*) FROM plex_conflicts").await, 0);
+    assert_eq!(h.count("SELECT count(*) FROM plex_show_mappings").await, 0);
+
+    // The same Plex show (rating key 51000) is watched: now the user is asked.
+    let mut scrobble = fixtures::plex_episode_scrobble();
+    scrobble["Metadata"]["grandparentRatingKey"] = "51000".into();
+    let body = message(scrobble).to_body();
+    let response =
+        processor::handle_batch(&h.processor(), sqs_event(&[("m-watch", body, 1)])).await;
+    assert!(response.batch_item_failures.is_empty());
+    let rows = h
+        .query("SELECT conflict_type, plex_rating_key FROM plex_conflicts")
+        .await;
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].get::<_, String>(0), "no_match");
+    assert_eq!(rows[0].get::<_, String>(1), "51000");
+    assert_eq!(h.logs().await[1].status, "needs_resolution");
+    assert_eq!(h.count("SELECT count(*) FROM plex_pending_events").await, 1);
+}
+
 #[tokio::test]
 async fn library_new_show_creates_the_mapping_and_marks_nothing() {
     let h = harness().await;

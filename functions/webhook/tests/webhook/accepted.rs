@@ -139,14 +139,32 @@ async fn playback_events_are_ignored_and_nothing_is_queued() {
         let resp = h.call(Event::plex(h.query(), &payload).request()).await;
         assert_ignored(&resp, event);
     }
-    // Personal media without agent metadata cannot be matched.
-    let mut local = fixtures::plex_episode_scrobble();
-    local["Metadata"]["guid"] = "local://48213".into();
-    assert_ignored(
-        &h.call(Event::plex(h.query(), &local).request()).await,
-        "local://",
-    );
     h.assert_queue_empty().await;
+}
+
+/// A show Plex could not match (`local://` guids, no `Guid` array) is queued like any other:
+/// the processor matches it by title and asks the user.
+#[tokio::test]
+async fn unmatched_local_show_scrobble_is_queued() {
+    let h = harness().await;
+    let payload = fixtures::plex_unmatched_episode_scrobble();
+    assert_accepted(&h.call(Event::plex(h.query(), &payload).request()).await);
+    let got = h.received().await;
+    assert_eq!(got.len(), 1);
+    assert_eq!(
+        got[0].group_id,
+        format!("{}:61000", fixtures::server_uuid())
+    );
+    let e = &got[0].message.event;
+    assert_eq!(e.kind, EventKind::Scrobble);
+    assert_eq!(e.show.title, "The Office");
+    assert_eq!(e.show.guid.as_deref(), Some("local://61000"));
+    assert!(e.show.ids.is_empty());
+    assert_eq!(
+        e.episode.as_ref().map(|ep| (ep.season, ep.number)),
+        Some((1, 2))
+    );
+    assert_eq!(got[0].message.raw, payload);
 }
 
 #[tokio::test]

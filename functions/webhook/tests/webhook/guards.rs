@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use plexsync::{secrets::SecretsCache, testing, testing::fixtures};
+use plexsync::{metrics, secrets::SecretsCache, testing, testing::fixtures};
 
 use crate::support::*;
 
@@ -225,10 +225,18 @@ async fn queue_failure_is_503_and_never_a_silent_accept() {
         ..Options::default()
     })
     .await;
-    let resp = h
-        .call(Event::plex(h.query(), &fixtures::plex_episode_scrobble()).request())
-        .await;
+    let (resp, emf) = metrics::capture(
+        h.call(Event::plex(h.query(), &fixtures::plex_episode_scrobble()).request()),
+    )
+    .await;
     let msg = assert_error(&resp, 503, "unavailable");
     assert!(msg.contains("try again"), "{msg}");
     assert!(!String::from_utf8_lossy(resp.body().as_ref()).contains(&h.secret));
+    // The line the EnqueueFailed alarm reads.
+    assert_eq!(emf.len(), 1, "{emf:?}");
+    let doc: serde_json::Value = serde_json::from_str(&emf[0]).unwrap();
+    let directive = &doc["_aws"]["CloudWatchMetrics"][0];
+    assert_eq!(directive["Namespace"], "plexsync");
+    assert_eq!(directive["Metrics"][0]["Name"], "EnqueueFailures");
+    assert_eq!(doc["EnqueueFailures"], 1.0);
 }

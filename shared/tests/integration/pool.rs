@@ -1,0 +1,144 @@
+//! The functions' connection pool: size from the environment, statement and lock timeouts on
+//! every connection, and a connection dropped while the instance was frozen replaced unseen.
+
+use std::time::{Duration, Instant};
+
+use plexsync::{
+    db::{self, DbError, PoolSettings},
+    env::Env,
+    testing,
+};
+use secrecy::ExposeSecret;
+
+fn env_for(url: &str, pool_size: &str) -> Env {
+    Env::from_map([("DATABASE_URL", url), ("DATABASE_POOL_SIZE", pool_size)])
+}
+
+#[tokio::test]
+async fn every_connection_has_statement_and_lock_timeouts_and_the_configured_size() {
+    let test_db = testing::fresh_db().await;
+    let pool = db::pool_from_env(&env_for(test_db.url.expose_secret(), "2")).unwrap();
+    assert_eq!(pool.status().max_size, 2);
+    // Both connections of the pool, not only the first.
+    let (a, b) = (pool.get().await.unwrap(), pool.get().await.unwrap());
+    for client in [&a, &b] {
+        let row = client
+            .query_one(
+                "SELECT current_setting('statement_timeout'), current_setting('lock_timeout')",
+                &[],
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            (row.get::<_, String>(0), row.get::<_, String>(1)),
+            ("15s".to_string(), "5s".to_string())
+        );
+    }
+
+    // A lock held elsewhere fails the waiter after lock_timeout, as a retryable error.
+    a.batch_execute("BEGIN; SELECT pg_advisory_xact_lock(42)")
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let err = b
+        .query_one("SELECT pg_advisory_xact_lock(42)", &[])
+        .await
+        .map(|_| ())
+        .map_err(DbError::from)
+        .expect_err("the lock is held by the other connection");
+    assert_eq!(err_code(&err).as_deref(), Some("55P03"), "{err}");
+    assert!(
+        err.is_transient(),
+        "a lock timeout is retried, not a permanent failure"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(14),
+        "failed at lock_timeout"
+    );
+    a.batch_execute("ROLLBACK").await.unwrap();
+}
+
+#[test]
+fn pool_size_is_validated() {
+    for bad in ["0", "-1", "lots", "99"] {
+        let err =
+            PoolSettings::from_env(&Env::from_map([("DATABASE_POOL_SIZE", bad)])).expect_err(bad);
+        assert!(err.to_string().contains("DATABASE_POOL_SIZE"), "{err}");
+    }
+    assert_eq!(
+        PoolSettings::from_env(&Env::from_map([("X", "y")])).unwrap(),
+        PoolSettings::RUNTIME
+    );
+}
+
+fn err_code(err: &DbError) -> Option<String> {
+    match err {
+        DbError::Query(e) => e.code().map(|c| c.code().to_string()),
+        _ => None,
+    }
+}
+
+/// Runs `sql` on its own connection in another thread, with its own runtime, so the pool's
+/// runtime does not run at all meanwhile: like a Lambda instance frozen between invocations.
+fn run_elsewhere(url: String, sql: &'static str, pid: i32) {
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+                .await
+                .unwrap();
+            tokio::spawn(conn);
+            let row = client.query_one(sql, &[&pid]).await.unwrap();
+            assert!(row.get::<_, bool>(0), "the backend was terminated");
+            // Wait until the backend is really gone.
+            for _ in 0..100 {
+                let alive: bool = client
+                    .query_one(
+                        "SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE pid = $1)",
+                        &[&pid],
+                    )
+                    .await
+                    .unwrap()
+                    .get(0);
+                if !alive {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            panic!("backend {pid} still alive");
+        });
+    })
+    .join()
+    .expect("terminating thread");
+}
+
+// A current-thread runtime: while the test thread blocks, the pool's connection tasks cannot
+// notice the server closing the socket, as in a frozen Lambda instance.
+#[tokio::test(flavor = "current_thread")]
+async fn a_connection_killed_while_frozen_is_replaced_on_next_use() {
+    let test_db = testing::fresh_db().await;
+    let url = test_db.url.expose_secret().to_string();
+    let pool = db::pool_from_env(&env_for(&url, "1")).unwrap();
+    let pid: i32 = {
+        let client = pool.get().await.unwrap();
+        client
+            .query_one("SELECT pg_backend_pid()", &[])
+            .await
+            .unwrap()
+            .get(0)
+    };
+    // The server (or a NAT, or an idle timeout) drops the idle connection.
+    run_elsewhere(url, "SELECT pg_terminate_backend($1)", pid);
+
+    // The next message's first query succeeds, on a new backend.
+    let client = pool.get().await.expect("a working connection");
+    let new_pid: i32 = client
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .expect("the first query after the thaw succeeds")
+        .get(0);
+    assert_ne!(new_pid, pid);
+}
