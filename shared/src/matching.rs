@@ -94,8 +94,10 @@ pub struct ResolvedShow {
     pub via: &'static str,
 }
 
+/// What resolution learnt about the Plex show: its TMDB id (if found) and the ids and TMDB
+/// candidates found on the way.
 #[derive(Debug, Clone, Default)]
-pub struct Resolution {
+pub struct ShowIdentity {
     pub show: Option<ResolvedShow>,
     /// Show-level ids learnt on the way (never episode ids), stored on the mapping.
     pub show_ids: ExternalIds,
@@ -167,8 +169,8 @@ impl Resolver<'_> {
         &self,
         event: &PlexEvent,
         receive_count: Option<i64>,
-    ) -> Result<Resolution, MatchError> {
-        let mut res = Resolution {
+    ) -> Result<ShowIdentity, MatchError> {
+        let mut res = ShowIdentity {
             show_ids: event.show.ids.clone(),
             ..Default::default()
         };
@@ -410,7 +412,7 @@ fn round2(x: f64) -> f64 {
 pub async fn decide(
     pool: &DbPool,
     event: &PlexEvent,
-    resolution: &Resolution,
+    resolution: &ShowIdentity,
     auto_add: bool,
 ) -> Result<MatchDecision, MatchError> {
     let client = pool.get().await.map_err(DbError::from)?;
@@ -453,7 +455,7 @@ pub async fn decide(
 async fn title_candidates(
     client: &impl deadpool_postgres::GenericClient,
     event: &PlexEvent,
-    resolution: &Resolution,
+    resolution: &ShowIdentity,
 ) -> Result<Vec<Candidate>, MatchError> {
     let year = event.show.year.and_then(|y| i32::try_from(y).ok());
     let tmdb_id_known = resolution.show.is_some();
@@ -482,7 +484,7 @@ async fn title_candidates(
 fn with_tmdb_side(
     mut candidates: Vec<Candidate>,
     event: &PlexEvent,
-    resolution: &Resolution,
+    resolution: &ShowIdentity,
 ) -> Vec<Candidate> {
     let tmdb_side: Vec<Candidate> = match &resolution.show {
         Some(show) => vec![Candidate {

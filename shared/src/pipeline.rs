@@ -19,7 +19,7 @@ use crate::crypto::Keyring;
 use crate::db::{self, DbError, DbPool};
 use crate::env::{Env, EnvError, TmdbConfig};
 use crate::episodes::{self, MarkOutcome, MarkRequest};
-use crate::matching::{self, MatchDecision, MatchError, PlexTarget, Resolution, Resolver};
+use crate::matching::{self, MatchDecision, MatchError, PlexTarget, Resolver, ShowIdentity};
 use crate::payload::{AccountRef, EventKind, PlexEvent};
 use crate::plex::PlexServerClient;
 use crate::queue::QueueMessage;
@@ -462,8 +462,8 @@ async fn run(state: &Pipeline, ctx: &LogCtx<'_>) -> Result<Outcome, Failure> {
             // No connection is held across the HTTP calls of resolution.
             drop(client);
             match resolve_and_map(state, ctx, &config).await? {
-                Resolved::Show(id, how) => (id, how),
-                Resolved::Done(outcome) => return Ok(outcome),
+                Decided::Show(id, how) => (id, how),
+                Decided::Done(outcome) => return Ok(outcome),
             }
         }
     };
@@ -493,7 +493,7 @@ enum Mapped {
     Added,
 }
 
-enum Resolved {
+enum Decided {
     Show(i32, Mapped),
     /// Logged already (conflict, sync disabled).
     Done(Outcome),
@@ -620,7 +620,7 @@ async fn resolve_and_map(
     state: &Pipeline,
     ctx: &LogCtx<'_>,
     config: &SenderConfig,
-) -> Result<Resolved, Failure> {
+) -> Result<Decided, Failure> {
     let ev = &ctx.msg.event;
     let resolver = Resolver {
         pool: &state.pool,
@@ -648,21 +648,21 @@ async fn resolve_and_map(
         Some(m) if !m.sync_enabled => {
             let outcome = finish(&tx, ctx, sync_disabled(m.id)).await?;
             tx.commit().await?;
-            return Ok(Resolved::Done(outcome));
+            return Ok(Decided::Done(outcome));
         }
         Some(MappingState {
             tvshow_id: Some(id),
             ..
         }) => {
             tx.commit().await?;
-            return Ok(Resolved::Show(id, Mapped::Existing));
+            return Ok(Decided::Show(id, Mapped::Existing));
         }
         _ => {}
     }
     if let Some(conflict_id) = conflicts::find_open_for_show(&tx, show).await? {
         let outcome = pend_in(&tx, ctx, conflict_id, "an open conflict awaits the user").await?;
         tx.commit().await?;
-        return Ok(Resolved::Done(outcome));
+        return Ok(Decided::Done(outcome));
     }
     let resolved = match decision {
         MatchDecision::Map {
@@ -673,7 +673,7 @@ async fn resolve_and_map(
             let mapping =
                 create_mapping(&tx, ev, show, &resolution, tvshow_id, confidence, &method).await?;
             // A concurrent insert under the same guid may have won: follow the stored row.
-            Resolved::Show(mapping.tvshow_id.unwrap_or(tvshow_id), Mapped::Matched)
+            Decided::Show(mapping.tvshow_id.unwrap_or(tvshow_id), Mapped::Matched)
         }
         MatchDecision::AutoAdd { method, .. } => {
             let (details, seasons) = added.expect("fetched for auto-add");
@@ -682,7 +682,7 @@ async fn resolve_and_map(
             let confidence = resolution.show.as_ref().map_or(1.0, |s| s.source.score());
             let method = format!("auto_added:{method}");
             create_mapping(&tx, ev, show, &resolution, tvshow_id, confidence, &method).await?;
-            Resolved::Show(
+            Decided::Show(
                 tvshow_id,
                 if created {
                     Mapped::Added
@@ -697,7 +697,7 @@ async fn resolve_and_map(
             kind: matching::ConflictKind::NoMatch,
             ..
         } if ev.kind == EventKind::LibraryNew && !config.auto_add_shows => {
-            Resolved::Done(finish(&tx, ctx, Outcome::ignored(NEW_SHOW_NOT_TRACKED)).await?)
+            Decided::Done(finish(&tx, ctx, Outcome::ignored(NEW_SHOW_NOT_TRACKED)).await?)
         }
         MatchDecision::Conflict { kind, candidates } => {
             let matches = serde_json::to_value(&candidates).unwrap_or_else(|_| json!([]));
@@ -714,7 +714,7 @@ async fn resolve_and_map(
                 matching::ConflictKind::Ambiguous => "one low-confidence match",
                 matching::ConflictKind::MultipleMatches => "several possible matches",
             };
-            Resolved::Done(pend_in(&tx, ctx, conflict_id, detail).await?)
+            Decided::Done(pend_in(&tx, ctx, conflict_id, detail).await?)
         }
     };
     tx.commit().await?;
@@ -727,7 +727,7 @@ async fn create_mapping(
     tx: &impl GenericClient,
     ev: &PlexEvent,
     show: PlexShowKey<'_>,
-    resolution: &Resolution,
+    resolution: &ShowIdentity,
     tvshow_id: i32,
     confidence: f64,
     method: &str,

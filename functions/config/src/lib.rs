@@ -11,7 +11,7 @@ use plexsync::{
     crypto::{random_token, Keyring},
     db::DbError,
     env::{Env, EnvError},
-    store::settings::{self as store, SaveConfig},
+    store::settings::{self as store, SaveSettings},
 };
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
@@ -281,7 +281,7 @@ async fn save_config(state: &State, req: &Request) -> Result<Response<Body>, Api
     let tx = client.transaction().await.map_err(DbError::from)?;
     store::save(
         &tx,
-        &SaveConfig {
+        &SaveSettings {
             encrypted_token: &encrypted_token,
             server_url: Some(&server_url)
                 .filter(|u| !u.is_empty())

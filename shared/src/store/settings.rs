@@ -22,7 +22,7 @@ impl std::fmt::Debug for EncryptedToken {
 
 /// The stored settings.
 #[derive(Debug, Clone, PartialEq)]
-pub struct PlexConfig {
+pub struct PlexSettings {
     pub enabled: bool,
     pub auto_add_shows: bool,
     pub auto_mark_watched: bool,
@@ -39,7 +39,7 @@ pub struct PlexConfig {
 }
 
 #[tracing::instrument(skip(client))]
-pub async fn load(client: &impl GenericClient) -> Result<Option<PlexConfig>, DbError> {
+pub async fn load(client: &impl GenericClient) -> Result<Option<PlexSettings>, DbError> {
     let row = client
         .query_opt(
             "SELECT enabled, auto_add_shows, auto_mark_watched, plex_server_url, plex_server_name,
@@ -49,7 +49,7 @@ pub async fn load(client: &impl GenericClient) -> Result<Option<PlexConfig>, DbE
             &[&USER_ID],
         )
         .await?;
-    Ok(row.map(|r| PlexConfig {
+    Ok(row.map(|r| PlexSettings {
         enabled: r.get(0),
         auto_add_shows: r.get(1),
         auto_mark_watched: r.get(2),
@@ -67,7 +67,7 @@ pub async fn load(client: &impl GenericClient) -> Result<Option<PlexConfig>, DbE
 
 /// A validated save. `None` flags keep the stored value (or the column default on first save).
 #[derive(Debug)]
-pub struct SaveConfig<'a> {
+pub struct SaveSettings<'a> {
     /// Already encrypted (`crypto::Keyring::encrypt`).
     pub encrypted_token: &'a str,
     pub server_url: Option<&'a str>,
@@ -85,7 +85,7 @@ pub struct SaveConfig<'a> {
 /// Inserts or updates the configuration row; runs on the caller's transaction so the
 /// webhook-secret write can share its fate.
 #[tracing::instrument(skip_all)]
-pub async fn save(client: &impl GenericClient, cfg: &SaveConfig<'_>) -> Result<(), DbError> {
+pub async fn save(client: &impl GenericClient, cfg: &SaveSettings<'_>) -> Result<(), DbError> {
     client
         .execute(
             "INSERT INTO plex_config
