@@ -5,7 +5,7 @@
 //! watched, dateWatched}]}]`) and edited in place, so fields a real tracker adds survive.
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use deadpool_postgres::Transaction;
+use deadpool_postgres::{GenericClient, Transaction};
 use serde_json::{json, Value};
 
 use crate::db::{DbError, DbPool};
@@ -209,7 +209,7 @@ pub fn merge_season(seasons: &mut Value, mut fresh: Value) {
 /// Inserts a show fetched from TMDB (status Watching, source plex), or finds the row another
 /// message inserted first. Returns the show id and whether this call created it.
 pub async fn insert_show_from_tmdb(
-    tx: &Transaction<'_>,
+    tx: &impl GenericClient,
     show: &TvDetails,
     seasons: &[SeasonDetails],
 ) -> Result<(i32, bool), DbError> {

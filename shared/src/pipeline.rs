@@ -402,73 +402,16 @@ pub async fn process_message(
 }
 
 async fn run(state: &Pipeline, ctx: &LogCtx<'_>) -> Result<Outcome, Failure> {
-    let ev = &ctx.msg.event;
-    let scrobble = ev.kind == EventKind::Scrobble;
     let client = state.pool.get().await?;
-    let label = ev.sender.label();
-    let Some(config) = load_config(&client, ev.sender).await? else {
-        return finish(
-            &client,
-            ctx,
-            Outcome::ignored(format!("{label} integration is not configured")),
-        )
-        .await;
+    let config = match admit(&client, ctx).await? {
+        Ok(config) => config,
+        Err(ignored) => return finish(&client, ctx, ignored).await,
     };
-    if !config.enabled {
-        return finish(
-            &client,
-            ctx,
-            Outcome::ignored(format!("{label} integration is disabled")),
-        )
-        .await;
-    }
-    if scrobble && !config.auto_mark_watched {
-        return finish(&client, ctx, Outcome::ignored("auto-mark watched is off")).await;
-    }
-    if scrobble {
-        if let Err(reason) = account_gate(&config, &ev.account) {
-            return finish(&client, ctx, Outcome::ignored(reason)).await;
-        }
-        if processed::contains(&client, &ctx.key).await? {
-            return finish(
-                &client,
-                ctx,
-                Outcome::new(
-                    LogStatus::Duplicate,
-                    None,
-                    Some("message already processed".into()),
-                ),
-            )
-            .await;
-        }
-    }
-
-    let guid = matching::show_guid(ev);
-    let show = matching::show_key(ev, &guid);
-    let mapping = mappings::find_for_show(&client, show, Lock::No).await?;
-    let (tvshow_id, how) = match mapping {
-        Some(m) if !m.sync_enabled => {
-            return finish(&client, ctx, sync_disabled(m.id)).await;
-        }
-        Some(MappingState {
-            tvshow_id: Some(id),
-            ..
-        }) => (id, Mapped::Existing),
-        _ => {
-            if let Some(conflict_id) = conflicts::find_open_for_show(&client, show).await? {
-                drop(client);
-                return pending(state, ctx, conflict_id).await;
-            }
-            // No connection is held across the HTTP calls of resolution.
-            drop(client);
-            match resolve_and_map(state, ctx, &config).await? {
-                Decided::Show(id, how) => (id, how),
-                Decided::Done(outcome) => return Ok(outcome),
-            }
-        }
+    let (tvshow_id, how) = match find_show(state, ctx, client, &config).await? {
+        Decided::Show(id, how) => (id, how),
+        Decided::Done(outcome) => return Ok(outcome),
     };
-
-    if !scrobble {
+    if ctx.msg.event.kind != EventKind::Scrobble {
         // library.new: the mapping exists now; nothing is marked.
         let action = match how {
             Mapped::Existing => "show_already_mapped",
@@ -476,14 +419,80 @@ async fn run(state: &Pipeline, ctx: &LogCtx<'_>) -> Result<Outcome, Failure> {
             Mapped::Added => "auto_added_show",
         };
         let client = state.pool.get().await?;
-        return finish(
-            &client,
-            ctx,
-            Outcome::new(LogStatus::Success, Some(action), None).with_show(tvshow_id),
-        )
-        .await;
+        let outcome = Outcome::new(LogStatus::Success, Some(action), None).with_show(tvshow_id);
+        return finish(&client, ctx, outcome).await;
     }
     mark(state, ctx, tvshow_id, how).await
+}
+
+/// The sender's settings, or the outcome of a message that is not processed: the sender is not
+/// set up or disabled, or (for a play) auto-mark is off, it is another account's, or the same
+/// message was processed already.
+async fn admit(
+    client: &impl GenericClient,
+    ctx: &LogCtx<'_>,
+) -> Result<Result<SenderConfig, Outcome>, Failure> {
+    let ev = &ctx.msg.event;
+    let label = ev.sender.label();
+    let Some(config) = load_config(client, ev.sender).await? else {
+        return Ok(Err(Outcome::ignored(format!(
+            "{label} integration is not configured"
+        ))));
+    };
+    if !config.enabled {
+        return Ok(Err(Outcome::ignored(format!(
+            "{label} integration is disabled"
+        ))));
+    }
+    if ev.kind != EventKind::Scrobble {
+        return Ok(Ok(config));
+    }
+    if !config.auto_mark_watched {
+        return Ok(Err(Outcome::ignored("auto-mark watched is off")));
+    }
+    if let Err(reason) = account_gate(&config, &ev.account) {
+        return Ok(Err(Outcome::ignored(reason)));
+    }
+    if processed::contains(client, &ctx.key).await? {
+        return Ok(Err(Outcome::new(
+            LogStatus::Duplicate,
+            None,
+            Some("message already processed".into()),
+        )));
+    }
+    Ok(Ok(config))
+}
+
+/// The tracker show the message's show maps to: its mapping, else (no open conflict holding
+/// it) resolution and the ladder. `Done` when the message was logged on the way.
+async fn find_show(
+    state: &Pipeline,
+    ctx: &LogCtx<'_>,
+    client: deadpool_postgres::Client,
+    config: &SenderConfig,
+) -> Result<Decided, Failure> {
+    let ev = &ctx.msg.event;
+    let guid = matching::show_guid(ev);
+    let show = matching::show_key(ev, &guid);
+    match mappings::find_for_show(&client, show, Lock::No).await? {
+        Some(m) if !m.sync_enabled => {
+            return Ok(Decided::Done(
+                finish(&client, ctx, sync_disabled(m.id)).await?,
+            ));
+        }
+        Some(MappingState {
+            tvshow_id: Some(id),
+            ..
+        }) => return Ok(Decided::Show(id, Mapped::Existing)),
+        _ => {}
+    }
+    if let Some(conflict_id) = conflicts::find_open_for_show(&client, show).await? {
+        drop(client);
+        return Ok(Decided::Done(pending(state, ctx, conflict_id).await?));
+    }
+    // No connection is held across the HTTP calls of resolution.
+    drop(client);
+    resolve_and_map(state, ctx, config).await
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -627,11 +636,11 @@ async fn resolve_and_map(
         tmdb: &state.tmdb,
         plex: plex_target(state, config).await,
     };
-    let resolution = resolver.resolve(ev, ctx.receive_count).await?;
-    let decision = matching::decide(&state.pool, ev, &resolution, config.auto_add_shows).await?;
+    let identity = resolver.resolve(ev, ctx.receive_count).await?;
+    let decision = matching::decide(&state.pool, ev, &identity, config.auto_add_shows).await?;
     tracing::info!(
         ?decision,
-        via = resolution.show.as_ref().map(|s| s.via),
+        via = identity.show.as_ref().map(|s| s.via),
         "show resolved"
     );
     let added = match &decision {
@@ -644,81 +653,132 @@ async fn resolve_and_map(
     let mut client = state.pool.get().await?;
     let tx = client.transaction().await?;
     mappings::lock_show_identity(&tx, &ev.show_key()).await?;
-    match mappings::find_for_show(&tx, show, Lock::No).await? {
+    let decided = match decided_meanwhile(&tx, ctx, show).await? {
+        Some(decided) => decided,
+        None => {
+            let decision = Decision {
+                show,
+                identity: &identity,
+                decision,
+                added,
+            };
+            apply(&tx, ctx, config, decision).await?
+        }
+    };
+    tx.commit().await?;
+    Ok(decided)
+}
+
+/// Under the show's lock: what a concurrent message decided while this one was resolving (a
+/// mapping, or an open conflict that now holds this event too).
+async fn decided_meanwhile(
+    tx: &impl GenericClient,
+    ctx: &LogCtx<'_>,
+    show: PlexShowKey<'_>,
+) -> Result<Option<Decided>, Failure> {
+    match mappings::find_for_show(tx, show, Lock::No).await? {
         Some(m) if !m.sync_enabled => {
-            let outcome = finish(&tx, ctx, sync_disabled(m.id)).await?;
-            tx.commit().await?;
-            return Ok(Decided::Done(outcome));
+            return Ok(Some(Decided::Done(
+                finish(tx, ctx, sync_disabled(m.id)).await?,
+            )));
         }
         Some(MappingState {
             tvshow_id: Some(id),
             ..
-        }) => {
-            tx.commit().await?;
-            return Ok(Decided::Show(id, Mapped::Existing));
-        }
+        }) => return Ok(Some(Decided::Show(id, Mapped::Existing))),
         _ => {}
     }
-    if let Some(conflict_id) = conflicts::find_open_for_show(&tx, show).await? {
-        let outcome = pend_in(&tx, ctx, conflict_id, "an open conflict awaits the user").await?;
-        tx.commit().await?;
-        return Ok(Decided::Done(outcome));
+    if let Some(conflict_id) = conflicts::find_open_for_show(tx, show).await? {
+        let outcome = pend_in(tx, ctx, conflict_id, "an open conflict awaits the user").await?;
+        return Ok(Some(Decided::Done(outcome)));
     }
-    let resolved = match decision {
+    Ok(None)
+}
+
+/// What the ladder decided, with what it needs to be written.
+struct Decision<'a> {
+    show: PlexShowKey<'a>,
+    identity: &'a ShowIdentity,
+    decision: MatchDecision,
+    /// For `AutoAdd`: the show and its seasons, fetched from TMDB before the transaction.
+    added: Option<(TvDetails, Vec<SeasonDetails>)>,
+}
+
+/// Writes the decision: the mapping (adding the show first for auto-add) or the conflict.
+async fn apply(
+    tx: &impl GenericClient,
+    ctx: &LogCtx<'_>,
+    config: &SenderConfig,
+    d: Decision<'_>,
+) -> Result<Decided, Failure> {
+    let ev = &ctx.msg.event;
+    match d.decision {
         MatchDecision::Map {
             tvshow_id,
             confidence,
             method,
         } => {
             let mapping =
-                create_mapping(&tx, ev, show, &resolution, tvshow_id, confidence, &method).await?;
+                create_mapping(tx, ev, d.show, d.identity, tvshow_id, confidence, &method).await?;
             // A concurrent insert under the same guid may have won: follow the stored row.
-            Decided::Show(mapping.tvshow_id.unwrap_or(tvshow_id), Mapped::Matched)
+            Ok(Decided::Show(
+                mapping.tvshow_id.unwrap_or(tvshow_id),
+                Mapped::Matched,
+            ))
         }
         MatchDecision::AutoAdd { method, .. } => {
-            let (details, seasons) = added.expect("fetched for auto-add");
+            let Some((details, seasons)) = d.added else {
+                return Err(Failure::Permanent("auto-add without the TMDB show".into()));
+            };
             let (tvshow_id, created) =
-                episodes::insert_show_from_tmdb(&tx, &details, &seasons).await?;
-            let confidence = resolution.show.as_ref().map_or(1.0, |s| s.source.score());
+                episodes::insert_show_from_tmdb(tx, &details, &seasons).await?;
+            let confidence = d.identity.show.as_ref().map_or(1.0, |s| s.source.score());
             let method = format!("auto_added:{method}");
-            create_mapping(&tx, ev, show, &resolution, tvshow_id, confidence, &method).await?;
-            Decided::Show(
-                tvshow_id,
-                if created {
-                    Mapped::Added
-                } else {
-                    Mapped::Matched
-                },
-            )
+            create_mapping(tx, ev, d.show, d.identity, tvshow_id, confidence, &method).await?;
+            let how = if created {
+                Mapped::Added
+            } else {
+                Mapped::Matched
+            };
+            Ok(Decided::Show(tvshow_id, how))
         }
         // A show added to the library is not being watched yet: asking about every show of a
         // library import would bury the user in conflicts. Its first scrobble asks.
         MatchDecision::Conflict {
             kind: matching::ConflictKind::NoMatch,
             ..
-        } if ev.kind == EventKind::LibraryNew && !config.auto_add_shows => {
-            Decided::Done(finish(&tx, ctx, Outcome::ignored(NEW_SHOW_NOT_TRACKED)).await?)
-        }
+        } if ev.kind == EventKind::LibraryNew && !config.auto_add_shows => Ok(Decided::Done(
+            finish(tx, ctx, Outcome::ignored(NEW_SHOW_NOT_TRACKED)).await?,
+        )),
         MatchDecision::Conflict { kind, candidates } => {
-            let matches = serde_json::to_value(&candidates).unwrap_or_else(|_| json!([]));
-            let conflict = NewConflict {
-                show,
-                title: &ev.show.title,
-                year: ev.show.year.and_then(|y| i32::try_from(y).ok()),
-                conflict_type: kind.as_str(),
-                potential_matches: &matches,
-            };
-            let conflict_id = conflicts::upsert_open(&tx, &conflict).await?;
+            let conflict_id = open_conflict(tx, ev, d.show, kind, &candidates).await?;
             let detail = match kind {
                 matching::ConflictKind::NoMatch => "no tracker show matches",
                 matching::ConflictKind::Ambiguous => "one low-confidence match",
                 matching::ConflictKind::MultipleMatches => "several possible matches",
             };
-            Decided::Done(pend_in(&tx, ctx, conflict_id, detail).await?)
+            Ok(Decided::Done(pend_in(tx, ctx, conflict_id, detail).await?))
         }
+    }
+}
+
+/// Opens the show's conflict offering `candidates` (or refreshes the open one's).
+async fn open_conflict(
+    tx: &impl GenericClient,
+    ev: &PlexEvent,
+    show: PlexShowKey<'_>,
+    kind: matching::ConflictKind,
+    candidates: &[matching::Candidate],
+) -> Result<i32, DbError> {
+    let matches = serde_json::to_value(candidates).unwrap_or_else(|_| json!([]));
+    let conflict = NewConflict {
+        show,
+        title: &ev.show.title,
+        year: ev.show.year.and_then(|y| i32::try_from(y).ok()),
+        conflict_type: kind.as_str(),
+        potential_matches: &matches,
     };
-    tx.commit().await?;
-    Ok(resolved)
+    conflicts::upsert_open(tx, &conflict).await
 }
 
 /// Creates the show's mapping as the ladder decided (or follows the one a concurrent message
@@ -809,69 +869,83 @@ async fn mark(
         message_id: Some(ctx.message_id),
     };
     let label = format!("S{:02}E{:02}", ep.season, ep.number);
-    let mut fresh: Option<Value> = None;
-    let mut refreshed = false;
-    loop {
-        let mut client = state.pool.get().await?;
-        let tx = client.transaction().await?;
-        let outcome = match episodes::mark_episode_in(&tx, &req, fresh.take()).await? {
-            MarkOutcome::Marked { .. } => Outcome::new(
-                LogStatus::Success,
-                Some(match how {
-                    Mapped::Added => "auto_added_show_and_marked_watched",
-                    _ => "marked_watched",
-                }),
-                None,
-            )
-            .with_show(tvshow_id),
-            MarkOutcome::AlreadyWatched { .. } => Outcome::new(
-                LogStatus::Success,
-                Some("already_watched"),
-                Some(format!("{label} was already watched; its date is kept")),
-            )
-            .with_show(tvshow_id),
-            MarkOutcome::Duplicate => Outcome::new(
-                LogStatus::Duplicate,
-                None,
-                Some("message already processed".into()),
-            )
-            .with_show(tvshow_id),
-            MarkOutcome::ShowMissing => {
-                return Err(Failure::Permanent(format!(
-                    "tracker show {tvshow_id} no longer exists"
-                )))
-            }
-            MarkOutcome::EpisodeMissing { show_tmdb_id } => {
-                drop(tx);
-                drop(client);
-                if refreshed {
-                    return Err(Failure::Permanent(format!(
-                        "{label} is not in the tracker's seasons, even after refreshing season {} from TMDB",
-                        ep.season
-                    )));
-                }
-                let Some(show_tmdb_id) = show_tmdb_id else {
-                    return Err(Failure::Permanent(format!(
-                        "{label} is not in the tracker's seasons and the show has no TMDB id to refresh from"
-                    )));
-                };
-                match state.tmdb.season(i64::from(show_tmdb_id), ep.season).await {
-                    Ok(season) => fresh = Some(episodes::season_from_tmdb(&season)),
-                    Err(TmdbError::NotFound(_)) => {
-                        return Err(Failure::Permanent(format!(
-                            "{label} is not in the tracker's seasons and TMDB has no season {} for show {show_tmdb_id}",
-                            ep.season
-                        )))
-                    }
-                    Err(e) => return Err(e.into()),
-                }
-                refreshed = true;
-                continue;
-            }
-        };
-        write_log(&tx, ctx, &outcome).await?;
-        tx.commit().await?;
-        return Ok(outcome);
+    let show_tmdb_id = match mark_and_log(state, ctx, &req, how, &label, None).await? {
+        Ok(outcome) => return Ok(outcome),
+        Err(show_tmdb_id) => show_tmdb_id,
+    };
+    let fresh = refreshed_season(state, &label, ep.season, show_tmdb_id).await?;
+    match mark_and_log(state, ctx, &req, how, &label, Some(fresh)).await? {
+        Ok(outcome) => Ok(outcome),
+        Err(_) => Err(Failure::Permanent(format!(
+            "{label} is not in the tracker's seasons, even after refreshing season {} from TMDB",
+            ep.season
+        ))),
+    }
+}
+
+/// One marking attempt in its own transaction, with its log row: the outcome, or (the episode
+/// is not in the stored seasons, nothing was written) the show's TMDB id to refresh from.
+async fn mark_and_log(
+    state: &Pipeline,
+    ctx: &LogCtx<'_>,
+    req: &MarkRequest<'_>,
+    how: Mapped,
+    label: &str,
+    fresh_season: Option<Value>,
+) -> Result<Result<Outcome, Option<i32>>, Failure> {
+    let mut client = state.pool.get().await?;
+    let tx = client.transaction().await?;
+    let (status, action, reason) = match episodes::mark_episode_in(&tx, req, fresh_season).await? {
+        MarkOutcome::EpisodeMissing { show_tmdb_id } => return Ok(Err(show_tmdb_id)),
+        MarkOutcome::ShowMissing => {
+            return Err(Failure::Permanent(format!(
+                "tracker show {} no longer exists",
+                req.tvshow_id
+            )))
+        }
+        MarkOutcome::Marked { .. } => (
+            LogStatus::Success,
+            Some(match how {
+                Mapped::Added => "auto_added_show_and_marked_watched",
+                _ => "marked_watched",
+            }),
+            None,
+        ),
+        MarkOutcome::AlreadyWatched { .. } => (
+            LogStatus::Success,
+            Some("already_watched"),
+            Some(format!("{label} was already watched; its date is kept")),
+        ),
+        MarkOutcome::Duplicate => (
+            LogStatus::Duplicate,
+            None,
+            Some("message already processed".into()),
+        ),
+    };
+    let outcome = Outcome::new(status, action, reason).with_show(req.tvshow_id);
+    write_log(&tx, ctx, &outcome).await?;
+    tx.commit().await?;
+    Ok(Ok(outcome))
+}
+
+/// The season from TMDB, as stored seasons hold it, to retry an episode the tracker lacks.
+async fn refreshed_season(
+    state: &Pipeline,
+    label: &str,
+    season: i64,
+    show_tmdb_id: Option<i32>,
+) -> Result<Value, Failure> {
+    let Some(show_tmdb_id) = show_tmdb_id else {
+        return Err(Failure::Permanent(format!(
+            "{label} is not in the tracker's seasons and the show has no TMDB id to refresh from"
+        )));
+    };
+    match state.tmdb.season(i64::from(show_tmdb_id), season).await {
+        Ok(details) => Ok(episodes::season_from_tmdb(&details)),
+        Err(TmdbError::NotFound(_)) => Err(Failure::Permanent(format!(
+            "{label} is not in the tracker's seasons and TMDB has no season {season} for show {show_tmdb_id}"
+        ))),
+        Err(e) => Err(e.into()),
     }
 }
 
