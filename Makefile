@@ -8,7 +8,7 @@ SHELL := bash
 VENV_PATH := $(CURDIR)/.venv/bin:$(PATH)
 SAM := SAM_CLI_TELEMETRY=0 PATH="$(VENV_PATH)" $(CURDIR)/.venv-sam/bin/sam
 
-.PHONY: help test dev demo lint lint-template build sam-build deploy bench clean-dev
+.PHONY: help test dev demo lint lint-template build sam-build deploy bench reliability clean-dev
 
 help:
 	@echo "make test       Postgres + moto, then cargo test --workspace (ARGS=... go to cargo test)"
@@ -20,6 +20,7 @@ help:
 	@echo "make deploy     sam deploy (--guided the first time, i.e. without samconfig.toml)"
 	@echo "make demo       post a sequence of Plex webhooks to a running make dev and show the result"
 	@echo "make bench      criterion benchmarks of the CPU hot paths (see BENCHMARKS.md)"
+	@echo "make reliability  storm, DB outage, poison, fuzzing, schemathesis, secret scan (RELIABILITY.md)"
 	@echo "make clean-dev  stop what make dev started and remove .dev/"
 
 test:
@@ -53,6 +54,9 @@ deploy: sam-build
 
 bench:
 	scripts/bench.sh
+
+reliability:
+	scripts/reliability.sh
 
 clean-dev:
 	scripts/dev.sh stop

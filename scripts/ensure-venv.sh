@@ -3,6 +3,7 @@
 #   moto_server (SQS + Secrets Manager stand-in) and boto3 (tools/bootstrap_aws.py);
 #   cfn-lint with the serverless rules (`make test` lints template.yaml);
 #   with --with-cargo-lambda also cargo-lambda (binary + zig) for `make dev` / `make build`;
+#   with --with-schemathesis also schemathesis (`make reliability` fuzzes the management API);
 #   with --with-sam also the SAM CLI, in a venv of its own (.venv-sam): it pins boto3 to a
 #   version other than the one moto and the bridge use here. Flags combine.
 # Pinned versions; a stamp file keyed on the requirement set skips pip when nothing changed.
@@ -16,8 +17,9 @@ sam=false
 for arg in "$@"; do
   case "$arg" in
     --with-cargo-lambda) reqs+=("cargo-lambda==1.9.2") ;;
+    --with-schemathesis) reqs+=("schemathesis==4.32.5") ;;
     --with-sam) sam=true ;;
-    *) echo "usage: $0 [--with-cargo-lambda] [--with-sam]" >&2; exit 2 ;;
+    *) echo "usage: $0 [--with-cargo-lambda] [--with-schemathesis] [--with-sam]" >&2; exit 2 ;;
   esac
 done
 

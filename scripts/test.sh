@@ -3,7 +3,8 @@
 # earlier runs left behind, lint template.yaml, run the workspace tests, then the end-to-end
 # test (scripts/e2e.sh), and stop moto again if we started it.
 # Extra arguments go to `cargo test` (e.g. `scripts/test.sh -p plexsync -- matching`); the
-# end-to-end test runs only without them, so a focused run stays fast. E2E=0 skips it too.
+# end-to-end test and the quick reliability cases run only without them, so a focused run stays
+# fast. E2E=0 skips both too.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -36,4 +37,6 @@ cargo test --workspace "$@"
 
 if [[ $# -eq 0 && ${E2E:-1} != 0 ]]; then
   scripts/e2e.sh
+  # The quick reliability cases (duplicate storm, poison message, database outage, secret scan).
+  scripts/reliability.sh --quick
 fi

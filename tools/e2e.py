@@ -125,7 +125,9 @@ def fresh_database(admin_url):
     return url
 
 
-def fifo_queue(suffix, visibility=30):
+def fifo_queue(suffix, visibility=30, max_receive=MAX_RECEIVE_COUNT):
+    """(queue URL, DLQ URL): a FIFO queue redriving to its DLQ after max_receive receives, as the
+    template sets it up."""
     sqs = aws("sqs")
     dlq = sqs.create_queue(QueueName=f"plexsync-e2e-dlq-{suffix}.fifo",
                            Attributes={"FifoQueue": "true"})["QueueUrl"]
@@ -136,7 +138,7 @@ def fifo_queue(suffix, visibility=30):
             "FifoQueue": "true",
             "VisibilityTimeout": str(visibility),
             "RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn,
-                                        "maxReceiveCount": MAX_RECEIVE_COUNT}),
+                                         "maxReceiveCount": max_receive}),
         },
     )["QueueUrl"]
     cleanups.append(lambda: (sqs.delete_queue(QueueUrl=url), sqs.delete_queue(QueueUrl=dlq)))
@@ -150,10 +152,11 @@ def secret(name, value):
     return name
 
 
-def start(name, argv, env):
+def start(name, argv, env, log_dir=None):
     """Starts a process in its own process group (so watch's children stop with it)."""
-    LOG_DIR.mkdir(parents=True, exist_ok=True)
-    logfile = open(LOG_DIR / f"{name}.log", "w")
+    log_dir = log_dir or LOG_DIR
+    log_dir.mkdir(parents=True, exist_ok=True)
+    logfile = open(log_dir / f"{name}.log", "w")
     proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=logfile, stderr=subprocess.STDOUT,
                             stdin=subprocess.DEVNULL, start_new_session=True)
 
@@ -312,6 +315,83 @@ def bridge_contract():
     return "batch in order; only batchItemFailures kept; invoke error deletes nothing"
 
 
+# ------------------------------------------------------------------ the stack
+
+# v4 read access tokens are JWTs; this one only has to look like one.
+TMDB_TOKEN = "eyJhbGciOiJIUzI1NiJ9.eyJhdWQiOiJlMmUiLCJzY29wZXMiOlsiYXBpX3JlYWQiXX0.c2lnbmF0dXJl"
+PLEX_TOKEN = "pLxT0k3n-e2e-abcdefghijkl"
+
+
+class Stack:
+    """What start_stack brought up: URLs, the secret values (so a suite can look for them in
+    what it captured) and the processes."""
+
+    def __init__(self, **kw):
+        self.__dict__.update(kw)
+        self.auth = {"Authorization": f"Bearer {self.api_token}"}
+
+    def url(self, function, path=""):
+        return f"{self.base}/lambda-url/{function}{path}"
+
+
+def start_stack(admin_url, *, db_url=None, seed=seed_office, visibility=30, max_receive=MAX_RECEIVE_COUNT,
+                stub=None, log_dir=None, bridge=True):
+    """The functions under `cargo lambda watch` on a free port, a fresh database (or db_url,
+    already migrated), a FIFO queue with its DLQ, the three secrets in moto, the plex.tv/TMDB
+    stubs (or `stub`, a server like stubs.serve() returns) and the bridge (unless bridge=False).
+    Everything is removed again by the cleanups."""
+    log_dir = log_dir or LOG_DIR
+    suffix = secrets.token_hex(4)
+    if db_url is None:
+        db_url = fresh_database(admin_url)
+    if seed:
+        seed(db_url)
+    queue_url, dlq_url = fifo_queue(suffix, visibility, max_receive)
+    api_token = secrets.token_urlsafe(32)
+    values = {
+        "ENCRYPTION_KEY_SECRET_ID": secrets.token_hex(32),
+        "API_TOKEN_SECRET_ID": api_token,
+        # As the template creates it: a generated value the config function adopts.
+        "WEBHOOK_SECRET_ID": secrets.token_urlsafe(32),
+    }
+    names = {"ENCRYPTION_KEY_SECRET_ID": "encryption-key", "API_TOKEN_SECRET_ID": "api-token",
+             "WEBHOOK_SECRET_ID": "webhook-secret"}
+    ids = {var: secret(f"plexsync-e2e/{suffix}/{names[var]}", value) for var, value in values.items()}
+    if stub is None:
+        stub = stubs.serve()
+        cleanups.append(stub.shutdown)
+
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    env = {
+        **os.environ,
+        **ids,
+        "DATABASE_URL": db_url,
+        "QUEUE_URL": queue_url,
+        "DLQ_URL": dlq_url,
+        "MAX_RECEIVE_COUNT": str(max_receive),
+        "PUBLIC_BASE_URL": f"{base}/lambda-url/webhook",
+        "TMDB_BASE_URL": stub.base_url,
+        "TMDB_API_TOKEN": TMDB_TOKEN,
+        "PLEX_TV_BASE_URL": stub.base_url,
+        "RUST_LOG": "info",
+    }
+    env.pop("PLEX_ALLOWED_CIDRS", None)
+    log(f"database {db_url.rsplit('/', 1)[1]}, queue {queue_url.rsplit('/', 1)[1]}, "
+        f"stubs {stub.base_url}, watch on :{port}; logs in {log_dir}")
+    watch = start("watch", ["cargo", "lambda", "watch", "--invoke-address", "127.0.0.1",
+                            "--invoke-port", str(port)], env, log_dir)
+    wait_for_port(port, watch, timeout=120)
+    if bridge:
+        bridge = start("bridge", [sys.executable, "tools/bridge.py", "--queue-url", queue_url,
+                                  "--invoke-url", f"{base}/2015-03-31/functions/processor/invocations"],
+                       env, log_dir)
+    return Stack(base=base, port=port, db_url=db_url, queue_url=queue_url, dlq_url=dlq_url,
+                 api_token=api_token, encryption_key=values["ENCRYPTION_KEY_SECRET_ID"],
+                 webhook_secret=values["WEBHOOK_SECRET_ID"], stub=stub, env=env, watch=watch,
+                 bridge=bridge, log_dir=log_dir)
+
+
 # ------------------------------------------------------------------ main scenario
 
 
@@ -326,44 +406,8 @@ def main():
 
     check("bridge: SQS event shape and partial batch deletes", bridge_contract)
 
-    suffix = secrets.token_hex(4)
-    db_url = fresh_database(admin_url)
-    seed_office(db_url)
-    queue_url, dlq_url = fifo_queue(suffix)
-    api_token = secrets.token_urlsafe(32)
-    ids = {
-        "ENCRYPTION_KEY_SECRET_ID": secret(f"plexsync-e2e/{suffix}/encryption-key", secrets.token_hex(32)),
-        "API_TOKEN_SECRET_ID": secret(f"plexsync-e2e/{suffix}/api-token", api_token),
-        # As the template creates it: a generated value the config function adopts.
-        "WEBHOOK_SECRET_ID": secret(f"plexsync-e2e/{suffix}/webhook-secret", secrets.token_urlsafe(32)),
-    }
-    stub = stubs.serve()
-    cleanups.append(stub.shutdown)
-
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    env = {
-        **os.environ,
-        **ids,
-        "DATABASE_URL": db_url,
-        "QUEUE_URL": queue_url,
-        "DLQ_URL": dlq_url,
-        "MAX_RECEIVE_COUNT": str(MAX_RECEIVE_COUNT),
-        "PUBLIC_BASE_URL": f"{base}/lambda-url/webhook",
-        "TMDB_BASE_URL": stub.base_url,
-        # v4 read access tokens are JWTs; this one only has to look like one.
-        "TMDB_API_TOKEN": "eyJhbGciOiJIUzI1NiJ9.eyJhdWQiOiJlMmUiLCJzY29wZXMiOlsiYXBpX3JlYWQiXX0.c2lnbmF0dXJl",
-        "PLEX_TV_BASE_URL": stub.base_url,
-        "RUST_LOG": "info",
-    }
-    env.pop("PLEX_ALLOWED_CIDRS", None)
-    log(f"database {db_url.rsplit('/', 1)[1]}, queue {queue_url.rsplit('/', 1)[1]}, "
-        f"stubs {stub.base_url}, watch on :{port}; logs in {LOG_DIR}")
-    watch = start("watch", ["cargo", "lambda", "watch", "--invoke-address", "127.0.0.1",
-                            "--invoke-port", str(port)], env)
-    wait_for_port(port, watch, timeout=120)
-    start("bridge", [sys.executable, "tools/bridge.py", "--queue-url", queue_url,
-                     "--invoke-url", f"{base}/2015-03-31/functions/processor/invocations"], env)
+    stack = start_stack(admin_url)
+    db_url, queue_url, api_token, base = stack.db_url, stack.queue_url, stack.api_token, stack.base
 
     auth = {"Authorization": f"Bearer {api_token}"}
     state = {}
@@ -371,7 +415,7 @@ def main():
     def config():
         status, _, body = http(
             "POST", f"{base}/lambda-url/config/api/plex/config",
-            json.dumps({"plexToken": "pLxT0k3n-e2e-abcdefghijkl", "autoMarkWatched": True,
+            json.dumps({"plexToken": PLEX_TOKEN, "autoMarkWatched": True,
                         "autoAddShows": False}).encode(),
             {**auth, "Content-Type": "application/json"}, timeout=FIRST_REQUEST_TIMEOUT)
         assert status == 200, f"{status} {body}"

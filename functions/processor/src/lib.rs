@@ -4,6 +4,8 @@
 //! own, in order, inside a span carrying its message id; records that failed transiently are
 //! reported back as batch item failures so SQS retries them (then moves them to the DLQ).
 
+use std::collections::HashMap;
+
 use aws_config::SdkConfig;
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
 use plexsync::env::{Env, EnvError};
@@ -39,18 +41,26 @@ impl Processor {
 /// Handles one batch. Never fails as a whole: a record either completes (logged, acknowledged)
 /// or is listed in `batch_item_failures`.
 ///
-/// The queue is FIFO: after the first record that must be retried, the rest of the batch is
-/// returned unprocessed too (as AWS prescribes for FIFO partial batch responses), so a later
-/// event of the same show can never overtake an earlier one.
+/// The queue is FIFO: after the first record of a message group that must be retried, the rest
+/// of that group's records are returned unprocessed too (AWS's FIFO partial-batch rule, applied
+/// per group, the unit SQS orders), so a later event of the same show can never overtake an
+/// earlier one. Records of other groups are still processed: a message that keeps failing must
+/// not drag its batch-mates to the dead-letter queue with it.
 ///
 /// A record failed on its last receive (the DLQ is next) is logged `failed` with the error
 /// first, so it shows in the activity log and can be replayed from there.
 pub async fn handle_batch(state: &Processor, event: SqsEvent) -> SqsBatchResponse {
     let mut response = SqsBatchResponse::default();
-    let mut stopped: Option<String> = None;
+    // Group -> the error that stopped it. Records without a group id (a standard queue) share "".
+    let mut stopped: HashMap<String, String> = HashMap::new();
     for record in event.records {
         let message_id = record.message_id.clone().unwrap_or_default();
-        let error = match &stopped {
+        let group = record
+            .attributes
+            .get("MessageGroupId")
+            .cloned()
+            .unwrap_or_default();
+        let error = match stopped.get(&group) {
             None => {
                 let span = tracing::info_span!("record", message_id = %message_id);
                 match handle_record(&state.pipeline, &record, &message_id)
@@ -60,13 +70,13 @@ pub async fn handle_batch(state: &Processor, event: SqsEvent) -> SqsBatchRespons
                     Ok(()) => continue,
                     Err(e) => {
                         tracing::warn!(message_id = %message_id, error = %e, "record will be retried");
-                        stopped = Some(e.0.clone());
+                        stopped.insert(group, e.0.clone());
                         e.0
                     }
                 }
             }
             Some(first) => {
-                format!("not processed: an earlier message of its batch failed ({first})")
+                format!("not processed: an earlier message of its show failed ({first})")
             }
         };
         if receive_count(&record).is_some_and(|n| n >= state.max_receive_count) {
@@ -78,7 +88,7 @@ pub async fn handle_batch(state: &Processor, event: SqsEvent) -> SqsBatchRespons
     }
     // The unresolved-conflicts alarm reads this metric. Skipped after a transient failure: the
     // database may be the thing that is down, and the batch should not wait on it twice.
-    if stopped.is_none() {
+    if stopped.is_empty() {
         if let Err(e) = plexsync::metrics::report_open_conflicts(&state.pipeline.pool).await {
             tracing::warn!(error = %e, "could not report the open-conflicts metric");
         }

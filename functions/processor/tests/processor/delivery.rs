@@ -161,7 +161,7 @@ async fn tmdb_outage_fails_the_record_and_writes_nothing() {
 }
 
 /// On its last receive a transiently failing record is logged `failed` with the error (and so
-/// is the rest of its batch, returned unprocessed behind it) before SQS moves it to the DLQ;
+/// is the rest of its show's records, returned unprocessed behind it) before SQS moves it to the DLQ;
 /// earlier receives write nothing.
 #[tokio::test]
 async fn the_last_receive_of_a_failing_record_is_logged_failed() {
@@ -217,7 +217,7 @@ async fn the_last_receive_of_a_failing_record_is_logged_failed() {
             .error
             .as_deref()
             .unwrap()
-            .contains("earlier message of its batch failed"),
+            .contains("earlier message of its show failed"),
         "{:?}",
         logs[1].error
     );
@@ -354,7 +354,7 @@ async fn id_conversions_are_cached_for_a_day() {
     assert_eq!(h.tmdb_requests("/3/find/110413").await, 2);
 }
 
-/// FIFO: after a record that must be retried, the rest of the batch is not processed and is
+/// FIFO: after a record that must be retried, the rest of its group is not processed and is
 /// returned for retry as well, so no later event overtakes it.
 #[tokio::test]
 async fn records_after_a_transient_failure_are_returned_unprocessed() {
@@ -377,6 +377,43 @@ async fn records_after_a_transient_failure_are_returned_unprocessed() {
     assert_eq!(failed, ["m-1", "m-2"]);
     // m-2 would have been logged `failed` had it been processed.
     assert_eq!(h.count("SELECT count(*) FROM plex_webhook_logs").await, 0);
+}
+
+/// ...but records of other message groups in the same batch are processed: a message that keeps
+/// failing does not take its batch-mates to the dead-letter queue with it.
+#[tokio::test]
+async fn a_transient_failure_holds_back_only_its_own_group() {
+    let h = harness().await;
+    Mock::given(method("GET"))
+        .respond_with(ResponseTemplate::new(503))
+        .mount(&h.tmdb)
+        .await;
+    let body = message(fixtures::plex_episode_scrobble()).to_body();
+    let show = format!("{}:48200", fixtures::server_uuid());
+    let response = processor::handle_batch(
+        &h.processor(),
+        sqs_event_in_groups(&[
+            ("m-1", body, 1, &show),
+            ("m-2", "not json".to_string(), 1, "other-server:777"),
+            ("m-3", "not json either".to_string(), 1, &show),
+        ]),
+    )
+    .await;
+    let failed: Vec<&str> = response
+        .batch_item_failures
+        .iter()
+        .map(|f| f.item_identifier.as_str())
+        .collect();
+    assert_eq!(failed, ["m-1", "m-3"]);
+    // m-2 (another show) was processed: logged `failed` as unreadable, and acknowledged.
+    assert_eq!(
+        h.count(
+            "SELECT count(*) FROM plex_webhook_logs WHERE message_id = 'm-2' AND status = 'failed'"
+        )
+        .await,
+        1
+    );
+    assert_eq!(h.count("SELECT count(*) FROM plex_webhook_logs").await, 1);
 }
 
 /// The EMF line the OpenConflicts alarm reads, emitted after each batch with the database's

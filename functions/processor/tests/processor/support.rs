@@ -263,9 +263,19 @@ pub fn message(payload: Value) -> QueueMessage {
 }
 
 pub fn sqs_event(records: &[(&str, String, u32)]) -> SqsEvent {
+    let group = format!("{}:48200", fixtures::server_uuid());
+    let records: Vec<_> = records
+        .iter()
+        .map(|(id, body, count)| (*id, body.clone(), *count, group.as_str()))
+        .collect();
+    sqs_event_in_groups(&records)
+}
+
+/// An SQS event whose records carry their own message group ids: (id, body, receive count, group).
+pub fn sqs_event_in_groups(records: &[(&str, String, u32, &str)]) -> SqsEvent {
     let records: Vec<Value> = records
         .iter()
-        .map(|(id, body, count)| {
+        .map(|(id, body, count, group)| {
             json!({
                 "messageId": id,
                 "receiptHandle": format!("AQEB{id}"),
@@ -273,7 +283,7 @@ pub fn sqs_event(records: &[(&str, String, u32)]) -> SqsEvent {
                 "attributes": {
                     "ApproximateReceiveCount": count.to_string(),
                     "SentTimestamp": "1764339001000",
-                    "MessageGroupId": format!("{}:48200", fixtures::server_uuid()),
+                    "MessageGroupId": group,
                     "MessageDeduplicationId": "dedup",
                     "SequenceNumber": "18889999999999999999",
                     "ApproximateFirstReceiveTimestamp": "1764339001500"
