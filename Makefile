@@ -19,7 +19,7 @@ help:
 	@echo "make sam-build  sam build (runs cargo lambda build --release per function, into .aws-sam/)"
 	@echo "make deploy     sam deploy (--guided the first time, i.e. without samconfig.toml)"
 	@echo "make demo       post a sequence of Plex webhooks to a running make dev and show the result"
-	@echo "make bench      criterion benchmarks of the CPU hot paths (see BENCHMARKS.md)"
+	@echo "make bench      release binaries: cold start, throughput vs pgbench, RSS; criterion; writes BENCHMARKS.md"
 	@echo "make reliability  storm, DB outage, poison, fuzzing, schemathesis, secret scan (RELIABILITY.md)"
 	@echo "make clean-dev  stop what make dev started and remove .dev/"
 

@@ -85,7 +85,9 @@ pub async fn count_open(pool: &DbPool) -> Result<i64, DbError> {
     let client = pool.get().await?;
     let row = client
         .query_one(
-            "SELECT count(*) FROM plex_conflicts WHERE NOT resolved",
+            &client
+                .prepare_cached("SELECT count(*) FROM plex_conflicts WHERE NOT resolved")
+                .await?,
             &[],
         )
         .await?;

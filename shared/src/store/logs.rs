@@ -163,7 +163,9 @@ pub struct NewLogEntry<'a> {
 pub async fn record(client: &impl GenericClient, e: &NewLogEntry<'_>) -> Result<(), DbError> {
     client
         .execute(
-            "WITH seen_plex AS (
+            &client
+                .prepare_cached(
+                    "WITH seen_plex AS (
                  UPDATE plex_config
                     SET last_webhook_received = GREATEST(COALESCE(last_webhook_received, $15), $15)
                   WHERE user_id = $17 AND $16 = 'plex'
@@ -177,6 +179,8 @@ pub async fn record(client: &impl GenericClient, e: &NewLogEntry<'_>) -> Result<
                   plex_season, plex_episode, payload, status, error_message,
                   processing_duration_ms, receive_count, action_taken, tvshow_id, sender)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $16)",
+                )
+                .await?,
             &[
                 &e.message_id,
                 &e.idempotency_key,

@@ -9,7 +9,9 @@ use crate::db::DbError;
 pub async fn contains(client: &impl GenericClient, idempotency_key: &str) -> Result<bool, DbError> {
     let row = client
         .query_opt(
-            "SELECT 1 FROM plex_processed_messages WHERE idempotency_key = $1",
+            &client
+                .prepare_cached("SELECT 1 FROM plex_processed_messages WHERE idempotency_key = $1")
+                .await?,
             &[&idempotency_key],
         )
         .await?;
@@ -24,8 +26,8 @@ pub async fn record(
 ) -> Result<(), DbError> {
     client
         .execute(
-            "INSERT INTO plex_processed_messages (idempotency_key, message_id) VALUES ($1, $2)
-             ON CONFLICT (idempotency_key) DO NOTHING",
+            &client.prepare_cached("INSERT INTO plex_processed_messages (idempotency_key, message_id) VALUES ($1, $2)
+             ON CONFLICT (idempotency_key) DO NOTHING").await?,
             &[&idempotency_key, &message_id],
         )
         .await?;

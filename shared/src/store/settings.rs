@@ -42,10 +42,10 @@ pub struct PlexSettings {
 pub async fn load(client: &impl GenericClient) -> Result<Option<PlexSettings>, DbError> {
     let row = client
         .query_opt(
-            "SELECT enabled, auto_add_shows, auto_mark_watched, plex_server_url, plex_server_name,
+            &client.prepare_cached("SELECT enabled, auto_add_shows, auto_mark_watched, plex_server_url, plex_server_name,
                     plex_server_uuid, plex_account_id, plex_account_name, last_webhook_received,
                     updated_at, allowed_accounts, plex_token
-               FROM plex_config WHERE user_id = $1",
+               FROM plex_config WHERE user_id = $1").await?,
             &[&USER_ID],
         )
         .await?;

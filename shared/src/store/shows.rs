@@ -106,7 +106,9 @@ pub async fn lock_seasons(
 ) -> Result<Option<(Value, Option<i32>)>, DbError> {
     let row = client
         .query_opt(
-            "SELECT seasons, tmdb_id FROM tvshows WHERE id = $1 FOR UPDATE",
+            &client
+                .prepare_cached("SELECT seasons, tmdb_id FROM tvshows WHERE id = $1 FOR UPDATE")
+                .await?,
             &[&id],
         )
         .await?;
@@ -123,10 +125,14 @@ pub async fn save_seasons(
 ) -> Result<(), DbError> {
     client
         .execute(
-            "UPDATE tvshows
+            &client
+                .prepare_cached(
+                    "UPDATE tvshows
                 SET seasons = $2, watched_episodes = $3, total_episodes = $4,
                     plex_synced = true, plex_last_sync = now(), updated_at = now()
               WHERE id = $1",
+                )
+                .await?,
             &[&id, seasons, &watched_episodes, &total_episodes],
         )
         .await?;
@@ -137,7 +143,11 @@ pub async fn save_seasons(
 pub async fn note_synced(client: &impl GenericClient, id: i32) -> Result<(), DbError> {
     client
         .execute(
-            "UPDATE tvshows SET plex_synced = true, plex_last_sync = now() WHERE id = $1",
+            &client
+                .prepare_cached(
+                    "UPDATE tvshows SET plex_synced = true, plex_last_sync = now() WHERE id = $1",
+                )
+                .await?,
             &[&id],
         )
         .await?;
