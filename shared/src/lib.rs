@@ -11,6 +11,7 @@
 //! [`lambda::serve_events`]) builds the function's state once from the environment and hands it
 //! every event.
 
+pub mod accounts;
 pub mod api;
 pub mod crypto;
 pub mod db;

@@ -15,6 +15,7 @@ use secrecy::SecretString;
 use serde::Serialize;
 use serde_json::{json, Value};
 
+use crate::accounts::{names_account, AllowedAccounts};
 use crate::crypto::Keyring;
 use crate::db::{self, DbError, DbPool};
 use crate::env::{Env, EnvError, TmdbConfig};
@@ -24,7 +25,7 @@ use crate::payload::{AccountRef, EventKind, PlexEvent};
 use crate::plex::PlexServerClient;
 use crate::queue::QueueMessage;
 use crate::secrets::SecretsCache;
-use crate::senders::{same_user_id, Sender};
+use crate::senders::Sender;
 use crate::store::{
     conflicts::{self, NewConflict},
     logs::{self, LogStatus, NewLogEntry},
@@ -226,7 +227,7 @@ struct SenderConfig {
     enabled: bool,
     auto_add_shows: bool,
     auto_mark_watched: bool,
-    allowed_accounts: Value,
+    allowed_accounts: AllowedAccounts,
     /// Jellyfin / Emby: the user's own account there (name or id). Plex marks the webhook
     /// owner's plays itself (`user` flag).
     own_account: Option<String>,
@@ -266,18 +267,6 @@ async fn load_config(
             own_account: Some(c.account),
             plex_server: None,
         }))
-}
-
-/// Whether `entry` (a user name, a numeric Plex id or a Jellyfin / Emby user id) names `account`.
-fn names_account(entry: &str, account: &AccountRef) -> bool {
-    let entry = entry.trim();
-    let title = account.title.as_deref().unwrap_or_default();
-    (!title.is_empty() && entry.eq_ignore_ascii_case(title))
-        || (entry.parse::<i64>().ok().is_some() && entry.parse::<i64>().ok() == account.id)
-        || account
-            .uuid
-            .as_deref()
-            .is_some_and(|uuid| same_user_id(entry, uuid))
 }
 
 /// What the log row needs besides the outcome.
@@ -529,20 +518,10 @@ fn account_gate(config: &SenderConfig, account: &AccountRef) -> Result<(), Strin
             return Ok(());
         }
     }
-    let title = account.title.as_deref().unwrap_or_default();
-    let allowed_entry = config
-        .allowed_accounts
-        .as_array()
-        .into_iter()
-        .flatten()
-        .any(|a| match a {
-            Value::Number(n) => n.as_i64().is_some() && n.as_i64() == account.id,
-            Value::String(s) => names_account(s, account),
-            _ => false,
-        });
-    if allowed_entry {
+    if config.allowed_accounts.permits(account) {
         return Ok(());
     }
+    let title = account.title.as_deref().unwrap_or_default();
     Err(format!(
         "play by another account ({}{}) is not synced",
         if title.is_empty() { "unnamed" } else { title },
@@ -968,7 +947,7 @@ mod tests {
             enabled: true,
             auto_add_shows: true,
             auto_mark_watched: true,
-            allowed_accounts: allowed,
+            allowed_accounts: AllowedAccounts::from_json(&allowed),
             own_account: own.map(str::to_owned),
             plex_server: None,
         }

@@ -7,6 +7,7 @@
 
 use lambda_http::{http::StatusCode, Body, Request, Response};
 use plexsync::{
+    accounts::{AllowedAccount, AllowedAccounts},
     api::{self, json, respond, route_not_found, routes, ApiContext, ApiError, StrictBody},
     crypto::{random_token, Keyring},
     db::DbError,
@@ -72,7 +73,7 @@ struct ConfigView {
     server_name: Option<String>,
     server_url: Option<String>,
     plex_account_name: Option<String>,
-    allowed_accounts: serde_json::Value,
+    allowed_accounts: AllowedAccounts,
     last_webhook_received: Option<chrono::DateTime<chrono::Utc>>,
     webhook_url: Option<String>,
 }
@@ -90,7 +91,7 @@ async fn get_config(state: &State) -> Result<Response<Body>, ApiError> {
             server_name: None,
             server_url: None,
             plex_account_name: None,
-            allowed_accounts: serde_json::json!([]),
+            allowed_accounts: AllowedAccounts::default(),
             last_webhook_received: None,
             webhook_url: None,
         },
@@ -129,35 +130,6 @@ struct SaveBody {
     allowed_accounts: Option<Vec<AllowedAccount>>,
     #[serde(default)]
     rotate_webhook_secret: bool,
-}
-
-#[derive(Deserialize, serde::Serialize)]
-#[serde(untagged)]
-enum AllowedAccount {
-    Id(u32),
-    Name(String),
-}
-
-const MAX_ALLOWED_ACCOUNTS: usize = 50;
-
-fn validate_allowed_accounts(list: &[AllowedAccount]) -> Result<serde_json::Value, ApiError> {
-    if list.len() > MAX_ALLOWED_ACCOUNTS {
-        return Err(ApiError::BadRequest(format!(
-            "allowedAccounts takes at most {MAX_ALLOWED_ACCOUNTS} entries"
-        )));
-    }
-    for entry in list {
-        if let AllowedAccount::Name(name) = entry {
-            let name = name.trim();
-            if name.is_empty() || name.len() > 100 || name.chars().any(char::is_control) {
-                return Err(ApiError::BadRequest(
-                    "allowedAccounts entries are Plex usernames (1-100 characters) or account ids"
-                        .into(),
-                ));
-            }
-        }
-    }
-    Ok(serde_json::to_value(list).unwrap_or_else(|_| serde_json::json!([])))
 }
 
 impl StrictBody for SaveBody {
@@ -218,6 +190,55 @@ struct SaveResponse {
     server_name: Option<String>,
 }
 
+/// The server to store: the one at the given URL (named from plex.tv when it lists it), else the
+/// first owned server with a usable connection.
+fn pick_server(
+    servers: &[PlexServer],
+    given_url: Option<String>,
+) -> Result<(String, Option<&PlexServer>), ApiError> {
+    if let Some(url) = given_url {
+        let server = server_for_url(servers, &url);
+        return Ok((url, server));
+    }
+    let server = servers.iter().find(|s| s.url.is_some()).ok_or_else(|| {
+        ApiError::Unprocessable(
+            "plex.tv lists no Plex Media Server owned by this account with a usable \
+             connection; pass plexServerUrl"
+                .into(),
+        )
+    })?;
+    let url = server.url.as_ref().map_or_else(String::new, |u| {
+        u.as_str().trim_end_matches('/').to_string()
+    });
+    Ok((url, Some(server)))
+}
+
+/// The Plex token encrypted with the key from Secrets Manager.
+async fn encrypt_token(state: &State, token: &SecretString) -> Result<String, ApiError> {
+    let key = state
+        .api
+        .secrets
+        .get(&state.encryption_key_id)
+        .await?
+        .ok_or_else(|| ApiError::Internal("the encryption key secret does not exist".into()))?;
+    Ok(Keyring::from_secret(&key)?.encrypt(token))
+}
+
+/// The webhook secret to use and whether it must be written: the stored one, unless it is
+/// missing, unusable or a rotation was asked for.
+async fn webhook_secret(state: &State, rotate: bool) -> Result<(SecretString, bool), ApiError> {
+    let existing = state
+        .api
+        .secrets
+        .get(&state.webhook_secret_id)
+        .await?
+        .filter(usable_secret);
+    Ok(match existing {
+        Some(s) if !rotate => (s, false),
+        _ => (SecretString::from(random_token(WEBHOOK_SECRET_BYTES)), true),
+    })
+}
+
 async fn save_config(state: &State, req: &Request) -> Result<Response<Body>, ApiError> {
     let body: SaveBody = api::parse_body(req)?;
     validate_token(&body.plex_token)?;
@@ -230,50 +251,15 @@ async fn save_config(state: &State, req: &Request) -> Result<Response<Body>, Api
     let allowed_accounts = body
         .allowed_accounts
         .as_deref()
-        .map(validate_allowed_accounts)
+        .map(|list| AllowedAccounts::new(list.to_vec()))
         .transpose()?;
 
     // plex.tv first: a rejected token or an outage stores nothing.
     let account = state.plex_tv.account(&body.plex_token).await?;
     let servers = state.plex_tv.owned_servers(&body.plex_token).await?;
-    let (server_url, server) = match given_url {
-        Some(url) => {
-            let server = server_for_url(&servers, &url);
-            (url, server)
-        }
-        None => {
-            let server = servers.iter().find(|s| s.url.is_some()).ok_or_else(|| {
-                ApiError::Unprocessable(
-                    "plex.tv lists no Plex Media Server owned by this account with a usable \
-                     connection; pass plexServerUrl"
-                        .into(),
-                )
-            })?;
-            let url = server.url.as_ref().map_or_else(String::new, |u| {
-                u.as_str().trim_end_matches('/').to_string()
-            });
-            (url, Some(server))
-        }
-    };
-
-    let key = state
-        .api
-        .secrets
-        .get(&state.encryption_key_id)
-        .await?
-        .ok_or_else(|| ApiError::Internal("the encryption key secret does not exist".into()))?;
-    let encrypted_token = Keyring::from_secret(&key)?.encrypt(&body.plex_token);
-
-    let existing = state
-        .api
-        .secrets
-        .get(&state.webhook_secret_id)
-        .await?
-        .filter(usable_secret);
-    let (webhook_secret, write_secret) = match existing {
-        Some(s) if !body.rotate_webhook_secret => (s, false),
-        _ => (SecretString::from(random_token(WEBHOOK_SECRET_BYTES)), true),
-    };
+    let (server_url, server) = pick_server(&servers, given_url)?;
+    let encrypted_token = encrypt_token(state, &body.plex_token).await?;
+    let (webhook_secret, write_secret) = webhook_secret(state, body.rotate_webhook_secret).await?;
 
     // One transaction; the secret is written before the commit, so a Secrets Manager failure
     // rolls the row back.

@@ -13,7 +13,7 @@ use plexsync::{
     crypto::{CryptoError, Keyring},
     db::{DbError, DbPool},
     episodes::{self, MarkOutcome, MarkRequest},
-    plex::{PlexError, PlexServerClient},
+    plex::{PlexError, PlexLeaf, PlexServerClient},
     store::{mappings, settings},
 };
 
@@ -95,6 +95,43 @@ impl From<deadpool_postgres::PoolError> for SyncError {
     }
 }
 
+/// Marks one episode Plex has watched, with its `lastViewedAt`, and counts what happened.
+async fn mark_leaf(
+    tx: &deadpool_postgres::Transaction<'_>,
+    tvshow_id: i32,
+    leaf: &PlexLeaf,
+    report: &mut SyncReport,
+) -> Result<(), SyncError> {
+    report.watched_in_plex += 1;
+    let (Some(season), Some(episode)) = (leaf.parent_index, leaf.index) else {
+        report.not_in_tracker += 1;
+        return Ok(());
+    };
+    let req = MarkRequest {
+        tvshow_id,
+        season,
+        episode,
+        watched_at: leaf
+            .last_viewed_at
+            .and_then(|t| Utc.timestamp_opt(t, 0).single())
+            .unwrap_or_else(Utc::now),
+        idempotency_key: None,
+        message_id: None,
+    };
+    match episodes::mark_episode_in(tx, &req, None).await? {
+        MarkOutcome::Marked { .. } => {
+            report.marked += 1;
+            report
+                .marked_episodes
+                .push(format!("S{season:02}E{episode:02}"));
+        }
+        MarkOutcome::AlreadyWatched { .. } | MarkOutcome::Duplicate => report.already_watched += 1,
+        MarkOutcome::EpisodeMissing { .. } => report.not_in_tracker += 1,
+        MarkOutcome::ShowMissing => return Err(SyncError::ShowMissing),
+    }
+    Ok(())
+}
+
 /// Syncs one mapping's watch history from the Plex server. The token is decrypted in memory
 /// only and never leaves this function. No connection is held across the Plex call; all marks
 /// are written in one transaction.
@@ -146,36 +183,7 @@ pub async fn sync_show_progress(
     let mut client = pool.get().await?;
     let tx = client.transaction().await?;
     for leaf in leaves.iter().filter(|l| l.view_count.unwrap_or(0) > 0) {
-        report.watched_in_plex += 1;
-        let (Some(season), Some(episode)) = (leaf.parent_index, leaf.index) else {
-            report.not_in_tracker += 1;
-            continue;
-        };
-        let watched_at = leaf
-            .last_viewed_at
-            .and_then(|t| Utc.timestamp_opt(t, 0).single())
-            .unwrap_or_else(Utc::now);
-        let req = MarkRequest {
-            tvshow_id,
-            season,
-            episode,
-            watched_at,
-            idempotency_key: None,
-            message_id: None,
-        };
-        match episodes::mark_episode_in(&tx, &req, None).await? {
-            MarkOutcome::Marked { .. } => {
-                report.marked += 1;
-                report
-                    .marked_episodes
-                    .push(format!("S{season:02}E{episode:02}"));
-            }
-            MarkOutcome::AlreadyWatched { .. } | MarkOutcome::Duplicate => {
-                report.already_watched += 1
-            }
-            MarkOutcome::EpisodeMissing { .. } => report.not_in_tracker += 1,
-            MarkOutcome::ShowMissing => return Err(SyncError::ShowMissing),
-        }
+        mark_leaf(&tx, tvshow_id, leaf, &mut report).await?;
     }
     tx.commit().await?;
     tracing::info!(

@@ -3,7 +3,7 @@
 
 use deadpool_postgres::GenericClient;
 
-use crate::{db::DbError, senders::Sender, store::settings::USER_ID};
+use crate::{accounts::AllowedAccounts, db::DbError, senders::Sender, store::settings::USER_ID};
 
 /// One sender's settings.
 #[derive(Debug, Clone, PartialEq)]
@@ -12,7 +12,7 @@ pub struct SenderSettings {
     pub auto_add_shows: bool,
     pub auto_mark_watched: bool,
     /// Other accounts whose plays count (names or ids).
-    pub allowed_accounts: serde_json::Value,
+    pub allowed_accounts: AllowedAccounts,
     /// The user's own account on that server (name or id).
     pub account: String,
 }
@@ -33,7 +33,7 @@ pub async fn load(
         enabled: r.get(0),
         auto_add_shows: r.get(1),
         auto_mark_watched: r.get(2),
-        allowed_accounts: r.get(3),
+        allowed_accounts: AllowedAccounts::from_json(&r.get(3)),
         account: r.get(4),
     }))
 }

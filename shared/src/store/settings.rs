@@ -4,6 +4,7 @@
 use chrono::{DateTime, Utc};
 use deadpool_postgres::GenericClient;
 
+use crate::accounts::AllowedAccounts;
 use crate::db::{DbError, DbPool};
 
 /// The single-user deployment keeps its settings in row `user_id = 1`.
@@ -32,7 +33,7 @@ pub struct PlexSettings {
     pub account_id: Option<i64>,
     pub account_name: Option<String>,
     /// Other accounts whose plays count (usernames as strings, server account ids as numbers).
-    pub allowed_accounts: serde_json::Value,
+    pub allowed_accounts: AllowedAccounts,
     pub last_webhook_received: Option<DateTime<Utc>>,
     pub updated_at: DateTime<Utc>,
     pub encrypted_token: EncryptedToken,
@@ -60,7 +61,7 @@ pub async fn load(client: &impl GenericClient) -> Result<Option<PlexSettings>, D
         account_name: r.get(7),
         last_webhook_received: r.get(8),
         updated_at: r.get(9),
-        allowed_accounts: r.get(10),
+        allowed_accounts: AllowedAccounts::from_json(&r.get(10)),
         encrypted_token: EncryptedToken(r.get(11)),
     }))
 }
@@ -79,7 +80,7 @@ pub struct SaveSettings<'a> {
     pub auto_add_shows: Option<bool>,
     pub auto_mark_watched: Option<bool>,
     /// `None` keeps the stored list (empty on first save).
-    pub allowed_accounts: Option<&'a serde_json::Value>,
+    pub allowed_accounts: Option<&'a AllowedAccounts>,
 }
 
 /// Inserts or updates the configuration row; runs on the caller's transaction so the
@@ -117,7 +118,7 @@ pub async fn save(client: &impl GenericClient, cfg: &SaveSettings<'_>) -> Result
                 &cfg.enabled,
                 &cfg.auto_add_shows,
                 &cfg.auto_mark_watched,
-                &cfg.allowed_accounts,
+                &cfg.allowed_accounts.map(AllowedAccounts::to_json),
             ],
         )
         .await?;
