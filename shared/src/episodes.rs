@@ -156,7 +156,7 @@ pub fn season_from_tmdb(season: &SeasonDetails) -> Value {
 
 /// Replaces (or inserts, in order) a season with fresh data, keeping what the user already
 /// watched and any stored episodes the fresh data lacks.
-pub fn merge_season(seasons: &mut Value, mut fresh: Value) {
+fn merge_season(seasons: &mut Value, mut fresh: Value) {
     if !seasons.is_array() {
         *seasons = json!([]);
     }

@@ -1,3 +1,4 @@
+#![warn(unreachable_pub)]
 //! plexsync's shared library (crate `plexsync`, folder `shared/`).
 //!
 //! **Where code lives: code used by one function lives in that function's crate

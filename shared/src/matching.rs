@@ -20,13 +20,13 @@ use crate::tmdb::{ExternalSource, TmdbClient, TmdbError};
 pub const AUTO_MAP_THRESHOLD: f64 = 0.90;
 /// Fuzzy title matches are scaled down by this. Since it is below [`AUTO_MAP_THRESHOLD`], a fuzzy
 /// match never maps on its own: it always goes to the user.
-pub const FUZZY_FACTOR: f64 = 0.85;
+const FUZZY_FACTOR: f64 = 0.85;
 const _: () = assert!(FUZZY_FACTOR < AUTO_MAP_THRESHOLD);
 /// pg_trgm similarity below which a tracker title is not a candidate at all.
-pub const FUZZY_MIN_SIMILARITY: f64 = 0.5;
+const FUZZY_MIN_SIMILARITY: f64 = 0.5;
 /// Plex server timeouts are retried (via SQS) on the first deliveries only; later deliveries
 /// skip the step, so an unreachable home server cannot push every new show into the DLQ.
-pub const PLEX_TIMEOUT_RETRIES: i64 = 2;
+const PLEX_TIMEOUT_RETRIES: i64 = 2;
 /// How many TMDB search results are checked for the episode's TMDB id.
 const SEARCH_CONFIRM_LIMIT: usize = 3;
 

@@ -1,3 +1,4 @@
+#![warn(unreachable_pub)]
 //! `config` handler: the Plex connection settings.
 //!
 //! - `GET /api/plex/config`: the settings, never the token.

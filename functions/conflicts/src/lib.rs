@@ -1,5 +1,6 @@
 // Proving the message pipeline's future `Send` nests deeper than the default limit (128).
 #![recursion_limit = "256"]
+#![warn(unreachable_pub)]
 //! `conflicts` handler.
 //!
 //! - `GET /api/plex/conflicts`: unresolved conflicts with their potential matches.

@@ -1,3 +1,4 @@
+#![warn(unreachable_pub)]
 //! `logs` handler.
 //!
 //! - `GET /api/plex/logs`: the activity log, newest first (`limit`, `status`, `cursor`).

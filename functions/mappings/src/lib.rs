@@ -1,3 +1,4 @@
+#![warn(unreachable_pub)]
 //! `mappings` handler.
 //!
 //! - `GET /api/plex/mappings`: every Plex show we know (`unmapped`, `conflicts`, pagination).

@@ -56,7 +56,7 @@ impl ApiContext {
     /// `Authorization: Bearer <API token>`, compared in constant time. On a mismatch the secret
     /// is re-read once (it may have been rotated; the cache rate-limits the re-reads).
     #[tracing::instrument(skip_all)]
-    pub async fn authorize(&self, req: &Request) -> Result<(), ApiError> {
+    async fn authorize(&self, req: &Request) -> Result<(), ApiError> {
         if !req.headers().contains_key(header::AUTHORIZATION) {
             return Err(ApiError::Unauthorized);
         }
