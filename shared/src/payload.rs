@@ -387,20 +387,7 @@ pub const MAX_JSON_DEPTH: usize = 32;
 impl WebhookPayload {
     /// Parses the JSON text of a payload, bounding nesting depth before serde sees it.
     pub fn from_json(bytes: &[u8]) -> Result<(Self, serde_json::Value), PayloadError> {
-        if json_depth_exceeds(bytes, MAX_JSON_DEPTH) {
-            return Err(PayloadError::Shape(format!(
-                "JSON nested deeper than {MAX_JSON_DEPTH} levels"
-            )));
-        }
-        let raw: serde_json::Value =
-            serde_json::from_slice(bytes).map_err(|e| PayloadError::NotJson(e.to_string()))?;
-        if !raw.is_object() {
-            return Err(PayloadError::Shape("expected a JSON object".into()));
-        }
-        // The path names the failing field (`Metadata.index: expected an integer ...`).
-        let payload = serde_path_to_error::deserialize(&raw)
-            .map_err(|e| PayloadError::Shape(e.to_string()))?;
-        Ok((payload, raw))
+        parse_json(bytes)
     }
 
     /// Filters and validates: which events we sync, and the fields each needs.
@@ -548,6 +535,26 @@ impl Metadata {
             year: self.year,
         })
     }
+}
+
+/// Parses JSON text into `T`, bounding nesting depth before serde sees it; the error names the
+/// failing field (`Metadata.index: expected an integer ...`).
+pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(
+    bytes: &[u8],
+) -> Result<(T, serde_json::Value), PayloadError> {
+    if json_depth_exceeds(bytes, MAX_JSON_DEPTH) {
+        return Err(PayloadError::Shape(format!(
+            "JSON nested deeper than {MAX_JSON_DEPTH} levels"
+        )));
+    }
+    let raw: serde_json::Value =
+        serde_json::from_slice(bytes).map_err(|e| PayloadError::NotJson(e.to_string()))?;
+    if !raw.is_object() {
+        return Err(PayloadError::Shape("expected a JSON object".into()));
+    }
+    let payload =
+        serde_path_to_error::deserialize(&raw).map_err(|e| PayloadError::Shape(e.to_string()))?;
+    Ok((payload, raw))
 }
 
 fn legacy_ids(guid: Option<&str>) -> Option<ExternalIds> {
