@@ -9,7 +9,7 @@
 use lambda_http::{http::StatusCode, Body, Request, Response};
 use plexsync::{
     accounts::{AllowedAccount, AllowedAccounts},
-    api::{self, json, respond, route_not_found, routes, ApiContext, ApiError, StrictBody},
+    api::{self, json, route_not_found, routes, ApiContext, ApiError, StrictBody},
     crypto::{random_token, Keyring},
     db::DbError,
     env::{Env, EnvError},
@@ -49,17 +49,16 @@ impl State {
 
 /// Serves one request: auth and routing, then the route's handler; always a JSON response.
 pub async fn handle(state: &State, req: Request) -> Response<Body> {
-    let route = match state.api.begin(&req, routes::CONFIG).await {
-        Ok(route) => route,
-        Err(resp) => return resp,
-    };
-    let result = match route.key() {
-        ("GET", "/api/plex/config") => get_config(state).await,
-        ("POST", "/api/plex/config") => save_config(state, &req).await,
-        ("DELETE", "/api/plex/config") => disable_config(state).await,
-        _ => Err(route_not_found(&req)),
-    };
-    state.api.finish(&req, respond(result))
+    let req = &req;
+    let serve = state.api.serve(req, routes::CONFIG, |route| async move {
+        match route.key() {
+            ("GET", "/api/plex/config") => get_config(state).await,
+            ("POST", "/api/plex/config") => save_config(state, req).await,
+            ("DELETE", "/api/plex/config") => disable_config(state).await,
+            _ => Err(route_not_found(req)),
+        }
+    });
+    serve.await
 }
 
 /// The `GET /api/plex/config` body (docs/openapi.yaml): settings, server and account, never the

@@ -12,8 +12,8 @@
 use lambda_http::{http::StatusCode, Body, Request, Response};
 use plexsync::{
     api::{
-        self, json, page_request, respond, route_not_found, routes, ApiContext, ApiError,
-        RouteMatch, StrictBody,
+        self, json, page_request, route_not_found, routes, ApiContext, ApiError, RouteMatch,
+        StrictBody,
     },
     env::Env,
     pipeline::{Pipeline, StartupError},
@@ -43,16 +43,15 @@ impl State {
 
 /// Serves one request: auth and routing, then the route's handler; always a JSON response.
 pub async fn handle(state: &State, req: Request) -> Response<Body> {
-    let route = match state.api.begin(&req, routes::CONFLICTS).await {
-        Ok(route) => route,
-        Err(resp) => return resp,
-    };
-    let result = match route.key() {
-        ("GET", "/api/plex/conflicts") => list(state, &req).await,
-        ("POST", "/api/plex/conflicts/{id}/resolve") => resolve(state, &route, &req).await,
-        _ => Err(route_not_found(&req)),
-    };
-    state.api.finish(&req, respond(result))
+    let req = &req;
+    let serve = state.api.serve(req, routes::CONFLICTS, |route| async move {
+        match route.key() {
+            ("GET", "/api/plex/conflicts") => list(state, req).await,
+            ("POST", "/api/plex/conflicts/{id}/resolve") => resolve(state, &route, req).await,
+            _ => Err(route_not_found(req)),
+        }
+    });
+    serve.await
 }
 
 #[derive(Serialize)]

@@ -10,8 +10,7 @@
 use lambda_http::{http::StatusCode, Body, Request, Response};
 use plexsync::{
     api::{
-        json, page_request, query_param, respond, route_not_found, routes, ApiContext, ApiError,
-        RouteMatch,
+        json, page_request, query_param, route_not_found, routes, ApiContext, ApiError, RouteMatch,
     },
     env::{Env, EnvError},
     store::{
@@ -49,19 +48,18 @@ impl State {
 
 /// Serves one request: auth and routing, then the route's handler; always a JSON response.
 pub async fn handle(state: &State, req: Request) -> Response<Body> {
-    let route = match state.api.begin(&req, routes::LOGS).await {
-        Ok(route) => route,
-        Err(resp) => return resp,
-    };
-    let result = match route.key() {
-        ("GET", "/api/plex/logs") => list(state, &req).await,
-        ("GET", "/api/plex/stats") => stats(state).await,
-        ("POST", "/api/plex/logs/{id}/replay") => replay(state, &route).await,
-        ("GET", "/api/plex/dead-letters") => list_dead_letters(state, &req).await,
-        ("POST", "/api/plex/dead-letters/redrive") => redrive_dead_letters(state, &req).await,
-        _ => Err(route_not_found(&req)),
-    };
-    state.api.finish(&req, respond(result))
+    let req = &req;
+    let serve = state.api.serve(req, routes::LOGS, |route| async move {
+        match route.key() {
+            ("GET", "/api/plex/logs") => list(state, req).await,
+            ("GET", "/api/plex/stats") => stats(state).await,
+            ("POST", "/api/plex/logs/{id}/replay") => replay(state, &route).await,
+            ("GET", "/api/plex/dead-letters") => list_dead_letters(state, req).await,
+            ("POST", "/api/plex/dead-letters/redrive") => redrive_dead_letters(state, req).await,
+            _ => Err(route_not_found(req)),
+        }
+    });
+    serve.await
 }
 
 #[derive(Serialize)]
