@@ -9,7 +9,8 @@
 #      vs pgbench, round trips per message);
 #   4. tools/bench_report.py writes BENCHMARKS.md.
 # Takes about 30-60 minutes on 2 cores (most of it the LTO builds). Arguments go to
-# tools/lambda_bench.py (e.g. --rounds 5 --only cold); SKIP_BUILD=1 reuses target/lambda.
+# tools/lambda_bench.py (e.g. --rounds 5 --only cold); SKIP_BUILD=1 reuses target/lambda;
+# BENCH_CRITERION=0 skips the criterion benches (BENCHMARKS.md then shows their last figures).
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
@@ -48,9 +49,14 @@ if [[ ${SKIP_BUILD:-0} != 1 ]]; then
   PATH="$ROOT/.venv/bin:$PATH" cargo lambda build --release
 fi
 
-log "criterion benches and the webhook's allocation count"
-cargo bench -p webhook --bench hot_paths --bench allocations
-cargo bench -p plexsync --features testing --bench hot_paths --bench marking_db
+if [[ ${BENCH_CRITERION:-1} != 0 ]]; then
+  log "criterion benches and the webhook's allocation count"
+  cargo bench -p webhook --bench hot_paths --bench allocations
+  cargo bench -p plexsync --features testing --bench hot_paths --bench marking_db
+else
+  log "the webhook's allocation count (criterion skipped: BENCH_CRITERION=0)"
+  cargo bench -p webhook --bench allocations
+fi
 
 log "release binaries under the stub Runtime API"
 .venv/bin/python tools/lambda_bench.py "$@"

@@ -7,6 +7,8 @@ moto (SQS + Secrets Manager), a fresh Postgres database, plex.tv / TMDB / Plex s
     POST <webhookUrl> multipart scrobble + thumb -> 202
     bridge -> processor                          -> The Office S01E01 watched in Postgres
     GET /api/plex/logs                           -> a success row for it
+    PUT /api/senders/jellyfin, /api/senders/emby -> 200, each sender's webhookUrl
+    POST Jellyfin JSON + Emby multipart scrobbles -> 202, S01E04 and S01E03 watched
 plus the bridge's own contract against a fake processor (delete only what did not fail), and the
 migrate binary in Lambda mode answering a CloudFormation custom-resource request.
 
@@ -217,6 +219,19 @@ def multipart(payload, thumb=THUMB):
         'Content-Disposition: form-data; name="thumb"; filename="image.jpg"\r\n'
         "Content-Type: image/jpeg\r\n\r\n"
     ).encode() + thumb + f"\r\n--{boundary}--\r\n".encode()
+    return body, f"multipart/form-data; boundary={boundary}"
+
+
+def emby_multipart(payload):
+    """multipart/form-data as Emby sends it with "Request content type: multipart/form-data":
+    the JSON in a `data` field."""
+    boundary = f"----EmbyBoundary{secrets.token_hex(8)}"
+    body = (
+        f"--{boundary}\r\n"
+        'Content-Disposition: form-data; name="data"\r\n\r\n'
+        f"{json.dumps(payload)}\r\n"
+        f"--{boundary}--\r\n"
+    ).encode()
     return body, f"multipart/form-data; boundary={boundary}"
 
 
@@ -503,6 +518,64 @@ def main():
         assert "content-type" not in {k.lower() for k in headers}, headers
         return sent["Reason"]
 
+    def enable_sender(sender):
+        def run():
+            status, _, body = http(
+                "PUT", f"{base}/lambda-url/config/api/senders/{sender}",
+                json.dumps({"account": "alice"}).encode(),
+                {**auth, "Content-Type": "application/json"}, timeout=FIRST_REQUEST_TIMEOUT)
+            assert status == 200, f"{status} {body}"
+            url = body.get("webhookUrl") or ""
+            assert url.startswith(f"{base}/lambda-url/webhook/api/{sender}/webhook?secret="), body
+            assert url.split("?")[1] == state["webhook_url"].split("?")[1], "one secret for all senders"
+            state[f"{sender}_url"] = url
+        return run
+
+    def senders_listed():
+        status, _, body = http("GET", f"{base}/lambda-url/config/api/senders", headers=auth)
+        assert status == 200, f"{status} {body}"
+        urls = {s["sender"]: s["webhookUrl"] for s in body["senders"]}
+        assert urls == {"plex": state["webhook_url"], "jellyfin": state["jellyfin_url"],
+                        "emby": state["emby_url"]}, urls
+        return ", ".join(sorted(urls))
+
+    def jellyfin_scrobble():
+        """S01E04, which nothing else here touches (S01E02 is the unmatched-show scenario's),
+        with only its TMDB id: the show is found by a title search confirmed by that id."""
+        payload = world.sender_webhook("jellyfin", "playback_stop")
+        episode = world.response("tmdb", "/3/tv/2316/season/1")["episodes"][3]
+        payload.update({"EpisodeNumber": 4, "Name": episode["name"], "Provider_tmdb": str(episode["id"]),
+                        "ItemId": "6e5d4c3b-2a19-4807-b6f5-e4d3c2b1a098"})
+        for key in ("Provider_tvdb", "Provider_imdb"):
+            payload.pop(key)
+        payload["UtcTimestamp"] = time.strftime("%Y-%m-%dT%H:%M:%S.0000000Z", time.gmtime())
+        status, _, resp = http("POST", state["jellyfin_url"], json.dumps(payload).encode(),
+                               {"Content-Type": "application/json"})
+        assert status == 202, f"{status} {resp}"
+
+    def emby_scrobble():
+        payload = world.sender_webhook("emby", "playback_stop")
+        payload["Date"] = time.strftime("%Y-%m-%dT%H:%M:%S.0000000Z", time.gmtime())
+        body, ctype = emby_multipart(payload)
+        status, _, resp = http("POST", state["emby_url"], body, {"Content-Type": ctype})
+        assert status == 202, f"{status} {resp}"
+
+    def senders_marked():
+        deadline = time.monotonic() + PROCESSING_TIMEOUT
+        seen = {}
+        while time.monotonic() < deadline:
+            seen = {n: episode_state(db_url, 1, n) for n in (3, 4)}
+            if all(v.startswith("true") for v in seen.values()):
+                other = episode_state(db_url, 1, 5)
+                assert other.startswith("false"), f"S01E05 changed too: {other}"
+                senders = psql(db_url, "SELECT string_agg(DISTINCT sender, ',' ORDER BY sender) "
+                                       "FROM plex_show_mappings")
+                assert senders == "emby,jellyfin,plex", f"one mapping per sender: {senders}"
+                return "S01E04 (Jellyfin) and S01E03 (Emby) watched; mappings per sender"
+            time.sleep(1)
+        raise AssertionError(f"not marked within {PROCESSING_TIMEOUT:.0f} s (state {seen!r}); "
+                             f"see {LOG_DIR}/watch.log and bridge.log")
+
     def queue_drained():
         attrs = aws("sqs").get_queue_attributes(
             QueueUrl=queue_url,
@@ -560,6 +633,12 @@ def main():
         if check("unmatched show (local://, no Guid array) scrobble -> 202", unmatched_scrobble):
             if check("the processor opens a conflict offering the tracker's show", unmatched_conflict):
                 check("resolving it through the API marks the held episode", resolve_unmatched)
+        if (check("PUT /api/senders/jellyfin -> 200 with its webhookUrl", enable_sender("jellyfin"))
+                and check("PUT /api/senders/emby -> 200 with its webhookUrl", enable_sender("emby"))):
+            check("GET /api/senders shows every sender's webhook URL", senders_listed)
+            if (check("Jellyfin PlaybackStop (JSON, S01E04) -> 202", jellyfin_scrobble)
+                    and check("Emby playback.stop (multipart data, S01E03) -> 202", emby_scrobble)):
+                check("bridge -> processor marks the Jellyfin and Emby episodes watched", senders_marked)
 
 
 def run():

@@ -310,8 +310,9 @@ class Bench:
         self.admin_url, self.url = admin, db_url(admin, self.db_name)
         suffix = secrets.token_hex(4)
         sqs = aws("sqs")
-        self.queue_url = sqs.create_queue(QueueName=f"plexsync-bench-{suffix}.fifo", Attributes={
-            "FifoQueue": "true", "ContentBasedDeduplication": "false"})["QueueUrl"]
+        fifo = {"FifoQueue": "true", "ContentBasedDeduplication": "false"}
+        self.queue_url = sqs.create_queue(QueueName=f"plexsync-bench-{suffix}.fifo", Attributes=fifo)["QueueUrl"]
+        self.dlq_url = sqs.create_queue(QueueName=f"plexsync-bench-dlq-{suffix}.fifo", Attributes=fifo)["QueueUrl"]
         sm = aws("secretsmanager")
         self.api_token = secrets.token_urlsafe(32)
         self.webhook_secret = secrets.token_urlsafe(24)
@@ -334,6 +335,7 @@ class Bench:
             "AWS_DEFAULT_REGION": REGION, "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
             "AWS_LAMBDA_FUNCTION_NAME": "bench", "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "128", "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
             "AWS_LAMBDA_LOG_GROUP_NAME": "/aws/lambda/bench", "AWS_LAMBDA_LOG_STREAM_NAME": "bench",
+            "MAX_RECEIVE_COUNT": "5", "DLQ_URL": self.dlq_url,
             "RUST_LOG": "info",
         }
         migrate = subprocess.run([str(self.binary("migrate"))], env=self.env, capture_output=True, text=True)

@@ -18,6 +18,12 @@ def webhook(name):
     return copy.deepcopy(WORLD["plex_webhooks"][name])
 
 
+def sender_webhook(sender, name):
+    """A Jellyfin or Emby payload (sender "jellyfin" / "emby"): playback_stop, user_data_saved,
+    mark_played, movie_playback_stop."""
+    return copy.deepcopy(WORLD[f"{sender}_webhooks"][name])
+
+
 def response(service, path):
     """What `GET path` returns from plex_server, plex_tv or tmdb; None when the world has none."""
     return copy.deepcopy(WORLD[service].get(path))

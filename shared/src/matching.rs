@@ -23,7 +23,7 @@ pub const AUTO_MAP_THRESHOLD: f64 = 0.90;
 const FUZZY_FACTOR: f64 = 0.85;
 const _: () = assert!(FUZZY_FACTOR < AUTO_MAP_THRESHOLD);
 /// pg_trgm similarity below which a tracker title is not a candidate at all.
-const FUZZY_MIN_SIMILARITY: f64 = 0.5;
+pub const FUZZY_MIN_SIMILARITY: f64 = 0.5;
 /// Plex server timeouts are retried (via SQS) on the first deliveries only; later deliveries
 /// skip the step, so an unreachable home server cannot push every new show into the DLQ.
 const PLEX_TIMEOUT_RETRIES: i64 = 2;
@@ -415,7 +415,7 @@ pub async fn decide(
     resolution: &ShowIdentity,
     auto_add: bool,
 ) -> Result<MatchDecision, MatchError> {
-    let client = pool.get().await.map_err(DbError::from)?;
+    let mut client = pool.get().await.map_err(DbError::from)?;
     let known = resolution.show.as_ref();
     if let Some(show) = known {
         if let Some(id) = tmdb_id_i32(show.tmdb_id) {
@@ -428,7 +428,7 @@ pub async fn decide(
             }
         }
     }
-    let candidates = title_candidates(&client, event, resolution).await?;
+    let candidates = title_candidates(&mut client, event, resolution).await?;
     // Fuzzy scores are at most FUZZY_FACTOR, below the auto-map threshold: a title match is
     // never mapped without the user, it becomes a conflict.
     if let Some(show) = known {
@@ -453,7 +453,7 @@ pub async fn decide(
 /// Tracker shows with a similar title. With a known TMDB id, a tracker show holding a
 /// *different* TMDB id is another show; only shows without a TMDB id can still be this one.
 async fn title_candidates(
-    client: &impl deadpool_postgres::GenericClient,
+    client: &mut deadpool_postgres::Client,
     event: &PlexEvent,
     resolution: &ShowIdentity,
 ) -> Result<Vec<Candidate>, MatchError> {

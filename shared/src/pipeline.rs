@@ -30,7 +30,7 @@ use crate::store::{
     conflicts::{self, NewConflict},
     logs::{self, LogStatus, NewLogEntry},
     mappings::{self, Lock, MappingState, NewMapping, PlexShowKey},
-    media_senders, processed,
+    processed, senders as sender_settings,
     settings::{self, EncryptedToken},
 };
 use crate::tmdb::{SeasonDetails, TmdbClient, TmdbError, TvDetails};
@@ -257,13 +257,13 @@ async fn load_config(
             }),
         }));
     }
-    Ok(media_senders::load(client, sender)
+    Ok(sender_settings::find(client, sender)
         .await?
         .map(|c| SenderConfig {
             enabled: c.enabled,
             auto_add_shows: c.auto_add_shows,
             auto_mark_watched: c.auto_mark_watched,
-            allowed_accounts: c.allowed_accounts,
+            allowed_accounts: AllowedAccounts::from_json(&c.allowed_accounts),
             own_account: Some(c.account),
             plex_server: None,
         }))

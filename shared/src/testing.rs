@@ -13,12 +13,38 @@ const HOW_TO_START: &str =
     "run the tests with `make test`, which starts Postgres and moto_server and sets \
 DATABASE_URL and AWS_ENDPOINT_URL";
 
-/// A uniquely named database with every migration applied. It is left behind on purpose (a
-/// `Drop` cannot await); `make test` drops leftover `plexsync_test_*` databases older than two hours before a run.
+/// A uniquely named database with every migration applied. Dropping it drops the database
+/// (each is ~8 MB, and a full run creates hundreds); set `PLEXSYNC_KEEP_TEST_DB=1` to keep them
+/// for a post-mortem. Databases of killed runs are dropped by `scripts/drop-stale-dbs.sh`.
 pub struct TestDb {
     pub pool: DbPool,
     pub name: String,
     pub url: SecretString,
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        if std::env::var_os("PLEXSYNC_KEEP_TEST_DB").is_some() {
+            return;
+        }
+        // `Drop` cannot await, and the test's runtime may be shutting down: drop the database
+        // from a thread with a runtime of its own. FORCE ends the pool's connections.
+        let name = self.name.clone();
+        let dropper = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime for dropping a test database");
+            rt.block_on(async {
+                let admin = admin_client(&base_database_url()).await;
+                let sql = format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)");
+                if let Err(e) = admin.batch_execute(&sql).await {
+                    eprintln!("could not drop test database {name}: {e}");
+                }
+            });
+        });
+        let _ = dropper.join();
+    }
 }
 
 fn base_database_url() -> String {

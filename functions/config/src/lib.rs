@@ -5,6 +5,8 @@
 //! - `POST /api/plex/config`: validate the token with plex.tv, discover the server, encrypt the
 //!   token, keep (or create, or rotate) the webhook secret, store; nothing is stored on failure.
 //! - `DELETE /api/plex/config`: soft disable; mappings and history stay.
+//! - `GET /api/senders`, `PUT /api/senders/{sender}`: every sender's webhook URL, and the
+//!   Jellyfin / Emby settings (see [`senders`]).
 
 use lambda_http::{http::StatusCode, Body, Request, Response};
 use plexsync::{
@@ -13,6 +15,7 @@ use plexsync::{
     crypto::{random_token, Keyring},
     db::DbError,
     env::{Env, EnvError},
+    senders::Sender,
     store::settings::{self as store, SaveSettings},
 };
 use secrecy::{ExposeSecret, SecretString};
@@ -20,6 +23,7 @@ use serde::{Deserialize, Serialize};
 use url::Url;
 
 pub mod plex_tv;
+pub mod senders;
 
 use plex_tv::{PlexServer, PlexTvClient};
 
@@ -55,6 +59,10 @@ pub async fn handle(state: &State, req: Request) -> Response<Body> {
             ("GET", "/api/plex/config") => get_config(state).await,
             ("POST", "/api/plex/config") => save_config(state, req).await,
             ("DELETE", "/api/plex/config") => disable_config(state).await,
+            ("GET", "/api/senders") => senders::list(state).await,
+            ("PUT", "/api/senders/{sender}") => {
+                senders::save(state, req, route.param("sender").unwrap_or_default()).await
+            }
             _ => Err(route_not_found(req)),
         }
     });
@@ -346,14 +354,23 @@ async fn disable_config(state: &State) -> Result<Response<Body>, ApiError> {
 }
 
 /// A placeholder or empty secret (e.g. created empty by a template) counts as none.
-fn usable_secret(s: &SecretString) -> bool {
+pub(crate) fn usable_secret(s: &SecretString) -> bool {
     s.expose_secret().trim().len() >= 16
 }
 
 /// `PUBLIC_BASE_URL` + `/api/plex/webhook?secret=...`.
 pub fn webhook_url(base: &Url, secret: &SecretString) -> String {
+    sender_webhook_url(base, Sender::Plex, secret)
+}
+
+/// `PUBLIC_BASE_URL` + the sender's route (`/api/jellyfin/webhook`, ...) + `?secret=...`.
+pub fn sender_webhook_url(base: &Url, sender: Sender, secret: &SecretString) -> String {
     let mut url = base.clone();
-    let path = format!("{}/api/plex/webhook", base.path().trim_end_matches('/'));
+    let path = format!(
+        "{}{}",
+        base.path().trim_end_matches('/'),
+        sender.webhook_path()
+    );
     url.set_path(&path);
     url.set_query(None);
     url.set_fragment(None);
@@ -376,6 +393,14 @@ mod tests {
         assert_eq!(
             webhook_url(&"https://x.example.com/prod/".parse().unwrap(), &s),
             "https://x.example.com/prod/api/plex/webhook?secret=a%2Bb%2Fc"
+        );
+        assert_eq!(
+            sender_webhook_url(
+                &"https://x.example.com/prod/".parse().unwrap(),
+                Sender::Emby,
+                &s
+            ),
+            "https://x.example.com/prod/api/emby/webhook?secret=a%2Bb%2Fc"
         );
     }
 

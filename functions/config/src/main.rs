@@ -1,4 +1,4 @@
-//! `config` function: `GET/POST/DELETE /api/plex/config` (see the library, [`config::handle`]).
+//! `config` function: `GET/POST/DELETE /api/plex/config`, `GET /api/senders`, `PUT /api/senders/{sender}` (see the library, [`config::handle`]).
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {

@@ -8,24 +8,26 @@ use lambda_http::{Body, Response};
 use plexsync::{
     api::testing::{authed, text},
     crypto::generate_key_hex,
-    testing::{fixtures, fresh_db, moto_config, secret, unique_suffix},
+    testing::{fixtures, fresh_db, moto_config, secret, unique_suffix, TestDb},
 };
 use serde_json::json;
 use wiremock::{matchers::path, Mock, MockServer, ResponseTemplate};
 
 const PLEX_TOKEN: &str = "yZxW9vUtSrQpOnMlKjIh";
 
-async fn state(plex: &MockServer) -> State {
+/// The function's state and its database, which lives (and is dropped) with the test.
+async fn state(plex: &MockServer) -> (State, TestDb) {
     let db = fresh_db().await;
     let sdk = moto_config().await;
     let (api, _) = plexsync::api::testing::context(db.pool.clone(), &sdk).await;
-    State {
+    let state = State {
         api,
         plex_tv: PlexTvClient::new(plex.uri().parse().unwrap()),
         public_base_url: "https://api.example.com".parse().unwrap(),
         encryption_key_id: secret(&sdk, &generate_key_hex()).await,
         webhook_secret_id: format!("plexsync-test/webhook-{}", unique_suffix()),
-    }
+    };
+    (state, db)
 }
 
 async fn call(state: &State, method: &str, body: Option<serde_json::Value>) -> Response<Body> {
@@ -68,7 +70,7 @@ async fn no_log_line_contains_the_plex_token() {
         .respond_with(ResponseTemplate::new(200).set_body_json(fixtures::plex_tv_resources()))
         .mount(&plex)
         .await;
-    let s = state(&plex).await;
+    let (s, _db) = state(&plex).await;
     assert_eq!(
         call(&s, "POST", Some(json!({"plexToken": PLEX_TOKEN})))
             .await
@@ -91,7 +93,7 @@ async fn no_log_line_contains_the_plex_token() {
         .respond_with(ResponseTemplate::new(500))
         .mount(&failing)
         .await;
-    let s = state(&failing).await;
+    let (s, _db) = state(&failing).await;
     assert_eq!(
         call(&s, "POST", Some(json!({"plexToken": PLEX_TOKEN})))
             .await

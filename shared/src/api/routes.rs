@@ -15,6 +15,8 @@ pub const CONFIG: &[Route] = &[
     ("GET", "/api/plex/config"),
     ("POST", "/api/plex/config"),
     ("DELETE", "/api/plex/config"),
+    ("GET", "/api/senders"),
+    ("PUT", "/api/senders/{sender}"),
 ];
 pub const MAPPINGS: &[Route] = &[
     ("GET", "/api/plex/mappings"),

@@ -4,8 +4,8 @@
 pub mod conflicts;
 pub mod logs;
 pub mod mappings;
-pub mod media_senders;
 pub mod processed;
+pub mod senders;
 pub mod settings;
 pub mod shows;
 pub mod tmdb_cache;

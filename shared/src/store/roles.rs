@@ -1,6 +1,6 @@
 //! The runtime role the functions connect as. Migrations run as the owner role; the runtime
-//! role may only read and write plexsync's tables (`plex_*`, `tmdb_*`) and the tracker's
-//! `tvshows`: no DDL, nothing in other schemas, not even the migration history.
+//! role may only read and write plexsync's tables (`plex_*`, `tmdb_*`, `media_senders`) and
+//! the tracker's `tvshows`: no DDL, nothing in other schemas, not even the migration history.
 //!
 //! The role is the user of the runtime database URL: created with that URL's password when
 //! missing, its password reset to it on every run (so the secret is the truth), its grants
@@ -46,7 +46,8 @@ const RUNTIME_TABLES: &str = "
     SELECT c.relname::text
     FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
     WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p')
-      AND (c.relname LIKE 'plex\\_%' OR c.relname LIKE 'tmdb\\_%' OR c.relname = 'tvshows')
+      AND (c.relname LIKE 'plex\\_%' OR c.relname LIKE 'tmdb\\_%'
+           OR c.relname IN ('tvshows', 'media_senders'))
     ORDER BY 1";
 
 /// Sequences behind those tables' serial and identity columns.

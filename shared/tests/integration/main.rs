@@ -8,3 +8,4 @@ mod openapi;
 mod pool;
 mod secrets;
 mod template;
+mod trigram;

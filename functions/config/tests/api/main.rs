@@ -2,5 +2,6 @@
 
 mod routes;
 mod save;
+mod senders;
 mod support;
 mod view;
