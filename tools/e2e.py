@@ -127,6 +127,24 @@ def fresh_database(admin_url):
     return url
 
 
+def runtime_role(admin_url, db_url):
+    """As on AWS: the migrate function, given the owner's URL (OWNER_DATABASE_URL) and the
+    functions' (DATABASE_URL), creates the runtime role and grants it DML only. Returns the
+    runtime role's URL."""
+    u = urlparse(db_url)
+    role = f"{u.path.lstrip('/')}_rt"
+    runtime_url = urlunparse(u._replace(
+        netloc=f"{role}:{secrets.token_hex(16)}@{u.hostname}:{u.port or 5432}"))
+    # Registered before the database's own cleanup runs (cleanups run in reverse order, and the
+    # database was registered earlier), so the role is dropped after the database.
+    cleanups.insert(0, lambda: psql(admin_url, f'DROP ROLE IF EXISTS "{role}"'))
+    subprocess.run(
+        ["cargo", "run", "-q", "-p", "migrate"], cwd=ROOT, check=True,
+        env={**os.environ, "OWNER_DATABASE_URL": db_url, "DATABASE_URL": runtime_url},
+    )
+    return runtime_url
+
+
 def fifo_queue(suffix, visibility=30, max_receive=MAX_RECEIVE_COUNT):
     """(queue URL, DLQ URL): a FIFO queue redriving to its DLQ after max_receive receives, as the
     template sets it up."""
@@ -357,8 +375,10 @@ def start_stack(admin_url, *, db_url=None, seed=seed_office, visibility=30, max_
     Everything is removed again by the cleanups."""
     log_dir = log_dir or LOG_DIR
     suffix = secrets.token_hex(4)
+    runtime_url = None
     if db_url is None:
         db_url = fresh_database(admin_url)
+        runtime_url = runtime_role(admin_url, db_url)
     if seed:
         seed(db_url)
     queue_url, dlq_url = fifo_queue(suffix, visibility, max_receive)
@@ -372,6 +392,11 @@ def start_stack(admin_url, *, db_url=None, seed=seed_office, visibility=30, max_
     names = {"ENCRYPTION_KEY_SECRET_ID": "encryption-key", "API_TOKEN_SECRET_ID": "api-token",
              "WEBHOOK_SECRET_ID": "webhook-secret"}
     ids = {var: secret(f"plexsync-e2e/{suffix}/{names[var]}", value) for var, value in values.items()}
+    if runtime_url:
+        # As on AWS: the functions get secret ids, read at cold start, and connect as the
+        # runtime role (DML only); the migrate function gets the owner's URL besides.
+        ids["DATABASE_URL_SECRET_ID"] = secret(f"plexsync-e2e/{suffix}/database-url", runtime_url)
+        ids["TMDB_API_TOKEN_SECRET_ID"] = secret(f"plexsync-e2e/{suffix}/tmdb-token", TMDB_TOKEN)
     if stub is None:
         stub = stubs.serve()
         cleanups.append(stub.shutdown)
@@ -392,6 +417,9 @@ def start_stack(admin_url, *, db_url=None, seed=seed_office, visibility=30, max_
         "RUST_LOG": "info",
     }
     env.pop("PLEX_ALLOWED_CIDRS", None)
+    if runtime_url:
+        env["OWNER_DATABASE_URL"] = env.pop("DATABASE_URL")
+        env.pop("TMDB_API_TOKEN")
     log(f"database {db_url.rsplit('/', 1)[1]}, queue {queue_url.rsplit('/', 1)[1]}, "
         f"stubs {stub.base_url}, watch on :{port}; logs in {log_dir}")
     watch = start("watch", ["cargo", "lambda", "watch", "--invoke-address", "127.0.0.1",
@@ -401,7 +429,8 @@ def start_stack(admin_url, *, db_url=None, seed=seed_office, visibility=30, max_
         bridge = start("bridge", [sys.executable, "tools/bridge.py", "--queue-url", queue_url,
                                   "--invoke-url", f"{base}/2015-03-31/functions/processor/invocations"],
                        env, log_dir)
-    return Stack(base=base, port=port, db_url=db_url, queue_url=queue_url, dlq_url=dlq_url,
+    return Stack(base=base, port=port, db_url=db_url, runtime_url=runtime_url,
+                 queue_url=queue_url, dlq_url=dlq_url,
                  api_token=api_token, encryption_key=values["ENCRYPTION_KEY_SECRET_ID"],
                  webhook_secret=values["WEBHOOK_SECRET_ID"], stub=stub, env=env, watch=watch,
                  bridge=bridge, log_dir=log_dir)
@@ -423,6 +452,7 @@ def main():
 
     stack = start_stack(admin_url)
     db_url, queue_url, api_token, base = stack.db_url, stack.queue_url, stack.api_token, stack.base
+    runtime_url = stack.runtime_url
 
     auth = {"Authorization": f"Bearer {api_token}"}
     state = {}
@@ -622,6 +652,18 @@ def main():
         assert seen.startswith("true"), f"S01E02 is {seen!r} after resolving"
         return f"S01E02 watched at {seen.split()[1]}"
 
+    def runtime_role_connections():
+        """The processor and the management functions connected as the runtime role (DML only)."""
+        role = urlparse(runtime_url).username
+        database = db_url.rsplit("/", 1)[1]
+        by_role = psql(db_url, f"""
+            SELECT usename, count(*) FROM pg_stat_activity
+            WHERE datname = '{database}' AND application_name = 'plexsync'
+            GROUP BY usename ORDER BY usename""")
+        users = dict(line.split("|") for line in by_role.splitlines())
+        assert users.get(role), f"no plexsync connection as {role}: {users}"
+        return f"{users[role]} connection(s) as {role}"
+
     check("migrate as a CloudFormation custom resource answers its ResponseURL", migrate_custom_resource)
     if check("POST /api/plex/config -> 200 with webhookUrl", config):
         check("management API rejects a wrong token with 401", unauthorized)
@@ -630,6 +672,7 @@ def main():
             if check("bridge -> processor marks S01E01 watched in Postgres", marked):
                 check("GET /api/plex/logs shows the success row", logs)
                 check("the message was deleted from the queue", queue_drained)
+                check("the functions connect as the runtime role", runtime_role_connections)
         if check("unmatched show (local://, no Guid array) scrobble -> 202", unmatched_scrobble):
             if check("the processor opens a conflict offering the tracker's show", unmatched_conflict):
                 check("resolving it through the API marks the held episode", resolve_unmatched)

@@ -25,7 +25,7 @@ pub enum EnvError {
 /// are simpler.
 pub const SECRET_BACKED: [(&str, &str); 3] = [
     ("DATABASE_URL", "DATABASE_URL_SECRET_ID"),
-    ("RUNTIME_DATABASE_URL", "RUNTIME_DATABASE_URL_SECRET_ID"),
+    ("OWNER_DATABASE_URL", "OWNER_DATABASE_URL_SECRET_ID"),
     ("TMDB_API_TOKEN", "TMDB_API_TOKEN_SECRET_ID"),
 ];
 

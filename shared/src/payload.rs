@@ -652,7 +652,7 @@ mod tests {
         assert_eq!(e.viewed_at.unwrap().timestamp(), 1764339000);
         assert_eq!(e.account.id, Some(1));
         assert!(e.account.is_webhook_user);
-        assert_eq!(e.server_uuid, "7f3e1c2b9a8d4e6f5a4b3c2d1e0f9a8b7c6d5e4f");
+        assert_eq!(e.server_uuid, fixtures::server_uuid());
     }
 
     #[test]

@@ -77,6 +77,45 @@ pub async fn fresh_db() -> TestDb {
     }
 }
 
+/// `url` with another user and password (a runtime role's URL for the same database).
+pub fn url_as(url: &str, user: &str, password: &str) -> String {
+    let mut url = Url::parse(url).expect("a database URL");
+    url.set_username(user).expect("a user");
+    url.set_password(Some(password)).expect("a password");
+    url.to_string()
+}
+
+/// Drops a test database and then a role a test created in it (roles are cluster-wide, so
+/// they are not left behind). Waits for the role's sessions to end first: only the role
+/// itself could terminate them.
+pub async fn drop_db_and_role(db_name: &str, role: &str) {
+    let admin = admin_client(&base_database_url()).await;
+    for _ in 0..100 {
+        let left: i64 = admin
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE usename = $1",
+                &[&role],
+            )
+            .await
+            .expect("pg_stat_activity")
+            .get(0);
+        if left == 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    admin
+        .batch_execute(&format!(
+            "DROP DATABASE IF EXISTS \"{db_name}\" WITH (FORCE)"
+        ))
+        .await
+        .expect("drop the test database");
+    admin
+        .batch_execute(&format!("DROP ROLE IF EXISTS \"{role}\""))
+        .await
+        .expect("drop the test role");
+}
+
 /// A fresh database with nothing applied (for migration tests). Returns its name and URL.
 pub async fn empty_db() -> (String, String) {
     let base = base_database_url();

@@ -310,7 +310,7 @@ mod tests {
             "the shared server and the player are not owned servers"
         );
         assert_eq!(servers[0].name, "basement-nas");
-        assert_eq!(servers[0].uuid, "7f3e1c2b9a8d4e6f5a4b3c2d1e0f9a8b7c6d5e4f");
+        assert_eq!(servers[0].uuid, plexsync::testing::fixtures::server_uuid());
         assert_eq!(
             servers[0].url.as_ref().unwrap().as_str(),
             "https://198-51-100-23.0123456789abcdef0123456789abcdef.plex.direct:32400/"

@@ -83,10 +83,10 @@ impl Harness {
             .execute(
                 "INSERT INTO plex_conflicts (plex_server_uuid, plex_rating_key, plex_guid, plex_title,
                         conflict_type, resolved, resolved_at, resolution_action)
-                 VALUES ('7f3e1c2b9a8d4e6f5a4b3c2d1e0f9a8b7c6d5e4f', $1, 'plex://show/x', 'The Office',
+                 VALUES ($3, $1, 'plex://show/x', 'The Office',
                          'multiple_matches', $2, CASE WHEN $2 THEN now() END,
                          CASE WHEN $2 THEN 'ignored' END)",
-                &[&rating_key, &resolved],
+                &[&rating_key, &resolved, &fixtures::server_uuid()],
             )
             .await
             .unwrap();

@@ -8,6 +8,8 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use secrecy::SecretString;
+
 use aws_lambda_events::event::cloudformation::{
     CloudFormationCustomResourceRequest as Request,
     CloudFormationCustomResourceResponse as Response,
@@ -15,6 +17,8 @@ use aws_lambda_events::event::cloudformation::{
 };
 
 use plexsync::db::{self, DbPool};
+use plexsync::env::Env;
+use plexsync::store::roles::{self, RuntimeRole};
 
 /// CloudFormation rejects response bodies over 4 KiB; the reason is the only free-form part.
 const MAX_REASON: usize = 1000;
@@ -49,14 +53,65 @@ pub struct Invocation {
     pub log_stream: Option<String>,
 }
 
+/// What a run works on: the database, reached as the owner role, and the functions' runtime
+/// role whose grants it keeps up to date (none locally, where everything runs as the owner).
+pub struct Target<'a> {
+    pub pool: &'a DbPool,
+    pub runtime_role: Option<&'a RuntimeRole>,
+}
+
+impl<'a> Target<'a> {
+    /// Migrations only, no runtime role.
+    pub fn owner_only(pool: &'a DbPool) -> Self {
+        Self {
+            pool,
+            runtime_role: None,
+        }
+    }
+}
+
+/// The pool and runtime role, built once per cold start from the environment.
+pub struct Setup {
+    pool: DbPool,
+    runtime_role: Option<RuntimeRole>,
+}
+
+impl Setup {
+    /// `OWNER_DATABASE_URL` set (on AWS): migrations connect with it, and `DATABASE_URL` (what
+    /// the other functions connect with) names the runtime role to create and grant. Unset
+    /// (local development and tests): `DATABASE_URL` is the owner and nothing is granted.
+    pub fn from_env(env: &Env) -> Result<Self, String> {
+        let owner = env.optional("OWNER_DATABASE_URL").map(SecretString::from);
+        let (owner_url, runtime_role) = match owner {
+            Some(owner) => {
+                let runtime = env.secret("DATABASE_URL").map_err(|e| e.to_string())?;
+                let role = RuntimeRole::from_url(&runtime)
+                    .map_err(|e| format!("DATABASE_URL (the runtime role): {e}"))?;
+                (owner, Some(role))
+            }
+            None => (env.secret("DATABASE_URL").map_err(|e| e.to_string())?, None),
+        };
+        let pool =
+            db::pool_with(&owner_url, db::PoolSettings::MIGRATIONS).map_err(|e| e.to_string())?;
+        Ok(Self { pool, runtime_role })
+    }
+
+    pub fn target(&self) -> Target<'_> {
+        Target {
+            pool: &self.pool,
+            runtime_role: self.runtime_role.as_ref(),
+        }
+    }
+}
+
 /// Handles one custom-resource request for the migrations and sends the response.
 ///
-/// `pool` is `Err(reason)` when no pool could be built (missing or malformed `DATABASE_URL`):
+/// `target` is `Err(reason)` when no pool could be built (missing or malformed database URL):
 /// that is reported as `FAILED` too. Returns the response that was sent.
 #[tracing::instrument(skip_all, fields(request_type, logical_id))]
 pub async fn handle_migrations(
     http: &reqwest::Client,
-    pool: Result<&DbPool, &str>,
+    target: Result<Target<'_>, &str>,
     request: Request,
     invocation: &Invocation,
 ) -> Result<Response, ResponseError> {
@@ -68,9 +123,9 @@ pub async fn handle_migrations(
     let outcome = match common.request_type {
         // The schema outlives the stack: dropping the stack must not drop the data.
         "Delete" => Ok("delete: database left as it is".to_string()),
-        _ => match pool {
+        _ => match target {
             Err(reason) => Err(reason.to_string()),
-            Ok(pool) => apply(pool, invocation.budget).await,
+            Ok(target) => apply(&target, invocation.budget).await,
         },
     };
 
@@ -100,12 +155,12 @@ pub async fn handle_migrations(
     Ok(response)
 }
 
-/// Runs the migrations within `budget`; the error is a reason fit for CloudFormation's console
-/// (the database errors never carry the connection string or its password).
-async fn apply(pool: &DbPool, budget: Duration) -> Result<String, String> {
-    match tokio::time::timeout(budget, db::migrate(pool)).await {
-        Ok(Ok(applied)) if applied.is_empty() => Ok("migrations up to date".to_string()),
-        Ok(Ok(applied)) => Ok(format!("migrations applied: {}", applied.join(", "))),
+/// Runs the migrations, then the runtime role's grants, within `budget`; the error is a reason
+/// fit for CloudFormation's console (the database errors never carry a connection string or
+/// password).
+async fn apply(target: &Target<'_>, budget: Duration) -> Result<String, String> {
+    match tokio::time::timeout(budget, migrate_and_grant(target)).await {
+        Ok(Ok(report)) => Ok(report),
         Ok(Err(e)) => Err(e.to_string()),
         Err(_) => Err(format!(
             "migrations did not finish within {} s (another deploy holding the migration lock, \
@@ -113,6 +168,26 @@ async fn apply(pool: &DbPool, budget: Duration) -> Result<String, String> {
             budget.as_secs()
         )),
     }
+}
+
+/// Applies pending migrations as the owner, then (when there is one) creates or updates the
+/// runtime role and its grants, so tables a migration added are covered. Returns a summary.
+pub async fn migrate_and_grant(target: &Target<'_>) -> Result<String, db::DbError> {
+    let applied = db::migrate(target.pool).await?;
+    let mut report = if applied.is_empty() {
+        "migrations up to date".to_string()
+    } else {
+        format!("migrations applied: {}", applied.join(", "))
+    };
+    if let Some(role) = target.runtime_role {
+        let tables = roles::grant_runtime(target.pool, role).await?;
+        report.push_str(&format!(
+            "; runtime role {} may read and write {} tables",
+            role.name(),
+            tables.len()
+        ));
+    }
+    Ok(report)
 }
 
 /// PUTs the response. No Content-Type: the URL is pre-signed for an empty one. Retries a few

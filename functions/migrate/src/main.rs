@@ -9,8 +9,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use aws_lambda_events::event::cloudformation::CloudFormationCustomResourceRequest;
 use lambda_runtime::{run, service_fn, Error, LambdaEvent};
-use migrate::Invocation;
-use plexsync::{db, lambda};
+use migrate::{Invocation, Setup};
+use plexsync::lambda;
 
 /// Kept back from the Lambda deadline for the response PUT (and its retries).
 const RESPONSE_RESERVE: Duration = Duration::from_secs(30);
@@ -18,43 +18,30 @@ const RESPONSE_RESERVE: Duration = Duration::from_secs(30);
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     lambda::init_logging();
-    // DATABASE_URL (the owner role) or DATABASE_URL_SECRET_ID, read from Secrets Manager.
+    // The database URLs, or their *_SECRET_ID, read from Secrets Manager (see Setup::from_env).
     let env = lambda::env_with_secrets(&lambda::sdk_config().await).await;
 
     if std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_none() {
-        let env = lambda::or_exit(env);
-        let url = lambda::or_exit(env.secret("DATABASE_URL"));
-        let pool = db::pool_with(&url, db::PoolSettings::MIGRATIONS)?;
-        let applied = db::migrate(&pool).await?;
-        println!(
-            "migrations applied: {}",
-            if applied.is_empty() {
-                "none (up to date)".to_string()
-            } else {
-                applied.join(", ")
-            }
-        );
+        let setup = lambda::or_exit(Setup::from_env(&lambda::or_exit(env)));
+        println!("{}", migrate::migrate_and_grant(&setup.target()).await?);
         return Ok(());
     }
 
-    // Under CloudFormation a bad DATABASE_URL must become a FAILED response, not an exit that
+    // Under CloudFormation a bad database URL must become a FAILED response, not an exit that
     // leaves the stack waiting: keep the error and report it on each request.
-    let pool = env
-        .and_then(|env| env.secret("DATABASE_URL"))
+    let setup = env
         .map_err(|e| e.to_string())
-        .and_then(|url| {
-            db::pool_with(&url, db::PoolSettings::MIGRATIONS).map_err(|e| e.to_string())
-        });
+        .and_then(|env| Setup::from_env(&env));
     let http = migrate::http_client();
-    let (pool, http) = (&pool, &http);
+    let (setup, http) = (&setup, &http);
     run(service_fn(
         move |event: LambdaEvent<CloudFormationCustomResourceRequest>| async move {
             let invocation = Invocation {
                 budget: budget(event.context.deadline),
                 log_stream: std::env::var("AWS_LAMBDA_LOG_STREAM_NAME").ok(),
             };
-            let pool = pool.as_ref().map_err(String::as_str);
-            migrate::handle_migrations(http, pool, event.payload, &invocation).await?;
+            let target = setup.as_ref().map(Setup::target).map_err(String::as_str);
+            migrate::handle_migrations(http, target, event.payload, &invocation).await?;
             Ok::<_, Error>(())
         },
     ))

@@ -78,9 +78,14 @@ async fn create_applies_migrations_and_reports_success() {
     let http = migrate::http_client();
 
     let req = request("Create", &format!("{}/cfn-response", cfn.uri()));
-    migrate::handle_migrations(&http, Ok(&pool), req, &invocation())
-        .await
-        .unwrap();
+    migrate::handle_migrations(
+        &http,
+        Ok(migrate::Target::owner_only(&pool)),
+        req,
+        &invocation(),
+    )
+    .await
+    .unwrap();
 
     let (body, raw) = sent(&cfn).await;
     assert_eq!(body["Status"], "SUCCESS");
@@ -109,9 +114,14 @@ async fn update_on_a_migrated_database_keeps_the_physical_id() {
     let http = migrate::http_client();
 
     let req = request("Update", &format!("{}/cfn-response", cfn.uri()));
-    migrate::handle_migrations(&http, Ok(&test_db.pool), req, &invocation())
-        .await
-        .unwrap();
+    migrate::handle_migrations(
+        &http,
+        Ok(migrate::Target::owner_only(&test_db.pool)),
+        req,
+        &invocation(),
+    )
+    .await
+    .unwrap();
 
     let (body, _) = sent(&cfn).await;
     assert_eq!(body["Status"], "SUCCESS");
@@ -126,9 +136,14 @@ async fn delete_succeeds_without_touching_the_database() {
     let pool = unreachable_pool();
 
     let req = request("Delete", &format!("{}/cfn-response", cfn.uri()));
-    migrate::handle_migrations(&http, Ok(&pool), req, &invocation())
-        .await
-        .unwrap();
+    migrate::handle_migrations(
+        &http,
+        Ok(migrate::Target::owner_only(&pool)),
+        req,
+        &invocation(),
+    )
+    .await
+    .unwrap();
 
     let (body, _) = sent(&cfn).await;
     assert_eq!(body["Status"], "SUCCESS");
@@ -142,9 +157,14 @@ async fn unreachable_database_is_reported_as_failed_without_the_password() {
     let pool = unreachable_pool();
 
     let req = request("Create", &format!("{}/cfn-response", cfn.uri()));
-    let response = migrate::handle_migrations(&http, Ok(&pool), req, &invocation())
-        .await
-        .unwrap();
+    let response = migrate::handle_migrations(
+        &http,
+        Ok(migrate::Target::owner_only(&pool)),
+        req,
+        &invocation(),
+    )
+    .await
+    .unwrap();
 
     let (body, _) = sent(&cfn).await;
     assert_eq!(body["Status"], "FAILED");
@@ -199,9 +219,14 @@ async fn a_held_migration_lock_fails_within_the_budget_instead_of_hanging() {
         budget: Duration::from_secs(1),
         log_stream: None,
     };
-    migrate::handle_migrations(&http, Ok(&test_db.pool), req, &invocation)
-        .await
-        .unwrap();
+    migrate::handle_migrations(
+        &http,
+        Ok(migrate::Target::owner_only(&test_db.pool)),
+        req,
+        &invocation,
+    )
+    .await
+    .unwrap();
 
     let (body, _) = sent(&cfn).await;
     assert_eq!(body["Status"], "FAILED");
@@ -225,10 +250,59 @@ async fn a_rejected_response_is_retried() {
     let http = migrate::http_client();
 
     let req = request("Delete", &format!("{}/cfn-response", cfn.uri()));
-    migrate::handle_migrations(&http, Ok(&unreachable_pool()), req, &invocation())
-        .await
-        .unwrap();
+    migrate::handle_migrations(
+        &http,
+        Ok(migrate::Target::owner_only(&unreachable_pool())),
+        req,
+        &invocation(),
+    )
+    .await
+    .unwrap();
 
     let requests = cfn.received_requests().await.unwrap();
     assert_eq!(requests.len(), 2, "one 503, then the accepted retry");
+}
+
+/// On AWS the migrate function gets the owner's URL (`OWNER_DATABASE_URL`) besides the
+/// functions' (`DATABASE_URL`): it migrates as the owner and grants the runtime role.
+#[tokio::test]
+async fn update_migrates_as_owner_and_grants_the_runtime_role() {
+    let cfn = cloudformation().await;
+    let (name, owner_url) = testing::empty_db().await;
+    let role = format!("plexsync_rt_{}", testing::unique_suffix());
+    let runtime_url = testing::url_as(&owner_url, &role, "rt-secret-pw-1");
+    let setup = migrate::Setup::from_env(&plexsync::env::Env::from_map([
+        ("OWNER_DATABASE_URL", owner_url.as_str()),
+        ("DATABASE_URL", runtime_url.as_str()),
+    ]))
+    .unwrap();
+    let http = migrate::http_client();
+    let req = request("Update", &format!("{}/cfn-response", cfn.uri()));
+    migrate::handle_migrations(&http, Ok(setup.target()), req, &invocation())
+        .await
+        .unwrap();
+
+    let (body, _) = sent(&cfn).await;
+    assert_eq!(body["Status"], "SUCCESS", "{body}");
+    let reason = body["Reason"].as_str().unwrap();
+    assert!(reason.contains("V1__tracker_baseline"), "{reason}");
+    assert!(reason.contains(&format!("runtime role {role}")), "{reason}");
+    assert!(!reason.contains("rt-secret-pw-1"));
+
+    let (rt, connection) = tokio_postgres::connect(&runtime_url, tokio_postgres::NoTls)
+        .await
+        .expect("the runtime role logs in");
+    let connection = tokio::spawn(connection);
+    rt.query_one("SELECT count(*) FROM plex_webhook_logs", &[])
+        .await
+        .expect("the runtime role reads plexsync's tables");
+    let err = rt
+        .batch_execute("CREATE TABLE sneaky (id integer)")
+        .await
+        .expect_err("no DDL");
+    assert_eq!(err.code().map(|c| c.code()), Some("42501"));
+    drop(rt);
+    let _ = connection.await;
+    drop(setup);
+    testing::drop_db_and_role(&name, &role).await;
 }

@@ -5,6 +5,7 @@ pub mod conflicts;
 pub mod logs;
 pub mod mappings;
 pub mod processed;
+pub mod roles;
 pub mod senders;
 pub mod settings;
 pub mod shows;

@@ -1,6 +1,6 @@
 //! The runtime role the functions connect as. Migrations run as the owner role; the runtime
-//! role may only read and write plexsync's tables (`plex_*`, `tmdb_*`, `media_senders`) and
-//! the tracker's `tvshows`: no DDL, nothing in other schemas, not even the migration history.
+//! role may only read and write plexsync's tables and the tracker's `tvshows`
+//! ([`RUNTIME_TABLES`]): no DDL, nothing in other schemas, not even the migration history.
 //!
 //! The role is the user of the runtime database URL: created with that URL's password when
 //! missing, its password reset to it on every run (so the secret is the truth), its grants
@@ -41,13 +41,26 @@ impl RuntimeRole {
     }
 }
 
-/// Tables the runtime role reads and writes.
-const RUNTIME_TABLES: &str = "
+/// Tables the runtime role reads and writes: plexsync's own and the tracker's `tvshows`, by
+/// name, so other tables of a shared database stay out of reach. A migration that adds a table
+/// adds it here (a test compares this list with what the migrations create).
+pub const RUNTIME_TABLES: [&str; 9] = [
+    "media_senders",
+    "plex_config",
+    "plex_conflicts",
+    "plex_pending_events",
+    "plex_processed_messages",
+    "plex_show_mappings",
+    "plex_webhook_logs",
+    "tmdb_id_cache",
+    "tvshows",
+];
+
+/// Those of [`RUNTIME_TABLES`] that exist (an older schema during a rollback may lack some).
+const EXISTING_TABLES: &str = "
     SELECT c.relname::text
     FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-    WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p')
-      AND (c.relname LIKE 'plex\\_%' OR c.relname LIKE 'tmdb\\_%'
-           OR c.relname IN ('tvshows', 'media_senders'))
+    WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p') AND c.relname = ANY($1)
     ORDER BY 1";
 
 /// Sequences behind those tables' serial and identity columns.
@@ -64,20 +77,33 @@ const RUNTIME_SEQUENCES: &str = "
 /// Needs an owner role with CREATEROLE (RDS's and Neon's main user have it).
 pub async fn grant_runtime(pool: &DbPool, role: &RuntimeRole) -> Result<Vec<String>, DbError> {
     let client = pool.get().await?;
-    let owner: String = client.query_one("SELECT current_user::text", &[]).await?.get(0);
+    let owner: String = client
+        .query_one("SELECT current_user::text", &[])
+        .await?
+        .get(0);
     if owner == role.name {
         return Err(DbError::Config(format!(
             "the runtime database URL uses the owner role {owner}; give it a role of its own"
         )));
     }
-    let exists = client
-        .query_opt("SELECT 1 FROM pg_roles WHERE rolname = $1", &[&role.name])
-        .await?
-        .is_some();
-    let create = if exists {
-        "ALTER ROLE %I LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE PASSWORD %L"
-    } else {
-        "CREATE ROLE %I LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE PASSWORD %L"
+    let existing = client
+        .query_opt(
+            "SELECT rolsuper OR rolcreaterole OR rolcreatedb OR rolbypassrls
+             FROM pg_roles WHERE rolname = $1",
+            &[&role.name],
+        )
+        .await?;
+    let create = match existing {
+        None => "CREATE ROLE %I LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE PASSWORD %L",
+        // An existing role that may do more than DML defeats the point: refuse it rather
+        // than silently connect the functions with it.
+        Some(row) if row.get::<_, bool>(0) => {
+            return Err(DbError::Config(format!(
+                "the runtime role {} has SUPERUSER, CREATEROLE, CREATEDB or BYPASSRLS; give the functions a plain role",
+                role.name
+            )))
+        }
+        Some(_) => "ALTER ROLE %I LOGIN PASSWORD %L",
     };
     // Statements are built by Postgres's own format() (%I identifier, %L literal quoting):
     // role names and passwords cannot be bind parameters of DDL.
@@ -90,7 +116,12 @@ pub async fn grant_runtime(pool: &DbPool, role: &RuntimeRole) -> Result<Vec<Stri
         &[&role.name],
     )
     .await?;
-    run_formatted(&client, "ALTER ROLE %I SET lock_timeout = '5s'", &[&role.name]).await?;
+    run_formatted(
+        &client,
+        "ALTER ROLE %I SET lock_timeout = '5s'",
+        &[&role.name],
+    )
+    .await?;
     let database: String = client
         .query_one("SELECT current_database()::text", &[])
         .await?
@@ -107,8 +138,9 @@ pub async fn grant_runtime(pool: &DbPool, role: &RuntimeRole) -> Result<Vec<Stri
         .await?;
     run_formatted(&client, "GRANT USAGE ON SCHEMA public TO %I", &[&role.name]).await?;
 
+    let names: Vec<&str> = RUNTIME_TABLES.to_vec();
     let tables: Vec<String> = client
-        .query(RUNTIME_TABLES, &[])
+        .query(EXISTING_TABLES, &[&names])
         .await?
         .iter()
         .map(|r| r.get(0))
@@ -139,7 +171,9 @@ async fn run_formatted(
     template: &str,
     args: &[&(dyn tokio_postgres::types::ToSql + Sync)],
 ) -> Result<(), DbError> {
-    let placeholders: Vec<String> = (2..=args.len() + 1).map(|i| format!("${i}::text")).collect();
+    let placeholders: Vec<String> = (2..=args.len() + 1)
+        .map(|i| format!("${i}::text"))
+        .collect();
     let sql = format!("SELECT format($1::text, {})", placeholders.join(", "));
     let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = vec![&template];
     params.extend_from_slice(args);

@@ -6,6 +6,7 @@ mod metrics;
 mod migrations;
 mod openapi;
 mod pool;
+mod roles;
 mod secrets;
 mod template;
 mod trigram;

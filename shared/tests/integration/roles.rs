@@ -13,10 +13,8 @@ const DENIED: &str = "42501"; // insufficient_privilege
 async fn the_runtime_role_may_use_the_tables_but_not_change_the_schema() {
     let test_db = testing::fresh_db().await;
     let name = format!("plexsync_rt_{}", testing::unique_suffix());
-    let mut url = url::Url::parse(test_db.url.expose_secret()).unwrap();
-    url.set_username(&name).unwrap();
-    url.set_password(Some("rt-Pass'word-1")).unwrap();
-    let role = RuntimeRole::from_url(&SecretString::from(url.to_string())).unwrap();
+    let url = testing::url_as(test_db.url.expose_secret(), &name, "rt-Pass'word-1");
+    let role = RuntimeRole::from_url(&SecretString::from(url.clone())).unwrap();
 
     let tables = grant_runtime(&test_db.pool, &role).await.unwrap();
     // Every table the migrations create, except their own history.
@@ -36,7 +34,7 @@ async fn the_runtime_role_may_use_the_tables_but_not_change_the_schema() {
     // Idempotent: a second deploy runs it again.
     grant_runtime(&test_db.pool, &role).await.unwrap();
 
-    let (rt, connection) = tokio_postgres::connect(url.as_str(), tokio_postgres::NoTls)
+    let (rt, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
         .await
         .expect("the runtime role logs in with the URL's password");
     let connection = tokio::spawn(connection);
@@ -50,9 +48,12 @@ async fn the_runtime_role_may_use_the_tables_but_not_change_the_schema() {
         .await
         .expect("insert into tvshows")
         .get(0);
-    rt.execute("UPDATE tvshows SET status = 'Completed' WHERE id = $1", &[&id])
-        .await
-        .expect("update tvshows");
+    rt.execute(
+        "UPDATE tvshows SET status = 'Completed' WHERE id = $1",
+        &[&id],
+    )
+    .await
+    .expect("update tvshows");
     for table in &tables {
         rt.query(&format!("SELECT count(*) FROM {table}"), &[])
             .await
@@ -83,19 +84,13 @@ async fn the_runtime_role_may_use_the_tables_but_not_change_the_schema() {
         "SELECT * FROM refinery_schema_history",
     ] {
         let err = rt.batch_execute(ddl).await.expect_err(ddl);
-        assert_eq!(
-            err.code().map(|c| c.code()),
-            Some(DENIED),
-            "{ddl}: {err}"
-        );
+        assert_eq!(err.code().map(|c| c.code()), Some(DENIED), "{ddl}: {err}");
     }
 
     drop(rt);
     let _ = connection.await;
-    owner
-        .batch_execute(&format!("DROP OWNED BY {name}; DROP ROLE {name}"))
-        .await
-        .unwrap();
+    drop(owner);
+    testing::drop_db_and_role(&test_db.name, &name).await;
 }
 
 #[tokio::test]

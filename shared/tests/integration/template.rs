@@ -567,3 +567,44 @@ fn functions_get_secret_arns_never_secret_values() {
         }
     }
 }
+
+#[test]
+fn only_the_migrate_function_gets_the_owner_database_url() {
+    let t = Template::load();
+    let owner = reference("DatabaseUrlSecretArn");
+    let runtime = reference("RuntimeDatabaseUrlSecretArn");
+    for f in functions(&t) {
+        let vars = &t.props(&f)["Environment"]["Variables"];
+        let reads_owner = vars
+            .as_mapping()
+            .is_some_and(|m| m.values().any(|v| intrinsic(v).as_ref() == Some(&owner)));
+        let may_read_owner = allows(&t, &f, "secretsmanager:GetSecretValue", &owner);
+        if f == "MigrateFunction" {
+            assert_eq!(
+                intrinsic(&vars["OWNER_DATABASE_URL_SECRET_ID"]),
+                Some(owner.clone())
+            );
+            assert_eq!(
+                intrinsic(&vars["DATABASE_URL_SECRET_ID"]),
+                Some(runtime.clone())
+            );
+        } else {
+            assert!(
+                !reads_owner && !may_read_owner,
+                "{f} may read the owner's database URL"
+            );
+            if !vars["DATABASE_URL_SECRET_ID"].is_null() {
+                assert_eq!(
+                    intrinsic(&vars["DATABASE_URL_SECRET_ID"]),
+                    Some(runtime.clone()),
+                    "{f}"
+                );
+            }
+        }
+    }
+    // A changed runtime secret re-runs the grants.
+    assert_eq!(
+        intrinsic(&t.props("Migrations")["RuntimeDatabaseUrlSecretArn"]),
+        Some(runtime)
+    );
+}

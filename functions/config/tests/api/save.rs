@@ -62,7 +62,7 @@ async fn post_validates_with_plex_tv_discovers_server_encrypts_and_returns_webho
     );
     assert_eq!(
         row.get::<_, Option<String>>(3).as_deref(),
-        Some("7f3e1c2b9a8d4e6f5a4b3c2d1e0f9a8b7c6d5e4f")
+        Some(fixtures::server_uuid())
     );
     assert_eq!(row.get::<_, Option<i64>>(4), Some(12345678));
     assert_eq!(row.get::<_, Option<String>>(5).as_deref(), Some("alice"));

@@ -59,8 +59,8 @@ async fn delete_soft_disables_and_keeps_mappings() {
     client
         .execute(
             "INSERT INTO plex_show_mappings (plex_server_uuid, plex_rating_key, plex_guid, plex_title)
-             VALUES ('7f3e1c2b9a8d4e6f5a4b3c2d1e0f9a8b7c6d5e4f', '48200', 'plex://show/5d9c086c46115600200aa2fe', 'The Office')",
-            &[],
+             VALUES ($1, '48200', 'plex://show/5d9c086c46115600200aa2fe', 'The Office')",
+            &[&plexsync::testing::fixtures::server_uuid()],
         )
         .await
         .unwrap();
