@@ -12,7 +12,7 @@ SAM := SAM_CLI_TELEMETRY=0 PATH="$(VENV_PATH)" $(CURDIR)/.venv-sam/bin/sam
 
 help:
 	@echo "make test       Postgres + moto, then cargo test --workspace (ARGS=... go to cargo test)"
-	@echo "make dev        local stack: Postgres, moto, migrations, cargo lambda watch on :9000"
+	@echo "make dev        local stack on http://127.0.0.1:8080 (admin page at /, API at /api/plex/...)"
 	@echo "make lint       cargo fmt --check and clippy -D warnings"
 	@echo "make lint-template  cfn-lint (+ serverless rules) and sam validate --lint on template.yaml"
 	@echo "make build      cargo lambda build --release (Lambda artifacts in target/lambda/)"

@@ -1,40 +1,63 @@
 #!/usr/bin/env bash
 # `make dev`: the whole stack on this machine, no Docker.
 #   Postgres (ensure-postgres.sh), moto for SQS + Secrets Manager, migrations,
-#   `cargo lambda watch` serving every function at http://127.0.0.1:9000/lambda-url/<function>/,
+#   `cargo lambda watch` serving every function at http://127.0.0.1:$WATCH_PORT/lambda-url/<function>/,
+#   tools/router.py on http://127.0.0.1:$DEV_PORT: ONE origin with the admin page at / and the
+#   API under the same paths as API Gateway (/api/plex/...), routed from template.yaml,
 #   and tools/bridge.py delivering the queue to the processor as the event source mapping would.
-# Runs in the foreground; Ctrl-C stops what it started.
+# Runs in the foreground; Ctrl-C, SIGTERM or SIGHUP stop everything it started.
 # `dev.sh stop` (used by `make clean-dev`) stops what a `make dev` started, from its pid files.
+# Overridable (the shutdown test runs a second stack this way): DEV_PORT (8080), WATCH_PORT
+# (9000), STUBS_PORT (9100), DEV_DIR (.dev), DEV_DATABASE_URL (the plexsync database).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
-DEV="$ROOT/.dev"
-WATCH_PORT=9000
-STUBS_PORT=9100
+export DEV_DIR=${DEV_DIR:-$ROOT/.dev}
+DEV=$DEV_DIR
+DEV_PORT=${DEV_PORT:-8080}
+WATCH_PORT=${WATCH_PORT:-9000}
+STUBS_PORT=${STUBS_PORT:-9100}
+# What the webhook URL and the page use: the router's origin, as API Gateway's on AWS.
+export PUBLIC_BASE_URL="http://127.0.0.1:$DEV_PORT"
 
 log() { echo "dev: $*" >&2; }
 
-# Stop a process group we started, if its leader (pid from the file) is still what we expect.
-stop_group() { # pidfile pattern
-  local pid
-  [[ -f $1 ]] || return 0
-  pid=$(<"$1")
-  if [[ $pid =~ ^[0-9]+$ ]] && grep -qa -- "$2" "/proc/$pid/cmdline" 2>/dev/null; then
-    kill -TERM -- "-$pid" 2>/dev/null || true
-    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL -- "-$pid" 2>/dev/null || true
-    log "stopped $(basename "$1" .pid) (pid $pid)"
-  fi
-  rm -f "$1"
+# Stops the process groups we started (name:pattern pairs; pid files in $DEV), if each leader is
+# still what we expect: SIGTERM to all at once, up to 5 s for them to go, then SIGKILL to the
+# rest, so stopping takes at most ~5 s however many there are.
+stop_groups() { # name:cmdline-pattern...
+  local entry name pid pids=() names=()
+  for entry in "$@"; do
+    name=${entry%%:*}
+    [[ -f $DEV/$name.pid ]] || continue
+    pid=$(<"$DEV/$name.pid")
+    rm -f "$DEV/$name.pid"
+    if [[ $pid =~ ^[0-9]+$ ]] && grep -qa -- "${entry#*:}" "/proc/$pid/cmdline" 2>/dev/null; then
+      kill -TERM -- "-$pid" 2>/dev/null || true
+      pids+=("$pid") names+=("$name")
+    fi
+  done
+  for _ in $(seq 50); do
+    local running=0
+    for pid in "${pids[@]}"; do kill -0 "$pid" 2>/dev/null && running=1; done
+    ((running)) || break
+    sleep 0.1
+  done
+  for i in "${!pids[@]}"; do
+    kill -KILL -- "-${pids[$i]}" 2>/dev/null || true # what is left of the group (watch's functions)
+    log "stopped ${names[$i]} (pid ${pids[$i]})"
+  done
 }
 
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
+stop_all() {
+  stop_groups router:tools/router.py bridge:tools/bridge.py watch:cargo-lambda stubs:tools/stubs.py
+}
+
 if [[ ${1:-} == stop ]]; then
-  stop_group "$DEV/bridge.pid" tools/bridge.py
-  stop_group "$DEV/watch.pid" cargo-lambda
-  stop_group "$DEV/stubs.pid" tools/stubs.py
+  stop_all
   scripts/moto.sh stop
   exit 0
 fi
@@ -45,23 +68,29 @@ scripts/ensure-venv.sh --with-cargo-lambda
 export PATH="$ROOT/.venv/bin:$PATH"
 mkdir -p "$DEV"
 
-if port_open "$WATCH_PORT"; then
-  log "127.0.0.1:$WATCH_PORT is already in use (another make dev?); stop it first (make clean-dev)"
-  exit 1
-fi
+for port in "$DEV_PORT" "$WATCH_PORT"; do
+  if port_open "$port"; then
+    log "127.0.0.1:$port is already in use (another make dev?); stop it first (make clean-dev)"
+    exit 1
+  fi
+done
 
 moto_state=""
+# Runs once, on any exit. A second signal while it runs (make answers SIGTERM by sending its
+# child another one; a closing terminal sends HUP to everyone) is ignored rather than reset to
+# the default, which would kill this script halfway through stopping things.
 # shellcheck disable=SC2317 # called through the trap
 cleanup() {
-  trap - EXIT INT TERM
+  trap '' INT TERM HUP
+  trap - EXIT
   echo >&2
-  stop_group "$DEV/bridge.pid" tools/bridge.py
-  stop_group "$DEV/watch.pid" cargo-lambda
-  stop_group "$DEV/stubs.pid" tools/stubs.py
+  stop_all
   if [[ $moto_state == started ]]; then scripts/moto.sh stop; fi
 }
 trap cleanup EXIT
-trap 'exit 130' INT TERM # exit runs the EXIT trap
+trap 'exit 130' INT
+trap 'exit 143' TERM
+trap 'exit 129' HUP # exit runs the EXIT trap
 
 moto_state=$(scripts/moto.sh start)
 
@@ -119,26 +148,46 @@ bridge_pid=$!
 echo "$bridge_pid" >"$DEV/bridge.pid"
 pids+=("$bridge_pid")
 
-base="http://127.0.0.1:$WATCH_PORT/lambda-url"
+# One origin for the page and the API, routed as API Gateway routes (from template.yaml).
+setsid .venv/bin/python tools/router.py --port "$DEV_PORT" --watch-url "http://127.0.0.1:$WATCH_PORT" \
+  >"$DEV/router.log" 2>&1 </dev/null &
+router_pid=$!
+echo "$router_pid" >"$DEV/router.pid"
+pids+=("$router_pid")
+for _ in $(seq 50); do
+  port_open "$DEV_PORT" && break
+  kill -0 "$router_pid" 2>/dev/null || break
+  sleep 0.1
+done
+if ! port_open "$DEV_PORT"; then
+  log "the router did not start; last lines of $DEV/router.log:"
+  tail -n 20 "$DEV/router.log" >&2
+  exit 1
+fi
+
+origin=$PUBLIC_BASE_URL
 cat <<EOF
 
   plexsync dev stack is up.
 
+  Admin page:   $origin/
+  API token:    $api_token
+                (paste it into the page once; the management API wants it as Authorization: Bearer)
+
   Webhook URL (Plex: Settings > Webhooks):
-    $PUBLIC_BASE_URL/api/plex/webhook?secret=$webhook_secret
+    $origin/api/plex/webhook?secret=$webhook_secret
 
-  API token (management API: Authorization: Bearer <token>):
-    $api_token
+  Management API:  $origin/api/plex/...   (the same paths as on API Gateway)
+    e.g. curl -H "Authorization: Bearer $api_token" $origin/api/plex/config
+  Behind it: tools/router.py routes by template.yaml to cargo lambda watch
+    (http://127.0.0.1:$WATCH_PORT/lambda-url/<function>/...); non-HTTP functions:
+    POST http://127.0.0.1:$WATCH_PORT/2015-03-31/functions/<name>/invocations
 
-  Management API:  $base/<function>/api/plex/...   (function: config, mappings, conflicts, logs)
-    e.g. curl -H "Authorization: Bearer $api_token" $base/config/api/plex/config
-  Invoke a non-HTTP function:  POST http://127.0.0.1:$WATCH_PORT/2015-03-31/functions/<name>/invocations
-
-  Logs: $DEV/watch.log (functions, builds), $DEV/bridge.log (queue -> processor),
-        $DEV/moto.log (SQS, Secrets Manager), $DEV/stubs.log (TMDB/plex.tv stubs, if used)
+  Logs: $DEV/watch.log (functions, builds), $DEV/router.log (requests), $DEV/bridge.log
+        (queue -> processor), $DEV/moto.log (SQS, Secrets Manager), $DEV/stubs.log (stubs)
   Demo: make demo   (in another terminal: a sequence of Plex webhooks, then the results)
   Env:  source .dev/env   (DATABASE_URL, QUEUE_URL, ...)
-  Each function compiles on its first request (~30 s cold). Ctrl-C stops everything.
+  Each function compiles on its first request (~30 s cold). Ctrl-C (or SIGTERM/SIGHUP) stops everything.
 
 EOF
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `make test`: bring up the local services the tests use (Postgres, moto), clean up what
 # earlier runs left behind, lint template.yaml, run the workspace tests, then the end-to-end
-# test (scripts/e2e.sh), and stop moto again if we started it.
+# test (scripts/e2e.sh, with the admin page's browser tests), check that `make dev` shuts down
+# cleanly on SIGTERM/SIGHUP (scripts/test-dev-shutdown.sh), and stop moto again if we started it.
 # Extra arguments go to `cargo test` (e.g. `scripts/test.sh -p plexsync -- matching`); the
 # end-to-end test and the quick reliability cases run only without them, so a focused run stays
 # fast. E2E=0 skips both too.
@@ -36,6 +37,8 @@ scripts/drop-stale-dbs.sh
 cargo test --workspace "$@"
 
 if [[ $# -eq 0 && ${E2E:-1} != 0 ]]; then
+  # make dev stops everything it started on SIGTERM / SIGHUP (several rounds, ~30 s).
+  scripts/test-dev-shutdown.sh
   scripts/e2e.sh
   # The quick reliability cases (duplicate storm, poison message, database outage, secret scan).
   scripts/reliability.sh --quick

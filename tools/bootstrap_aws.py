@@ -23,20 +23,23 @@ import boto3
 from botocore.exceptions import ClientError
 
 ROOT = Path(__file__).resolve().parent.parent
-ENV_FILE = ROOT / ".dev" / "env"
-SAVED_SECRETS = ROOT / ".dev" / "secrets.json"
+DEV_DIR = Path(os.environ.get("DEV_DIR") or ROOT / ".dev")
+ENV_FILE = DEV_DIR / "env"
+SAVED_SECRETS = DEV_DIR / "secrets.json"
 
 ENDPOINT = os.environ.get("AWS_ENDPOINT_URL", "http://127.0.0.1:5050")
 REGION = "us-east-1"
-QUEUE = "plexsync-events.fifo"
-DLQ = "plexsync-events-dlq.fifo"
+# Prefix of the queue and secret names; a second stack (the make dev shutdown test) uses its own.
+NAME = os.environ.get("DEV_NAME") or "plexsync"
+QUEUE = f"{NAME}-events.fifo"
+DLQ = f"{NAME}-events-dlq.fifo"
 MAX_RECEIVE_COUNT = 5
 
 # Secret id -> generator for a fresh value (only used when the secret does not exist).
 SECRETS = {
-    "plexsync/encryption-key": lambda: secrets.token_hex(32),  # 32 bytes, AES-256-GCM
-    "plexsync/api-token": lambda: secrets.token_urlsafe(32),  # 43 url-safe chars
-    "plexsync/webhook-secret": lambda: secrets.token_urlsafe(24),  # 32 url-safe chars
+    f"{NAME}/encryption-key": lambda: secrets.token_hex(32),  # 32 bytes, AES-256-GCM
+    f"{NAME}/api-token": lambda: secrets.token_urlsafe(32),  # 43 url-safe chars
+    f"{NAME}/webhook-secret": lambda: secrets.token_urlsafe(24),  # 32 url-safe chars
 }
 
 
@@ -107,14 +110,16 @@ def main():
     write_private(SAVED_SECRETS, json.dumps(values, indent=2) + "\n")
 
     env = {
-        "DATABASE_URL": "postgres://plexsync:plexsync@127.0.0.1:5432/plexsync",
+        "DATABASE_URL": os.environ.get("DEV_DATABASE_URL")
+        or "postgres://plexsync:plexsync@127.0.0.1:5432/plexsync",
         "QUEUE_URL": queue_url,
         "DLQ_URL": dlq_url,
         "MAX_RECEIVE_COUNT": str(MAX_RECEIVE_COUNT),
-        "ENCRYPTION_KEY_SECRET_ID": "plexsync/encryption-key",
-        "WEBHOOK_SECRET_ID": "plexsync/webhook-secret",
-        "API_TOKEN_SECRET_ID": "plexsync/api-token",
-        "PUBLIC_BASE_URL": "http://127.0.0.1:9000/lambda-url/webhook",
+        "ENCRYPTION_KEY_SECRET_ID": f"{NAME}/encryption-key",
+        "WEBHOOK_SECRET_ID": f"{NAME}/webhook-secret",
+        "API_TOKEN_SECRET_ID": f"{NAME}/api-token",
+        # make dev's router (tools/router.py): the API under the same paths as on API Gateway.
+        "PUBLIC_BASE_URL": os.environ.get("PUBLIC_BASE_URL") or "http://127.0.0.1:8080",
         # External services: keep what the caller set (e.g. a stub server or a real token).
         "TMDB_BASE_URL": os.environ.get("TMDB_BASE_URL") or "https://api.themoviedb.org",
         "TMDB_API_TOKEN": os.environ.get("TMDB_API_TOKEN") or "dev-placeholder-tmdb-token",
@@ -135,8 +140,8 @@ def main():
     print(f"bootstrap_aws: queue {queue_url} (DLQ {DLQ}), secrets ok, wrote {ENV_FILE}",
           file=sys.stderr)
     if print_secrets:
-        print(f"API_TOKEN={values['plexsync/api-token']}")
-        print(f"WEBHOOK_SECRET={values['plexsync/webhook-secret']}")
+        print(f"API_TOKEN={values[f'{NAME}/api-token']}")
+        print(f"WEBHOOK_SECRET={values[f'{NAME}/webhook-secret']}")
 
 
 if __name__ == "__main__":

@@ -24,8 +24,7 @@ import world  # noqa: E402
 from e2e import http, multipart, scrobble_payload  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
-DEV = ROOT / ".dev"
-BASE = "http://127.0.0.1:9000/lambda-url"
+DEV = Path(os.environ.get("DEV_DIR") or ROOT / ".dev")
 WAIT = float(os.environ.get("DEMO_TIMEOUT", 600))
 
 
@@ -64,18 +63,22 @@ def ambiguous_scrobble():
 
 
 def main():
-    with socket.socket() as s:
-        if s.connect_ex(("127.0.0.1", 9000)) != 0:
-            sys.exit("demo: nothing on 127.0.0.1:9000 - start `make dev` first (in another terminal)")
+    if not (DEV / "env").exists():
+        sys.exit("demo: no .dev/env - start `make dev` first (in another terminal)")
     env = load_env()
+    # make dev's router: the page and the API under the same paths as on API Gateway.
+    base = env["PUBLIC_BASE_URL"]
+    with socket.socket() as s:
+        if s.connect_ex(("127.0.0.1", int(base.rsplit(":", 1)[1]))) != 0:
+            sys.exit(f"demo: nothing on {base} - start `make dev` first (in another terminal)")
     if "127.0.0.1" not in env.get("TMDB_BASE_URL", ""):
         print("demo: note: make dev uses the real TMDB/plex.tv (TMDB_API_TOKEN was set); "
               "the demo expects the stubs", file=sys.stderr)
     saved = json.loads((DEV / "secrets.json").read_text())
-    auth = {"Authorization": f"Bearer {saved['plexsync/api-token']}"}
+    auth = {"Authorization": f"Bearer {saved[env['API_TOKEN_SECRET_ID']]}"}
 
     print("1. POST /api/plex/config (Plex token; auto-add shows, auto-mark watched)")
-    status, _, body = http("POST", f"{BASE}/config/api/plex/config",
+    status, _, body = http("POST", f"{base}/api/plex/config",
                            json.dumps({"plexToken": "demo-plex-token-0123456789abcdef",
                                        "autoAddShows": True, "autoMarkWatched": True}).encode(),
                            {**auth, "Content-Type": "application/json"}, timeout=WAIT)
@@ -83,7 +86,7 @@ def main():
     if status != 200:
         sys.exit(1)
     webhook = body["webhookUrl"]
-    _, _, before = http("GET", f"{BASE}/logs/api/plex/logs?limit=100", headers=auth, timeout=WAIT)
+    _, _, before = http("GET", f"{base}/api/plex/logs?limit=100", headers=auth, timeout=WAIT)
     seen = {r["id"] for r in before.get("logs", [])}
 
     pilot, diversity, bob = (world.office_episode_scrobble(n) for n in (1, 2, 3))
@@ -110,7 +113,7 @@ def main():
     deadline = time.monotonic() + WAIT
     rows = []
     while time.monotonic() < deadline:
-        _, _, body = http("GET", f"{BASE}/logs/api/plex/logs?limit=100", headers=auth)
+        _, _, body = http("GET", f"{base}/api/plex/logs?limit=100", headers=auth)
         rows = [r for r in body.get("logs", []) if r["id"] not in seen]
         if len(rows) >= expected:
             break
@@ -118,7 +121,7 @@ def main():
     # Then until nothing new arrives for a few seconds (the duplicate may or may not log a row).
     while time.monotonic() < deadline:
         time.sleep(4)
-        _, _, body = http("GET", f"{BASE}/logs/api/plex/logs?limit=100", headers=auth)
+        _, _, body = http("GET", f"{base}/api/plex/logs?limit=100", headers=auth)
         newer = [r for r in body.get("logs", []) if r["id"] not in seen]
         if len(newer) == len(rows):
             break
@@ -131,7 +134,7 @@ def main():
         print(f"   {r['status']:<17} {r['eventType']:<15} {(r.get('plexTitle') or '-')[:12]:<12} "
               f"{ep:<7} {(r.get('actionTaken') or '-'):<22} {r.get('errorMessage') or ''}")
 
-    _, _, body = http("GET", f"{BASE}/conflicts/api/plex/conflicts", headers=auth)
+    _, _, body = http("GET", f"{base}/api/plex/conflicts", headers=auth)
     print("\nOpen conflicts (GET /api/plex/conflicts):")
     for c in body.get("conflicts", []):
         candidates = ", ".join(f"TMDB {m.get('tmdbId')} ({m.get('source')}, {m.get('matchScore')})"

@@ -1,16 +1,19 @@
 #!/usr/bin/env python3
-"""End-to-end test of the local stack: the real function binaries under `cargo lambda watch`,
-moto (SQS + Secrets Manager), a fresh Postgres database, plex.tv / TMDB / Plex server stubs
-(tools/stubs.py) and the SQS bridge (tools/bridge.py).
+"""End-to-end test of the local stack: the real function binaries under `cargo lambda watch`
+behind tools/router.py (the API Gateway paths on one origin), moto (SQS + Secrets Manager), a
+fresh Postgres database, plex.tv / TMDB / Plex server stubs (tools/stubs.py) and the SQS bridge
+(tools/bridge.py).
 
-    POST /api/plex/config (API token)            -> 200, webhookUrl
+    POST /api/plex/config (API token)            -> 200, webhookUrl on the router's origin
     POST <webhookUrl> multipart scrobble + thumb -> 202
     bridge -> processor                          -> The Office S01E01 watched in Postgres
     GET /api/plex/logs                           -> a success row for it
     PUT /api/senders/jellyfin, /api/senders/emby -> 200, each sender's webhookUrl
     POST Jellyfin JSON + Emby multipart scrobbles -> 202, S01E04 and S01E03 watched
-plus the bridge's own contract against a fake processor (delete only what did not fail), and the
-migrate binary in Lambda mode answering a CloudFormation custom-resource request.
+plus the bridge's own contract against a fake processor (delete only what did not fail), the
+migrate binary in Lambda mode answering a CloudFormation custom-resource request, and the admin
+page's browser scenarios (tests/browser/admin.test.mjs, headless Chromium) against a second
+stack with an empty database.
 
 Run through scripts/e2e.sh (which makes sure Postgres, moto and cargo-lambda are there), or
 directly with the venv python and DATABASE_URL / AWS_ENDPOINT_URL set. Prints
@@ -38,6 +41,7 @@ import boto3
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import router  # noqa: E402
 import stubs  # noqa: E402
 import world  # noqa: E402
 
@@ -368,11 +372,13 @@ class Stack:
 
 
 def start_stack(admin_url, *, db_url=None, seed=seed_office, visibility=30, max_receive=MAX_RECEIVE_COUNT,
-                stub=None, log_dir=None, bridge=True):
+                stub=None, log_dir=None, bridge=True, with_router=False):
     """The functions under `cargo lambda watch` on a free port, a fresh database (or db_url,
     already migrated), a FIFO queue with its DLQ, the three secrets in moto, the plex.tv/TMDB
     stubs (or `stub`, a server like stubs.serve() returns) and the bridge (unless bridge=False).
-    Everything is removed again by the cleanups."""
+    with_router: tools/router.py in front, on its own free port (`origin`: the page at /, the API
+    under /api/plex/..., as `make dev` and API Gateway serve them), which is then also the
+    webhook URL's base. Everything is removed again by the cleanups."""
     log_dir = log_dir or LOG_DIR
     suffix = secrets.token_hex(4)
     runtime_url = None
@@ -403,6 +409,7 @@ def start_stack(admin_url, *, db_url=None, seed=seed_office, visibility=30, max_
 
     port = free_port()
     base = f"http://127.0.0.1:{port}"
+    origin = f"http://127.0.0.1:{free_port()}" if with_router else None
     env = {
         **os.environ,
         **ids,
@@ -410,7 +417,7 @@ def start_stack(admin_url, *, db_url=None, seed=seed_office, visibility=30, max_
         "QUEUE_URL": queue_url,
         "DLQ_URL": dlq_url,
         "MAX_RECEIVE_COUNT": str(max_receive),
-        "PUBLIC_BASE_URL": f"{base}/lambda-url/webhook",
+        "PUBLIC_BASE_URL": origin or f"{base}/lambda-url/webhook",
         "TMDB_BASE_URL": stub.base_url,
         "TMDB_API_TOKEN": TMDB_TOKEN,
         "PLEX_TV_BASE_URL": stub.base_url,
@@ -429,7 +436,12 @@ def start_stack(admin_url, *, db_url=None, seed=seed_office, visibility=30, max_
         bridge = start("bridge", [sys.executable, "tools/bridge.py", "--queue-url", queue_url,
                                   "--invoke-url", f"{base}/2015-03-31/functions/processor/invocations"],
                        env, log_dir)
-    return Stack(base=base, port=port, db_url=db_url, runtime_url=runtime_url,
+    if origin:
+        server = router.serve(int(origin.rsplit(":", 1)[1]), base)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        cleanups.append(server.shutdown)
+        log(f"router on {origin}")
+    return Stack(base=base, origin=origin, port=port, db_url=db_url, runtime_url=runtime_url,
                  queue_url=queue_url, dlq_url=dlq_url,
                  api_token=api_token, encryption_key=values["ENCRYPTION_KEY_SECRET_ID"],
                  webhook_secret=values["WEBHOOK_SECRET_ID"], stub=stub, env=env, watch=watch,
@@ -450,8 +462,8 @@ def main():
 
     check("bridge: SQS event shape and partial batch deletes", bridge_contract)
 
-    stack = start_stack(admin_url)
-    db_url, queue_url, api_token, base = stack.db_url, stack.queue_url, stack.api_token, stack.base
+    stack = start_stack(admin_url, with_router=True)
+    db_url, queue_url, api_token, base = stack.db_url, stack.queue_url, stack.api_token, stack.origin
     runtime_url = stack.runtime_url
 
     auth = {"Authorization": f"Bearer {api_token}"}
@@ -459,19 +471,19 @@ def main():
 
     def config():
         status, _, body = http(
-            "POST", f"{base}/lambda-url/config/api/plex/config",
+            "POST", f"{base}/api/plex/config",
             json.dumps({"plexToken": PLEX_TOKEN, "autoMarkWatched": True,
                         "autoAddShows": False}).encode(),
             {**auth, "Content-Type": "application/json"}, timeout=FIRST_REQUEST_TIMEOUT)
         assert status == 200, f"{status} {body}"
         url = body.get("webhookUrl", "")
-        assert url.startswith(f"{base}/lambda-url/webhook/api/plex/webhook?secret="), body
+        assert url.startswith(f"{base}/api/plex/webhook?secret="), body
         assert "pLxT0k3n" not in json.dumps(body), "the Plex token is echoed"
         state["webhook_url"] = url
         return f"server {body.get('serverName')!r}"
 
     def unauthorized():
-        status, _, body = http("GET", f"{base}/lambda-url/config/api/plex/config",
+        status, _, body = http("GET", f"{base}/api/plex/config",
                                headers={"Authorization": "Bearer wrong-token-0123456789"})
         assert status == 401 and body.get("status") == "error", f"{status} {body}"
 
@@ -501,7 +513,7 @@ def main():
                              f"see {LOG_DIR}/watch.log and bridge.log")
 
     def logs():
-        status, _, body = http("GET", f"{base}/lambda-url/logs/api/plex/logs?status=success",
+        status, _, body = http("GET", f"{base}/api/plex/logs?status=success",
                                headers=auth, timeout=FIRST_REQUEST_TIMEOUT)
         assert status == 200, f"{status} {body}"
         rows = [r for r in body.get("logs", []) if r.get("plexRatingKey") == "48213"
@@ -536,7 +548,7 @@ def main():
             "PhysicalResourceId": "Migrations-migrations", "ResourceType": "Custom::Migrations",
             "ResourceProperties": {"CodeVersion": "2"}, "OldResourceProperties": {"CodeVersion": "1"},
         }
-        status, _, body = http("POST", f"{base}/2015-03-31/functions/migrate/invocations",
+        status, _, body = http("POST", f"{stack.base}/2015-03-31/functions/migrate/invocations",
                                json.dumps(event).encode(), {"Content-Type": "application/json"},
                                timeout=FIRST_REQUEST_TIMEOUT)
         assert status == 200, f"{status} {body}"
@@ -551,18 +563,18 @@ def main():
     def enable_sender(sender):
         def run():
             status, _, body = http(
-                "PUT", f"{base}/lambda-url/config/api/senders/{sender}",
+                "PUT", f"{base}/api/senders/{sender}",
                 json.dumps({"account": "alice"}).encode(),
                 {**auth, "Content-Type": "application/json"}, timeout=FIRST_REQUEST_TIMEOUT)
             assert status == 200, f"{status} {body}"
             url = body.get("webhookUrl") or ""
-            assert url.startswith(f"{base}/lambda-url/webhook/api/{sender}/webhook?secret="), body
+            assert url.startswith(f"{base}/api/{sender}/webhook?secret="), body
             assert url.split("?")[1] == state["webhook_url"].split("?")[1], "one secret for all senders"
             state[f"{sender}_url"] = url
         return run
 
     def senders_listed():
-        status, _, body = http("GET", f"{base}/lambda-url/config/api/senders", headers=auth)
+        status, _, body = http("GET", f"{base}/api/senders", headers=auth)
         assert status == 200, f"{status} {body}"
         urls = {s["sender"]: s["webhookUrl"] for s in body["senders"]}
         assert urls == {"plex": state["webhook_url"], "jellyfin": state["jellyfin_url"],
@@ -624,7 +636,7 @@ def main():
         deadline = time.monotonic() + PROCESSING_TIMEOUT
         listed = None
         while time.monotonic() < deadline:
-            status, _, listed = http("GET", f"{base}/lambda-url/conflicts/api/plex/conflicts",
+            status, _, listed = http("GET", f"{base}/api/plex/conflicts",
                                      headers=auth, timeout=FIRST_REQUEST_TIMEOUT)
             assert status == 200, f"{status} {listed}"
             found = [c for c in listed.get("conflicts", []) if c.get("plexRatingKey") == "61000"]
@@ -643,7 +655,7 @@ def main():
 
     def resolve_unmatched():
         status, _, body = http(
-            "POST", f"{base}/lambda-url/conflicts/api/plex/conflicts/{state['conflict']}/resolve",
+            "POST", f"{base}/api/plex/conflicts/{state['conflict']}/resolve",
             json.dumps({"action": "select", "tvshowId": state["office"]}).encode(),
             {**auth, "Content-Type": "application/json"}, timeout=FIRST_REQUEST_TIMEOUT)
         assert status == 200, f"{status} {body}"
@@ -682,6 +694,40 @@ def main():
             if (check("Jellyfin PlaybackStop (JSON, S01E04) -> 202", jellyfin_scrobble)
                     and check("Emby playback.stop (multipart data, S01E03) -> 202", emby_scrobble)):
                 check("bridge -> processor marks the Jellyfin and Emby episodes watched", senders_marked)
+
+    check("admin page scenarios ran in headless Chromium", lambda: browser_tests(admin_url, stack.stub))
+
+
+SCREENSHOTS = LOG_DIR / "screenshots"
+
+
+def browser_tests(admin_url, stub):
+    """The admin page's scenarios (tests/browser/admin.test.mjs) in headless Chromium against a
+    stack of their own (a new user's empty database), one result per scenario."""
+    chromium = subprocess.run(["scripts/ensure-browser.sh"], cwd=ROOT, check=True,
+                              capture_output=True, text=True).stdout.strip()
+    st = start_stack(admin_url, stub=stub, with_router=True, log_dir=LOG_DIR / "browser")
+    env = {**os.environ, "BASE_URL": st.origin, "API_TOKEN": st.api_token,
+           "DATABASE_URL": st.db_url, "SCREENSHOT_DIR": str(SCREENSHOTS), "CHROMIUM": chromium}
+    log(f"browser tests (tests/browser/admin.test.mjs) against {st.origin}; screenshots in {SCREENSHOTS}")
+    proc = subprocess.run(
+        ["node", "--test", "--test-concurrency=1", "--test-reporter=tap", "admin.test.mjs"],
+        cwd=ROOT / "tests" / "browser", env=env, capture_output=True, text=True, timeout=1800)
+    (LOG_DIR / "browser.tap").write_text(proc.stdout + proc.stderr)
+    found = 0
+    for line in proc.stdout.splitlines():
+        # Top-level results only ("ok 1 - name" / "not ok 2 - name"), not the subtest lines.
+        ok, _, rest = line.partition(" - ")
+        if not rest or ok.startswith(" ") or not (ok.startswith("ok ") or ok.startswith("not ok ")):
+            continue
+        found += 1
+        passed = ok.startswith("ok ")
+        results.append((f"browser: {rest}", passed, ""))
+        print(f"{'PASS' if passed else 'FAIL'} browser: {rest}", flush=True)
+    if proc.returncode != 0 or found == 0:
+        print(proc.stdout[-6000:], proc.stderr[-3000:], sep="\n", flush=True)
+    if found == 0:
+        raise AssertionError(f"no browser test ran (exit {proc.returncode}); see {LOG_DIR}/browser.tap")
 
 
 def run():

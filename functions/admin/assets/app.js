@@ -59,6 +59,11 @@ function message(kind, ...content) {
   return h("div", { class: `msg ${kind}`, role: kind === "error" ? "alert" : "status" }, ...content);
 }
 
+/** Shown while a list loads (a function's first request can take a moment). */
+function loading(el) {
+  if (!el.firstChild) el.replaceChildren(h("p", { class: "muted loading" }, "Loading…"));
+}
+
 function emptyState(title, ...body) {
   return h("div", { class: "empty" }, h("h2", {}, title), ...body);
 }
@@ -93,8 +98,8 @@ function plural(n, one, many = `${one}s`) {
   return `${n} ${n === 1 ? one : many}`;
 }
 
+/** Disables `button` while `fn` runs (no double submits). */
 async function busy(button, fn) {
-  const label = button.textContent;
   button.disabled = true;
   button.setAttribute("aria-busy", "true");
   try {
@@ -102,7 +107,6 @@ async function busy(button, fn) {
   } finally {
     button.disabled = false;
     button.removeAttribute("aria-busy");
-    button.textContent = label;
   }
 }
 
@@ -419,6 +423,7 @@ const conflictPager = pager("conflict-pager", () => loadConflicts());
 
 async function loadConflicts() {
   const list = $("conflict-list");
+  loading(list);
   const data = await attempt(() => api("GET", `/api/plex/conflicts?limit=${PAGE_SIZE}${conflictPager.query()}`), list);
   if (!data) return;
   conflictPager.update(data.nextCursor);
@@ -506,7 +511,8 @@ async function resolveConflict(c, body, button, card, feedback) {
   const title = `${c.plexTitle}${c.plexYear ? ` (${c.plexYear})` : ""}`;
   const head = res.action === "ignore" ? `“${title}” is ignored.` : `“${title}” is now mapped to ${target}.`;
   const result = h("article", { class: "card result", "data-resolved": c.id, tabindex: "-1" },
-    h("h2", {}, "Resolved"), message("ok", head), replaySummary(res.replay));
+    h("h2", {}, "Resolved"), message("ok", head), replaySummary(res.replay),
+    h("p", {}, h("a", { href: "#mappings" }, "See all shows")));
   card.replaceWith(result);
   result.focus();
   announce(`${head} ${replayText(res.replay)}`);
@@ -546,6 +552,7 @@ let mappingFilter = "all";
 
 async function loadMappings() {
   const list = $("mapping-list");
+  loading(list);
   const filter = mappingFilter === "all" ? "" : `&${mappingFilter}=true`;
   const data = await attempt(() => api("GET", `/api/plex/mappings?limit=${PAGE_SIZE}${filter}${mappingPager.query()}`), list);
   if (!data) return;
@@ -578,8 +585,14 @@ function rememberTrackerShows(mappings) {
 
 const METHODS = {
   tmdb_id: "TMDB id", tvdb_id: "TVDB id", imdb_id: "IMDb id", tmdb_search: "title search, confirmed",
-  manual: "chosen by you", fuzzy: "title match",
+  manual: "chosen by you", user: "chosen by you", user_selected: "chosen by you",
+  user_created_new: "added from TMDB by you", fuzzy: "title match", auto_added: "added automatically",
 };
+
+/** "auto_added:tmdb_id" -> "added automatically · TMDB id". */
+function matchMethod(method) {
+  return method.split(":").map((part) => METHODS[part] || part.replaceAll("_", " ")).join(" · ");
+}
 
 function mappingRows(m) {
   const title = `${m.plexTitle}${m.plexYear ? ` (${m.plexYear})` : ""}`;
@@ -606,10 +619,11 @@ function mappingRows(m) {
     ? [h("strong", {}, m.tvshowTitle || "–"), h("span", { class: "muted" }, ` #${m.tvshowId}`)]
     : m.conflictId ? h("a", { href: "#conflicts" }, "Waiting in Conflicts") : h("span", { class: "muted" }, "Not mapped");
   const match = m.matchMethod
-    ? `${METHODS[m.matchMethod] || m.matchMethod.replaceAll("_", " ")}${m.matchConfidence !== null && m.matchConfidence !== undefined ? ` · ${Math.round(m.matchConfidence * 100)}%` : ""}${m.manuallyConfirmed ? " · confirmed" : ""}`
+    ? `${matchMethod(m.matchMethod)}${m.matchConfidence !== null && m.matchConfidence !== undefined ? ` · ${Math.round(m.matchConfidence * 100)}%` : ""}${m.manuallyConfirmed ? " · confirmed" : ""}`
     : "–";
-  const row = h("tr", { "data-mapping": m.id },
-    h("td", { "data-label": "Plex show" }, h("strong", {}, title)),
+  const row = h("tr", { "data-mapping": m.id, "data-plex-key": m.plexRatingKey },
+    h("td", { "data-label": "Plex show" }, h("strong", {}, title),
+      m.tmdbId ? h("div", { class: "muted small" }, `TMDB ${m.tmdbId}`) : ""),
     h("td", { "data-label": "Tracker show" }, tracker),
     h("td", { "data-label": "Match" }, match),
     h("td", { "data-label": "Sync" }, m.syncEnabled ? h("span", { class: "pill ok" }, "On") : h("span", { class: "pill" }, "Off")),
@@ -684,12 +698,42 @@ const ACTIONS = {
   already_watched: "Already watched",
   show_mapped: "Show mapped",
   show_already_mapped: "Show already mapped",
+  needs_user_input: "Waiting for your choice",
+  ignored: "Ignored",
+  duplicate: "Already received",
 };
 
 const logPager = pager("log-pager", () => loadLogs());
 
 async function loadActivity() {
-  await Promise.all([loadStats(), loadLogs()]);
+  await Promise.all([loadStats(), loadLogs(), loadDeadLetters()]);
+}
+
+/** Events that kept failing (database, TMDB or Plex down) until SQS moved them to the DLQ. */
+async function loadDeadLetters() {
+  const box = $("dead-letters");
+  const data = await attempt(() => api("GET", "/api/plex/dead-letters?limit=10"), box);
+  if (!data) return;
+  const count = Math.max(data.approximateTotal ?? 0, data.deadLetters.length);
+  $("dead-letter-count").textContent = String(count);
+  if (!count) {
+    box.replaceChildren(h("p", { class: "muted" }, "Empty: nothing has failed for good."));
+    return;
+  }
+  const feedback = h("div", { class: "feedback" });
+  const redrive = h("button", { type: "button", onclick: async (e) => {
+    const res = await busy(e.currentTarget, () => attempt(() => api("POST", "/api/plex/dead-letters/redrive"), feedback));
+    if (!res) return;
+    const text = `Moved ${plural(res.moved, "event")} back to the queue; they are processed again in a moment.`;
+    feedback.replaceChildren(message("ok", text));
+    announce(text);
+  } }, "Process them again");
+  box.replaceChildren(
+    h("p", {}, `${plural(count, "event")} failed repeatedly and wait here. Their errors are in the log below.`),
+    h("ul", { class: "dead-list" }, data.deadLetters.map((d) => h("li", {},
+      d.event ? `${d.event.plexTitle} ${episodeLabel(d.event.season, d.event.episode)}`.trim() : "An unreadable message",
+      h("span", { class: "muted" }, d.receiveCount ? ` · tried ${d.receiveCount} times` : "")))),
+    redrive, feedback);
 }
 
 async function loadStats() {
@@ -746,6 +790,7 @@ function statsChart(days) {
 
 async function loadLogs() {
   const list = $("log-list");
+  loading(list);
   const status = $("log-status").value;
   const data = await attempt(() => api("GET", `/api/plex/logs?limit=${PAGE_SIZE}${status ? `&status=${status}` : ""}${logPager.query()}`), list);
   if (!data) return;

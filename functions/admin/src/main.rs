@@ -1,9 +1,10 @@
 //! `admin` function: the admin web page (see the library, [`admin::Site`]). No database, no
-//! secrets and no AWS SDK: nothing to load but the embedded files.
+//! secrets and no AWS SDK (so not `plexsync::lambda::serve_http`, which loads the SDK's
+//! configuration): nothing to load but the embedded files.
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
-    lambda_http::tracing::init_default_subscriber();
+    plexsync::lambda::init_logging();
     let site: &'static admin::Site = Box::leak(Box::new(admin::Site::load()));
     lambda_http::run(lambda_http::service_fn(
         move |req: lambda_http::Request| async move { Ok::<_, lambda_http::Error>(site.handle(&req)) },
