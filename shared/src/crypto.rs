@@ -122,7 +122,8 @@ impl Keyring {
         }
     }
 
-    pub fn current_key_id(&self) -> &str {
+    #[cfg(test)]
+    fn current_key_id(&self) -> &str {
         &self.current.id
     }
 
@@ -183,11 +184,6 @@ impl Keyring {
         String::from_utf8(plain)
             .map(SecretString::from)
             .map_err(|_| CryptoError::Decrypt)
-    }
-
-    /// True when a stored ciphertext was made with an older key and should be re-encrypted.
-    pub fn needs_reencryption(&self, ciphertext: &str) -> bool {
-        ciphertext.split('.').nth(1) != Some(self.current.id.as_str())
     }
 }
 
@@ -297,9 +293,9 @@ mod tests {
             "cd".repeat(32)
         ));
         assert_eq!(rotated.decrypt(&ct_old).unwrap().expose_secret(), "token-1");
-        assert!(rotated.needs_reencryption(&ct_old));
         let ct_new = rotated.encrypt(&secret("token-1"));
-        assert!(!rotated.needs_reencryption(&ct_new));
+        assert_ne!(ct_new.split('.').nth(1), ct_old.split('.').nth(1));
+        assert_eq!(ct_new.split('.').nth(1), Some(rotated.current_key_id()));
         assert!(matches!(
             old.decrypt(&ct_new),
             Err(CryptoError::UnknownKey(_))

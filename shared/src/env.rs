@@ -112,12 +112,6 @@ impl Env {
         }
     }
 
-    pub fn optional_url(&self, name: &'static str) -> Result<Option<Url>, EnvError> {
-        self.optional(name)
-            .map(|v| parse_http_url(name, &v))
-            .transpose()
-    }
-
     /// Comma-separated CIDRs (IPv4 and IPv6); a bare address means a single host.
     pub fn cidrs(&self, name: &'static str) -> Result<Vec<IpNet>, EnvError> {
         let Some(raw) = self.optional(name) else {
@@ -154,24 +148,6 @@ fn parse_http_url(name: &'static str, value: &str) -> Result<Url, EnvError> {
     Ok(url)
 }
 
-/// Secrets Manager ids of the three secrets.
-#[derive(Debug, Clone)]
-pub struct SecretIds {
-    pub encryption_key: String,
-    pub webhook_secret: String,
-    pub api_token: String,
-}
-
-impl SecretIds {
-    pub fn from_env(env: &Env) -> Result<Self, EnvError> {
-        Ok(Self {
-            encryption_key: env.required("ENCRYPTION_KEY_SECRET_ID")?,
-            webhook_secret: env.required("WEBHOOK_SECRET_ID")?,
-            api_token: env.required("API_TOKEN_SECRET_ID")?,
-        })
-    }
-}
-
 /// TMDB API access: base URL (wiremock in tests) and a v4 bearer token or v3 key.
 #[derive(Debug, Clone)]
 pub struct TmdbConfig {
@@ -201,8 +177,9 @@ mod tests {
             env.url("QUEUE_URL").unwrap_err(),
             EnvError::Missing("QUEUE_URL")
         );
-        let err =
-            SecretIds::from_env(&Env::from_map([("ENCRYPTION_KEY_SECRET_ID", "k")])).unwrap_err();
+        let err = Env::from_map([("ENCRYPTION_KEY_SECRET_ID", "k")])
+            .required("WEBHOOK_SECRET_ID")
+            .unwrap_err();
         assert_eq!(
             err.to_string(),
             "environment variable WEBHOOK_SECRET_ID is not set"

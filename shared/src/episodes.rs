@@ -5,10 +5,11 @@
 //! watched, dateWatched}]}]`) and edited in place, so fields a real tracker adds survive.
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use deadpool_postgres::Transaction;
+use deadpool_postgres::{GenericClient, Transaction};
 use serde_json::{json, Value};
 
 use crate::db::{DbError, DbPool};
+use crate::store::{processed, shows};
 use crate::tmdb::{SeasonDetails, TvDetails};
 
 /// One "this episode was watched" fact.
@@ -58,32 +59,11 @@ pub async fn mark_episode_in(
     req: &MarkRequest<'_>,
     fresh_season: Option<Value>,
 ) -> Result<MarkOutcome, DbError> {
-    // The row lock serialises every change to this show's seasons (concurrent scrobbles of two
-    // episodes would otherwise overwrite each other's JSON edit).
-    let Some(row) = tx
-        .query_opt(
-            &tx.prepare_cached("SELECT seasons, tmdb_id FROM tvshows WHERE id = $1 FOR UPDATE")
-                .await?,
-            &[&req.tvshow_id],
-        )
-        .await?
-    else {
+    let Some((mut seasons, show_tmdb_id)) = shows::lock_seasons(tx, req.tvshow_id).await? else {
         return Ok(MarkOutcome::ShowMissing);
     };
-    let mut seasons: Value = row.get(0);
-    let show_tmdb_id: Option<i32> = row.get(1);
-
     if let Some(key) = req.idempotency_key {
-        let seen = tx
-            .query_opt(
-                &tx.prepare_cached(
-                    "SELECT 1 FROM plex_processed_messages WHERE idempotency_key = $1",
-                )
-                .await?,
-                &[&key],
-            )
-            .await?;
-        if seen.is_some() {
+        if processed::contains(tx, key).await? {
             return Ok(MarkOutcome::Duplicate);
         }
     }
@@ -115,39 +95,14 @@ pub async fn mark_episode_in(
     };
 
     if let Some(key) = req.idempotency_key {
-        tx.execute(
-            &tx.prepare_cached(
-                "INSERT INTO plex_processed_messages (idempotency_key, message_id) VALUES ($1, $2)
-             ON CONFLICT (idempotency_key) DO NOTHING",
-            )
-            .await?,
-            &[&key, &req.message_id],
-        )
-        .await?;
+        processed::record(tx, key, req.message_id).await?;
     }
     let changed = matches!(outcome, MarkOutcome::Marked { .. }) || refreshed;
     if changed {
         let (watched, total) = counts(&seasons);
-        tx.execute(
-            &tx.prepare_cached(
-                "UPDATE tvshows
-                SET seasons = $2, watched_episodes = $3, total_episodes = $4,
-                    plex_synced = true, plex_last_sync = now(), updated_at = now()
-              WHERE id = $1",
-            )
-            .await?,
-            &[&req.tvshow_id, &seasons, &watched, &total],
-        )
-        .await?;
+        shows::save_seasons(tx, req.tvshow_id, &seasons, watched, total).await?;
     } else {
-        tx.execute(
-            &tx.prepare_cached(
-                "UPDATE tvshows SET plex_synced = true, plex_last_sync = now() WHERE id = $1",
-            )
-            .await?,
-            &[&req.tvshow_id],
-        )
-        .await?;
+        shows::note_synced(tx, req.tvshow_id).await?;
     }
     Ok(outcome)
 }
@@ -201,7 +156,7 @@ pub fn season_from_tmdb(season: &SeasonDetails) -> Value {
 
 /// Replaces (or inserts, in order) a season with fresh data, keeping what the user already
 /// watched and any stored episodes the fresh data lacks.
-pub fn merge_season(seasons: &mut Value, mut fresh: Value) {
+fn merge_season(seasons: &mut Value, mut fresh: Value) {
     if !seasons.is_array() {
         *seasons = json!([]);
     }
@@ -254,7 +209,7 @@ pub fn merge_season(seasons: &mut Value, mut fresh: Value) {
 /// Inserts a show fetched from TMDB (status Watching, source plex), or finds the row another
 /// message inserted first. Returns the show id and whether this call created it.
 pub async fn insert_show_from_tmdb(
-    tx: &Transaction<'_>,
+    tx: &impl GenericClient,
     show: &TvDetails,
     seasons: &[SeasonDetails],
 ) -> Result<(i32, bool), DbError> {
@@ -272,23 +227,20 @@ pub async fn insert_show_from_tmdb(
             show.id
         ))
     })?;
-    let inserted = tx
-        .query_opt(
-            "INSERT INTO tvshows (tmdb_id, title, show_start_date, status, seasons,
-                                  watched_episodes, total_episodes, source, plex_synced)
-             VALUES ($1, $2, $3, 'Watching', $4, 0, $5, 'plex', true)
-             ON CONFLICT (tmdb_id) DO NOTHING
-             RETURNING id",
-            &[&tmdb_id, &show.name, &start_date, &seasons_json, &total],
-        )
-        .await?;
-    if let Some(row) = inserted {
-        return Ok((row.get(0), true));
+    let new = shows::NewShow {
+        tmdb_id,
+        title: &show.name,
+        start_date,
+        seasons: &seasons_json,
+        total_episodes: total,
+    };
+    if let Some(id) = shows::insert(tx, &new).await? {
+        return Ok((id, true));
     }
-    let row = tx
-        .query_one("SELECT id FROM tvshows WHERE tmdb_id = $1", &[&tmdb_id])
-        .await?;
-    Ok((row.get(0), false))
+    let (id, _) = shows::find_by_tmdb_id(tx, tmdb_id)
+        .await?
+        .ok_or_else(|| DbError::Config(format!("show with TMDB id {tmdb_id} vanished")))?;
+    Ok((id, false))
 }
 
 #[cfg(test)]

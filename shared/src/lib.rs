@@ -1,3 +1,4 @@
+#![warn(unreachable_pub)]
 //! plexsync's shared library (crate `plexsync`, folder `shared/`).
 //!
 //! **Where code lives: code used by one function lives in that function's crate
@@ -11,6 +12,7 @@
 //! [`lambda::serve_events`]) builds the function's state once from the environment and hands it
 //! every event.
 
+pub mod accounts;
 pub mod api;
 pub mod crypto;
 pub mod db;

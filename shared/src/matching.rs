@@ -6,7 +6,6 @@
 //! An episode's `Guid` ids are the *episode's*: they are only ever turned into a show id through
 //! TMDB's `tv_episode_results[].show_id` (docs/architecture.md, "Show identity").
 
-use deadpool_postgres::{GenericClient, Transaction};
 use secrecy::SecretString;
 use serde::Serialize;
 use url::Url;
@@ -14,18 +13,20 @@ use url::Url;
 use crate::db::{DbError, DbPool};
 use crate::payload::{ExternalIds, PlexEvent};
 use crate::plex::{PlexError, PlexServerClient};
-use crate::store::shows;
+use crate::store::{mappings::PlexShowKey, shows, tmdb_cache};
 use crate::tmdb::{ExternalSource, TmdbClient, TmdbError};
 
 /// A single match at or above this confidence is mapped without asking.
 pub const AUTO_MAP_THRESHOLD: f64 = 0.90;
-/// Fuzzy title matches are scaled down by this: they never map on their own.
-pub const FUZZY_FACTOR: f64 = 0.85;
+/// Fuzzy title matches are scaled down by this. Since it is below [`AUTO_MAP_THRESHOLD`], a fuzzy
+/// match never maps on its own: it always goes to the user.
+const FUZZY_FACTOR: f64 = 0.85;
+const _: () = assert!(FUZZY_FACTOR < AUTO_MAP_THRESHOLD);
 /// pg_trgm similarity below which a tracker title is not a candidate at all.
 pub const FUZZY_MIN_SIMILARITY: f64 = 0.5;
 /// Plex server timeouts are retried (via SQS) on the first deliveries only; later deliveries
 /// skip the step, so an unreachable home server cannot push every new show into the DLQ.
-pub const PLEX_TIMEOUT_RETRIES: i64 = 2;
+const PLEX_TIMEOUT_RETRIES: i64 = 2;
 /// How many TMDB search results are checked for the episode's TMDB id.
 const SEARCH_CONFIRM_LIMIT: usize = 3;
 
@@ -93,8 +94,10 @@ pub struct ResolvedShow {
     pub via: &'static str,
 }
 
+/// What resolution learnt about the Plex show: its TMDB id (if found) and the ids and TMDB
+/// candidates found on the way.
 #[derive(Debug, Clone, Default)]
-pub struct Resolution {
+pub struct ShowIdentity {
     pub show: Option<ResolvedShow>,
     /// Show-level ids learnt on the way (never episode ids), stored on the mapping.
     pub show_ids: ExternalIds,
@@ -166,8 +169,8 @@ impl Resolver<'_> {
         &self,
         event: &PlexEvent,
         receive_count: Option<i64>,
-    ) -> Result<Resolution, MatchError> {
-        let mut res = Resolution {
+    ) -> Result<ShowIdentity, MatchError> {
+        let mut res = ShowIdentity {
             show_ids: event.show.ids.clone(),
             ..Default::default()
         };
@@ -255,7 +258,7 @@ impl Resolver<'_> {
         source: ExternalSource,
         episode: bool,
     ) -> Result<Option<i64>, MatchError> {
-        if let Some(hit) = cache_get(self.pool, cache_source, id).await? {
+        if let Some(hit) = self.cached(cache_source, id).await? {
             return Ok(hit);
         }
         let show_id = match self.tmdb.find(id, source).await {
@@ -268,7 +271,7 @@ impl Resolver<'_> {
                 return Ok(None);
             }
         };
-        cache_put(self.pool, cache_source, id, show_id).await?;
+        self.cache(cache_source, id, show_id).await?;
         Ok(show_id)
     }
 
@@ -305,9 +308,7 @@ impl Resolver<'_> {
             .as_ref()
             .and_then(|e| e.ids.tmdb.map(|id| (id, e.season)));
         if let Some((ep_id, _)) = episode_tmdb {
-            if let Some(Some(show)) =
-                cache_get(self.pool, "tmdb_episode", &ep_id.to_string()).await?
-            {
+            if let Some(Some(show)) = self.cached("tmdb_episode", &ep_id.to_string()).await? {
                 return Ok((Some(show), Vec::new()));
             }
         }
@@ -323,7 +324,12 @@ impl Resolver<'_> {
             .iter()
             .map(|r| r.name.clone().unwrap_or_default())
             .collect();
-        let sims = similarities(self.pool, &event.show.title, &titles).await?;
+        let sims = if titles.is_empty() {
+            Vec::new()
+        } else {
+            let client = self.pool.get().await.map_err(DbError::from)?;
+            shows::similarities(&client, &event.show.title, &titles).await?
+        };
         let candidates: Vec<Candidate> = results
             .iter()
             .zip(sims)
@@ -353,9 +359,31 @@ impl Resolver<'_> {
             _ => None,
         };
         if show.is_some() {
-            cache_put(self.pool, "tmdb_episode", &ep_id.to_string(), show).await?;
+            self.cache("tmdb_episode", &ep_id.to_string(), show).await?;
         }
         Ok((show, candidates))
+    }
+
+    /// A fresh cached conversion to a TMDB id: `Some(None)` is a cached miss.
+    async fn cached(
+        &self,
+        source: &str,
+        external_id: &str,
+    ) -> Result<Option<Option<i64>>, MatchError> {
+        let client = self.pool.get().await.map_err(DbError::from)?;
+        let hit = tmdb_cache::get(&client, source, external_id).await?;
+        Ok(hit.map(|id| id.map(i64::from)))
+    }
+
+    async fn cache(
+        &self,
+        source: &str,
+        external_id: &str,
+        tmdb_id: Option<i64>,
+    ) -> Result<(), MatchError> {
+        let client = self.pool.get().await.map_err(DbError::from)?;
+        tmdb_cache::put(&client, source, external_id, tmdb_id.and_then(tmdb_id_i32)).await?;
+        Ok(())
     }
 }
 
@@ -384,56 +412,26 @@ fn round2(x: f64) -> f64 {
 pub async fn decide(
     pool: &DbPool,
     event: &PlexEvent,
-    resolution: &Resolution,
+    resolution: &ShowIdentity,
     auto_add: bool,
 ) -> Result<MatchDecision, MatchError> {
     let mut client = pool.get().await.map_err(DbError::from)?;
-    let mut candidates = Vec::new();
-    if let Some(show) = &resolution.show {
-        let row = client
-            .query_opt(
-                "SELECT id, title FROM tvshows WHERE tmdb_id = $1",
-                &[&to_i32(show.tmdb_id)],
-            )
-            .await?;
-        if let Some(row) = row {
-            return Ok(MatchDecision::Map {
-                tvshow_id: row.get(0),
-                confidence: show.source.score(),
-                method: show.source.method().to_string(),
-            });
+    let known = resolution.show.as_ref();
+    if let Some(show) = known {
+        if let Some(id) = tmdb_id_i32(show.tmdb_id) {
+            if let Some((tvshow_id, _)) = shows::find_by_tmdb_id(&client, id).await? {
+                return Ok(MatchDecision::Map {
+                    tvshow_id,
+                    confidence: show.source.score(),
+                    method: show.source.method().to_string(),
+                });
+            }
         }
     }
-    // Fuzzy title. With a known TMDB id, a tracker show holding a *different* TMDB id is
-    // another show; only shows without a TMDB id can still be this one.
-    let year = event.show.year.and_then(|y| i32::try_from(y).ok());
-    let matches = shows::similar_titles(
-        &mut client,
-        &event.show.title,
-        FUZZY_MIN_SIMILARITY,
-        resolution.show.is_some(),
-        year,
-    )
-    .await?;
-    for m in matches {
-        candidates.push(Candidate {
-            tvshow_id: Some(m.id),
-            title: m.title,
-            tmdb_id: m.tmdb_id.map(i64::from),
-            match_score: round2(m.similarity * FUZZY_FACTOR),
-            source: "tracker",
-        });
-    }
-    if let [only] = candidates.as_slice() {
-        if only.match_score >= AUTO_MAP_THRESHOLD {
-            return Ok(MatchDecision::Map {
-                tvshow_id: only.tvshow_id.expect("tracker candidate"),
-                confidence: only.match_score,
-                method: "title".into(),
-            });
-        }
-    }
-    if let Some(show) = &resolution.show {
+    let candidates = title_candidates(&mut client, event, resolution).await?;
+    // Fuzzy scores are at most FUZZY_FACTOR, below the auto-map threshold: a title match is
+    // never mapped without the user, it becomes a conflict.
+    if let Some(show) = known {
         if candidates.is_empty() && auto_add {
             return Ok(MatchDecision::AutoAdd {
                 tmdb_id: show.tmdb_id,
@@ -446,8 +444,49 @@ pub async fn decide(
         1 => ConflictKind::Ambiguous,
         _ => ConflictKind::MultipleMatches,
     };
+    Ok(MatchDecision::Conflict {
+        kind,
+        candidates: with_tmdb_side(candidates, event, resolution),
+    })
+}
+
+/// Tracker shows with a similar title. With a known TMDB id, a tracker show holding a
+/// *different* TMDB id is another show; only shows without a TMDB id can still be this one.
+async fn title_candidates(
+    client: &mut deadpool_postgres::Client,
+    event: &PlexEvent,
+    resolution: &ShowIdentity,
+) -> Result<Vec<Candidate>, MatchError> {
+    let year = event.show.year.and_then(|y| i32::try_from(y).ok());
+    let tmdb_id_known = resolution.show.is_some();
+    let matches = shows::similar_titles(
+        client,
+        &event.show.title,
+        FUZZY_MIN_SIMILARITY,
+        tmdb_id_known,
+        year,
+    )
+    .await?;
+    Ok(matches
+        .into_iter()
+        .map(|m| Candidate {
+            tvshow_id: Some(m.id),
+            title: m.title,
+            tmdb_id: m.tmdb_id.map(i64::from),
+            match_score: round2(m.similarity * FUZZY_FACTOR),
+            source: "tracker",
+        })
+        .collect())
+}
+
+/// Adds the TMDB side of a conflict: the resolved show (the obvious "add it" choice), else the
+/// search results. A TMDB show the tracker already has is offered once, as the tracker show.
+fn with_tmdb_side(
+    mut candidates: Vec<Candidate>,
+    event: &PlexEvent,
+    resolution: &ShowIdentity,
+) -> Vec<Candidate> {
     let tmdb_side: Vec<Candidate> = match &resolution.show {
-        // The resolved TMDB show is the obvious "add it" choice for the user.
         Some(show) => vec![Candidate {
             tvshow_id: None,
             title: event.show.title.clone(),
@@ -457,7 +496,6 @@ pub async fn decide(
         }],
         None => resolution.tmdb_candidates.clone(),
     };
-    // A TMDB show the tracker already has is offered once, as the tracker show.
     for candidate in tmdb_side {
         if !candidates
             .iter()
@@ -466,75 +504,13 @@ pub async fn decide(
             candidates.push(candidate);
         }
     }
-    Ok(MatchDecision::Conflict { kind, candidates })
+    candidates
 }
 
-fn to_i32(id: i64) -> i32 {
-    // TMDB ids are far below 2^31; an impossible one matches nothing.
-    i32::try_from(id).unwrap_or(-1)
-}
-
-/// pg_trgm similarity of `title` with each of `others` (same measure as the tracker search).
-async fn similarities(
-    pool: &DbPool,
-    title: &str,
-    others: &[String],
-) -> Result<Vec<f64>, MatchError> {
-    if others.is_empty() {
-        return Ok(Vec::new());
-    }
-    let client = pool.get().await.map_err(DbError::from)?;
-    let rows = client
-        .query(
-            "SELECT similarity($1, t)::float8 FROM unnest($2::text[]) WITH ORDINALITY AS u(t, n) ORDER BY n",
-            &[&title, &others],
-        )
-        .await?;
-    Ok(rows.iter().map(|r| r.get(0)).collect())
-}
-
-/// A fresh (< 24 h) cached conversion: `Some(None)` is a cached miss.
-pub async fn cache_get(
-    pool: &DbPool,
-    source: &str,
-    external_id: &str,
-) -> Result<Option<Option<i64>>, MatchError> {
-    let client = pool.get().await.map_err(DbError::from)?;
-    let row = client
-        .query_opt(
-            "SELECT tmdb_id FROM tmdb_id_cache
-              WHERE source = $1 AND external_id = $2 AND fetched_at > now() - interval '24 hours'",
-            &[&source, &external_id],
-        )
-        .await?;
-    Ok(row.map(|r| r.get::<_, Option<i32>>(0).map(i64::from)))
-}
-
-pub async fn cache_put(
-    pool: &DbPool,
-    source: &str,
-    external_id: &str,
-    tmdb_id: Option<i64>,
-) -> Result<(), MatchError> {
-    let client = pool.get().await.map_err(DbError::from)?;
-    client
-        .execute(
-            "INSERT INTO tmdb_id_cache (source, external_id, tmdb_id, fetched_at)
-             VALUES ($1, $2, $3, now())
-             ON CONFLICT (source, external_id)
-             DO UPDATE SET tmdb_id = EXCLUDED.tmdb_id, fetched_at = now()",
-            &[&source, &external_id, &tmdb_id.map(to_i32)],
-        )
-        .await?;
-    Ok(())
-}
-
-/// A row of `plex_show_mappings`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Mapping {
-    pub id: i32,
-    pub tvshow_id: Option<i32>,
-    pub sync_enabled: bool,
+/// A TMDB id as the tracker schema stores it (`int4`); TMDB ids are far below 2^31, so `None`
+/// means an id no stored show can have.
+pub fn tmdb_id_i32(id: i64) -> Option<i32> {
+    i32::try_from(id).ok()
 }
 
 /// The stored guid for a show without one (the column is unique per server, so it cannot be
@@ -548,159 +524,12 @@ pub fn show_guid(event: &PlexEvent) -> String {
         .unwrap_or_else(|| format!("unknown://{}", event.show.rating_key))
 }
 
-/// The mapping for this Plex show: by rating key, else by guid (the same show re-added to the
-/// library gets a new rating key but keeps its guid).
-pub async fn find_mapping<C: GenericClient>(
-    client: &C,
-    event: &PlexEvent,
-) -> Result<Option<Mapping>, DbError> {
-    let row = client
-        .query_opt(
-            &client
-                .prepare_cached(
-                    "SELECT id, tvshow_id, sync_enabled FROM plex_show_mappings
-              WHERE sender = $4 AND plex_server_uuid = $1
-                AND (plex_rating_key = $2 OR plex_guid = $3)
-              ORDER BY (plex_rating_key = $2) DESC
-              LIMIT 1",
-                )
-                .await?,
-            &[
-                &event.server_uuid,
-                &event.show.rating_key,
-                &show_guid(event),
-                &event.sender.as_str(),
-            ],
-        )
-        .await?;
-    Ok(row.map(|r| Mapping {
-        id: r.get(0),
-        tvshow_id: r.get(1),
-        sync_enabled: r.get(2),
-    }))
-}
-
-pub async fn open_conflict<C: GenericClient>(
-    client: &C,
-    event: &PlexEvent,
-) -> Result<Option<i32>, DbError> {
-    let row = client
-        .query_opt(
-            "SELECT id FROM plex_conflicts
-              WHERE sender = $3 AND plex_server_uuid = $1 AND plex_rating_key = $2
-                AND NOT resolved",
-            &[
-                &event.server_uuid,
-                &event.show.rating_key,
-                &event.sender.as_str(),
-            ],
-        )
-        .await?;
-    Ok(row.map(|r| r.get(0)))
-}
-
-/// Serialises decisions about one Plex show for the rest of the transaction: concurrent
-/// messages for a new show then see the first one's mapping or conflict.
-pub async fn lock_show_identity(tx: &Transaction<'_>, event: &PlexEvent) -> Result<(), DbError> {
-    tx.execute(
-        "SELECT pg_advisory_xact_lock(hashtextextended($1, 7))",
-        &[&format!("plex-show:{}", event.show_key())],
-    )
-    .await?;
-    Ok(())
-}
-
-/// Creates the mapping (or returns the one a concurrent message created).
-pub async fn create_mapping(
-    tx: &Transaction<'_>,
-    event: &PlexEvent,
-    show_ids: &ExternalIds,
-    tmdb_id: Option<i64>,
-    tvshow_id: i32,
-    confidence: f64,
-    method: &str,
-) -> Result<Mapping, DbError> {
-    let tvdb = show_ids.tvdb.and_then(|v| i32::try_from(v).ok());
-    let year = event.show.year.and_then(|y| i32::try_from(y).ok());
-    tx.execute(
-        "INSERT INTO plex_show_mappings
-            (plex_server_uuid, plex_rating_key, plex_guid, plex_title, plex_year,
-             tvdb_id, imdb_id, tmdb_id, tvshow_id, match_confidence, match_method,
-             manually_confirmed, sync_enabled, sender)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, round($10::float8::numeric, 2), $11,
-                 $10::float8 >= $12::float8, true, $13)
-         ON CONFLICT DO NOTHING",
-        &[
-            &event.server_uuid,
-            &event.show.rating_key,
-            &show_guid(event),
-            &event.show.title,
-            &year,
-            &tvdb,
-            &show_ids.imdb,
-            &tmdb_id.map(to_i32),
-            &tvshow_id,
-            &confidence,
-            &method,
-            &AUTO_MAP_THRESHOLD,
-            &event.sender.as_str(),
-        ],
-    )
-    .await?;
-    find_mapping(tx, event)
-        .await?
-        .ok_or_else(|| DbError::Config("mapping vanished after insert".into()))
-}
-
-/// Opens the show's conflict, or refreshes the candidates of the one already open.
-pub async fn upsert_conflict(
-    tx: &Transaction<'_>,
-    event: &PlexEvent,
-    kind: ConflictKind,
-    candidates: &[Candidate],
-) -> Result<i32, DbError> {
-    let year = event.show.year.and_then(|y| i32::try_from(y).ok());
-    let matches = serde_json::to_value(candidates).unwrap_or_else(|_| serde_json::json!([]));
-    let row = tx
-        .query_one(
-            "INSERT INTO plex_conflicts
-                (plex_server_uuid, plex_rating_key, plex_guid, plex_title, plex_year,
-                 conflict_type, potential_matches, sender)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-             ON CONFLICT (sender, plex_server_uuid, plex_rating_key) WHERE NOT resolved
-             DO UPDATE SET potential_matches = EXCLUDED.potential_matches,
-                           conflict_type = EXCLUDED.conflict_type,
-                           updated_at = now()
-             RETURNING id",
-            &[
-                &event.server_uuid,
-                &event.show.rating_key,
-                &show_guid(event),
-                &event.show.title,
-                &year,
-                &kind.as_str(),
-                &matches,
-                &event.sender.as_str(),
-            ],
-        )
-        .await?;
-    Ok(row.get(0))
-}
-
-/// Keeps an event for replay when the conflict is resolved (once per idempotency key).
-pub async fn add_pending_event<C: GenericClient>(
-    client: &C,
-    conflict_id: i32,
-    idempotency_key: &str,
-    message: &serde_json::Value,
-) -> Result<(), DbError> {
-    client
-        .execute(
-            "INSERT INTO plex_pending_events (conflict_id, idempotency_key, message)
-             VALUES ($1, $2, $3)
-             ON CONFLICT (conflict_id, idempotency_key) DO NOTHING",
-            &[&conflict_id, &idempotency_key, message],
-        )
-        .await?;
-    Ok(())
+/// The event's Plex show as the store identifies it; `guid` is [`show_guid`].
+pub fn show_key<'a>(event: &'a PlexEvent, guid: &'a str) -> PlexShowKey<'a> {
+    PlexShowKey {
+        sender: event.sender.as_str(),
+        server_uuid: &event.server_uuid,
+        rating_key: &event.show.rating_key,
+        guid,
+    }
 }

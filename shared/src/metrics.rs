@@ -88,16 +88,7 @@ pub async fn capture<F: Future>(f: F) -> (F::Output, Vec<String>) {
 /// Counts the unresolved conflicts and emits [`OPEN_CONFLICTS`]; returns the count.
 #[tracing::instrument(skip(pool))]
 pub async fn report_open_conflicts(pool: &DbPool) -> Result<i64, DbError> {
-    let client = pool.get().await?;
-    let open: i64 = client
-        .query_one(
-            &client
-                .prepare_cached("SELECT count(*) FROM plex_conflicts WHERE NOT resolved")
-                .await?,
-            &[],
-        )
-        .await?
-        .get(0);
+    let open = crate::store::conflicts::count_open(pool).await?;
     emit_count(OPEN_CONFLICTS, open as f64);
     Ok(open)
 }

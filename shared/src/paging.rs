@@ -13,8 +13,8 @@ pub enum PagingError {
     Cursor,
 }
 
-pub const DEFAULT_LIMIT: i64 = 50;
-pub const MAX_LIMIT: i64 = 200;
+const DEFAULT_LIMIT: i64 = 50;
+const MAX_LIMIT: i64 = 200;
 
 /// Position after the last row of a page: `(created_at, id)` for time-ordered lists, `id` alone
 /// for id-ordered ones. Sent to clients as opaque base64url JSON.

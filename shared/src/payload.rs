@@ -387,20 +387,7 @@ pub const MAX_JSON_DEPTH: usize = 32;
 impl WebhookPayload {
     /// Parses the JSON text of a payload, bounding nesting depth before serde sees it.
     pub fn from_json(bytes: &[u8]) -> Result<(Self, serde_json::Value), PayloadError> {
-        if json_depth_exceeds(bytes, MAX_JSON_DEPTH) {
-            return Err(PayloadError::Shape(format!(
-                "JSON nested deeper than {MAX_JSON_DEPTH} levels"
-            )));
-        }
-        let raw: serde_json::Value =
-            serde_json::from_slice(bytes).map_err(|e| PayloadError::NotJson(e.to_string()))?;
-        if !raw.is_object() {
-            return Err(PayloadError::Shape("expected a JSON object".into()));
-        }
-        // The path names the failing field (`Metadata.index: expected an integer ...`).
-        let payload = serde_path_to_error::deserialize(&raw)
-            .map_err(|e| PayloadError::Shape(e.to_string()))?;
-        Ok((payload, raw))
+        parse_json(bytes)
     }
 
     /// Filters and validates: which events we sync, and the fields each needs.
@@ -414,28 +401,9 @@ impl WebhookPayload {
             .metadata
             .as_ref()
             .ok_or(PayloadError::Missing("Metadata"))?;
-        match meta.library_section_type.as_deref() {
-            Some("show") => {}
-            Some(other) => {
-                return Ok(Decision::Ignore(format!(
-                    "not a TV item (library type {other})"
-                )))
-            }
-            None if meta
-                .item_type
-                .as_deref()
-                .is_some_and(|t| matches!(t, "episode" | "season" | "show")) => {}
-            None => return Ok(Decision::Ignore("not a TV item".into())),
-        }
-        // `local://` items (Plex could not match the show, or the library has no agent) carry
-        // no external id: they are processed too, and the processor matches them by title
-        // and asks the user.
-        let item = match meta.item_type.as_deref() {
-            Some("episode") => ItemKind::Episode,
-            Some("season") => ItemKind::Season,
-            Some("show") => ItemKind::Show,
-            Some(other) => return Ok(Decision::Ignore(format!("item type {other} is not synced"))),
-            None => return Err(PayloadError::Missing("Metadata.type")),
+        let item = match meta.tv_item()? {
+            Ok(item) => item,
+            Err(reason) => return Ok(Decision::Ignore(reason)),
         };
         if kind == EventKind::Scrobble && item != ItemKind::Episode {
             return Ok(Decision::Ignore(
@@ -447,65 +415,9 @@ impl WebhookPayload {
             .clone()
             .ok_or(PayloadError::Missing("Metadata.ratingKey"))?;
         let (show, season, episode) = match item {
-            ItemKind::Episode => {
-                let season = require_number(meta.parent_index, "Metadata.parentIndex")?;
-                let number = require_number(meta.index, "Metadata.index")?;
-                let show_guid = meta.grandparent_guid.clone();
-                let episode_guid = meta.guid.as_deref().map(PlexGuid::parse);
-                let show = ShowRef {
-                    rating_key: meta
-                        .grandparent_rating_key
-                        .clone()
-                        .ok_or(PayloadError::Missing("Metadata.grandparentRatingKey"))?,
-                    title: non_empty(&meta.grandparent_title)
-                        .ok_or(PayloadError::Missing("Metadata.grandparentTitle"))?,
-                    ids: legacy_ids(show_guid.as_deref())
-                        .or_else(|| {
-                            episode_guid
-                                .as_ref()
-                                .and_then(|g| g.legacy_show_ids().cloned())
-                        })
-                        .unwrap_or_default(),
-                    guid: show_guid,
-                    year: None,
-                };
-                let episode = EpisodeRef {
-                    rating_key: item_rating_key.clone(),
-                    guid: meta.guid.clone(),
-                    season,
-                    number,
-                    title: meta.title.clone(),
-                    ids: ExternalIds::from_guid_array(&meta.guids),
-                };
-                (show, Some(season), Some(episode))
-            }
-            ItemKind::Season => {
-                let show = ShowRef {
-                    rating_key: meta
-                        .parent_rating_key
-                        .clone()
-                        .ok_or(PayloadError::Missing("Metadata.parentRatingKey"))?,
-                    title: non_empty(&meta.parent_title)
-                        .ok_or(PayloadError::Missing("Metadata.parentTitle"))?,
-                    ids: legacy_ids(meta.parent_guid.as_deref()).unwrap_or_default(),
-                    guid: meta.parent_guid.clone(),
-                    year: None,
-                };
-                (show, meta.index.filter(|n| *n >= 0), None)
-            }
-            ItemKind::Show => {
-                let show = ShowRef {
-                    rating_key: item_rating_key.clone(),
-                    title: non_empty(&meta.title).ok_or(PayloadError::Missing("Metadata.title"))?,
-                    // For a show item, the Guid array and year *are* the show's.
-                    ids: legacy_ids(meta.guid.as_deref())
-                        .filter(|ids| !ids.is_empty())
-                        .unwrap_or_else(|| ExternalIds::from_guid_array(&meta.guids)),
-                    guid: meta.guid.clone(),
-                    year: meta.year,
-                };
-                (show, None, None)
-            }
+            ItemKind::Episode => meta.episode_parts(&item_rating_key)?,
+            ItemKind::Season => (meta.season_show()?, meta.index.filter(|n| *n >= 0), None),
+            ItemKind::Show => (meta.show_itself(&item_rating_key)?, None, None),
         };
         let account = self.account.as_ref();
         Ok(Decision::Process(Box::new(PlexEvent {
@@ -534,6 +446,115 @@ impl WebhookPayload {
                 .and_then(|t| Utc.timestamp_opt(t, 0).single()),
         })))
     }
+}
+
+impl Metadata {
+    /// The TV item kind, or why the item is not synced. `local://` items (Plex could not match
+    /// the show, or the library has no agent) carry no external id: they are processed too, and
+    /// the processor matches them by title and asks the user.
+    fn tv_item(&self) -> Result<Result<ItemKind, String>, PayloadError> {
+        match self.library_section_type.as_deref() {
+            Some("show") => {}
+            Some(other) => return Ok(Err(format!("not a TV item (library type {other})"))),
+            None if self
+                .item_type
+                .as_deref()
+                .is_some_and(|t| matches!(t, "episode" | "season" | "show")) => {}
+            None => return Ok(Err("not a TV item".into())),
+        }
+        match self.item_type.as_deref() {
+            Some("episode") => Ok(Ok(ItemKind::Episode)),
+            Some("season") => Ok(Ok(ItemKind::Season)),
+            Some("show") => Ok(Ok(ItemKind::Show)),
+            Some(other) => Ok(Err(format!("item type {other} is not synced"))),
+            None => Err(PayloadError::Missing("Metadata.type")),
+        }
+    }
+
+    /// An episode item: its show (the grandparent), season number and the episode.
+    fn episode_parts(
+        &self,
+        item_rating_key: &str,
+    ) -> Result<(ShowRef, Option<i64>, Option<EpisodeRef>), PayloadError> {
+        let season = require_number(self.parent_index, "Metadata.parentIndex")?;
+        let number = require_number(self.index, "Metadata.index")?;
+        let show_guid = self.grandparent_guid.clone();
+        let episode_guid = self.guid.as_deref().map(PlexGuid::parse);
+        let show = ShowRef {
+            rating_key: self
+                .grandparent_rating_key
+                .clone()
+                .ok_or(PayloadError::Missing("Metadata.grandparentRatingKey"))?,
+            title: non_empty(&self.grandparent_title)
+                .ok_or(PayloadError::Missing("Metadata.grandparentTitle"))?,
+            ids: legacy_ids(show_guid.as_deref())
+                .or_else(|| {
+                    episode_guid
+                        .as_ref()
+                        .and_then(|g| g.legacy_show_ids().cloned())
+                })
+                .unwrap_or_default(),
+            guid: show_guid,
+            year: None,
+        };
+        let episode = EpisodeRef {
+            rating_key: item_rating_key.to_string(),
+            guid: self.guid.clone(),
+            season,
+            number,
+            title: self.title.clone(),
+            ids: ExternalIds::from_guid_array(&self.guids),
+        };
+        Ok((show, Some(season), Some(episode)))
+    }
+
+    /// A season item's show (the parent).
+    fn season_show(&self) -> Result<ShowRef, PayloadError> {
+        Ok(ShowRef {
+            rating_key: self
+                .parent_rating_key
+                .clone()
+                .ok_or(PayloadError::Missing("Metadata.parentRatingKey"))?,
+            title: non_empty(&self.parent_title)
+                .ok_or(PayloadError::Missing("Metadata.parentTitle"))?,
+            ids: legacy_ids(self.parent_guid.as_deref()).unwrap_or_default(),
+            guid: self.parent_guid.clone(),
+            year: None,
+        })
+    }
+
+    /// A show item is the show: its Guid array and year *are* the show's.
+    fn show_itself(&self, item_rating_key: &str) -> Result<ShowRef, PayloadError> {
+        Ok(ShowRef {
+            rating_key: item_rating_key.to_string(),
+            title: non_empty(&self.title).ok_or(PayloadError::Missing("Metadata.title"))?,
+            ids: legacy_ids(self.guid.as_deref())
+                .filter(|ids| !ids.is_empty())
+                .unwrap_or_else(|| ExternalIds::from_guid_array(&self.guids)),
+            guid: self.guid.clone(),
+            year: self.year,
+        })
+    }
+}
+
+/// Parses JSON text into `T`, bounding nesting depth before serde sees it; the error names the
+/// failing field (`Metadata.index: expected an integer ...`).
+pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(
+    bytes: &[u8],
+) -> Result<(T, serde_json::Value), PayloadError> {
+    if json_depth_exceeds(bytes, MAX_JSON_DEPTH) {
+        return Err(PayloadError::Shape(format!(
+            "JSON nested deeper than {MAX_JSON_DEPTH} levels"
+        )));
+    }
+    let raw: serde_json::Value =
+        serde_json::from_slice(bytes).map_err(|e| PayloadError::NotJson(e.to_string()))?;
+    if !raw.is_object() {
+        return Err(PayloadError::Shape("expected a JSON object".into()));
+    }
+    let payload =
+        serde_path_to_error::deserialize(&raw).map_err(|e| PayloadError::Shape(e.to_string()))?;
+    Ok((payload, raw))
 }
 
 fn legacy_ids(guid: Option<&str>) -> Option<ExternalIds> {

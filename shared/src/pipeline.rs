@@ -15,16 +15,24 @@ use secrecy::SecretString;
 use serde::Serialize;
 use serde_json::{json, Value};
 
+use crate::accounts::{names_account, AllowedAccounts};
 use crate::crypto::Keyring;
 use crate::db::{self, DbError, DbPool};
 use crate::env::{Env, EnvError, TmdbConfig};
 use crate::episodes::{self, MarkOutcome, MarkRequest};
-use crate::matching::{self, MatchDecision, MatchError, PlexTarget, Resolver};
+use crate::matching::{self, MatchDecision, MatchError, PlexTarget, Resolver, ShowIdentity};
 use crate::payload::{AccountRef, EventKind, PlexEvent};
 use crate::plex::PlexServerClient;
 use crate::queue::QueueMessage;
 use crate::secrets::SecretsCache;
-use crate::senders::{same_user_id, Sender};
+use crate::senders::Sender;
+use crate::store::{
+    conflicts::{self, NewConflict},
+    logs::{self, LogStatus, NewLogEntry},
+    mappings::{self, Lock, MappingState, NewMapping, PlexShowKey},
+    processed, senders as sender_settings,
+    settings::{self, EncryptedToken},
+};
 use crate::tmdb::{SeasonDetails, TmdbClient, TmdbError, TvDetails};
 
 /// Where the encryption key (for the stored Plex token) comes from.
@@ -106,29 +114,6 @@ impl Pipeline {
             plex,
             keys,
         })
-    }
-}
-
-/// Status of a processed message, as logged.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum LogStatus {
-    Success,
-    Failed,
-    Ignored,
-    Duplicate,
-    NeedsResolution,
-}
-
-impl LogStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Success => "success",
-            Self::Failed => "failed",
-            Self::Ignored => "ignored",
-            Self::Duplicate => "duplicate",
-            Self::NeedsResolution => "needs_resolution",
-        }
     }
 }
 
@@ -237,13 +222,12 @@ impl From<MatchError> for Failure {
     }
 }
 
-/// The settings of the sender a message came from (user 1): `plex_config` for Plex,
-/// `media_senders` for Jellyfin and Emby.
+/// The settings of the sender a message came from: Plex's, or Jellyfin's / Emby's.
 struct SenderConfig {
     enabled: bool,
     auto_add_shows: bool,
     auto_mark_watched: bool,
-    allowed_accounts: Value,
+    allowed_accounts: AllowedAccounts,
     /// Jellyfin / Emby: the user's own account there (name or id). Plex marks the webhook
     /// owner's plays itself (`user` flag).
     own_account: Option<String>,
@@ -253,7 +237,36 @@ struct SenderConfig {
 
 struct PlexServerConfig {
     server_url: Option<String>,
-    token_ciphertext: String,
+    token: EncryptedToken,
+}
+
+async fn load_config(
+    client: &impl GenericClient,
+    sender: Sender,
+) -> Result<Option<SenderConfig>, DbError> {
+    if sender == Sender::Plex {
+        return Ok(settings::load(client).await?.map(|c| SenderConfig {
+            enabled: c.enabled,
+            auto_add_shows: c.auto_add_shows,
+            auto_mark_watched: c.auto_mark_watched,
+            allowed_accounts: c.allowed_accounts,
+            own_account: None,
+            plex_server: Some(PlexServerConfig {
+                server_url: c.server_url,
+                token: c.encrypted_token,
+            }),
+        }));
+    }
+    Ok(sender_settings::find(client, sender)
+        .await?
+        .map(|c| SenderConfig {
+            enabled: c.enabled,
+            auto_add_shows: c.auto_add_shows,
+            auto_mark_watched: c.auto_mark_watched,
+            allowed_accounts: AllowedAccounts::from_json(&c.allowed_accounts),
+            own_account: Some(c.account),
+            plex_server: None,
+        }))
 }
 
 /// What the log row needs besides the outcome.
@@ -307,7 +320,7 @@ pub async fn log_final_failure(
     let client = state.pool.get().await.map_err(|e| transient(e.into()))?;
     write_log(&client, &ctx, &Outcome::failed(reason))
         .await
-        .map_err(|e| transient(e.into()))
+        .map_err(transient)
 }
 
 /// The log row of a body that is not a queue message (payload kept as `{"body": ...}`).
@@ -319,22 +332,15 @@ async fn log_unreadable(
     reason: &str,
 ) -> Result<(), TransientError> {
     let client = state.pool.get().await.map_err(|e| transient(e.into()))?;
-    client
-        .execute(
-            "INSERT INTO plex_webhook_logs
-                (message_id, event_type, payload, status, error_message, receive_count,
-                 processing_duration_ms)
-             VALUES ($1, 'unknown', $2, 'failed', $3, $4, 0)",
-            &[
-                &message_id,
-                &json!({ "body": body }),
-                &reason,
-                &receive_count.and_then(|n| i32::try_from(n).ok()),
-            ],
-        )
-        .await
-        .map_err(|e| transient(e.into()))?;
-    Ok(())
+    logs::record_unreadable(
+        &client,
+        message_id,
+        body,
+        reason,
+        receive_count.and_then(|n| i32::try_from(n).ok()),
+    )
+    .await
+    .map_err(transient)
 }
 
 fn transient(e: DbError) -> TransientError {
@@ -370,7 +376,7 @@ pub async fn process_message(
             let client = state.pool.get().await.map_err(|e| transient(e.into()))?;
             write_log(&client, &ctx, &outcome)
                 .await
-                .map_err(|e| transient(e.into()))?;
+                .map_err(transient)?;
             outcome
         }
     };
@@ -385,81 +391,16 @@ pub async fn process_message(
 }
 
 async fn run(state: &Pipeline, ctx: &LogCtx<'_>) -> Result<Outcome, Failure> {
-    let ev = &ctx.msg.event;
-    let scrobble = ev.kind == EventKind::Scrobble;
     let client = state.pool.get().await?;
-    let label = ev.sender.label();
-    let Some(config) = load_config(&client, ev.sender).await? else {
-        return finish(
-            &client,
-            ctx,
-            Outcome::ignored(format!("{label} integration is not configured")),
-        )
-        .await;
+    let config = match admit(&client, ctx).await? {
+        Ok(config) => config,
+        Err(ignored) => return finish(&client, ctx, ignored).await,
     };
-    if !config.enabled {
-        return finish(
-            &client,
-            ctx,
-            Outcome::ignored(format!("{label} integration is disabled")),
-        )
-        .await;
-    }
-    if scrobble && !config.auto_mark_watched {
-        return finish(&client, ctx, Outcome::ignored("auto-mark watched is off")).await;
-    }
-    if scrobble {
-        if let Err(reason) = account_gate(&config, &ev.account) {
-            return finish(&client, ctx, Outcome::ignored(reason)).await;
-        }
-        let seen = client
-            .query_opt(
-                &client
-                    .prepare_cached(
-                        "SELECT 1 FROM plex_processed_messages WHERE idempotency_key = $1",
-                    )
-                    .await?,
-                &[&ctx.key],
-            )
-            .await?;
-        if seen.is_some() {
-            return finish(
-                &client,
-                ctx,
-                Outcome::new(
-                    LogStatus::Duplicate,
-                    None,
-                    Some("message already processed".into()),
-                ),
-            )
-            .await;
-        }
-    }
-
-    let mapping = matching::find_mapping(&client, ev).await?;
-    let (tvshow_id, how) = match mapping {
-        Some(m) if !m.sync_enabled => {
-            return finish(&client, ctx, sync_disabled(m.id)).await;
-        }
-        Some(matching::Mapping {
-            tvshow_id: Some(id),
-            ..
-        }) => (id, Mapped::Existing),
-        _ => {
-            if let Some(conflict_id) = matching::open_conflict(&client, ev).await? {
-                drop(client);
-                return pending(state, ctx, conflict_id).await;
-            }
-            // No connection is held across the HTTP calls of resolution.
-            drop(client);
-            match resolve_and_map(state, ctx, &config).await? {
-                Resolved::Show(id, how) => (id, how),
-                Resolved::Done(outcome) => return Ok(outcome),
-            }
-        }
+    let (tvshow_id, how) = match find_show(state, ctx, client, &config).await? {
+        Decided::Show(id, how) => (id, how),
+        Decided::Done(outcome) => return Ok(outcome),
     };
-
-    if !scrobble {
+    if ctx.msg.event.kind != EventKind::Scrobble {
         // library.new: the mapping exists now; nothing is marked.
         let action = match how {
             Mapped::Existing => "show_already_mapped",
@@ -467,14 +408,80 @@ async fn run(state: &Pipeline, ctx: &LogCtx<'_>) -> Result<Outcome, Failure> {
             Mapped::Added => "auto_added_show",
         };
         let client = state.pool.get().await?;
-        return finish(
-            &client,
-            ctx,
-            Outcome::new(LogStatus::Success, Some(action), None).with_show(tvshow_id),
-        )
-        .await;
+        let outcome = Outcome::new(LogStatus::Success, Some(action), None).with_show(tvshow_id);
+        return finish(&client, ctx, outcome).await;
     }
     mark(state, ctx, tvshow_id, how).await
+}
+
+/// The sender's settings, or the outcome of a message that is not processed: the sender is not
+/// set up or disabled, or (for a play) auto-mark is off, it is another account's, or the same
+/// message was processed already.
+async fn admit(
+    client: &impl GenericClient,
+    ctx: &LogCtx<'_>,
+) -> Result<Result<SenderConfig, Outcome>, Failure> {
+    let ev = &ctx.msg.event;
+    let label = ev.sender.label();
+    let Some(config) = load_config(client, ev.sender).await? else {
+        return Ok(Err(Outcome::ignored(format!(
+            "{label} integration is not configured"
+        ))));
+    };
+    if !config.enabled {
+        return Ok(Err(Outcome::ignored(format!(
+            "{label} integration is disabled"
+        ))));
+    }
+    if ev.kind != EventKind::Scrobble {
+        return Ok(Ok(config));
+    }
+    if !config.auto_mark_watched {
+        return Ok(Err(Outcome::ignored("auto-mark watched is off")));
+    }
+    if let Err(reason) = account_gate(&config, &ev.account) {
+        return Ok(Err(Outcome::ignored(reason)));
+    }
+    if processed::contains(client, &ctx.key).await? {
+        return Ok(Err(Outcome::new(
+            LogStatus::Duplicate,
+            None,
+            Some("message already processed".into()),
+        )));
+    }
+    Ok(Ok(config))
+}
+
+/// The tracker show the message's show maps to: its mapping, else (no open conflict holding
+/// it) resolution and the ladder. `Done` when the message was logged on the way.
+async fn find_show(
+    state: &Pipeline,
+    ctx: &LogCtx<'_>,
+    client: deadpool_postgres::Client,
+    config: &SenderConfig,
+) -> Result<Decided, Failure> {
+    let ev = &ctx.msg.event;
+    let guid = matching::show_guid(ev);
+    let show = matching::show_key(ev, &guid);
+    match mappings::find_for_show(&client, show, Lock::No).await? {
+        Some(m) if !m.sync_enabled => {
+            return Ok(Decided::Done(
+                finish(&client, ctx, sync_disabled(m.id)).await?,
+            ));
+        }
+        Some(MappingState {
+            tvshow_id: Some(id),
+            ..
+        }) => return Ok(Decided::Show(id, Mapped::Existing)),
+        _ => {}
+    }
+    if let Some(conflict_id) = conflicts::find_open_for_show(&client, show).await? {
+        drop(client);
+        return Ok(Decided::Done(pending(state, ctx, conflict_id).await?));
+    }
+    // No connection is held across the HTTP calls of resolution.
+    drop(client);
+    resolve_and_map(state, ctx, config).await
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -484,7 +491,7 @@ enum Mapped {
     Added,
 }
 
-enum Resolved {
+enum Decided {
     Show(i32, Mapped),
     /// Logged already (conflict, sync disabled).
     Done(Outcome),
@@ -511,20 +518,10 @@ fn account_gate(config: &SenderConfig, account: &AccountRef) -> Result<(), Strin
             return Ok(());
         }
     }
-    let title = account.title.as_deref().unwrap_or_default();
-    let allowed_entry = config
-        .allowed_accounts
-        .as_array()
-        .into_iter()
-        .flatten()
-        .any(|a| match a {
-            Value::Number(n) => n.as_i64().is_some() && n.as_i64() == account.id,
-            Value::String(s) => names_account(s, account),
-            _ => false,
-        });
-    if allowed_entry {
+    if config.allowed_accounts.permits(account) {
         return Ok(());
     }
+    let title = account.title.as_deref().unwrap_or_default();
     Err(format!(
         "play by another account ({}{}) is not synced",
         if title.is_empty() { "unnamed" } else { title },
@@ -532,112 +529,34 @@ fn account_gate(config: &SenderConfig, account: &AccountRef) -> Result<(), Strin
     ))
 }
 
-/// Whether `entry` (a user name, a numeric Plex id or a Jellyfin / Emby user id) names `account`.
-fn names_account(entry: &str, account: &AccountRef) -> bool {
-    let entry = entry.trim();
-    let title = account.title.as_deref().unwrap_or_default();
-    (!title.is_empty() && entry.eq_ignore_ascii_case(title))
-        || (entry.parse::<i64>().ok().is_some() && entry.parse::<i64>().ok() == account.id)
-        || account
-            .uuid
-            .as_deref()
-            .is_some_and(|uuid| same_user_id(entry, uuid))
-}
-
-async fn load_config<C: GenericClient>(
-    client: &C,
-    sender: Sender,
-) -> Result<Option<SenderConfig>, DbError> {
-    if sender == Sender::Plex {
-        let row = client
-            .query_opt(
-                "SELECT enabled, auto_add_shows, auto_mark_watched, allowed_accounts,
-                        plex_server_url, plex_token
-                   FROM plex_config WHERE user_id = 1",
-                &[],
-            )
-            .await?;
-        return Ok(row.map(|r| SenderConfig {
-            enabled: r.get(0),
-            auto_add_shows: r.get(1),
-            auto_mark_watched: r.get(2),
-            allowed_accounts: r.get(3),
-            own_account: None,
-            plex_server: Some(PlexServerConfig {
-                server_url: r.get(4),
-                token_ciphertext: r.get(5),
-            }),
-        }));
-    }
-    let row = client
-        .query_opt(
-            "SELECT enabled, auto_add_shows, auto_mark_watched, allowed_accounts, account
-               FROM media_senders WHERE user_id = 1 AND sender = $1",
-            &[&sender.as_str()],
-        )
-        .await?;
-    Ok(row.map(|r| SenderConfig {
-        enabled: r.get(0),
-        auto_add_shows: r.get(1),
-        auto_mark_watched: r.get(2),
-        allowed_accounts: r.get(3),
-        own_account: Some(r.get(4)),
-        plex_server: None,
-    }))
-}
-
-/// Writes the message's log row (and notes the receipt on the config).
-async fn write_log<C: GenericClient>(
-    client: &C,
+/// Writes the message's log row (and notes the receipt on the settings).
+async fn write_log(
+    client: &impl GenericClient,
     ctx: &LogCtx<'_>,
     outcome: &Outcome,
-) -> Result<(), tokio_postgres::Error> {
+) -> Result<(), DbError> {
     let ev = &ctx.msg.event;
     let to_i32 = |n: Option<i64>| n.and_then(|n| i32::try_from(n).ok());
-    let duration = i32::try_from(ctx.started.elapsed().as_millis()).unwrap_or(i32::MAX);
-    // Prepared once per connection (as every per-message statement): one round trip per use.
-    let statement = client
-        .prepare_cached(
-            "WITH seen_plex AS (
-                 UPDATE plex_config
-                    SET last_webhook_received = GREATEST(COALESCE(last_webhook_received, $15), $15)
-                  WHERE user_id = 1 AND $16 = 'plex'
-             ), seen_other AS (
-                 UPDATE media_senders
-                    SET last_webhook_received = GREATEST(COALESCE(last_webhook_received, $15), $15)
-                  WHERE user_id = 1 AND sender = $16
-             )
-             INSERT INTO plex_webhook_logs
-                 (message_id, idempotency_key, event_type, plex_rating_key, plex_title,
-                  plex_season, plex_episode, payload, status, error_message,
-                  processing_duration_ms, receive_count, action_taken, tvshow_id, sender)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $16)",
-        )
-        .await?;
-    client
-        .execute(
-            &statement,
-            &[
-                &ctx.message_id,
-                &ctx.key,
-                &ev.kind.as_str(),
-                &ev.item_rating_key,
-                &ev.show.title,
-                &to_i32(ev.season),
-                &to_i32(ev.episode.as_ref().map(|e| e.number)),
-                &ctx.msg.raw,
-                &outcome.status.as_str(),
-                &outcome.reason,
-                &duration,
-                &to_i32(ctx.receive_count),
-                &outcome.action,
-                &outcome.tvshow_id,
-                &ctx.msg.received_at,
-                &ev.sender.as_str(),
-            ],
-        )
-        .await?;
-    Ok(())
+    let entry = NewLogEntry {
+        message_id: ctx.message_id,
+        idempotency_key: &ctx.key,
+        event_type: ev.kind.as_str(),
+        plex_rating_key: &ev.item_rating_key,
+        plex_title: &ev.show.title,
+        plex_season: to_i32(ev.season),
+        plex_episode: to_i32(ev.episode.as_ref().map(|e| e.number)),
+        payload: &ctx.msg.raw,
+        status: outcome.status,
+        error_message: outcome.reason.as_deref(),
+        processing_duration_ms: i32::try_from(ctx.started.elapsed().as_millis())
+            .unwrap_or(i32::MAX),
+        receive_count: to_i32(ctx.receive_count),
+        action_taken: outcome.action.as_deref(),
+        tvshow_id: outcome.tvshow_id,
+        sender: ev.sender,
+        received_at: ctx.msg.received_at,
+    };
+    logs::record(client, &entry).await
 }
 
 async fn finish<C: GenericClient>(
@@ -678,7 +597,7 @@ async fn pend_in<C: GenericClient>(
 ) -> Result<Outcome, Failure> {
     if ctx.msg.event.kind == EventKind::Scrobble {
         let message = serde_json::to_value(ctx.msg).unwrap_or(Value::Null);
-        matching::add_pending_event(client, conflict_id, &ctx.key, &message).await?;
+        conflicts::add_pending_event(client, conflict_id, &ctx.key, &message).await?;
     }
     finish(client, ctx, needs_resolution(conflict_id, detail)).await
 }
@@ -689,112 +608,190 @@ async fn resolve_and_map(
     state: &Pipeline,
     ctx: &LogCtx<'_>,
     config: &SenderConfig,
-) -> Result<Resolved, Failure> {
+) -> Result<Decided, Failure> {
     let ev = &ctx.msg.event;
     let resolver = Resolver {
         pool: &state.pool,
         tmdb: &state.tmdb,
         plex: plex_target(state, config).await,
     };
-    let resolution = resolver.resolve(ev, ctx.receive_count).await?;
-    let decision = matching::decide(&state.pool, ev, &resolution, config.auto_add_shows).await?;
+    let identity = resolver.resolve(ev, ctx.receive_count).await?;
+    let decision = matching::decide(&state.pool, ev, &identity, config.auto_add_shows).await?;
     tracing::info!(
         ?decision,
-        via = resolution.show.as_ref().map(|s| s.via),
+        via = identity.show.as_ref().map(|s| s.via),
         "show resolved"
     );
     let added = match &decision {
         MatchDecision::AutoAdd { tmdb_id, .. } => Some(fetch_show(&state.tmdb, *tmdb_id).await?),
         _ => None,
     };
-    let tmdb_id = resolution.show.as_ref().map(|s| s.tmdb_id);
 
+    let guid = matching::show_guid(ev);
+    let show = matching::show_key(ev, &guid);
     let mut client = state.pool.get().await?;
     let tx = client.transaction().await?;
-    matching::lock_show_identity(&tx, ev).await?;
-    match matching::find_mapping(&tx, ev).await? {
-        Some(m) if !m.sync_enabled => {
-            let outcome = finish(&tx, ctx, sync_disabled(m.id)).await?;
-            tx.commit().await?;
-            return Ok(Resolved::Done(outcome));
+    mappings::lock_show_identity(&tx, &ev.show_key()).await?;
+    let decided = match decided_meanwhile(&tx, ctx, show).await? {
+        Some(decided) => decided,
+        None => {
+            let decision = Decision {
+                show,
+                identity: &identity,
+                decision,
+                added,
+            };
+            apply(&tx, ctx, config, decision).await?
         }
-        Some(matching::Mapping {
+    };
+    tx.commit().await?;
+    Ok(decided)
+}
+
+/// Under the show's lock: what a concurrent message decided while this one was resolving (a
+/// mapping, or an open conflict that now holds this event too).
+async fn decided_meanwhile(
+    tx: &impl GenericClient,
+    ctx: &LogCtx<'_>,
+    show: PlexShowKey<'_>,
+) -> Result<Option<Decided>, Failure> {
+    match mappings::find_for_show(tx, show, Lock::No).await? {
+        Some(m) if !m.sync_enabled => {
+            return Ok(Some(Decided::Done(
+                finish(tx, ctx, sync_disabled(m.id)).await?,
+            )));
+        }
+        Some(MappingState {
             tvshow_id: Some(id),
             ..
-        }) => {
-            tx.commit().await?;
-            return Ok(Resolved::Show(id, Mapped::Existing));
-        }
+        }) => return Ok(Some(Decided::Show(id, Mapped::Existing))),
         _ => {}
     }
-    if let Some(conflict_id) = matching::open_conflict(&tx, ev).await? {
-        let outcome = pend_in(&tx, ctx, conflict_id, "an open conflict awaits the user").await?;
-        tx.commit().await?;
-        return Ok(Resolved::Done(outcome));
+    if let Some(conflict_id) = conflicts::find_open_for_show(tx, show).await? {
+        let outcome = pend_in(tx, ctx, conflict_id, "an open conflict awaits the user").await?;
+        return Ok(Some(Decided::Done(outcome)));
     }
-    let resolved = match decision {
+    Ok(None)
+}
+
+/// What the ladder decided, with what it needs to be written.
+struct Decision<'a> {
+    show: PlexShowKey<'a>,
+    identity: &'a ShowIdentity,
+    decision: MatchDecision,
+    /// For `AutoAdd`: the show and its seasons, fetched from TMDB before the transaction.
+    added: Option<(TvDetails, Vec<SeasonDetails>)>,
+}
+
+/// Writes the decision: the mapping (adding the show first for auto-add) or the conflict.
+async fn apply(
+    tx: &impl GenericClient,
+    ctx: &LogCtx<'_>,
+    config: &SenderConfig,
+    d: Decision<'_>,
+) -> Result<Decided, Failure> {
+    let ev = &ctx.msg.event;
+    match d.decision {
         MatchDecision::Map {
             tvshow_id,
             confidence,
             method,
         } => {
-            let mapping = matching::create_mapping(
-                &tx,
-                ev,
-                &resolution.show_ids,
-                tmdb_id,
-                tvshow_id,
-                confidence,
-                &method,
-            )
-            .await?;
+            let mapping =
+                create_mapping(tx, ev, d.show, d.identity, tvshow_id, confidence, &method).await?;
             // A concurrent insert under the same guid may have won: follow the stored row.
-            Resolved::Show(mapping.tvshow_id.unwrap_or(tvshow_id), Mapped::Matched)
+            Ok(Decided::Show(
+                mapping.tvshow_id.unwrap_or(tvshow_id),
+                Mapped::Matched,
+            ))
         }
         MatchDecision::AutoAdd { method, .. } => {
-            let (show, seasons) = added.expect("fetched for auto-add");
+            let Some((details, seasons)) = d.added else {
+                return Err(Failure::Permanent("auto-add without the TMDB show".into()));
+            };
             let (tvshow_id, created) =
-                episodes::insert_show_from_tmdb(&tx, &show, &seasons).await?;
-            let confidence = resolution.show.as_ref().map_or(1.0, |s| s.source.score());
-            matching::create_mapping(
-                &tx,
-                ev,
-                &resolution.show_ids,
-                tmdb_id,
-                tvshow_id,
-                confidence,
-                &format!("auto_added:{method}"),
-            )
-            .await?;
-            Resolved::Show(
-                tvshow_id,
-                if created {
-                    Mapped::Added
-                } else {
-                    Mapped::Matched
-                },
-            )
+                episodes::insert_show_from_tmdb(tx, &details, &seasons).await?;
+            let confidence = d.identity.show.as_ref().map_or(1.0, |s| s.source.score());
+            let method = format!("auto_added:{method}");
+            create_mapping(tx, ev, d.show, d.identity, tvshow_id, confidence, &method).await?;
+            let how = if created {
+                Mapped::Added
+            } else {
+                Mapped::Matched
+            };
+            Ok(Decided::Show(tvshow_id, how))
         }
         // A show added to the library is not being watched yet: asking about every show of a
         // library import would bury the user in conflicts. Its first scrobble asks.
         MatchDecision::Conflict {
             kind: matching::ConflictKind::NoMatch,
             ..
-        } if ev.kind == EventKind::LibraryNew && !config.auto_add_shows => {
-            Resolved::Done(finish(&tx, ctx, Outcome::ignored(NEW_SHOW_NOT_TRACKED)).await?)
-        }
+        } if ev.kind == EventKind::LibraryNew && !config.auto_add_shows => Ok(Decided::Done(
+            finish(tx, ctx, Outcome::ignored(NEW_SHOW_NOT_TRACKED)).await?,
+        )),
         MatchDecision::Conflict { kind, candidates } => {
-            let conflict_id = matching::upsert_conflict(&tx, ev, kind, &candidates).await?;
+            let conflict_id = open_conflict(tx, ev, d.show, kind, &candidates).await?;
             let detail = match kind {
                 matching::ConflictKind::NoMatch => "no tracker show matches",
                 matching::ConflictKind::Ambiguous => "one low-confidence match",
                 matching::ConflictKind::MultipleMatches => "several possible matches",
             };
-            Resolved::Done(pend_in(&tx, ctx, conflict_id, detail).await?)
+            Ok(Decided::Done(pend_in(tx, ctx, conflict_id, detail).await?))
         }
+    }
+}
+
+/// Opens the show's conflict offering `candidates` (or refreshes the open one's).
+async fn open_conflict(
+    tx: &impl GenericClient,
+    ev: &PlexEvent,
+    show: PlexShowKey<'_>,
+    kind: matching::ConflictKind,
+    candidates: &[matching::Candidate],
+) -> Result<i32, DbError> {
+    let matches = serde_json::to_value(candidates).unwrap_or_else(|_| json!([]));
+    let conflict = NewConflict {
+        show,
+        title: &ev.show.title,
+        year: ev.show.year.and_then(|y| i32::try_from(y).ok()),
+        conflict_type: kind.as_str(),
+        potential_matches: &matches,
     };
-    tx.commit().await?;
-    Ok(resolved)
+    conflicts::upsert_open(tx, &conflict).await
+}
+
+/// Creates the show's mapping as the ladder decided (or follows the one a concurrent message
+/// created). A confidence at or above the auto-map threshold counts as confirmed.
+async fn create_mapping(
+    tx: &impl GenericClient,
+    ev: &PlexEvent,
+    show: PlexShowKey<'_>,
+    resolution: &ShowIdentity,
+    tvshow_id: i32,
+    confidence: f64,
+    method: &str,
+) -> Result<MappingState, DbError> {
+    let ids = &resolution.show_ids;
+    let new = NewMapping {
+        show,
+        title: &ev.show.title,
+        year: ev.show.year.and_then(|y| i32::try_from(y).ok()),
+        tvdb_id: ids.tvdb.and_then(|v| i32::try_from(v).ok()),
+        imdb_id: ids.imdb.as_deref(),
+        tmdb_id: resolution
+            .show
+            .as_ref()
+            .and_then(|s| matching::tmdb_id_i32(s.tmdb_id)),
+        tvshow_id: Some(tvshow_id),
+        confidence: Some(confidence),
+        method,
+        manually_confirmed: confidence >= matching::AUTO_MAP_THRESHOLD,
+        sync_enabled: true,
+    };
+    mappings::insert(tx, &new).await?;
+    mappings::find_for_show(tx, show, Lock::No)
+        .await?
+        .ok_or_else(|| DbError::Config("mapping vanished after insert".into()))
 }
 
 /// The Plex server rung's target, when a server URL and a decryptable token are configured
@@ -803,7 +800,7 @@ async fn plex_target<'a>(state: &'a Pipeline, config: &SenderConfig) -> Option<P
     let config = config.plex_server.as_ref()?;
     let server = config.server_url.as_deref()?.parse().ok()?;
     let keyring = state.keys.keyring().await?;
-    let token: SecretString = match keyring.decrypt(&config.token_ciphertext) {
+    let token: SecretString = match keyring.decrypt(&config.token.0) {
         Ok(t) => t,
         Err(e) => {
             tracing::warn!(error = %e, "stored Plex token cannot be decrypted; Plex server step skipped");
@@ -851,69 +848,83 @@ async fn mark(
         message_id: Some(ctx.message_id),
     };
     let label = format!("S{:02}E{:02}", ep.season, ep.number);
-    let mut fresh: Option<Value> = None;
-    let mut refreshed = false;
-    loop {
-        let mut client = state.pool.get().await?;
-        let tx = client.transaction().await?;
-        let outcome = match episodes::mark_episode_in(&tx, &req, fresh.take()).await? {
-            MarkOutcome::Marked { .. } => Outcome::new(
-                LogStatus::Success,
-                Some(match how {
-                    Mapped::Added => "auto_added_show_and_marked_watched",
-                    _ => "marked_watched",
-                }),
-                None,
-            )
-            .with_show(tvshow_id),
-            MarkOutcome::AlreadyWatched { .. } => Outcome::new(
-                LogStatus::Success,
-                Some("already_watched"),
-                Some(format!("{label} was already watched; its date is kept")),
-            )
-            .with_show(tvshow_id),
-            MarkOutcome::Duplicate => Outcome::new(
-                LogStatus::Duplicate,
-                None,
-                Some("message already processed".into()),
-            )
-            .with_show(tvshow_id),
-            MarkOutcome::ShowMissing => {
-                return Err(Failure::Permanent(format!(
-                    "tracker show {tvshow_id} no longer exists"
-                )))
-            }
-            MarkOutcome::EpisodeMissing { show_tmdb_id } => {
-                drop(tx);
-                drop(client);
-                if refreshed {
-                    return Err(Failure::Permanent(format!(
-                        "{label} is not in the tracker's seasons, even after refreshing season {} from TMDB",
-                        ep.season
-                    )));
-                }
-                let Some(show_tmdb_id) = show_tmdb_id else {
-                    return Err(Failure::Permanent(format!(
-                        "{label} is not in the tracker's seasons and the show has no TMDB id to refresh from"
-                    )));
-                };
-                match state.tmdb.season(i64::from(show_tmdb_id), ep.season).await {
-                    Ok(season) => fresh = Some(episodes::season_from_tmdb(&season)),
-                    Err(TmdbError::NotFound(_)) => {
-                        return Err(Failure::Permanent(format!(
-                            "{label} is not in the tracker's seasons and TMDB has no season {} for show {show_tmdb_id}",
-                            ep.season
-                        )))
-                    }
-                    Err(e) => return Err(e.into()),
-                }
-                refreshed = true;
-                continue;
-            }
-        };
-        write_log(&tx, ctx, &outcome).await?;
-        tx.commit().await?;
-        return Ok(outcome);
+    let show_tmdb_id = match mark_and_log(state, ctx, &req, how, &label, None).await? {
+        Ok(outcome) => return Ok(outcome),
+        Err(show_tmdb_id) => show_tmdb_id,
+    };
+    let fresh = refreshed_season(state, &label, ep.season, show_tmdb_id).await?;
+    match mark_and_log(state, ctx, &req, how, &label, Some(fresh)).await? {
+        Ok(outcome) => Ok(outcome),
+        Err(_) => Err(Failure::Permanent(format!(
+            "{label} is not in the tracker's seasons, even after refreshing season {} from TMDB",
+            ep.season
+        ))),
+    }
+}
+
+/// One marking attempt in its own transaction, with its log row: the outcome, or (the episode
+/// is not in the stored seasons, nothing was written) the show's TMDB id to refresh from.
+async fn mark_and_log(
+    state: &Pipeline,
+    ctx: &LogCtx<'_>,
+    req: &MarkRequest<'_>,
+    how: Mapped,
+    label: &str,
+    fresh_season: Option<Value>,
+) -> Result<Result<Outcome, Option<i32>>, Failure> {
+    let mut client = state.pool.get().await?;
+    let tx = client.transaction().await?;
+    let (status, action, reason) = match episodes::mark_episode_in(&tx, req, fresh_season).await? {
+        MarkOutcome::EpisodeMissing { show_tmdb_id } => return Ok(Err(show_tmdb_id)),
+        MarkOutcome::ShowMissing => {
+            return Err(Failure::Permanent(format!(
+                "tracker show {} no longer exists",
+                req.tvshow_id
+            )))
+        }
+        MarkOutcome::Marked { .. } => (
+            LogStatus::Success,
+            Some(match how {
+                Mapped::Added => "auto_added_show_and_marked_watched",
+                _ => "marked_watched",
+            }),
+            None,
+        ),
+        MarkOutcome::AlreadyWatched { .. } => (
+            LogStatus::Success,
+            Some("already_watched"),
+            Some(format!("{label} was already watched; its date is kept")),
+        ),
+        MarkOutcome::Duplicate => (
+            LogStatus::Duplicate,
+            None,
+            Some("message already processed".into()),
+        ),
+    };
+    let outcome = Outcome::new(status, action, reason).with_show(req.tvshow_id);
+    write_log(&tx, ctx, &outcome).await?;
+    tx.commit().await?;
+    Ok(Ok(outcome))
+}
+
+/// The season from TMDB, as stored seasons hold it, to retry an episode the tracker lacks.
+async fn refreshed_season(
+    state: &Pipeline,
+    label: &str,
+    season: i64,
+    show_tmdb_id: Option<i32>,
+) -> Result<Value, Failure> {
+    let Some(show_tmdb_id) = show_tmdb_id else {
+        return Err(Failure::Permanent(format!(
+            "{label} is not in the tracker's seasons and the show has no TMDB id to refresh from"
+        )));
+    };
+    match state.tmdb.season(i64::from(show_tmdb_id), season).await {
+        Ok(details) => Ok(episodes::season_from_tmdb(&details)),
+        Err(TmdbError::NotFound(_)) => Err(Failure::Permanent(format!(
+            "{label} is not in the tracker's seasons and TMDB has no season {season} for show {show_tmdb_id}"
+        ))),
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -936,7 +947,7 @@ mod tests {
             enabled: true,
             auto_add_shows: true,
             auto_mark_watched: true,
-            allowed_accounts: allowed,
+            allowed_accounts: AllowedAccounts::from_json(&allowed),
             own_account: own.map(str::to_owned),
             plex_server: None,
         }

@@ -7,11 +7,11 @@ use sha2::{Digest, Sha256};
 use crate::payload::PlexEvent;
 use crate::senders::Sender;
 
-pub const MESSAGE_VERSION: u32 = 1;
+const MESSAGE_VERSION: u32 = 1;
 
 /// Raw payloads larger than this are replaced by a marker; the normalized event is always kept.
 /// SQS allows 256 KiB per message; Plex payloads are a few KiB.
-pub const MAX_RAW_BYTES: usize = 128 * 1024;
+const MAX_RAW_BYTES: usize = 128 * 1024;
 
 /// One webhook event on the FIFO queue (JSON, camelCase, versioned).
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]

@@ -1,3 +1,4 @@
+#![warn(unreachable_pub)]
 //! `admin` function: the admin web page. `GET /` is the page, `GET /admin/{asset}` its script,
 //! styles and icon. The files in `assets/` are compiled into the binary; the function has no
 //! database, no secrets and no configuration. The page itself calls the management API

@@ -1,3 +1,4 @@
+#![warn(unreachable_pub)]
 //! `config` handler: the Plex connection settings.
 //!
 //! - `GET /api/plex/config`: the settings, never the token.
@@ -9,12 +10,13 @@
 
 use lambda_http::{http::StatusCode, Body, Request, Response};
 use plexsync::{
-    api::{self, json, respond, route_not_found, routes, ApiContext, ApiError, StrictBody},
+    accounts::{AllowedAccount, AllowedAccounts},
+    api::{self, json, route_not_found, routes, ApiContext, ApiError, StrictBody},
     crypto::{random_token, Keyring},
     db::DbError,
     env::{Env, EnvError},
     senders::Sender,
-    store::settings::{self as store, SaveConfig},
+    store::settings::{self as store, SaveSettings},
 };
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
@@ -51,21 +53,20 @@ impl State {
 
 /// Serves one request: auth and routing, then the route's handler; always a JSON response.
 pub async fn handle(state: &State, req: Request) -> Response<Body> {
-    let route = match state.api.begin(&req, routes::CONFIG).await {
-        Ok(route) => route,
-        Err(resp) => return resp,
-    };
-    let result = match route.key() {
-        ("GET", "/api/plex/config") => get_config(state).await,
-        ("POST", "/api/plex/config") => save_config(state, &req).await,
-        ("DELETE", "/api/plex/config") => disable_config(state).await,
-        ("GET", "/api/senders") => senders::list(state).await,
-        ("PUT", "/api/senders/{sender}") => {
-            senders::save(state, &req, route.param("sender").unwrap_or_default()).await
+    let req = &req;
+    let serve = state.api.serve(req, routes::CONFIG, |route| async move {
+        match route.key() {
+            ("GET", "/api/plex/config") => get_config(state).await,
+            ("POST", "/api/plex/config") => save_config(state, req).await,
+            ("DELETE", "/api/plex/config") => disable_config(state).await,
+            ("GET", "/api/senders") => senders::list(state).await,
+            ("PUT", "/api/senders/{sender}") => {
+                senders::save(state, req, route.param("sender").unwrap_or_default()).await
+            }
+            _ => Err(route_not_found(req)),
         }
-        _ => Err(route_not_found(&req)),
-    };
-    state.api.finish(&req, respond(result))
+    });
+    serve.await
 }
 
 /// The `GET /api/plex/config` body (docs/openapi.yaml): settings, server and account, never the
@@ -80,13 +81,16 @@ struct ConfigView {
     server_name: Option<String>,
     server_url: Option<String>,
     plex_account_name: Option<String>,
-    allowed_accounts: serde_json::Value,
+    allowed_accounts: AllowedAccounts,
     last_webhook_received: Option<chrono::DateTime<chrono::Utc>>,
     webhook_url: Option<String>,
 }
 
 async fn get_config(state: &State) -> Result<Response<Body>, ApiError> {
-    let view = match store::load(&state.api.pool).await? {
+    let client = state.api.pool.get().await.map_err(DbError::from)?;
+    let stored = store::load(&client).await?;
+    drop(client);
+    let view = match stored {
         None => ConfigView {
             configured: false,
             enabled: false,
@@ -95,7 +99,7 @@ async fn get_config(state: &State) -> Result<Response<Body>, ApiError> {
             server_name: None,
             server_url: None,
             plex_account_name: None,
-            allowed_accounts: serde_json::json!([]),
+            allowed_accounts: AllowedAccounts::default(),
             last_webhook_received: None,
             webhook_url: None,
         },
@@ -134,35 +138,6 @@ struct SaveBody {
     allowed_accounts: Option<Vec<AllowedAccount>>,
     #[serde(default)]
     rotate_webhook_secret: bool,
-}
-
-#[derive(Deserialize, serde::Serialize)]
-#[serde(untagged)]
-enum AllowedAccount {
-    Id(u32),
-    Name(String),
-}
-
-const MAX_ALLOWED_ACCOUNTS: usize = 50;
-
-fn validate_allowed_accounts(list: &[AllowedAccount]) -> Result<serde_json::Value, ApiError> {
-    if list.len() > MAX_ALLOWED_ACCOUNTS {
-        return Err(ApiError::BadRequest(format!(
-            "allowedAccounts takes at most {MAX_ALLOWED_ACCOUNTS} entries"
-        )));
-    }
-    for entry in list {
-        if let AllowedAccount::Name(name) = entry {
-            let name = name.trim();
-            if name.is_empty() || name.len() > 100 || name.chars().any(char::is_control) {
-                return Err(ApiError::BadRequest(
-                    "allowedAccounts entries are Plex usernames (1-100 characters) or account ids"
-                        .into(),
-                ));
-            }
-        }
-    }
-    Ok(serde_json::to_value(list).unwrap_or_else(|_| serde_json::json!([])))
 }
 
 impl StrictBody for SaveBody {
@@ -223,6 +198,55 @@ struct SaveResponse {
     server_name: Option<String>,
 }
 
+/// The server to store: the one at the given URL (named from plex.tv when it lists it), else the
+/// first owned server with a usable connection.
+fn pick_server(
+    servers: &[PlexServer],
+    given_url: Option<String>,
+) -> Result<(String, Option<&PlexServer>), ApiError> {
+    if let Some(url) = given_url {
+        let server = server_for_url(servers, &url);
+        return Ok((url, server));
+    }
+    let server = servers.iter().find(|s| s.url.is_some()).ok_or_else(|| {
+        ApiError::Unprocessable(
+            "plex.tv lists no Plex Media Server owned by this account with a usable \
+             connection; pass plexServerUrl"
+                .into(),
+        )
+    })?;
+    let url = server.url.as_ref().map_or_else(String::new, |u| {
+        u.as_str().trim_end_matches('/').to_string()
+    });
+    Ok((url, Some(server)))
+}
+
+/// The Plex token encrypted with the key from Secrets Manager.
+async fn encrypt_token(state: &State, token: &SecretString) -> Result<String, ApiError> {
+    let key = state
+        .api
+        .secrets
+        .get(&state.encryption_key_id)
+        .await?
+        .ok_or_else(|| ApiError::Internal("the encryption key secret does not exist".into()))?;
+    Ok(Keyring::from_secret(&key)?.encrypt(token))
+}
+
+/// The webhook secret to use and whether it must be written: the stored one, unless it is
+/// missing, unusable or a rotation was asked for.
+async fn webhook_secret(state: &State, rotate: bool) -> Result<(SecretString, bool), ApiError> {
+    let existing = state
+        .api
+        .secrets
+        .get(&state.webhook_secret_id)
+        .await?
+        .filter(usable_secret);
+    Ok(match existing {
+        Some(s) if !rotate => (s, false),
+        _ => (SecretString::from(random_token(WEBHOOK_SECRET_BYTES)), true),
+    })
+}
+
 async fn save_config(state: &State, req: &Request) -> Result<Response<Body>, ApiError> {
     let body: SaveBody = api::parse_body(req)?;
     validate_token(&body.plex_token)?;
@@ -235,50 +259,15 @@ async fn save_config(state: &State, req: &Request) -> Result<Response<Body>, Api
     let allowed_accounts = body
         .allowed_accounts
         .as_deref()
-        .map(validate_allowed_accounts)
+        .map(|list| AllowedAccounts::new(list.to_vec()))
         .transpose()?;
 
     // plex.tv first: a rejected token or an outage stores nothing.
     let account = state.plex_tv.account(&body.plex_token).await?;
     let servers = state.plex_tv.owned_servers(&body.plex_token).await?;
-    let (server_url, server) = match given_url {
-        Some(url) => {
-            let server = server_for_url(&servers, &url);
-            (url, server)
-        }
-        None => {
-            let server = servers.iter().find(|s| s.url.is_some()).ok_or_else(|| {
-                ApiError::Unprocessable(
-                    "plex.tv lists no Plex Media Server owned by this account with a usable \
-                     connection; pass plexServerUrl"
-                        .into(),
-                )
-            })?;
-            let url = server.url.as_ref().map_or_else(String::new, |u| {
-                u.as_str().trim_end_matches('/').to_string()
-            });
-            (url, Some(server))
-        }
-    };
-
-    let key = state
-        .api
-        .secrets
-        .get(&state.encryption_key_id)
-        .await?
-        .ok_or_else(|| ApiError::Internal("the encryption key secret does not exist".into()))?;
-    let encrypted_token = Keyring::from_secret(&key)?.encrypt(&body.plex_token);
-
-    let existing = state
-        .api
-        .secrets
-        .get(&state.webhook_secret_id)
-        .await?
-        .filter(usable_secret);
-    let (webhook_secret, write_secret) = match existing {
-        Some(s) if !body.rotate_webhook_secret => (s, false),
-        _ => (SecretString::from(random_token(WEBHOOK_SECRET_BYTES)), true),
-    };
+    let (server_url, server) = pick_server(&servers, given_url)?;
+    let encrypted_token = encrypt_token(state, &body.plex_token).await?;
+    let (webhook_secret, write_secret) = webhook_secret(state, body.rotate_webhook_secret).await?;
 
     // One transaction; the secret is written before the commit, so a Secrets Manager failure
     // rolls the row back.
@@ -286,7 +275,7 @@ async fn save_config(state: &State, req: &Request) -> Result<Response<Body>, Api
     let tx = client.transaction().await.map_err(DbError::from)?;
     store::save(
         &tx,
-        &SaveConfig {
+        &SaveSettings {
             encrypted_token: &encrypted_token,
             server_url: Some(&server_url)
                 .filter(|u| !u.is_empty())

@@ -85,14 +85,22 @@ pub async fn list(state: &State) -> Result<Response<Body>, ApiError> {
             .as_ref()
             .map(|s| sender_webhook_url(&state.public_base_url, sender, s))
     };
-    let plex = match settings::load(&state.api.pool).await? {
+    let client = state
+        .api
+        .pool
+        .get()
+        .await
+        .map_err(plexsync::db::DbError::from)?;
+    let stored = settings::load(&client).await?;
+    drop(client);
+    let plex = match stored {
         None => SenderView::unconfigured(Sender::Plex),
         Some(cfg) => SenderView {
             sender: Sender::Plex,
             configured: true,
             enabled: cfg.enabled,
             account: cfg.account_name,
-            allowed_accounts: cfg.allowed_accounts,
+            allowed_accounts: cfg.allowed_accounts.to_json(),
             auto_add_shows: cfg.auto_add_shows,
             auto_mark_watched: cfg.auto_mark_watched,
             last_webhook_received: cfg.last_webhook_received,

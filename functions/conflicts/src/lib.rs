@@ -1,5 +1,6 @@
 // Proving the message pipeline's future `Send` nests deeper than the default limit (128).
 #![recursion_limit = "256"]
+#![warn(unreachable_pub)]
 //! `conflicts` handler.
 //!
 //! - `GET /api/plex/conflicts`: unresolved conflicts with their potential matches.
@@ -11,8 +12,8 @@
 use lambda_http::{http::StatusCode, Body, Request, Response};
 use plexsync::{
     api::{
-        self, json, page_request, respond, route_not_found, routes, ApiContext, ApiError,
-        RouteMatch, StrictBody,
+        self, json, page_request, route_not_found, routes, ApiContext, ApiError, RouteMatch,
+        StrictBody,
     },
     env::Env,
     pipeline::{Pipeline, StartupError},
@@ -42,16 +43,15 @@ impl State {
 
 /// Serves one request: auth and routing, then the route's handler; always a JSON response.
 pub async fn handle(state: &State, req: Request) -> Response<Body> {
-    let route = match state.api.begin(&req, routes::CONFLICTS).await {
-        Ok(route) => route,
-        Err(resp) => return resp,
-    };
-    let result = match route.key() {
-        ("GET", "/api/plex/conflicts") => list(state, &req).await,
-        ("POST", "/api/plex/conflicts/{id}/resolve") => resolve(state, &route, &req).await,
-        _ => Err(route_not_found(&req)),
-    };
-    state.api.finish(&req, respond(result))
+    let req = &req;
+    let serve = state.api.serve(req, routes::CONFLICTS, |route| async move {
+        match route.key() {
+            ("GET", "/api/plex/conflicts") => list(state, req).await,
+            ("POST", "/api/plex/conflicts/{id}/resolve") => resolve(state, &route, req).await,
+            _ => Err(route_not_found(req)),
+        }
+    });
+    serve.await
 }
 
 #[derive(Serialize)]
@@ -114,6 +114,66 @@ struct ResolveResponse {
     replay: ReplayReport,
 }
 
+/// A resolve body checked against its action: exactly the fields that action takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ResolveRequest {
+    Select { tvshow_id: i64 },
+    CreateNew { tmdb_id: i64 },
+    Ignore,
+}
+
+impl Action {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Select => "select",
+            Self::CreateNew => "create_new",
+            Self::Ignore => "ignore",
+        }
+    }
+}
+
+impl ResolveBody {
+    /// A field the action does not take is 400; a missing one it needs is 422.
+    fn check(&self) -> Result<ResolveRequest, ApiError> {
+        let misplaced = |field: &str| {
+            ApiError::BadRequest(format!(
+                "{field} does not apply to action {}",
+                self.action.as_str()
+            ))
+        };
+        let create_new = self.create_new.as_ref().map(|c| c.tmdb_id);
+        match self.action {
+            Action::Select if create_new.is_some() => Err(misplaced("createNew")),
+            Action::Select => Ok(ResolveRequest::Select {
+                tvshow_id: positive(self.tvshow_id, "tvshowId", self.action)?,
+            }),
+            Action::Ignore if self.tvshow_id.is_some() => Err(misplaced("tvshowId")),
+            Action::Ignore if create_new.is_some() => Err(misplaced("createNew")),
+            Action::Ignore => Ok(ResolveRequest::Ignore),
+            Action::CreateNew if self.tvshow_id.is_some() => Err(misplaced("tvshowId")),
+            Action::CreateNew => Ok(ResolveRequest::CreateNew {
+                tmdb_id: positive(create_new, "createNew.tmdbId", self.action)?,
+            }),
+        }
+    }
+}
+
+/// A required id field: missing is 422, not a positive integer is 400.
+fn positive(value: Option<i64>, field: &str, action: Action) -> Result<i64, ApiError> {
+    let value = value.ok_or_else(|| {
+        ApiError::Unprocessable(format!(
+            "{field} is required for action {}",
+            action.as_str()
+        ))
+    })?;
+    if value <= 0 {
+        return Err(ApiError::BadRequest(format!(
+            "{field} must be a positive integer"
+        )));
+    }
+    Ok(value)
+}
+
 async fn resolve(
     state: &State,
     route: &RouteMatch,
@@ -121,59 +181,17 @@ async fn resolve(
 ) -> Result<Response<Body>, ApiError> {
     let id = route.id("id")?;
     let body: ResolveBody = api::parse_body(req)?;
-    let misplaced = |field: &str| {
-        ApiError::BadRequest(format!(
-            "{field} does not apply to action {}",
-            match body.action {
-                Action::Select => "select",
-                Action::CreateNew => "create_new",
-                Action::Ignore => "ignore",
-            }
-        ))
-    };
-    let (resolved, created_show) = match body.action {
-        Action::Select => {
-            if body.create_new.is_some() {
-                return Err(misplaced("createNew"));
-            }
-            let tvshow_id = body.tvshow_id.ok_or_else(|| {
-                ApiError::Unprocessable("tvshowId is required for action select".into())
-            })?;
-            if tvshow_id <= 0 {
-                return Err(ApiError::BadRequest(
-                    "tvshowId must be a positive integer".into(),
-                ));
-            }
-            let resolved =
-                conflicts::resolve(&state.api.pool, id, Resolution::Select { tvshow_id })
-                    .await
-                    .map_err(ApiError::from)?;
-            (resolved, None)
-        }
-        Action::Ignore => {
-            if body.tvshow_id.is_some() {
-                return Err(misplaced("tvshowId"));
-            }
-            if body.create_new.is_some() {
-                return Err(misplaced("createNew"));
-            }
-            let resolved = conflicts::resolve(&state.api.pool, id, Resolution::Ignore)
-                .await
-                .map_err(ApiError::from)?;
-            (resolved, None)
-        }
-        Action::CreateNew => {
-            if body.tvshow_id.is_some() {
-                return Err(misplaced("tvshowId"));
-            }
-            let tmdb_id = body.create_new.as_ref().map(|c| c.tmdb_id).ok_or_else(|| {
-                ApiError::Unprocessable("createNew.tmdbId is required for action create_new".into())
-            })?;
-            if tmdb_id <= 0 {
-                return Err(ApiError::BadRequest(
-                    "createNew.tmdbId must be a positive integer".into(),
-                ));
-            }
+    let pool = &state.api.pool;
+    let (resolved, created_show) = match body.check()? {
+        ResolveRequest::Select { tvshow_id } => (
+            conflicts::resolve(pool, id, Resolution::Select { tvshow_id }).await?,
+            None,
+        ),
+        ResolveRequest::Ignore => (
+            conflicts::resolve(pool, id, Resolution::Ignore).await?,
+            None,
+        ),
+        ResolveRequest::CreateNew { tmdb_id } => {
             let (resolved, show) = resolution::create_new(&state.pipeline, id, tmdb_id).await?;
             (resolved, Some(show))
         }

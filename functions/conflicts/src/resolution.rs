@@ -8,9 +8,13 @@ use plexsync::{
     api::ApiError,
     db::DbError,
     episodes,
-    pipeline::{self, LogStatus, Pipeline},
+    pipeline::{self, Outcome, Pipeline},
     queue::QueueMessage,
-    store::conflicts::{self, Resolution, ResolveError, Resolved},
+    store::{
+        conflicts::{self, PendingEvent, Resolution, ResolveError, Resolved},
+        logs::LogStatus,
+        shows,
+    },
     tmdb::{SeasonDetails, TmdbError, TvDetails},
 };
 
@@ -50,6 +54,72 @@ pub struct ReplayReport {
     pub note: Option<String>,
 }
 
+impl ReplayReport {
+    /// Counts one replayed event by what the processor did with it.
+    fn count(&mut self, id: i64, outcome: Outcome, (season, episode): (Option<i64>, Option<i64>)) {
+        self.replayed += 1;
+        let action = outcome.action.as_deref();
+        match outcome.status {
+            LogStatus::Success
+                if matches!(
+                    action,
+                    Some("marked_watched" | "auto_added_show_and_marked_watched")
+                ) =>
+            {
+                self.marked += 1;
+                if let (Some(s), Some(e)) = (season, episode) {
+                    self.marked_episodes.push(format!("S{s:02}E{e:02}"));
+                }
+            }
+            LogStatus::Success if action == Some("already_watched") => self.already_watched += 1,
+            LogStatus::Success => {}
+            LogStatus::Duplicate => self.duplicate += 1,
+            LogStatus::Ignored => self.ignored += 1,
+            // Pended again (another open conflict for the show): counted as failed here; it is
+            // stored with that conflict.
+            LogStatus::Failed | LogStatus::NeedsResolution => self.failed += 1,
+        }
+        self.events.push(ReplayedEvent {
+            pending_event_id: id,
+            status: outcome.status.as_str().to_owned(),
+            action: outcome.action,
+            reason: outcome.reason,
+            season,
+            episode,
+        });
+    }
+
+    /// A transient failure stopped the replay at `rest[0]`: it and the rest stay pending.
+    fn stop(
+        &mut self,
+        rest: &[PendingEvent],
+        error: &str,
+        (season, episode): (Option<i64>, Option<i64>),
+    ) {
+        let first = self.events.len();
+        for event in rest {
+            self.events.push(ReplayedEvent {
+                pending_event_id: event.id,
+                status: "pending".into(),
+                action: None,
+                reason: None,
+                season: None,
+                episode: None,
+            });
+        }
+        if let Some(event) = self.events.get_mut(first) {
+            event.reason = Some(error.to_string());
+            event.season = season;
+            event.episode = episode;
+        }
+        self.still_pending = rest.len();
+        self.note = Some(format!(
+            "{} event(s) could not be replayed now ({error}); they are kept un-replayed and can be retried by replaying their log entries",
+            self.still_pending
+        ));
+    }
+}
+
 /// Replays the resolution's pending events, oldest first, through
 /// [`pipeline::process_body`]; each one processed is marked replayed.
 ///
@@ -82,61 +152,11 @@ pub async fn replay_pending(state: &Pipeline, resolved: &Resolved) -> ReplayRepo
                     // Processed but not recorded: a later replay is a duplicate, nothing more.
                     tracing::warn!(error = %e, event = event.id, "replayed event not recorded");
                 }
-                report.replayed += 1;
-                let action = outcome.action.as_deref();
-                match outcome.status {
-                    LogStatus::Success
-                        if matches!(
-                            action,
-                            Some("marked_watched" | "auto_added_show_and_marked_watched")
-                        ) =>
-                    {
-                        report.marked += 1;
-                        if let (Some(s), Some(e)) = (season, episode) {
-                            report.marked_episodes.push(format!("S{s:02}E{e:02}"));
-                        }
-                    }
-                    LogStatus::Success if action == Some("already_watched") => {
-                        report.already_watched += 1
-                    }
-                    LogStatus::Success => {}
-                    LogStatus::Duplicate => report.duplicate += 1,
-                    LogStatus::Ignored => report.ignored += 1,
-                    // Pended again (another open conflict for the show): counted as failed
-                    // here; it is stored with that conflict.
-                    LogStatus::Failed | LogStatus::NeedsResolution => report.failed += 1,
-                }
-                report.events.push(ReplayedEvent {
-                    pending_event_id: event.id,
-                    status: outcome.status.as_str().to_owned(),
-                    action: outcome.action,
-                    reason: outcome.reason,
-                    season,
-                    episode,
-                });
+                report.count(event.id, outcome, (season, episode));
             }
             Err(e) => {
                 tracing::warn!(error = %e, event = event.id, "replay stopped by a transient failure");
-                for rest in &resolved.pending[i..] {
-                    report.events.push(ReplayedEvent {
-                        pending_event_id: rest.id,
-                        status: "pending".into(),
-                        action: None,
-                        reason: None,
-                        season: None,
-                        episode: None,
-                    });
-                }
-                if let Some(first) = report.events.get_mut(i) {
-                    first.reason = Some(e.0.clone());
-                    first.season = season;
-                    first.episode = episode;
-                }
-                report.still_pending = resolved.pending.len() - i;
-                report.note = Some(format!(
-                    "{} event(s) could not be replayed now ({}); they are kept un-replayed and can be retried by replaying their log entries",
-                    report.still_pending, e.0
-                ));
+                report.stop(&resolved.pending[i..], &e.0, (season, episode));
                 break;
             }
         }
@@ -213,7 +233,10 @@ pub async fn create_new(
     let Ok(tmdb_i32) = i32::try_from(tmdb_id) else {
         return Err(CreateNewError::TmdbMissing(tmdb_id));
     };
-    let source = match existing_show(state, tmdb_i32).await? {
+    let client = state.pool.get().await.map_err(DbError::from)?;
+    let existing = shows::find_by_tmdb_id(&client, tmdb_i32).await?;
+    drop(client);
+    let source = match existing {
         Some((id, title)) => Source::Existing(id, title),
         None => match state.tmdb.show_with_seasons(tmdb_id).await {
             Ok((details, seasons)) => Source::Tmdb(details, seasons),
@@ -263,15 +286,4 @@ pub async fn create_new(
 enum Source {
     Existing(i32, String),
     Tmdb(TvDetails, Vec<SeasonDetails>),
-}
-
-async fn existing_show(state: &Pipeline, tmdb_id: i32) -> Result<Option<(i32, String)>, DbError> {
-    let client = state.pool.get().await?;
-    let row = client
-        .query_opt(
-            "SELECT id, title FROM tvshows WHERE tmdb_id = $1",
-            &[&tmdb_id],
-        )
-        .await?;
-    Ok(row.map(|r| (r.get(0), r.get(1))))
 }

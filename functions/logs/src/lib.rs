@@ -1,3 +1,4 @@
+#![warn(unreachable_pub)]
 //! `logs` handler.
 //!
 //! - `GET /api/plex/logs`: the activity log, newest first (`limit`, `status`, `cursor`).
@@ -9,13 +10,12 @@
 use lambda_http::{http::StatusCode, Body, Request, Response};
 use plexsync::{
     api::{
-        json, page_request, query_param, respond, route_not_found, routes, ApiContext, ApiError,
-        RouteMatch,
+        json, page_request, query_param, route_not_found, routes, ApiContext, ApiError, RouteMatch,
     },
     env::{Env, EnvError},
     store::{
         conflicts,
-        logs::{self, DayStats, LogEntry, STATUSES},
+        logs::{self, DayStats, LogEntry, LogStatus},
     },
 };
 use serde::Serialize;
@@ -48,19 +48,18 @@ impl State {
 
 /// Serves one request: auth and routing, then the route's handler; always a JSON response.
 pub async fn handle(state: &State, req: Request) -> Response<Body> {
-    let route = match state.api.begin(&req, routes::LOGS).await {
-        Ok(route) => route,
-        Err(resp) => return resp,
-    };
-    let result = match route.key() {
-        ("GET", "/api/plex/logs") => list(state, &req).await,
-        ("GET", "/api/plex/stats") => stats(state).await,
-        ("POST", "/api/plex/logs/{id}/replay") => replay(state, &route).await,
-        ("GET", "/api/plex/dead-letters") => list_dead_letters(state, &req).await,
-        ("POST", "/api/plex/dead-letters/redrive") => redrive_dead_letters(state, &req).await,
-        _ => Err(route_not_found(&req)),
-    };
-    state.api.finish(&req, respond(result))
+    let req = &req;
+    let serve = state.api.serve(req, routes::LOGS, |route| async move {
+        match route.key() {
+            ("GET", "/api/plex/logs") => list(state, req).await,
+            ("GET", "/api/plex/stats") => stats(state).await,
+            ("POST", "/api/plex/logs/{id}/replay") => replay(state, &route).await,
+            ("GET", "/api/plex/dead-letters") => list_dead_letters(state, req).await,
+            ("POST", "/api/plex/dead-letters/redrive") => redrive_dead_letters(state, req).await,
+            _ => Err(route_not_found(req)),
+        }
+    });
+    serve.await
 }
 
 #[derive(Serialize)]
@@ -72,16 +71,15 @@ struct LogsResponse {
 
 async fn list(state: &State, req: &Request) -> Result<Response<Body>, ApiError> {
     let page = page_request(req)?;
-    let status = query_param(req, "status");
-    if let Some(s) = &status {
-        if !STATUSES.contains(&s.as_str()) {
-            return Err(ApiError::BadRequest(format!(
-                "status must be one of {}",
-                STATUSES.join(", ")
-            )));
-        }
-    }
-    let page = logs::list(&state.api.pool, status.as_deref(), &page).await?;
+    let status = query_param(req, "status")
+        .map(|s| {
+            LogStatus::parse(&s).ok_or_else(|| {
+                let all: Vec<&str> = LogStatus::ALL.iter().map(|v| v.as_str()).collect();
+                ApiError::BadRequest(format!("status must be one of {}", all.join(", ")))
+            })
+        })
+        .transpose()?;
+    let page = logs::list(&state.api.pool, status, &page).await?;
     Ok(json(
         StatusCode::OK,
         &LogsResponse {

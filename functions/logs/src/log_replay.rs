@@ -14,7 +14,7 @@ use plexsync::{
 };
 
 #[derive(Debug, thiserror::Error)]
-pub enum ReplayError {
+pub enum LogReplayError {
     #[error("log entry {0} does not exist")]
     NotFound(i64),
     #[error("the stored payload is not a processable event: {0}")]
@@ -25,23 +25,23 @@ pub enum ReplayError {
     Db(#[from] DbError),
 }
 
-impl From<ReplayError> for ApiError {
-    fn from(err: ReplayError) -> Self {
+impl From<LogReplayError> for ApiError {
+    fn from(err: LogReplayError) -> Self {
         match err {
-            ReplayError::NotFound(_) => ApiError::NotFound(err.to_string()),
-            ReplayError::NotProcessable(_) => ApiError::Unprocessable(err.to_string()),
-            ReplayError::Queue(detail) => {
+            LogReplayError::NotFound(_) => ApiError::NotFound(err.to_string()),
+            LogReplayError::NotProcessable(_) => ApiError::Unprocessable(err.to_string()),
+            LogReplayError::Queue(detail) => {
                 tracing::warn!(error = %detail, "replay could not reach the queue");
                 ApiError::Unavailable("queue unavailable, try again shortly".into())
             }
-            ReplayError::Db(e) => e.into(),
+            LogReplayError::Db(e) => e.into(),
         }
     }
 }
 
 /// What was sent.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Replayed {
+pub struct LogReplayed {
     pub log_id: i64,
     pub message_id: Option<String>,
     pub message: QueueMessage,
@@ -54,7 +54,7 @@ pub fn message_from_stored(
     log_id: i64,
     sender: Sender,
     stored: &serde_json::Value,
-) -> Result<QueueMessage, ReplayError> {
+) -> Result<QueueMessage, LogReplayError> {
     let (raw, sender) = match stored.get("raw") {
         Some(raw) if stored.get("version").is_some() && stored.get("event").is_some() => {
             let sender = stored["event"]
@@ -67,11 +67,12 @@ pub fn message_from_stored(
         _ => (stored, sender),
     };
     if raw.get("truncated").and_then(|v| v.as_bool()) == Some(true) {
-        return Err(ReplayError::NotProcessable(
+        return Err(LogReplayError::NotProcessable(
             "the payload was too large to keep".into(),
         ));
     }
-    let bytes = serde_json::to_vec(raw).map_err(|e| ReplayError::NotProcessable(e.to_string()))?;
+    let bytes =
+        serde_json::to_vec(raw).map_err(|e| LogReplayError::NotProcessable(e.to_string()))?;
     match sender.decide(&bytes) {
         Ok((Decision::Process(event), raw)) => Ok(QueueMessage::new(
             *event,
@@ -80,8 +81,8 @@ pub fn message_from_stored(
             None,
             Some(format!("replay:{log_id}")),
         )),
-        Ok((Decision::Ignore(reason), _)) => Err(ReplayError::NotProcessable(reason)),
-        Err(e) => Err(ReplayError::NotProcessable(e.to_string())),
+        Ok((Decision::Ignore(reason), _)) => Err(LogReplayError::NotProcessable(reason)),
+        Err(e) => Err(LogReplayError::NotProcessable(e.to_string())),
     }
 }
 
@@ -94,10 +95,10 @@ pub async fn replay_log(
     sqs: &aws_sdk_sqs::Client,
     queue_url: &str,
     log_id: i64,
-) -> Result<Replayed, ReplayError> {
+) -> Result<LogReplayed, LogReplayError> {
     let (sender, stored) = store::logs::payload(pool, log_id)
         .await?
-        .ok_or(ReplayError::NotFound(log_id))?;
+        .ok_or(LogReplayError::NotFound(log_id))?;
     let message = message_from_stored(log_id, sender, &stored)?;
     let dedup = hex::encode(Sha256::digest(
         format!(
@@ -116,10 +117,10 @@ pub async fn replay_log(
         .await
         .map_err(|e| {
             use aws_sdk_sqs::error::ProvideErrorMetadata;
-            ReplayError::Queue(e.code().map(str::to_owned).unwrap_or_else(|| e.to_string()))
+            LogReplayError::Queue(e.code().map(str::to_owned).unwrap_or_else(|| e.to_string()))
         })?;
     tracing::info!(log_id, group = %message.group_id(), "webhook replayed");
-    Ok(Replayed {
+    Ok(LogReplayed {
         log_id,
         message_id: out.message_id().map(str::to_owned),
         message,
@@ -161,7 +162,7 @@ mod tests {
         // A Jellyfin payload is not a Plex one.
         assert!(matches!(
             message_from_stored(6, Sender::Plex, &fixtures::jellyfin_playback_stop()),
-            Err(ReplayError::NotProcessable(_))
+            Err(LogReplayError::NotProcessable(_))
         ));
     }
 
@@ -177,7 +178,7 @@ mod tests {
             assert!(
                 matches!(
                     message_from_stored(1, Sender::Plex, &stored),
-                    Err(ReplayError::NotProcessable(_))
+                    Err(LogReplayError::NotProcessable(_))
                 ),
                 "{stored}"
             );

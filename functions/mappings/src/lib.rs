@@ -1,3 +1,4 @@
+#![warn(unreachable_pub)]
 //! `mappings` handler.
 //!
 //! - `GET /api/plex/mappings`: every Plex show we know (`unmapped`, `conflicts`, pagination).
@@ -9,8 +10,8 @@
 use lambda_http::{http::StatusCode, Body, Request, Response};
 use plexsync::{
     api::{
-        self, json, page_request, query_bool, respond, route_not_found, routes, ApiContext,
-        ApiError, RouteMatch, StrictBody,
+        self, json, page_request, query_bool, route_not_found, routes, ApiContext, ApiError,
+        RouteMatch, StrictBody,
     },
     crypto::Keyring,
     env::Env,
@@ -47,18 +48,17 @@ impl State {
 
 /// Serves one request: auth and routing, then the route's handler; always a JSON response.
 pub async fn handle(state: &State, req: Request) -> Response<Body> {
-    let route = match state.api.begin(&req, routes::MAPPINGS).await {
-        Ok(route) => route,
-        Err(resp) => return resp,
-    };
-    let result = match route.key() {
-        ("GET", "/api/plex/mappings") => list(state, &req).await,
-        ("POST", "/api/plex/mappings/{id}/confirm") => confirm(state, &route, &req).await,
-        ("DELETE", "/api/plex/mappings/{id}") => disable(state, &route).await,
-        ("POST", "/api/plex/mappings/{id}/sync") => sync(state, &route).await,
-        _ => Err(route_not_found(&req)),
-    };
-    state.api.finish(&req, respond(result))
+    let req = &req;
+    let serve = state.api.serve(req, routes::MAPPINGS, |route| async move {
+        match route.key() {
+            ("GET", "/api/plex/mappings") => list(state, req).await,
+            ("POST", "/api/plex/mappings/{id}/confirm") => confirm(state, &route, req).await,
+            ("DELETE", "/api/plex/mappings/{id}") => disable(state, &route).await,
+            ("POST", "/api/plex/mappings/{id}/sync") => sync(state, &route).await,
+            _ => Err(route_not_found(req)),
+        }
+    });
+    serve.await
 }
 
 #[derive(Serialize)]

@@ -13,8 +13,8 @@ use plexsync::{
     crypto::{CryptoError, Keyring},
     db::{DbError, DbPool},
     episodes::{self, MarkOutcome, MarkRequest},
-    plex::{PlexError, PlexServerClient},
-    store::settings::USER_ID,
+    plex::{PlexError, PlexLeaf, PlexServerClient},
+    store::{mappings, settings},
 };
 
 /// What a sync did.
@@ -95,6 +95,43 @@ impl From<deadpool_postgres::PoolError> for SyncError {
     }
 }
 
+/// Marks one episode Plex has watched, with its `lastViewedAt`, and counts what happened.
+async fn mark_leaf(
+    tx: &deadpool_postgres::Transaction<'_>,
+    tvshow_id: i32,
+    leaf: &PlexLeaf,
+    report: &mut SyncReport,
+) -> Result<(), SyncError> {
+    report.watched_in_plex += 1;
+    let (Some(season), Some(episode)) = (leaf.parent_index, leaf.index) else {
+        report.not_in_tracker += 1;
+        return Ok(());
+    };
+    let req = MarkRequest {
+        tvshow_id,
+        season,
+        episode,
+        watched_at: leaf
+            .last_viewed_at
+            .and_then(|t| Utc.timestamp_opt(t, 0).single())
+            .unwrap_or_else(Utc::now),
+        idempotency_key: None,
+        message_id: None,
+    };
+    match episodes::mark_episode_in(tx, &req, None).await? {
+        MarkOutcome::Marked { .. } => {
+            report.marked += 1;
+            report
+                .marked_episodes
+                .push(format!("S{season:02}E{episode:02}"));
+        }
+        MarkOutcome::AlreadyWatched { .. } | MarkOutcome::Duplicate => report.already_watched += 1,
+        MarkOutcome::EpisodeMissing { .. } => report.not_in_tracker += 1,
+        MarkOutcome::ShowMissing => return Err(SyncError::ShowMissing),
+    }
+    Ok(())
+}
+
 /// Syncs one mapping's watch history from the Plex server. The token is decrypted in memory
 /// only and never leaves this function. No connection is held across the Plex call; all marks
 /// are written in one transaction.
@@ -106,47 +143,36 @@ pub async fn sync_show_progress(
     mapping_id: i64,
 ) -> Result<SyncReport, SyncError> {
     let client = pool.get().await?;
-    let mapping = client
-        .query_opt(
-            "SELECT plex_rating_key, tvshow_id, sync_enabled, sender FROM plex_show_mappings
-              WHERE id = $1::int8",
-            &[&mapping_id],
-        )
+    let mapping = mappings::find_state(&client, mapping_id)
         .await?
         .ok_or(SyncError::NotFound(mapping_id))?;
-    let rating_key: String = mapping.get(0);
-    let sender: String = mapping.get(3);
-    if sender != "plex" {
+    if mapping.sender != "plex" {
         // Jellyfin and Emby shows sync by webhook only: we hold no token for those servers.
-        return Err(SyncError::NotPlex(sender));
+        return Err(SyncError::NotPlex(mapping.sender));
     }
-    let tvshow_id: i32 = mapping
-        .get::<_, Option<i32>>(1)
-        .ok_or(SyncError::NotLinked)?;
-    if !mapping.get::<_, bool>(2) {
+    let tvshow_id = mapping.tvshow_id.ok_or(SyncError::NotLinked)?;
+    if !mapping.sync_enabled {
         return Err(SyncError::SyncDisabled(mapping_id));
     }
-    let config = client
-        .query_opt(
-            "SELECT enabled, plex_server_url, plex_token FROM plex_config WHERE user_id = $1",
-            &[&USER_ID],
-        )
+    let config = settings::load(&client)
         .await?
         .ok_or(SyncError::NotConfigured)?;
     drop(client);
-    if !config.get::<_, bool>(0) {
+    if !config.enabled {
         return Err(SyncError::IntegrationDisabled);
     }
     let server: Url = config
-        .get::<_, Option<String>>(1)
+        .server_url
         .filter(|u| !u.trim().is_empty())
         .ok_or(SyncError::NoServerUrl)?
         .trim()
         .parse()
         .map_err(|_| SyncError::BadServerUrl)?;
-    let token: SecretString = keyring.decrypt(&config.get::<_, String>(2))?;
+    let token: SecretString = keyring.decrypt(&config.encrypted_token.0)?;
 
-    let leaves = plex.all_leaves(&server, &rating_key, &token).await?;
+    let leaves = plex
+        .all_leaves(&server, &mapping.plex_rating_key, &token)
+        .await?;
     drop(token);
 
     let mut report = SyncReport {
@@ -157,36 +183,7 @@ pub async fn sync_show_progress(
     let mut client = pool.get().await?;
     let tx = client.transaction().await?;
     for leaf in leaves.iter().filter(|l| l.view_count.unwrap_or(0) > 0) {
-        report.watched_in_plex += 1;
-        let (Some(season), Some(episode)) = (leaf.parent_index, leaf.index) else {
-            report.not_in_tracker += 1;
-            continue;
-        };
-        let watched_at = leaf
-            .last_viewed_at
-            .and_then(|t| Utc.timestamp_opt(t, 0).single())
-            .unwrap_or_else(Utc::now);
-        let req = MarkRequest {
-            tvshow_id,
-            season,
-            episode,
-            watched_at,
-            idempotency_key: None,
-            message_id: None,
-        };
-        match episodes::mark_episode_in(&tx, &req, None).await? {
-            MarkOutcome::Marked { .. } => {
-                report.marked += 1;
-                report
-                    .marked_episodes
-                    .push(format!("S{season:02}E{episode:02}"));
-            }
-            MarkOutcome::AlreadyWatched { .. } | MarkOutcome::Duplicate => {
-                report.already_watched += 1
-            }
-            MarkOutcome::EpisodeMissing { .. } => report.not_in_tracker += 1,
-            MarkOutcome::ShowMissing => return Err(SyncError::ShowMissing),
-        }
+        mark_leaf(&tx, tvshow_id, leaf, &mut report).await?;
     }
     tx.commit().await?;
     tracing::info!(

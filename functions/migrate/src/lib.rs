@@ -1,3 +1,4 @@
+#![warn(unreachable_pub)]
 //! The `migrate` function as a CloudFormation custom resource: Create and Update apply the
 //! migrations, Delete leaves the database alone, and every request ends with a response PUT to
 //! the pre-signed `ResponseURL`. CloudFormation waits up to an hour for that response, so each

@@ -1,5 +1,6 @@
 // Proving the message pipeline's future `Send` nests deeper than the default limit (128).
 #![recursion_limit = "256"]
+#![warn(unreachable_pub)]
 //! `processor` function: consumes SQS batches of webhook events. Each record is processed on its
 //! own, in order, inside a span carrying its message id; records that failed transiently are
 //! reported back as batch item failures so SQS retries them (then moves them to the DLQ).

@@ -1,3 +1,4 @@
+#![warn(unreachable_pub)]
 //! The `webhook` function (`POST /api/plex/webhook`, `/api/jellyfin/webhook`,
 //! `/api/emby/webhook`): allowlist, rate limit, secret check, body extraction, then the sender's
 //! edge (`plexsync::senders`) validates, filters and normalises, and one message goes on the

@@ -7,7 +7,7 @@ use subtle::ConstantTimeEq;
 use super::error::ApiError;
 
 /// Checks `Authorization: Bearer <token>` against the API token in constant time.
-pub fn check_bearer(req: &Request, expected: &SecretString) -> Result<(), ApiError> {
+pub(super) fn check_bearer(req: &Request, expected: &SecretString) -> Result<(), ApiError> {
     let presented = req
         .headers()
         .get(lambda_http::http::header::AUTHORIZATION)

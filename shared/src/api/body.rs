@@ -6,7 +6,7 @@ use serde::de::DeserializeOwned;
 use super::error::ApiError;
 
 /// Largest JSON body the management API accepts.
-pub const MAX_JSON_BODY: usize = 64 * 1024;
+const MAX_JSON_BODY: usize = 64 * 1024;
 
 /// The raw body bytes, whatever encoding API Gateway used.
 pub fn body_bytes(req: &Request) -> &[u8] {

@@ -1,7 +1,7 @@
 //! What every management function holds (pool, secrets, API token id, CORS), and what runs
 //! before and after each handler: preflight, authentication, routing, CORS headers.
 
-use std::sync::Arc;
+use std::{future::Future, sync::Arc};
 
 use aws_config::SdkConfig;
 use lambda_http::{
@@ -12,7 +12,7 @@ use lambda_http::{
 use super::{
     auth::check_bearer,
     cors::Cors,
-    error::ApiError,
+    error::{respond, ApiError},
     router::{match_route, method_not_allowed, route_not_found, RouteError, RouteMatch},
     routes::Route,
 };
@@ -56,7 +56,7 @@ impl ApiContext {
     /// `Authorization: Bearer <API token>`, compared in constant time. On a mismatch the secret
     /// is re-read once (it may have been rotated; the cache rate-limits the re-reads).
     #[tracing::instrument(skip_all)]
-    pub async fn authorize(&self, req: &Request) -> Result<(), ApiError> {
+    async fn authorize(&self, req: &Request) -> Result<(), ApiError> {
         if !req.headers().contains_key(header::AUTHORIZATION) {
             return Err(ApiError::Unauthorized);
         }
@@ -105,6 +105,19 @@ impl ApiContext {
             Err(RouteError::MethodNotAllowed(m)) => {
                 Err(self.finish(req, method_not_allowed(req, &m).into_response()))
             }
+        }
+    }
+
+    /// Serves one request: [`begin`](Self::begin), then `handler` with the matched route (its
+    /// error becomes the JSON error response), then [`finish`](Self::finish).
+    pub async fn serve<F, Fut>(&self, req: &Request, routes: &[Route], handler: F) -> Response<Body>
+    where
+        F: FnOnce(RouteMatch) -> Fut,
+        Fut: Future<Output = Result<Response<Body>, ApiError>>,
+    {
+        match self.begin(req, routes).await {
+            Ok(route) => self.finish(req, respond(handler(route).await)),
+            Err(resp) => resp,
         }
     }
 

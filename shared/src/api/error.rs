@@ -10,6 +10,7 @@ use serde::Serialize;
 
 use super::response::json;
 use crate::{
+    accounts::AllowedAccountsError,
     crypto::CryptoError,
     db::DbError,
     paging::PagingError,
@@ -154,6 +155,12 @@ impl From<SecretsError> for ApiError {
 
 impl From<PagingError> for ApiError {
     fn from(err: PagingError) -> Self {
+        Self::BadRequest(err.to_string())
+    }
+}
+
+impl From<AllowedAccountsError> for ApiError {
+    fn from(err: AllowedAccountsError) -> Self {
         Self::BadRequest(err.to_string())
     }
 }

@@ -4,11 +4,9 @@
 
 use std::fmt;
 
-use serde::{de::DeserializeOwned, Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
 
-use crate::payload::{
-    json_depth_exceeds, Decision, ExternalIds, PayloadError, WebhookPayload, MAX_JSON_DEPTH,
-};
+use crate::payload::{parse_json, Decision, ExternalIds, PayloadError, WebhookPayload};
 
 pub mod emby;
 pub mod jellyfin;
@@ -98,26 +96,6 @@ impl fmt::Display for Sender {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
     }
-}
-
-/// Parses JSON text into `T`, bounding nesting depth before serde sees it; the error names the
-/// failing field (`SeasonNumber: expected an integer ...`).
-pub(crate) fn parse_json<T: DeserializeOwned>(
-    bytes: &[u8],
-) -> Result<(T, serde_json::Value), PayloadError> {
-    if json_depth_exceeds(bytes, MAX_JSON_DEPTH) {
-        return Err(PayloadError::Shape(format!(
-            "JSON nested deeper than {MAX_JSON_DEPTH} levels"
-        )));
-    }
-    let raw: serde_json::Value =
-        serde_json::from_slice(bytes).map_err(|e| PayloadError::NotJson(e.to_string()))?;
-    if !raw.is_object() {
-        return Err(PayloadError::Shape("expected a JSON object".into()));
-    }
-    let payload =
-        serde_path_to_error::deserialize(&raw).map_err(|e| PayloadError::Shape(e.to_string()))?;
-    Ok((payload, raw))
 }
 
 /// Ids from a provider map (`Tmdb`/`tmdb` -> `"397628"`, ...). Keys are matched without regard

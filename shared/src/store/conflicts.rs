@@ -4,11 +4,15 @@
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use deadpool_postgres::Transaction;
+use deadpool_postgres::{GenericClient, Transaction};
 
 use crate::{
     db::{DbError, DbPool},
     paging::{Cursor, Page, PageRequest},
+    store::{
+        mappings::{self, Lock, NewMapping, PlexShowKey},
+        shows,
+    },
 };
 
 /// An open conflict as the API shows it.
@@ -81,7 +85,9 @@ pub async fn count_open(pool: &DbPool) -> Result<i64, DbError> {
     let client = pool.get().await?;
     let row = client
         .query_one(
-            "SELECT count(*) FROM plex_conflicts WHERE NOT resolved",
+            &client
+                .prepare_cached("SELECT count(*) FROM plex_conflicts WHERE NOT resolved")
+                .await?,
             &[],
         )
         .await?;
@@ -192,20 +198,40 @@ pub async fn resolve(
     Ok(resolved)
 }
 
-/// Whether the conflict exists and is still open, locking its row for the rest of the
+/// The Plex show of an open conflict.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OpenConflict {
+    pub sender: String,
+    pub server_uuid: String,
+    pub rating_key: String,
+    pub guid: String,
+    pub title: String,
+    pub year: Option<i32>,
+}
+
+/// The conflict, if it exists and is still open, locking its row for the rest of the
 /// transaction (a concurrent resolve waits, then sees it resolved).
-pub async fn lock_open(tx: &Transaction<'_>, id: i64) -> Result<(), ResolveError> {
+pub async fn lock_open(tx: &Transaction<'_>, id: i64) -> Result<OpenConflict, ResolveError> {
     let row = tx
         .query_opt(
-            "SELECT resolved FROM plex_conflicts WHERE id = $1::int8 FOR UPDATE",
+            "SELECT plex_server_uuid, plex_rating_key, plex_guid, plex_title, plex_year, resolved,
+                    sender
+               FROM plex_conflicts WHERE id = $1::int8 FOR UPDATE",
             &[&id],
         )
         .await?
         .ok_or(ResolveError::NotFound(id))?;
-    if row.get::<_, bool>(0) {
+    if row.get::<_, bool>(5) {
         return Err(ResolveError::AlreadyResolved(id));
     }
-    Ok(())
+    Ok(OpenConflict {
+        sender: row.get(6),
+        server_uuid: row.get(0),
+        rating_key: row.get(1),
+        guid: row.get(2),
+        title: row.get(3),
+        year: row.get(4),
+    })
 }
 
 /// [`resolve`] inside the caller's transaction (which commits), so a resolution can add its
@@ -215,111 +241,20 @@ pub async fn resolve_in(
     id: i64,
     resolution: Resolution,
 ) -> Result<Resolved, ResolveError> {
-    let conflict = tx
-        .query_opt(
-            "SELECT plex_server_uuid, plex_rating_key, plex_guid, plex_title, plex_year, resolved,
-                    sender
-               FROM plex_conflicts WHERE id = $1::int8 FOR UPDATE",
-            &[&id],
-        )
-        .await?
-        .ok_or(ResolveError::NotFound(id))?;
-    if conflict.get::<_, bool>(5) {
-        return Err(ResolveError::AlreadyResolved(id));
-    }
-    let server_uuid: String = conflict.get(0);
-    let rating_key: String = conflict.get(1);
-    let guid: String = conflict.get(2);
-    let title: String = conflict.get(3);
-    let year: Option<i32> = conflict.get(4);
-    let sender: String = conflict.get(6);
-
-    let (tvshow_id, tmdb_id): (Option<i32>, Option<i32>) = match resolution {
-        Resolution::Select { tvshow_id } | Resolution::CreateNew { tvshow_id } => {
-            let row = tx
-                .query_opt(
-                    "SELECT id, tmdb_id FROM tvshows WHERE id = $1::int8",
-                    &[&tvshow_id],
-                )
+    let conflict = lock_open(tx, id).await?;
+    let (tvshow_id, tmdb_id) = match resolution.tvshow_id() {
+        Some(tvshow_id) => {
+            let tmdb_id = shows::tmdb_id_of(tx, tvshow_id)
                 .await?
                 .ok_or(ResolveError::UnknownShow(tvshow_id))?;
-            (Some(row.get(0)), row.get(1))
+            (Some(tvshow_id), tmdb_id)
         }
-        Resolution::Ignore => (None, None),
+        None => (None, None),
     };
-
-    // The show may already have a mapping under its rating key or its guid (re-added to the
-    // library); update that one rather than trip either unique constraint.
-    let existing = tx
-        .query_opt(
-            "SELECT id, plex_rating_key = $2 FROM plex_show_mappings
-              WHERE sender = $4 AND plex_server_uuid = $1
-                AND (plex_rating_key = $2 OR plex_guid = $3)
-              ORDER BY (plex_rating_key = $2) DESC LIMIT 1 FOR UPDATE",
-            &[&server_uuid, &rating_key, &guid, &sender],
-        )
-        .await?
-        .map(|r| (r.get::<_, i32>(0), r.get::<_, bool>(1)));
-    if let Some((mid, false)) = existing {
-        // Found by guid only, so no row holds the new rating key: move the mapping to it.
-        tx.execute(
-            "UPDATE plex_show_mappings SET plex_rating_key = $2 WHERE id = $1",
-            &[&mid, &rating_key],
-        )
-        .await?;
-    }
-    let existing = existing.map(|(mid, _)| mid);
-    let mapping_id: i32 = match (resolution, existing) {
-        (Resolution::Select { .. } | Resolution::CreateNew { .. }, Some(mid)) => {
-            tx.execute(
-                "UPDATE plex_show_mappings
-                    SET tvshow_id = $2, tmdb_id = COALESCE($3, tmdb_id), match_confidence = 1.0,
-                        match_method = $4, manually_confirmed = true, sync_enabled = true,
-                        updated_at = now()
-                  WHERE id = $1",
-                &[&mid, &tvshow_id, &tmdb_id, &resolution.match_method()],
-            )
-            .await?;
-            mid
-        }
-        (Resolution::Ignore, Some(mid)) => {
-            tx.execute(
-                "UPDATE plex_show_mappings SET sync_enabled = false, updated_at = now() WHERE id = $1",
-                &[&mid],
-            )
-            .await?;
-            mid
-        }
-        (_, None) => {
-            let select = resolution.tvshow_id().is_some();
-            tx.query_one(
-                "INSERT INTO plex_show_mappings
-                        (plex_server_uuid, plex_rating_key, plex_guid, plex_title, plex_year,
-                         tmdb_id, tvshow_id, match_confidence, match_method, manually_confirmed,
-                         sync_enabled, sender)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, CASE WHEN $8 THEN 1.0 END, $9, true, $8, $10)
-                 RETURNING id",
-                &[
-                    &server_uuid,
-                    &rating_key,
-                    &guid,
-                    &title,
-                    &year,
-                    &tmdb_id,
-                    &tvshow_id,
-                    &select,
-                    &resolution.match_method(),
-                    &sender,
-                ],
-            )
-            .await?
-            .get(0)
-        }
-    };
-
+    let mapping_id = settle_mapping(tx, &conflict, resolution, tvshow_id, tmdb_id).await?;
     tx.execute(
         "UPDATE plex_conflicts
-            SET resolved = true, resolved_at = now(), resolved_tvshow_id = $2,
+            SET resolved = true, resolved_at = now(), resolved_tvshow_id = $2::int8,
                 resolution_action = $3, updated_at = now()
           WHERE id = $1::int8",
         &[&id, &tvshow_id, &resolution.action()],
@@ -345,6 +280,143 @@ pub async fn resolve_in(
         mapping_id,
         pending,
     })
+}
+
+/// Creates or updates the show's mapping as the resolution says; returns its id. The show may
+/// already have a mapping under its rating key or its guid (re-added to the library): that one
+/// is updated rather than trip either unique constraint.
+async fn settle_mapping(
+    tx: &Transaction<'_>,
+    conflict: &OpenConflict,
+    resolution: Resolution,
+    tvshow_id: Option<i64>,
+    tmdb_id: Option<i32>,
+) -> Result<i32, ResolveError> {
+    let show = PlexShowKey {
+        sender: &conflict.sender,
+        server_uuid: &conflict.server_uuid,
+        rating_key: &conflict.rating_key,
+        guid: &conflict.guid,
+    };
+    let existing = mappings::find_for_show(tx, show, Lock::ForUpdate).await?;
+    if let Some(m) = &existing {
+        if m.plex_rating_key != conflict.rating_key {
+            // Found by guid only, so no row holds the new rating key: move the mapping to it.
+            mappings::move_to_rating_key(tx, m.id, &conflict.rating_key).await?;
+        }
+    }
+    match (tvshow_id, existing) {
+        (Some(tvshow_id), Some(m)) => {
+            mappings::set_tvshow(
+                tx,
+                m.id.into(),
+                tvshow_id,
+                tmdb_id,
+                resolution.match_method(),
+            )
+            .await?;
+            Ok(m.id)
+        }
+        (None, Some(m)) => {
+            mappings::turn_sync_off(tx, m.id.into()).await?;
+            Ok(m.id)
+        }
+        (_, None) => {
+            let tvshow_id = tvshow_id
+                .map(|id| i32::try_from(id).map_err(|_| ResolveError::UnknownShow(id)))
+                .transpose()?;
+            let new = NewMapping {
+                show,
+                title: &conflict.title,
+                year: conflict.year,
+                tvdb_id: None,
+                imdb_id: None,
+                tmdb_id,
+                tvshow_id,
+                confidence: tvshow_id.map(|_| 1.0),
+                method: resolution.match_method(),
+                manually_confirmed: true,
+                sync_enabled: tvshow_id.is_some(),
+            };
+            mappings::insert(tx, &new).await?.ok_or_else(|| {
+                DbError::Config("a mapping for this show appeared during the resolution".into())
+                    .into()
+            })
+        }
+    }
+}
+
+/// The open conflict of this show, if any.
+pub async fn find_open_for_show(
+    client: &impl GenericClient,
+    show: PlexShowKey<'_>,
+) -> Result<Option<i32>, DbError> {
+    let row = client
+        .query_opt(
+            "SELECT id FROM plex_conflicts
+              WHERE sender = $3 AND plex_server_uuid = $1 AND plex_rating_key = $2
+                AND NOT resolved",
+            &[&show.server_uuid, &show.rating_key, &show.sender],
+        )
+        .await?;
+    Ok(row.map(|r| r.get(0)))
+}
+
+/// A conflict to open (or whose candidates to refresh).
+#[derive(Debug)]
+pub struct NewConflict<'a> {
+    pub show: PlexShowKey<'a>,
+    pub title: &'a str,
+    pub year: Option<i32>,
+    pub conflict_type: &'a str,
+    /// `[{tvshowId, title, tmdbId, matchScore, source}]`.
+    pub potential_matches: &'a serde_json::Value,
+}
+
+/// Opens the show's conflict, or refreshes the candidates of the one already open; its id.
+pub async fn upsert_open(client: &impl GenericClient, c: &NewConflict<'_>) -> Result<i32, DbError> {
+    let row = client
+        .query_one(
+            "INSERT INTO plex_conflicts
+                (plex_server_uuid, plex_rating_key, plex_guid, plex_title, plex_year,
+                 conflict_type, potential_matches, sender)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+             ON CONFLICT (sender, plex_server_uuid, plex_rating_key) WHERE NOT resolved
+             DO UPDATE SET potential_matches = EXCLUDED.potential_matches,
+                           conflict_type = EXCLUDED.conflict_type,
+                           updated_at = now()
+             RETURNING id",
+            &[
+                &c.show.server_uuid,
+                &c.show.rating_key,
+                &c.show.guid,
+                &c.title,
+                &c.year,
+                &c.conflict_type,
+                c.potential_matches,
+                &c.show.sender,
+            ],
+        )
+        .await?;
+    Ok(row.get(0))
+}
+
+/// Keeps an event for replay when the conflict is resolved (once per idempotency key).
+pub async fn add_pending_event(
+    client: &impl GenericClient,
+    conflict_id: i32,
+    idempotency_key: &str,
+    message: &serde_json::Value,
+) -> Result<(), DbError> {
+    client
+        .execute(
+            "INSERT INTO plex_pending_events (conflict_id, idempotency_key, message)
+             VALUES ($1, $2, $3)
+             ON CONFLICT (conflict_id, idempotency_key) DO NOTHING",
+            &[&conflict_id, &idempotency_key, message],
+        )
+        .await?;
+    Ok(())
 }
 
 /// Records that pending events went through the processor (called by the replay).

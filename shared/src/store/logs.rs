@@ -2,6 +2,7 @@
 //! the replay endpoint re-enqueues.
 
 use chrono::{DateTime, NaiveDate, Utc};
+use deadpool_postgres::GenericClient;
 use serde::Serialize;
 use tokio_postgres::types::ToSql;
 
@@ -9,16 +10,43 @@ use crate::{
     db::{DbError, DbPool},
     paging::{Cursor, Page, PageRequest},
     senders::Sender,
+    store::settings::USER_ID,
 };
 
-/// The statuses the processor writes (the table's CHECK constraint).
-pub const STATUSES: &[&str] = &[
-    "success",
-    "failed",
-    "ignored",
-    "duplicate",
-    "needs_resolution",
-];
+/// Status of a processed message, as logged (the table's CHECK constraint).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogStatus {
+    Success,
+    Failed,
+    Ignored,
+    Duplicate,
+    NeedsResolution,
+}
+
+impl LogStatus {
+    pub const ALL: [Self; 5] = [
+        Self::Success,
+        Self::Failed,
+        Self::Ignored,
+        Self::Duplicate,
+        Self::NeedsResolution,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Success => "success",
+            Self::Failed => "failed",
+            Self::Ignored => "ignored",
+            Self::Duplicate => "duplicate",
+            Self::NeedsResolution => "needs_resolution",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|v| v.as_str() == s)
+    }
+}
 
 /// One log entry as the API shows it (the payload is left out: replay reads it by id).
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -30,7 +58,7 @@ pub struct LogEntry {
     pub plex_title: Option<String>,
     pub plex_season: Option<i32>,
     pub plex_episode: Option<i32>,
-    pub status: String,
+    pub status: LogStatus,
     pub error_message: Option<String>,
     pub action_taken: Option<String>,
     pub processing_duration_ms: Option<i32>,
@@ -38,11 +66,11 @@ pub struct LogEntry {
     pub created_at: DateTime<Utc>,
 }
 
-/// Newest first; `status` must be one of [`STATUSES`] (checked by the caller).
+/// Newest first, optionally only those with `status`.
 #[tracing::instrument(skip(pool))]
 pub async fn list(
     pool: &DbPool,
-    status: Option<&str>,
+    status: Option<LogStatus>,
     page: &PageRequest,
 ) -> Result<Page<LogEntry>, DbError> {
     let mut sql = String::from(
@@ -52,6 +80,7 @@ pub async fn list(
     );
     let limit = page.fetch_limit();
     let mut params: Vec<&(dyn ToSql + Sync)> = Vec::new();
+    let status = status.map(LogStatus::as_str);
     if let Some(status) = &status {
         params.push(status);
         sql.push_str(&format!(" AND status = ${}", params.len()));
@@ -82,25 +111,124 @@ pub async fn list(
     let rows = client.query(&sql, &params).await?;
     let entries = rows
         .iter()
-        .map(|r| LogEntry {
-            id: r.get(0),
-            event_type: r.get(1),
-            plex_rating_key: r.get(2),
-            plex_title: r.get(3),
-            plex_season: r.get(4),
-            plex_episode: r.get(5),
-            status: r.get(6),
-            error_message: r.get(7),
-            action_taken: r.get(8),
-            processing_duration_ms: r.get(9),
-            tvshow_id: r.get(10),
-            created_at: r.get(11),
+        .map(|r| {
+            let status: String = r.get(6);
+            Ok(LogEntry {
+                id: r.get(0),
+                event_type: r.get(1),
+                plex_rating_key: r.get(2),
+                plex_title: r.get(3),
+                plex_season: r.get(4),
+                plex_episode: r.get(5),
+                status: LogStatus::parse(&status)
+                    .ok_or_else(|| DbError::Config(format!("unknown log status {status:?}")))?,
+                error_message: r.get(7),
+                action_taken: r.get(8),
+                processing_duration_ms: r.get(9),
+                tvshow_id: r.get(10),
+                created_at: r.get(11),
+            })
         })
-        .collect();
+        .collect::<Result<Vec<_>, DbError>>()?;
     Ok(page.page(entries, |e| Cursor {
         created_at: Some(e.created_at),
         id: e.id,
     }))
+}
+
+/// A processed message's log row.
+#[derive(Debug)]
+pub struct NewLogEntry<'a> {
+    pub message_id: &'a str,
+    pub idempotency_key: &'a str,
+    pub event_type: &'a str,
+    pub plex_rating_key: &'a str,
+    pub plex_title: &'a str,
+    pub plex_season: Option<i32>,
+    pub plex_episode: Option<i32>,
+    pub payload: &'a serde_json::Value,
+    pub status: LogStatus,
+    pub error_message: Option<&'a str>,
+    pub processing_duration_ms: i32,
+    pub receive_count: Option<i32>,
+    pub action_taken: Option<&'a str>,
+    pub tvshow_id: Option<i32>,
+    pub sender: Sender,
+    /// When the webhook arrived: also noted on the sender's settings as the last webhook
+    /// received.
+    pub received_at: DateTime<Utc>,
+}
+
+/// Writes the log row and notes the receipt on the sender's settings row, in one statement.
+pub async fn record(client: &impl GenericClient, e: &NewLogEntry<'_>) -> Result<(), DbError> {
+    client
+        .execute(
+            &client
+                .prepare_cached(
+                    "WITH seen_plex AS (
+                 UPDATE plex_config
+                    SET last_webhook_received = GREATEST(COALESCE(last_webhook_received, $15), $15)
+                  WHERE user_id = $17 AND $16 = 'plex'
+             ), seen_other AS (
+                 UPDATE media_senders
+                    SET last_webhook_received = GREATEST(COALESCE(last_webhook_received, $15), $15)
+                  WHERE user_id = $17 AND sender = $16
+             )
+             INSERT INTO plex_webhook_logs
+                 (message_id, idempotency_key, event_type, plex_rating_key, plex_title,
+                  plex_season, plex_episode, payload, status, error_message,
+                  processing_duration_ms, receive_count, action_taken, tvshow_id, sender)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $16)",
+                )
+                .await?,
+            &[
+                &e.message_id,
+                &e.idempotency_key,
+                &e.event_type,
+                &e.plex_rating_key,
+                &e.plex_title,
+                &e.plex_season,
+                &e.plex_episode,
+                e.payload,
+                &e.status.as_str(),
+                &e.error_message,
+                &e.processing_duration_ms,
+                &e.receive_count,
+                &e.action_taken,
+                &e.tvshow_id,
+                &e.received_at,
+                &e.sender.as_str(),
+                &USER_ID,
+            ],
+        )
+        .await?;
+    Ok(())
+}
+
+/// Logs a queue body that is not a message at all (`failed`, the body kept as
+/// `{"body": ...}`), so it is visible and can be inspected.
+pub async fn record_unreadable(
+    client: &impl GenericClient,
+    message_id: &str,
+    body: &str,
+    reason: &str,
+    receive_count: Option<i32>,
+) -> Result<(), DbError> {
+    client
+        .execute(
+            "INSERT INTO plex_webhook_logs
+                (message_id, event_type, payload, status, error_message, receive_count,
+                 processing_duration_ms)
+             VALUES ($1, 'unknown', $2, 'failed', $3, $4, 0)",
+            &[
+                &message_id,
+                &serde_json::json!({ "body": body }),
+                &reason,
+                &receive_count,
+            ],
+        )
+        .await?;
+    Ok(())
 }
 
 /// The stored payload of one log entry and the sender that posted it, `None` when the id is

@@ -1,12 +1,14 @@
 //! `plex_show_mappings`: which tracker show a Plex show syncs into.
 
 use chrono::{DateTime, Utc};
+use deadpool_postgres::GenericClient;
 use serde::Serialize;
 use tokio_postgres::{types::ToSql, Row};
 
 use crate::{
     db::{DbError, DbPool},
     paging::{Cursor, Page, PageRequest},
+    store::shows,
 };
 
 /// A mapping as the API shows it, with the tracker show's title and any open conflict.
@@ -187,43 +189,228 @@ pub async fn confirm(pool: &DbPool, id: i64, tvshow_id: i64) -> Result<Mapping, 
     {
         return Err(ConfirmError::NotFound(id));
     }
-    let show = tx
-        .query_opt(
-            "SELECT tmdb_id FROM tvshows WHERE id = $1::int8",
-            &[&tvshow_id],
-        )
-        .await?;
-    let Some(show) = show else {
+    let Some(show_tmdb) = shows::tmdb_id_of(&tx, tvshow_id).await? else {
         return Err(ConfirmError::UnknownShow(tvshow_id));
     };
-    let show_tmdb: Option<i32> = show.get(0);
-    tx.execute(
-        "UPDATE plex_show_mappings
-            SET tvshow_id = $2::int8, tmdb_id = COALESCE($3, tmdb_id), manually_confirmed = true,
-                match_method = 'manual', match_confidence = 1.0, sync_enabled = true,
-                updated_at = now()
-          WHERE id = $1::int8",
-        &[&id, &tvshow_id, &show_tmdb],
-    )
-    .await?;
+    set_tvshow(&tx, id, tvshow_id, show_tmdb, "manual").await?;
     tx.commit().await?;
     drop(client);
     get(pool, id).await?.ok_or(ConfirmError::NotFound(id))
+}
+
+/// Maps to `tvshow_id` as the user decided (`method` says how): full confidence, confirmed,
+/// syncing; the show's TMDB id is kept when it has one.
+pub async fn set_tvshow(
+    client: &impl GenericClient,
+    id: i64,
+    tvshow_id: i64,
+    tmdb_id: Option<i32>,
+    method: &str,
+) -> Result<(), DbError> {
+    client
+        .execute(
+            "UPDATE plex_show_mappings
+                SET tvshow_id = $2::int8, tmdb_id = COALESCE($3, tmdb_id), manually_confirmed = true,
+                    match_method = $4, match_confidence = 1.0, sync_enabled = true,
+                    updated_at = now()
+              WHERE id = $1::int8",
+            &[&id, &tvshow_id, &tmdb_id, &method],
+        )
+        .await?;
+    Ok(())
 }
 
 /// Turns sync off for one show (the mapping stays). `None` when the id is unknown.
 #[tracing::instrument(skip(pool))]
 pub async fn disable(pool: &DbPool, id: i64) -> Result<Option<Mapping>, DbError> {
     let client = pool.get().await?;
+    let found = turn_sync_off(&client, id).await?;
+    drop(client);
+    if !found {
+        return Ok(None);
+    }
+    get(pool, id).await
+}
+
+/// `sync_enabled = false`; `false` when the id is unknown.
+pub async fn turn_sync_off(client: &impl GenericClient, id: i64) -> Result<bool, DbError> {
     let n = client
         .execute(
             "UPDATE plex_show_mappings SET sync_enabled = false, updated_at = now() WHERE id = $1::int8",
             &[&id],
         )
         .await?;
-    drop(client);
-    if n == 0 {
-        return Ok(None);
+    Ok(n > 0)
+}
+
+/// What identifies a show on its media server: the sender kind and server, the rating key (item
+/// id), and the guid, which survives the show being removed and re-added to the library (it then
+/// gets a new rating key).
+#[derive(Debug, Clone, Copy)]
+pub struct PlexShowKey<'a> {
+    /// `plex`, `jellyfin` or `emby`.
+    pub sender: &'a str,
+    pub server_uuid: &'a str,
+    pub rating_key: &'a str,
+    pub guid: &'a str,
+}
+
+/// The mapping the processor and the history sync work from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MappingState {
+    pub id: i32,
+    pub sender: String,
+    pub plex_rating_key: String,
+    pub tvshow_id: Option<i32>,
+    pub sync_enabled: bool,
+}
+
+fn state_from_row(r: &Row) -> MappingState {
+    MappingState {
+        id: r.get(0),
+        plex_rating_key: r.get(1),
+        tvshow_id: r.get(2),
+        sync_enabled: r.get(3),
+        sender: r.get(4),
     }
-    get(pool, id).await
+}
+
+/// Whether [`find_for_show`] locks the row for the rest of the transaction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lock {
+    No,
+    ForUpdate,
+}
+
+macro_rules! find_for_show_sql {
+    () => {
+        "SELECT id, plex_rating_key, tvshow_id, sync_enabled, sender FROM plex_show_mappings
+          WHERE sender = $4 AND plex_server_uuid = $1
+            AND (plex_rating_key = $2 OR plex_guid = $3)
+          ORDER BY (plex_rating_key = $2) DESC
+          LIMIT 1"
+    };
+}
+
+/// The show's mapping: by rating key, else by guid (re-added to the library).
+pub async fn find_for_show(
+    client: &impl GenericClient,
+    show: PlexShowKey<'_>,
+    lock: Lock,
+) -> Result<Option<MappingState>, DbError> {
+    let sql = match lock {
+        Lock::No => find_for_show_sql!(),
+        Lock::ForUpdate => concat!(find_for_show_sql!(), " FOR UPDATE"),
+    };
+    let row = client
+        .query_opt(
+            sql,
+            &[
+                &show.server_uuid,
+                &show.rating_key,
+                &show.guid,
+                &show.sender,
+            ],
+        )
+        .await?;
+    Ok(row.as_ref().map(state_from_row))
+}
+
+/// Mapping `id` as the history sync needs it.
+pub async fn find_state(
+    client: &impl GenericClient,
+    id: i64,
+) -> Result<Option<MappingState>, DbError> {
+    let row = client
+        .query_opt(
+            "SELECT id, plex_rating_key, tvshow_id, sync_enabled, sender FROM plex_show_mappings
+              WHERE id = $1::int8",
+            &[&id],
+        )
+        .await?;
+    Ok(row.as_ref().map(state_from_row))
+}
+
+/// Points a mapping found by guid at the show's new rating key.
+pub async fn move_to_rating_key(
+    client: &impl GenericClient,
+    id: i32,
+    rating_key: &str,
+) -> Result<(), DbError> {
+    client
+        .execute(
+            "UPDATE plex_show_mappings SET plex_rating_key = $2 WHERE id = $1",
+            &[&id, &rating_key],
+        )
+        .await?;
+    Ok(())
+}
+
+/// A mapping to create.
+#[derive(Debug)]
+pub struct NewMapping<'a> {
+    pub show: PlexShowKey<'a>,
+    pub title: &'a str,
+    pub year: Option<i32>,
+    pub tvdb_id: Option<i32>,
+    pub imdb_id: Option<&'a str>,
+    pub tmdb_id: Option<i32>,
+    pub tvshow_id: Option<i32>,
+    /// Stored rounded to two decimals.
+    pub confidence: Option<f64>,
+    pub method: &'a str,
+    pub manually_confirmed: bool,
+    pub sync_enabled: bool,
+}
+
+/// Creates the mapping. `None`: one for this show exists already (a concurrent message or
+/// resolution created it first).
+pub async fn insert(
+    client: &impl GenericClient,
+    m: &NewMapping<'_>,
+) -> Result<Option<i32>, DbError> {
+    let row = client
+        .query_opt(
+            "INSERT INTO plex_show_mappings
+                (plex_server_uuid, plex_rating_key, plex_guid, plex_title, plex_year,
+                 tvdb_id, imdb_id, tmdb_id, tvshow_id, match_confidence, match_method,
+                 manually_confirmed, sync_enabled, sender)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, round($10::float8::numeric, 2), $11,
+                     $12, $13, $14)
+             ON CONFLICT DO NOTHING
+             RETURNING id",
+            &[
+                &m.show.server_uuid,
+                &m.show.rating_key,
+                &m.show.guid,
+                &m.title,
+                &m.year,
+                &m.tvdb_id,
+                &m.imdb_id,
+                &m.tmdb_id,
+                &m.tvshow_id,
+                &m.confidence,
+                &m.method,
+                &m.manually_confirmed,
+                &m.sync_enabled,
+                &m.show.sender,
+            ],
+        )
+        .await?;
+    Ok(row.map(|r| r.get(0)))
+}
+
+/// Serialises decisions about one Plex show (`show_key`) for the rest of the transaction:
+/// concurrent messages for a new show then see the first one's mapping or conflict.
+pub async fn lock_show_identity(
+    client: &impl GenericClient,
+    show_key: &str,
+) -> Result<(), DbError> {
+    client
+        .execute(
+            "SELECT pg_advisory_xact_lock(hashtextextended($1, 7))",
+            &[&format!("plex-show:{show_key}")],
+        )
+        .await?;
+    Ok(())
 }

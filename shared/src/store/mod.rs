@@ -1,10 +1,12 @@
-//! SQL for the management API, one module per resource. Each function here is one query or one
-//! transaction; the HTTP handlers never write SQL.
+//! All SQL, one module per table (or pair of tables that change together). Each function here
+//! is one query or one transaction; nothing outside `store` writes SQL.
 
 pub mod conflicts;
 pub mod logs;
 pub mod mappings;
+pub mod processed;
 pub mod roles;
 pub mod senders;
 pub mod settings;
 pub mod shows;
+pub mod tmdb_cache;

@@ -40,6 +40,21 @@ fn from_row(r: &tokio_postgres::Row) -> SenderSettings {
     }
 }
 
+/// The settings of `sender`, `None` when it is not set up (read on every message of that sender).
+pub async fn find(
+    client: &impl deadpool_postgres::GenericClient,
+    sender: Sender,
+) -> Result<Option<SenderSettings>, DbError> {
+    let sql = format!("{SELECT} AND sender = $2");
+    let row = client
+        .query_opt(
+            &client.prepare_cached(&sql).await?,
+            &[&USER_ID, &sender.as_str()],
+        )
+        .await?;
+    Ok(row.as_ref().map(from_row))
+}
+
 /// Every configured Jellyfin / Emby edge.
 #[tracing::instrument(skip(pool))]
 pub async fn list(pool: &DbPool) -> Result<Vec<SenderSettings>, DbError> {

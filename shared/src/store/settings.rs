@@ -1,17 +1,29 @@
-//! `plex_config`: the single user's Plex settings. The encrypted token is written here but
-//! never read back by the management API.
+//! `plex_config`: the single user's Plex settings. The encrypted token is read back only by
+//! the functions that call the Plex server (processor, history sync); it never leaves them.
 
 use chrono::{DateTime, Utc};
 use deadpool_postgres::GenericClient;
 
+use crate::accounts::AllowedAccounts;
 use crate::db::{DbError, DbPool};
 
 /// The single-user deployment keeps its settings in row `user_id = 1`.
 pub const USER_ID: i32 = 1;
 
-/// Everything about the configuration except the token.
+/// The stored Plex token, still encrypted (`crypto::Keyring::decrypt` opens it). Its `Debug`
+/// does not print it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct EncryptedToken(pub String);
+
+impl std::fmt::Debug for EncryptedToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("EncryptedToken(..)")
+    }
+}
+
+/// The stored settings.
 #[derive(Debug, Clone, PartialEq)]
-pub struct PlexConfig {
+pub struct PlexSettings {
     pub enabled: bool,
     pub auto_add_shows: bool,
     pub auto_mark_watched: bool,
@@ -21,24 +33,24 @@ pub struct PlexConfig {
     pub account_id: Option<i64>,
     pub account_name: Option<String>,
     /// Other accounts whose plays count (usernames as strings, server account ids as numbers).
-    pub allowed_accounts: serde_json::Value,
+    pub allowed_accounts: AllowedAccounts,
     pub last_webhook_received: Option<DateTime<Utc>>,
     pub updated_at: DateTime<Utc>,
+    pub encrypted_token: EncryptedToken,
 }
 
-#[tracing::instrument(skip(pool))]
-pub async fn load(pool: &DbPool) -> Result<Option<PlexConfig>, DbError> {
-    let client = pool.get().await?;
+#[tracing::instrument(skip(client))]
+pub async fn load(client: &impl GenericClient) -> Result<Option<PlexSettings>, DbError> {
     let row = client
         .query_opt(
             &client.prepare_cached("SELECT enabled, auto_add_shows, auto_mark_watched, plex_server_url, plex_server_name,
                     plex_server_uuid, plex_account_id, plex_account_name, last_webhook_received,
-                    updated_at, allowed_accounts
+                    updated_at, allowed_accounts, plex_token
                FROM plex_config WHERE user_id = $1").await?,
             &[&USER_ID],
         )
         .await?;
-    Ok(row.map(|r| PlexConfig {
+    Ok(row.map(|r| PlexSettings {
         enabled: r.get(0),
         auto_add_shows: r.get(1),
         auto_mark_watched: r.get(2),
@@ -49,13 +61,14 @@ pub async fn load(pool: &DbPool) -> Result<Option<PlexConfig>, DbError> {
         account_name: r.get(7),
         last_webhook_received: r.get(8),
         updated_at: r.get(9),
-        allowed_accounts: r.get(10),
+        allowed_accounts: AllowedAccounts::from_json(&r.get(10)),
+        encrypted_token: EncryptedToken(r.get(11)),
     }))
 }
 
 /// A validated save. `None` flags keep the stored value (or the column default on first save).
 #[derive(Debug)]
-pub struct SaveConfig<'a> {
+pub struct SaveSettings<'a> {
     /// Already encrypted (`crypto::Keyring::encrypt`).
     pub encrypted_token: &'a str,
     pub server_url: Option<&'a str>,
@@ -67,13 +80,13 @@ pub struct SaveConfig<'a> {
     pub auto_add_shows: Option<bool>,
     pub auto_mark_watched: Option<bool>,
     /// `None` keeps the stored list (empty on first save).
-    pub allowed_accounts: Option<&'a serde_json::Value>,
+    pub allowed_accounts: Option<&'a AllowedAccounts>,
 }
 
 /// Inserts or updates the configuration row; runs on the caller's transaction so the
 /// webhook-secret write can share its fate.
 #[tracing::instrument(skip_all)]
-pub async fn save(client: &impl GenericClient, cfg: &SaveConfig<'_>) -> Result<(), DbError> {
+pub async fn save(client: &impl GenericClient, cfg: &SaveSettings<'_>) -> Result<(), DbError> {
     client
         .execute(
             "INSERT INTO plex_config
@@ -105,7 +118,7 @@ pub async fn save(client: &impl GenericClient, cfg: &SaveConfig<'_>) -> Result<(
                 &cfg.enabled,
                 &cfg.auto_add_shows,
                 &cfg.auto_mark_watched,
-                &cfg.allowed_accounts,
+                &cfg.allowed_accounts.map(AllowedAccounts::to_json),
             ],
         )
         .await?;

@@ -5,8 +5,9 @@
 
 use plexsync::{
     api::testing::{authed, json},
-    pipeline::{process_message, LogStatus, Outcome},
+    pipeline::{process_message, Outcome},
     queue::QueueMessage,
+    store::logs::LogStatus,
     testing::fixtures,
 };
 use serde_json::{json, Value};

@@ -5,9 +5,10 @@
 use plexsync::{
     env::TmdbConfig,
     payload::{Decision, WebhookPayload},
-    pipeline::{process_message, KeySource, LogStatus, Pipeline},
+    pipeline::{process_message, KeySource, Pipeline},
     plex::PlexServerClient,
     queue::QueueMessage,
+    store::logs::LogStatus,
     testing::fixtures,
     tmdb::TmdbClient,
 };

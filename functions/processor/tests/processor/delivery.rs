@@ -2,9 +2,10 @@
 
 use std::time::Duration;
 
-use plexsync::pipeline::{process_message, KeySource, LogStatus, Pipeline};
+use plexsync::pipeline::{process_message, KeySource, Pipeline};
 use plexsync::plex::PlexServerClient;
 use plexsync::queue::QueueMessage;
+use plexsync::store::logs::LogStatus;
 use plexsync::testing::fixtures;
 use processor::Processor;
 use secrecy::SecretString;

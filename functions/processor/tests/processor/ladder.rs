@@ -4,9 +4,9 @@
 use std::sync::Arc;
 
 use plexsync::crypto::{generate_key_hex, Keyring};
-use plexsync::pipeline::{KeySource, LogStatus};
 use plexsync::queue::QueueMessage;
 use plexsync::testing::{self, fixtures};
+use plexsync::{pipeline::KeySource, store::logs::LogStatus};
 use secrecy::SecretString;
 use serde_json::{json, Value};
 use wiremock::{

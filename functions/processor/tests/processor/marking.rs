@@ -1,7 +1,7 @@
 //! Marking rules, config gates and idempotency.
 
 use chrono::{DateTime, Utc};
-use plexsync::pipeline::LogStatus;
+use plexsync::store::logs::LogStatus;
 use plexsync::testing::fixtures;
 use serde_json::{json, Value};
 

@@ -4,10 +4,13 @@
 
 use plexsync::{
     payload::Decision,
-    pipeline::{process_message, LogStatus, Outcome},
+    pipeline::{process_message, Outcome},
     queue::QueueMessage,
     senders::Sender,
-    store::conflicts::{self, Resolution},
+    store::{
+        conflicts::{self, Resolution},
+        logs::LogStatus,
+    },
     testing::{self, fixtures},
 };
 use serde_json::{json, Value};

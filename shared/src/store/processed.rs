@@ -1,0 +1,35 @@
+//! `plex_processed_messages`: the idempotency keys of messages already applied, so a message
+//! delivered twice (SQS is at-least-once) changes nothing the second time.
+
+use deadpool_postgres::GenericClient;
+
+use crate::db::DbError;
+
+/// Whether a message with this idempotency key was applied.
+pub async fn contains(client: &impl GenericClient, idempotency_key: &str) -> Result<bool, DbError> {
+    let row = client
+        .query_opt(
+            &client
+                .prepare_cached("SELECT 1 FROM plex_processed_messages WHERE idempotency_key = $1")
+                .await?,
+            &[&idempotency_key],
+        )
+        .await?;
+    Ok(row.is_some())
+}
+
+/// Records the key (in the transaction that applies the message).
+pub async fn record(
+    client: &impl GenericClient,
+    idempotency_key: &str,
+    message_id: Option<&str>,
+) -> Result<(), DbError> {
+    client
+        .execute(
+            &client.prepare_cached("INSERT INTO plex_processed_messages (idempotency_key, message_id) VALUES ($1, $2)
+             ON CONFLICT (idempotency_key) DO NOTHING").await?,
+            &[&idempotency_key, &message_id],
+        )
+        .await?;
+    Ok(())
+}
