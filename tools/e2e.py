@@ -429,8 +429,11 @@ def start_stack(admin_url, *, db_url=None, seed=seed_office, visibility=30, max_
         env.pop("TMDB_API_TOKEN")
     log(f"database {db_url.rsplit('/', 1)[1]}, queue {queue_url.rsplit('/', 1)[1]}, "
         f"stubs {stub.base_url}, watch on :{port}; logs in {log_dir}")
-    watch = start("watch", ["cargo", "lambda", "watch", "--invoke-address", "127.0.0.1",
-                            "--invoke-port", str(port)], env, log_dir)
+    # --ignore-changes: a test runs the code it built; a file written or edited in the
+    # checkout meanwhile must not restart a function halfway through a scenario.
+    watch = start("watch", ["cargo", "lambda", "watch", "--ignore-changes",
+                            "--invoke-address", "127.0.0.1", "--invoke-port", str(port)],
+                  env, log_dir)
     wait_for_port(port, watch, timeout=120)
     if bridge:
         bridge = start("bridge", [sys.executable, "tools/bridge.py", "--queue-url", queue_url,
