@@ -12,7 +12,7 @@ use lambda_http::{http::StatusCode, Body, Request, Response};
 use plexsync::{
     accounts::{AllowedAccount, AllowedAccounts},
     api::{self, json, route_not_found, routes, ApiContext, ApiError, StrictBody},
-    crypto::{random_token, Keyring},
+    crypto::random_token,
     db::DbError,
     env::{Env, EnvError},
     senders::Sender,
@@ -223,13 +223,8 @@ fn pick_server(
 
 /// The Plex token encrypted with the key from Secrets Manager.
 async fn encrypt_token(state: &State, token: &SecretString) -> Result<String, ApiError> {
-    let key = state
-        .api
-        .secrets
-        .get(&state.encryption_key_id)
-        .await?
-        .ok_or_else(|| ApiError::Internal("the encryption key secret does not exist".into()))?;
-    Ok(Keyring::from_secret(&key)?.encrypt(token))
+    let keyring = state.api.keyring(&state.encryption_key_id).await?;
+    Ok(keyring.encrypt(token))
 }
 
 /// The webhook secret to use and whether it must be written: the stored one, unless it is

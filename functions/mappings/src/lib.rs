@@ -13,7 +13,6 @@ use plexsync::{
         self, json, page_request, query_bool, route_not_found, routes, ApiContext, ApiError,
         RouteMatch, StrictBody,
     },
-    crypto::Keyring,
     env::Env,
     pipeline::StartupError,
     plex::PlexServerClient,
@@ -147,13 +146,7 @@ struct SyncResponse {
 
 async fn sync(state: &State, route: &RouteMatch) -> Result<Response<Body>, ApiError> {
     let id = route.id("id")?;
-    let key = state
-        .api
-        .secrets
-        .get(&state.encryption_key_id)
-        .await?
-        .ok_or_else(|| ApiError::Internal("the encryption key secret does not exist".into()))?;
-    let keyring = Keyring::from_secret(&key)?;
+    let keyring = state.api.keyring(&state.encryption_key_id).await?;
     let report = sync::sync_show_progress(&state.api.pool, &state.plex, &keyring, id).await?;
     Ok(json(
         StatusCode::OK,

@@ -17,6 +17,7 @@ use super::{
     routes::Route,
 };
 use crate::{
+    crypto::Keyring,
     db::{self, DbPool},
     env::{Env, EnvError},
     secrets::SecretsCache,
@@ -51,6 +52,15 @@ impl ApiContext {
             env.required("API_TOKEN_SECRET_ID")?,
             Cors::from_env(env)?,
         ))
+    }
+
+    /// The keyring for the stored Plex token, from the encryption key secret `secret_id`.
+    pub async fn keyring(&self, secret_id: &str) -> Result<Keyring, ApiError> {
+        let key =
+            self.secrets.get(secret_id).await?.ok_or_else(|| {
+                ApiError::Internal("the encryption key secret does not exist".into())
+            })?;
+        Ok(Keyring::from_secret(&key)?)
     }
 
     /// `Authorization: Bearer <API token>`, compared in constant time. On a mismatch the secret
