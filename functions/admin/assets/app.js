@@ -193,7 +193,7 @@ function signOut(reason) {
   $("nav").hidden = true;
   $("sign-out").hidden = true;
   for (const v of VIEWS) $(`view-${v}`).hidden = true;
-  for (const id of ["setup-summary", "conflict-list", "conflict-results", "mapping-list", "log-list", "stats-chart"]) {
+  for (const id of ["setup-summary", "sender-list", "conflict-list", "conflict-results", "mapping-list", "log-list", "stats-chart"]) {
     $(id).replaceChildren();
   }
   $("view-login").hidden = false;
@@ -284,6 +284,97 @@ async function loadSetup(prefetched) {
   const config = prefetched?.configured !== undefined ? prefetched : await attempt(() => api("GET", "/api/plex/config"));
   if (!config) return;
   renderSetup(config);
+  await loadSenders();
+}
+
+// ------------------------------------------------------------------ Jellyfin and Emby
+
+const SENDERS = {
+  jellyfin: {
+    name: "Jellyfin",
+    steps: [
+      "Install the Webhook plugin (Dashboard → Plugins → Catalog) and restart Jellyfin.",
+      "Dashboard → Plugins → Webhook → Add Generic Destination: paste the URL, tick Playback Stop and User Data Saved, item type Episodes, and Send All Properties.",
+      "Finish an episode: it appears under Activity.",
+    ],
+  },
+  emby: {
+    name: "Emby",
+    steps: [
+      "Emby → Settings → Notifications → Add Notification → Webhooks (needs Emby Premiere).",
+      "Paste the URL, content type application/json, events Playback → Stop and Users → Mark Played.",
+      "Finish an episode: it appears under Activity.",
+    ],
+  },
+};
+
+async function loadSenders() {
+  const list = $("sender-list");
+  const data = await attempt(() => api("GET", "/api/senders"), list);
+  if (!data) return;
+  list.replaceChildren(...data.senders.filter((v) => SENDERS[v.sender]).map(senderForm));
+}
+
+/** One sender: account fields, a save button, and once saved its webhook URL and steps. */
+function senderForm(view) {
+  const { name, steps } = SENDERS[view.sender];
+  const id = (field) => `${view.sender}-${field}`;
+  const feedback = h("div", { class: "feedback", id: id("feedback") });
+  const form = h("form", { class: "sender", id: id("form"), "aria-labelledby": id("title"), novalidate: true },
+    h("h3", { id: id("title") }, name, " ",
+      view.configured && view.enabled ? h("span", { class: "pill ok" }, "Enabled") : h("span", { class: "pill" }, "Off")),
+    h("label", { for: id("account") }, `Your ${name} user name or user id`),
+    h("input", { id: id("account"), type: "text", spellcheck: "false", required: true, maxlength: "100", value: view.account || "" }),
+    h("label", { for: id("allowed") }, "Household accounts ", h("span", { class: "optional" }, "(optional)")),
+    h("input", { id: id("allowed"), type: "text", spellcheck: "false", placeholder: "bob, carol",
+      value: (view.allowedAccounts || []).join(", ") }),
+    h("div", { class: "switch" },
+      h("input", { id: id("enabled"), type: "checkbox", role: "switch", checked: view.configured ? view.enabled : true }),
+      h("label", { for: id("enabled") }, `Sync plays from ${name}`)),
+    h("div", { class: "form-actions" }, h("button", { type: "submit", id: id("save") }, `Save ${name}`)),
+    feedback,
+    view.webhookUrl ? senderUrl(view, name, steps) : null,
+  );
+  form.addEventListener("submit", (e) => saveSender(e, view.sender, name));
+  return form;
+}
+
+function senderUrl(view, name, steps) {
+  const inputId = `${view.sender}-webhook-url`;
+  const copy = h("button", { type: "button" }, "Copy");
+  copy.addEventListener("click", () => copyText(inputId, copy, `${name} webhook URL`));
+  return h("div", { class: "sender-url" },
+    h("div", { class: "copy-row" },
+      h("label", { for: inputId, class: "visually-hidden" }, `${name} webhook URL`),
+      h("input", { id: inputId, type: "text", readonly: true, spellcheck: "false", value: view.webhookUrl }),
+      copy),
+    h("ol", { class: "steps" }, steps.map((step) => h("li", {}, step))));
+}
+
+async function saveSender(event, sender, name) {
+  event.preventDefault();
+  const account = $(`${sender}-account`);
+  const feedback = $(`${sender}-feedback`);
+  if (!account.value.trim()) {
+    account.setAttribute("aria-invalid", "true");
+    feedback.replaceChildren(message("error", `Enter your ${name} user name or user id.`));
+    account.focus();
+    return;
+  }
+  account.removeAttribute("aria-invalid");
+  const body = {
+    account: account.value.trim(),
+    enabled: $(`${sender}-enabled`).checked,
+    allowedAccounts: $(`${sender}-allowed`).value.split(",").map((a) => a.trim()).filter(Boolean),
+  };
+  const saved = await busy($(`${sender}-save`), () => attempt(() => api("PUT", `/api/senders/${sender}`, body), feedback));
+  if (!saved) return;
+  const form = senderForm(saved);
+  $(`${sender}-form`).replaceWith(form);
+  const text = `Saved. Paste the ${name} webhook URL into ${name}.`;
+  $(`${sender}-feedback`).replaceChildren(message("ok", text));
+  announce(text);
+  $(`${sender}-webhook-url`)?.focus();
 }
 
 function renderSetup(config) {
@@ -379,8 +470,12 @@ function setupFeedback() {
   return el;
 }
 
-async function copyWebhook() {
-  const input = $("webhook-url");
+function copyWebhook() {
+  return copyText("webhook-url", $("copy-webhook"), "Webhook URL");
+}
+
+async function copyText(inputId, button, what) {
+  const input = $(inputId);
   input.select();
   let ok = false;
   try {
@@ -389,9 +484,8 @@ async function copyWebhook() {
   } catch {
     ok = document.execCommand?.("copy") ?? false;
   }
-  const button = $("copy-webhook");
   button.textContent = ok ? "Copied" : "Copy failed: select and copy";
-  announce(ok ? "Webhook URL copied" : "Could not copy; the URL is selected, copy it with your keyboard");
+  announce(ok ? `${what} copied` : "Could not copy; the URL is selected, copy it with your keyboard");
   setTimeout(() => { button.textContent = "Copy"; }, 2500);
 }
 
