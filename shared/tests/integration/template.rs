@@ -484,7 +484,7 @@ fn alarms_watch_the_queue_dlq_webhook_and_the_metrics_the_code_emits() {
         t.props("TmdbErrorRateAlarm")["Threshold"].as_u64(),
         Some(20)
     );
-    // Webhook outcomes are counted from the access log, for the webhook route only.
+    // Webhook outcomes are counted from the access log, for every sender's webhook route only.
     for (filter, alarm, status) in [
         ("Webhook4xxMetric", "Webhook4xxAlarm", "4*"),
         ("Webhook5xxMetric", "Webhook5xxAlarm", "5*"),
@@ -495,10 +495,12 @@ fn alarms_watch_the_queue_dlq_webhook_and_the_metrics_the_code_emits() {
             Some(reference("HttpApiAccessLogs"))
         );
         let pattern = p["FilterPattern"].as_str().unwrap_or_default();
-        assert!(
-            pattern.contains(r#"$.routeKey = "POST /api/plex/webhook""#),
-            "{pattern}"
-        );
+        for sender in ["plex", "jellyfin", "emby"] {
+            assert!(
+                pattern.contains(&format!(r#"$.routeKey = "POST /api/{sender}/webhook""#)),
+                "{pattern}"
+            );
+        }
         assert!(
             pattern.contains(&format!(r#"$.status = "{status}""#)),
             "{pattern}"
