@@ -610,3 +610,30 @@ fn only_the_migrate_function_gets_the_owner_database_url() {
         Some(runtime)
     );
 }
+
+#[test]
+fn management_routes_take_any_method_so_cors_preflight_reaches_the_function() {
+    // With a method-specific route, API Gateway itself answers a browser's OPTIONS preflight
+    // with 404 and the admin page (or any allowed origin) cannot call the route.
+    let t = Template::load();
+    let mut checked = 0;
+    for function in functions(&t) {
+        let events = t.props(&function)["Events"]
+            .as_mapping()
+            .cloned()
+            .unwrap_or_default();
+        for (_, event) in events {
+            let props = &event["Properties"];
+            let path = props["Path"].as_str().unwrap_or_default();
+            if event["Type"].as_str() != Some("HttpApi")
+                || !path.starts_with("/api/")
+                || path.ends_with("/webhook")
+            {
+                continue;
+            }
+            assert_eq!(props["Method"].as_str(), Some("ANY"), "{function} {path}");
+            checked += 1;
+        }
+    }
+    assert!(checked >= 12, "only {checked} management routes found");
+}
