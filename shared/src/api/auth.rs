@@ -18,7 +18,8 @@ pub(super) fn check_bearer(req: &Request, expected: &SecretString) -> Result<(),
         })
         .map(str::trim)
         .ok_or(ApiError::Unauthorized)?;
-    if constant_time_eq(presented, expected.expose_secret()) {
+    // Trimmed like the webhook secret: a token pasted into Secrets Manager often ends in a newline.
+    if constant_time_eq(presented, expected.expose_secret().trim()) {
         Ok(())
     } else {
         Err(ApiError::Unauthorized)
@@ -41,6 +42,15 @@ mod tests {
             builder = builder.header("authorization", v);
         }
         builder.body(Body::Empty).unwrap()
+    }
+
+    #[test]
+    fn a_stored_token_with_surrounding_whitespace_still_matches() {
+        let token = SecretString::from(" s3cr3t-token-value\n".to_string());
+        let req = request_with_auth(Some("Bearer s3cr3t-token-value"));
+        assert!(check_bearer(&req, &token).is_ok());
+        let blank = SecretString::from(" \n".to_string());
+        assert!(check_bearer(&request_with_auth(Some("Bearer ")), &blank).is_err());
     }
 
     #[test]
