@@ -88,9 +88,11 @@ cleanup() {
   if [[ $moto_state == started ]]; then scripts/moto.sh stop; fi
 }
 trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-trap 'exit 129' HUP # exit runs the EXIT trap
+# Each handler first ignores further signals: make's second SIGTERM could otherwise arrive after
+# `exit` began and before cleanup's own `trap ''`, and run `exit` again, skipping the stop.
+trap 'trap "" INT TERM HUP; exit 130' INT
+trap 'trap "" INT TERM HUP; exit 143' TERM
+trap 'trap "" INT TERM HUP; exit 129' HUP # exit runs the EXIT trap
 
 moto_state=$(scripts/moto.sh start)
 
