@@ -104,7 +104,7 @@ async fn get_config(state: &State) -> Result<Response<Body>, ApiError> {
             webhook_url: None,
         },
         Some(cfg) => {
-            let secret = state.api.secrets.get(&state.webhook_secret_id).await?;
+            let secret = stored_webhook_secret(state).await?;
             ConfigView {
                 configured: true,
                 enabled: cfg.enabled,
@@ -115,9 +115,7 @@ async fn get_config(state: &State) -> Result<Response<Body>, ApiError> {
                 plex_account_name: cfg.account_name,
                 allowed_accounts: cfg.allowed_accounts,
                 last_webhook_received: cfg.last_webhook_received,
-                webhook_url: secret
-                    .filter(usable_secret)
-                    .map(|s| webhook_url(&state.public_base_url, &s)),
+                webhook_url: secret.map(|s| webhook_url(&state.public_base_url, &s)),
             }
         }
     };
@@ -230,13 +228,7 @@ async fn encrypt_token(state: &State, token: &SecretString) -> Result<String, Ap
 /// The webhook secret to use and whether it must be written: the stored one, unless it is
 /// missing, unusable or a rotation was asked for.
 async fn webhook_secret(state: &State, rotate: bool) -> Result<(SecretString, bool), ApiError> {
-    let existing = state
-        .api
-        .secrets
-        .get(&state.webhook_secret_id)
-        .await?
-        .filter(usable_secret);
-    Ok(match existing {
+    Ok(match stored_webhook_secret(state).await? {
         Some(s) if !rotate => (s, false),
         _ => (SecretString::from(random_token(WEBHOOK_SECRET_BYTES)), true),
     })
@@ -348,9 +340,11 @@ async fn disable_config(state: &State) -> Result<Response<Body>, ApiError> {
     ))
 }
 
-/// A placeholder or empty secret (e.g. created empty by a template) counts as none.
-pub(crate) fn usable_secret(s: &SecretString) -> bool {
-    s.expose_secret().trim().len() >= 16
+/// The stored webhook secret every sender's URL carries. A placeholder or empty one (e.g.
+/// created empty by a template) counts as none.
+pub(crate) async fn stored_webhook_secret(state: &State) -> Result<Option<SecretString>, ApiError> {
+    let secret = state.api.secrets.get(&state.webhook_secret_id).await?;
+    Ok(secret.filter(|s| s.expose_secret().trim().len() >= 16))
 }
 
 /// `PUBLIC_BASE_URL` + `/api/plex/webhook?secret=...`.

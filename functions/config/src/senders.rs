@@ -19,7 +19,7 @@ use plexsync::{
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 
-use crate::{sender_webhook_url, usable_secret, State, WEBHOOK_SECRET_BYTES};
+use crate::{sender_webhook_url, stored_webhook_secret, State, WEBHOOK_SECRET_BYTES};
 
 /// One sender as `GET /api/senders` shows it.
 #[derive(Debug, Serialize)]
@@ -74,12 +74,7 @@ struct SendersResponse {
 }
 
 pub async fn list(state: &State) -> Result<Response<Body>, ApiError> {
-    let secret = state
-        .api
-        .secrets
-        .get(&state.webhook_secret_id)
-        .await?
-        .filter(usable_secret);
+    let secret = stored_webhook_secret(state).await?;
     let url = |sender| {
         secret
             .as_ref()
@@ -211,13 +206,7 @@ pub async fn save(state: &State, req: &Request, name: &str) -> Result<Response<B
 
 /// The webhook secret every sender's URL carries; generated (and stored) when there is none.
 async fn ensure_webhook_secret(state: &State) -> Result<SecretString, ApiError> {
-    let existing = state
-        .api
-        .secrets
-        .get(&state.webhook_secret_id)
-        .await?
-        .filter(usable_secret);
-    if let Some(secret) = existing {
+    if let Some(secret) = stored_webhook_secret(state).await? {
         return Ok(secret);
     }
     let secret = SecretString::from(random_token(WEBHOOK_SECRET_BYTES));
