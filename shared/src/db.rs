@@ -8,6 +8,7 @@ use secrecy::{ExposeSecret, SecretString};
 use tokio_postgres::config::SslMode;
 
 use crate::env::{Env, EnvError};
+use crate::store;
 
 pub use deadpool_postgres::{Object as Client, Pool as DbPool};
 
@@ -198,19 +199,17 @@ fn tls_connector() -> Result<tokio_postgres_rustls::MakeRustlsConnect, DbError> 
     Ok(tokio_postgres_rustls::MakeRustlsConnect::new(tls))
 }
 
-/// Applies pending migrations in order, each recorded so it runs once. An advisory lock keeps
-/// two concurrent deploys (or a deploy and a test) from applying the same migration twice.
+/// Applies pending migrations in order, each recorded so it runs once. A session lock
+/// ([`store::migrations::lock`]) keeps two concurrent deploys (or a deploy and a test) from
+/// applying the same migration twice.
 ///
 /// Migrations the database has but this build does not know are tolerated: that is what a
 /// CloudFormation rollback (older code, newer schema) looks like, and failing it would leave the
 /// stack stuck in UPDATE_ROLLBACK_FAILED. Migrations are additive, so older code keeps working.
 /// A *changed* migration (same version, other checksum) still aborts.
 pub async fn migrate(pool: &Pool) -> Result<Vec<String>, DbError> {
-    const LOCK_KEY: i64 = 0x706c_6578_7379_6e63; // "plexsync"
     let mut client = pool.get().await?;
-    client
-        .execute("SELECT pg_advisory_lock($1)", &[&LOCK_KEY])
-        .await?;
+    store::migrations::lock(&client).await?;
     let raw: &mut tokio_postgres::Client = &mut client;
     let report = embedded::migrations::runner()
         .set_abort_missing(false)
@@ -218,9 +217,7 @@ pub async fn migrate(pool: &Pool) -> Result<Vec<String>, DbError> {
         .await
         .map_err(|e| DbError::Migration(e.to_string()));
     // Unlock even when the run failed; the session ends with the connection anyway.
-    let _ = client
-        .execute("SELECT pg_advisory_unlock($1)", &[&LOCK_KEY])
-        .await;
+    let _ = store::migrations::unlock(&client).await;
     Ok(report?
         .applied_migrations()
         .iter()

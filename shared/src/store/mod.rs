@@ -4,6 +4,7 @@
 pub mod conflicts;
 pub mod logs;
 pub mod mappings;
+pub mod migrations;
 pub mod processed;
 pub mod roles;
 pub mod senders;

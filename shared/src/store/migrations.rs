@@ -1,0 +1,25 @@
+//! The session lock that serialises migration runs ([`crate::db::migrate`]); the migrations
+//! themselves are refinery's, embedded from `migrations/`.
+
+use deadpool_postgres::GenericClient;
+
+use crate::db::DbError;
+
+/// The advisory-lock key: "plexsync" in ASCII, so it cannot clash with another app's key.
+const LOCK_KEY: i64 = 0x706c_6578_7379_6e63;
+
+/// Waits for and takes the migration lock for this session (connection).
+pub async fn lock(client: &impl GenericClient) -> Result<(), DbError> {
+    client
+        .execute("SELECT pg_advisory_lock($1)", &[&LOCK_KEY])
+        .await?;
+    Ok(())
+}
+
+/// Releases the lock [`lock`] took on this session.
+pub async fn unlock(client: &impl GenericClient) -> Result<(), DbError> {
+    client
+        .execute("SELECT pg_advisory_unlock($1)", &[&LOCK_KEY])
+        .await?;
+    Ok(())
+}
