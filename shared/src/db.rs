@@ -1,9 +1,23 @@
-//! Postgres access: a lazily connecting deadpool pool (TLS when the URL asks for it) and the
+//! Postgres access: a lazily connecting deadpool pool (TLS as the URL's `sslmode` says) and the
 //! embedded migrations.
+//!
+//! `sslmode`, as tokio-postgres parses it (libpq's `verify-ca` / `verify-full` are refused):
+//! - `disable`: plaintext only;
+//! - `prefer` (the default when the URL names none): TLS when the server offers it, plaintext
+//!   when it does not. As with libpq's `prefer`, the certificate is not checked: this keeps a
+//!   passive listener out but not an active one, who could as well answer "no TLS";
+//! - `require`: TLS or no connection, and the certificate must chain to the compiled-in roots
+//!   (or `PGSSLROOTCERT`) and name the host: libpq's `verify-full`, stricter than libpq's
+//!   `require`.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use rustls::{
+    client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier},
+    pki_types::{CertificateDer, ServerName, UnixTime},
+    DigitallySignedStruct, SignatureScheme,
+};
 use secrecy::{ExposeSecret, SecretString};
 use tokio_postgres::config::SslMode;
 
@@ -131,8 +145,17 @@ pub fn pool_with(url: &SecretString, settings: PoolSettings) -> Result<Pool, DbE
     let config: tokio_postgres::Config = url
         .expose_secret()
         .parse()
-        .map_err(|e: tokio_postgres::Error| DbError::Config(e.to_string()))?;
+        .map_err(|e: tokio_postgres::Error| DbError::Config(parse_error(&e)))?;
     pool_from_config(config, settings)
+}
+
+/// The parse error with its cause ("invalid value for option `sslmode`"): names the option,
+/// never the URL or its password.
+fn parse_error(e: &tokio_postgres::Error) -> String {
+    match std::error::Error::source(e) {
+        Some(cause) => format!("{e}: {cause}"),
+        None => e.to_string(),
+    }
 }
 
 fn pool_from_config(
@@ -164,10 +187,15 @@ fn pool_from_config(
         // message would fail (and the message come back only after the visibility timeout).
         recycling_method: RecyclingMethod::Verified,
     };
-    let manager = if config.get_ssl_mode() == SslMode::Require {
-        Manager::from_config(config, tls_connector()?, manager_config)
-    } else {
-        Manager::from_config(config, tokio_postgres::NoTls, manager_config)
+    let manager = match config.get_ssl_mode() {
+        SslMode::Disable => Manager::from_config(config, tokio_postgres::NoTls, manager_config),
+        SslMode::Prefer => Manager::from_config(config, encrypt_only_connector(), manager_config),
+        SslMode::Require => Manager::from_config(config, tls_connector()?, manager_config),
+        other => {
+            return Err(DbError::Config(format!(
+                "sslmode {other:?} is not supported"
+            )))
+        }
     };
     Pool::builder(manager)
         .max_size(settings.max_size)
@@ -197,6 +225,71 @@ fn tls_connector() -> Result<tokio_postgres_rustls::MakeRustlsConnect, DbError> 
         .with_root_certificates(roots)
         .with_no_client_auth();
     Ok(tokio_postgres_rustls::MakeRustlsConnect::new(tls))
+}
+
+/// `sslmode=prefer`: TLS whenever the server offers it, without checking who presents the
+/// certificate (libpq's `prefer` checks nothing either). Checking would turn a server with a
+/// self-signed certificate (Debian's default, RDS without its CA bundle) from "plaintext" into
+/// "no connection at all", while an active attacker can downgrade `prefer` to plaintext anyway.
+fn encrypt_only_connector() -> tokio_postgres_rustls::MakeRustlsConnect {
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let tls = rustls::ClientConfig::builder_with_provider(Arc::clone(&provider))
+        .with_safe_default_protocol_versions()
+        .expect("aws-lc-rs supports the default TLS versions")
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(EncryptOnly(provider)))
+        .with_no_client_auth();
+    tokio_postgres_rustls::MakeRustlsConnect::new(tls)
+}
+
+/// Accepts any certificate, but still checks the handshake signatures against it, so the
+/// session keys belong to whoever holds that certificate's key (not a weaker check).
+#[derive(Debug)]
+struct EncryptOnly(Arc<rustls::crypto::CryptoProvider>);
+
+impl ServerCertVerifier for EncryptOnly {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
 }
 
 /// Applies pending migrations in order, each recorded so it runs once. A session lock

@@ -142,3 +142,72 @@ async fn a_connection_killed_while_frozen_is_replaced_on_next_use() {
         .get(0);
     assert_ne!(new_pid, pid);
 }
+
+/// What a client sends first: `SSLRequest` (asks for TLS) or the plaintext startup message.
+/// A listener that answers "no TLS" ('N') to an `SSLRequest` and then hangs up.
+async fn first_packet_code(url_params: &str) -> u32 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = tokio::spawn(async move {
+        let (mut socket, _) = listener.accept().await.unwrap();
+        let mut head = [0u8; 8];
+        socket.read_exact(&mut head).await.unwrap();
+        let code = u32::from_be_bytes([head[4], head[5], head[6], head[7]]);
+        if code == SSL_REQUEST {
+            socket.write_all(b"N").await.unwrap();
+        }
+        code
+    });
+    let url =
+        secrecy::SecretString::from(format!("postgres://u:p@127.0.0.1:{port}/db{url_params}"));
+    let pool = db::pool_with(&url, PoolSettings::RUNTIME).unwrap();
+    assert!(pool.get().await.is_err(), "the listener is no Postgres");
+    server.await.unwrap()
+}
+
+/// The protocol's `SSLRequest` code (1234 << 16 | 5679).
+const SSL_REQUEST: u32 = 80_877_103;
+
+#[tokio::test]
+async fn prefer_and_the_default_ask_for_tls_first_and_disable_does_not() {
+    assert_eq!(first_packet_code("").await, SSL_REQUEST, "no sslmode");
+    assert_eq!(first_packet_code("?sslmode=prefer").await, SSL_REQUEST);
+    assert_eq!(first_packet_code("?sslmode=require").await, SSL_REQUEST);
+    // Protocol 3.0's startup message: plaintext straight away.
+    assert_eq!(first_packet_code("?sslmode=disable").await, 196_608);
+}
+
+fn with_sslmode(url: &str, mode: &str) -> secrecy::SecretString {
+    let sep = if url.contains('?') { '&' } else { '?' };
+    secrecy::SecretString::from(format!("{url}{sep}sslmode={mode}"))
+}
+
+#[tokio::test]
+async fn a_server_without_tls_is_used_in_plaintext_unless_tls_is_required() {
+    // The local Postgres has no TLS: prefer (and the default) fall back, require refuses.
+    let test_db = testing::fresh_db().await;
+    let url = test_db.url.expose_secret();
+    for mode in ["prefer", "disable"] {
+        let pool = db::pool_with(&with_sslmode(url, mode), PoolSettings::RUNTIME).unwrap();
+        let client = pool.get().await.unwrap_or_else(|e| panic!("{mode}: {e}"));
+        let row = client.query_one("SELECT 1", &[]).await.unwrap();
+        assert_eq!(row.get::<_, i32>(0), 1);
+    }
+    let default = db::pool_with(&test_db.url, PoolSettings::RUNTIME).unwrap();
+    let _client = default.get().await.expect("no sslmode is prefer");
+
+    let required = db::pool_with(&with_sslmode(url, "require"), PoolSettings::RUNTIME).unwrap();
+    let err = required
+        .get()
+        .await
+        .map(|_| ())
+        .expect_err("require must not fall back to plaintext");
+    let text = DbError::from(err).to_string();
+    assert!(text.contains("TLS"), "{text}");
+
+    // libpq's verify modes are refused at start, not silently weakened.
+    let err = db::pool_with(&with_sslmode(url, "verify-full"), PoolSettings::RUNTIME)
+        .expect_err("verify-full is not parsed by tokio-postgres");
+    assert!(err.to_string().contains("sslmode"), "{err}");
+}
