@@ -475,13 +475,33 @@ async fn find_show(
         }) => return Ok(Decided::Show(id, Mapped::Existing)),
         _ => {}
     }
-    if let Some(conflict_id) = conflicts::find_open_for_show(&client, show).await? {
-        drop(client);
-        return Ok(Decided::Done(pending(state, ctx, conflict_id).await?));
-    }
+    let open_conflict = conflicts::find_open_for_show(&client, show)
+        .await?
+        .is_some();
     // No connection is held across the HTTP calls of resolution.
     drop(client);
+    if open_conflict {
+        // Read without a lock: the user may be resolving it right now. Decide again under the
+        // show's lock, where the event is attached only to a conflict still open.
+        if let Some(decided) = decide_under_lock(state, ctx, show).await? {
+            return Ok(decided);
+        }
+    }
     resolve_and_map(state, ctx, config).await
+}
+
+/// [`decided_meanwhile`] in its own transaction, under the show's lock.
+async fn decide_under_lock(
+    state: &Pipeline,
+    ctx: &LogCtx<'_>,
+    show: PlexShowKey<'_>,
+) -> Result<Option<Decided>, Failure> {
+    let mut client = state.pool.get().await?;
+    let tx = client.transaction().await?;
+    mappings::lock_show_identity(&tx, &ctx.msg.event.show_key()).await?;
+    let decided = decided_meanwhile(&tx, ctx, show).await?;
+    tx.commit().await?;
+    Ok(decided)
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -580,26 +600,23 @@ fn needs_resolution(conflict_id: i32, detail: &str) -> Outcome {
     o
 }
 
-/// The show has an open conflict: keep the event for replay and log it.
-async fn pending(state: &Pipeline, ctx: &LogCtx<'_>, conflict_id: i32) -> Result<Outcome, Failure> {
-    let mut client = state.pool.get().await?;
-    let tx = client.transaction().await?;
-    let outcome = pend_in(&tx, ctx, conflict_id, "an open conflict awaits the user").await?;
-    tx.commit().await?;
-    Ok(outcome)
-}
-
+/// Keeps the event for replay on the show's open conflict and logs it; `None` (nothing
+/// written) when the conflict was resolved meanwhile: the caller follows the new mapping.
 async fn pend_in<C: GenericClient>(
     client: &C,
     ctx: &LogCtx<'_>,
     conflict_id: i32,
     detail: &str,
-) -> Result<Outcome, Failure> {
+) -> Result<Option<Outcome>, Failure> {
     if ctx.msg.event.kind == EventKind::Scrobble {
         let message = serde_json::to_value(ctx.msg).unwrap_or(Value::Null);
-        conflicts::add_pending_event(client, conflict_id, &ctx.key, &message).await?;
+        if !conflicts::attach_pending_event(client, conflict_id, &ctx.key, &message).await? {
+            return Ok(None);
+        }
     }
-    finish(client, ctx, needs_resolution(conflict_id, detail)).await
+    Ok(Some(
+        finish(client, ctx, needs_resolution(conflict_id, detail)).await?,
+    ))
 }
 
 /// Resolution and the ladder, then the mapping (auto-adding the show) or the conflict, written
@@ -648,30 +665,39 @@ async fn resolve_and_map(
     Ok(decided)
 }
 
-/// Under the show's lock: what a concurrent message decided while this one was resolving (a
-/// mapping, or an open conflict that now holds this event too).
+/// Under the show's lock: what a concurrent message (or the user) decided while this one was
+/// resolving: a mapping, or an open conflict that now holds this event too.
 async fn decided_meanwhile(
     tx: &impl GenericClient,
     ctx: &LogCtx<'_>,
     show: PlexShowKey<'_>,
 ) -> Result<Option<Decided>, Failure> {
-    match mappings::find_for_show(tx, show, Lock::No).await? {
-        Some(m) if !m.sync_enabled => {
-            return Ok(Some(Decided::Done(
-                finish(tx, ctx, sync_disabled(m.id)).await?,
-            )));
+    // Twice at most: a conflict resolved while the event was being attached has committed its
+    // mapping, which the second look finds.
+    for _ in 0..2 {
+        match mappings::find_for_show(tx, show, Lock::No).await? {
+            Some(m) if !m.sync_enabled => {
+                return Ok(Some(Decided::Done(
+                    finish(tx, ctx, sync_disabled(m.id)).await?,
+                )));
+            }
+            Some(MappingState {
+                tvshow_id: Some(id),
+                ..
+            }) => return Ok(Some(Decided::Show(id, Mapped::Existing))),
+            _ => {}
         }
-        Some(MappingState {
-            tvshow_id: Some(id),
-            ..
-        }) => return Ok(Some(Decided::Show(id, Mapped::Existing))),
-        _ => {}
+        let Some(conflict_id) = conflicts::find_open_for_show(tx, show).await? else {
+            return Ok(None);
+        };
+        let detail = "an open conflict awaits the user";
+        if let Some(outcome) = pend_in(tx, ctx, conflict_id, detail).await? {
+            return Ok(Some(Decided::Done(outcome)));
+        }
     }
-    if let Some(conflict_id) = conflicts::find_open_for_show(tx, show).await? {
-        let outcome = pend_in(tx, ctx, conflict_id, "an open conflict awaits the user").await?;
-        return Ok(Some(Decided::Done(outcome)));
-    }
-    Ok(None)
+    Err(Failure::Transient(
+        "the show's conflict was resolved and reopened while this event was kept".into(),
+    ))
 }
 
 /// What the ladder decided, with what it needs to be written.
@@ -736,7 +762,14 @@ async fn apply(
                 matching::ConflictKind::Ambiguous => "one low-confidence match",
                 matching::ConflictKind::MultipleMatches => "several possible matches",
             };
-            Ok(Decided::Done(pend_in(tx, ctx, conflict_id, detail).await?))
+            // Resolved between the upsert and here is impossible (the upsert holds its row),
+            // but a retry is the safe answer if it ever happens.
+            match pend_in(tx, ctx, conflict_id, detail).await? {
+                Some(outcome) => Ok(Decided::Done(outcome)),
+                None => Err(Failure::Transient(format!(
+                    "conflict {conflict_id} was resolved while it was being opened"
+                ))),
+            }
         }
     }
 }

@@ -401,13 +401,28 @@ pub async fn upsert_open(client: &impl GenericClient, c: &NewConflict<'_>) -> Re
     Ok(row.get(0))
 }
 
-/// Keeps an event for replay when the conflict is resolved (once per idempotency key).
-pub async fn add_pending_event(
+/// Keeps an event for replay when the conflict is resolved (once per idempotency key), if the
+/// conflict is still open; `false` when it was resolved meanwhile (nothing written).
+///
+/// The conflict's row is share-locked before the check, so a resolve (which locks it for
+/// update) either committed first, and the caller finds the mapping it wrote, or waits for this
+/// transaction and then finds the event among the ones it replays. Without the lock an event
+/// attached as the resolve commits would wait on a resolved conflict forever.
+pub async fn attach_pending_event(
     client: &impl GenericClient,
     conflict_id: i32,
     idempotency_key: &str,
     message: &serde_json::Value,
-) -> Result<(), DbError> {
+) -> Result<bool, DbError> {
+    let open = client
+        .query_opt(
+            "SELECT 1 FROM plex_conflicts WHERE id = $1 AND NOT resolved FOR SHARE",
+            &[&conflict_id],
+        )
+        .await?;
+    if open.is_none() {
+        return Ok(false);
+    }
     client
         .execute(
             "INSERT INTO plex_pending_events (conflict_id, idempotency_key, message)
@@ -416,7 +431,7 @@ pub async fn add_pending_event(
             &[&conflict_id, &idempotency_key, message],
         )
         .await?;
-    Ok(())
+    Ok(true)
 }
 
 /// Records that pending events went through the processor (called by the replay).
