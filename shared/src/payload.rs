@@ -11,6 +11,7 @@ pub use crate::senders::Sender;
 /// What Plex posts (the JSON of the multipart `payload` field). Unknown fields are tolerated.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 pub struct WebhookPayload {
+    #[serde(deserialize_with = "capped_required")]
     pub event: String,
     /// True when the event comes from the account that registered the webhook.
     #[serde(default)]
@@ -33,17 +34,17 @@ pub struct Account {
     /// Server-local account id (the owner is often 1), not the plex.tv id.
     #[serde(default, deserialize_with = "lenient_i64")]
     pub id: Option<i64>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "capped")]
     pub title: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "capped")]
     pub thumb: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 pub struct Server {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "capped")]
     pub title: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "capped")]
     pub uuid: Option<String>,
 }
 
@@ -52,20 +53,20 @@ pub struct Server {
 pub struct Player {
     #[serde(default)]
     pub local: Option<bool>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "capped")]
     pub public_address: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "capped")]
     pub title: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "capped")]
     pub uuid: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct Metadata {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "capped")]
     pub library_section_type: Option<String>,
-    #[serde(rename = "type", default)]
+    #[serde(rename = "type", default, deserialize_with = "capped")]
     pub item_type: Option<String>,
     #[serde(default, deserialize_with = "lenient_string")]
     pub rating_key: Option<String>,
@@ -73,17 +74,17 @@ pub struct Metadata {
     pub parent_rating_key: Option<String>,
     #[serde(default, deserialize_with = "lenient_string")]
     pub grandparent_rating_key: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "capped")]
     pub guid: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "capped")]
     pub parent_guid: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "capped")]
     pub grandparent_guid: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "capped")]
     pub title: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "capped")]
     pub parent_title: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "capped")]
     pub grandparent_title: Option<String>,
     /// Episode number (episodes) or season number (seasons).
     #[serde(default, deserialize_with = "lenient_i64")]
@@ -102,6 +103,7 @@ pub struct Metadata {
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 pub struct GuidEntry {
+    #[serde(deserialize_with = "capped_required")]
     pub id: String,
 }
 
@@ -141,8 +143,42 @@ pub(crate) fn lenient_string<'de, D: Deserializer<'de>>(d: D) -> Result<Option<S
     Ok(match Option::<NumOrStr>::deserialize(d)? {
         None => None,
         Some(NumOrStr::Num(n)) => Some(n.to_string()),
-        Some(NumOrStr::Str(s)) => Some(s).filter(|s| !s.trim().is_empty()),
+        Some(NumOrStr::Str(s)) => Some(within_cap(s)?).filter(|s| !s.trim().is_empty()),
     })
+}
+
+/// Longest string accepted in any field read from a sender's payload (titles, guids, keys,
+/// account and server names). Real values are far shorter; the cap bounds what one event can
+/// put on the queue, into the database and into the activity log.
+pub const MAX_FIELD_CHARS: usize = 512;
+
+/// The serde error text of a string over [`MAX_FIELD_CHARS`]; [`parse_json`] turns it into
+/// [`PayloadError::TooLong`] with the field's path.
+const TOO_LONG: &str = "string longer than the field cap";
+
+/// Fails a string over [`MAX_FIELD_CHARS`] characters.
+pub(crate) fn check_cap<E: serde::de::Error>(s: &str) -> Result<(), E> {
+    if s.chars().count() > MAX_FIELD_CHARS {
+        return Err(E::custom(TOO_LONG));
+    }
+    Ok(())
+}
+
+fn within_cap<E: serde::de::Error>(s: String) -> Result<String, E> {
+    check_cap(&s)?;
+    Ok(s)
+}
+
+/// An optional string field, at most [`MAX_FIELD_CHARS`] characters.
+pub(crate) fn capped<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    Option::<String>::deserialize(d)?
+        .map(within_cap)
+        .transpose()
+}
+
+/// A required string field, at most [`MAX_FIELD_CHARS`] characters.
+pub(crate) fn capped_required<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    within_cap(String::deserialize(d)?)
 }
 
 /// External ids that identify one thing (a show, or an episode; never mix the two).
@@ -372,6 +408,8 @@ pub enum PayloadError {
     Missing(&'static str),
     #[error("payload field {field} is invalid: {reason}")]
     Invalid { field: &'static str, reason: String },
+    #[error("payload field {field} is longer than {max} characters")]
+    TooLong { field: String, max: usize },
 }
 
 /// What to do with a payload.
@@ -552,8 +590,16 @@ pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(
     if !raw.is_object() {
         return Err(PayloadError::Shape("expected a JSON object".into()));
     }
-    let payload =
-        serde_path_to_error::deserialize(&raw).map_err(|e| PayloadError::Shape(e.to_string()))?;
+    let payload = serde_path_to_error::deserialize(&raw).map_err(|e| {
+        if e.inner().to_string() == TOO_LONG {
+            PayloadError::TooLong {
+                field: e.path().to_string(),
+                max: MAX_FIELD_CHARS,
+            }
+        } else {
+            PayloadError::Shape(e.to_string())
+        }
+    })?;
     Ok((payload, raw))
 }
 
@@ -610,7 +656,7 @@ pub(crate) fn json_depth_exceeds(bytes: &[u8], max: usize) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::testing::fixtures;
     use proptest::prelude::*;
@@ -712,6 +758,75 @@ mod tests {
         let ep = e.episode.unwrap();
         assert_eq!((ep.season, ep.number), (1, 2));
         assert!(ep.ids.is_empty());
+    }
+
+    /// Sets the field at `path` (`Metadata.Guid.0.id`) to `value`, creating objects on the way.
+    pub(crate) fn set_path(v: &mut serde_json::Value, path: &str, value: serde_json::Value) {
+        let mut at = v;
+        for part in path.split('.') {
+            at = match part.parse::<usize>() {
+                Ok(i) => &mut at[i],
+                Err(_) => &mut at[part],
+            };
+        }
+        *at = value;
+    }
+
+    #[test]
+    fn every_string_field_is_capped_and_named() {
+        let long = "x".repeat(MAX_FIELD_CHARS + 1);
+        for (path, name) in [
+            ("event", "event"),
+            ("Account.title", "Account.title"),
+            ("Account.thumb", "Account.thumb"),
+            ("Server.title", "Server.title"),
+            ("Server.uuid", "Server.uuid"),
+            ("Player.publicAddress", "Player.publicAddress"),
+            ("Player.title", "Player.title"),
+            ("Player.uuid", "Player.uuid"),
+            ("Metadata.librarySectionType", "Metadata.librarySectionType"),
+            ("Metadata.type", "Metadata.type"),
+            ("Metadata.ratingKey", "Metadata.ratingKey"),
+            ("Metadata.parentRatingKey", "Metadata.parentRatingKey"),
+            (
+                "Metadata.grandparentRatingKey",
+                "Metadata.grandparentRatingKey",
+            ),
+            ("Metadata.guid", "Metadata.guid"),
+            ("Metadata.parentGuid", "Metadata.parentGuid"),
+            ("Metadata.grandparentGuid", "Metadata.grandparentGuid"),
+            ("Metadata.title", "Metadata.title"),
+            ("Metadata.parentTitle", "Metadata.parentTitle"),
+            ("Metadata.grandparentTitle", "Metadata.grandparentTitle"),
+            ("Metadata.Guid.1.id", "Metadata.Guid[1].id"),
+        ] {
+            let mut p = fixtures::plex_episode_scrobble();
+            set_path(&mut p, path, long.clone().into());
+            assert_eq!(
+                decide(p).unwrap_err(),
+                PayloadError::TooLong {
+                    field: name.into(),
+                    max: MAX_FIELD_CHARS
+                },
+                "{path}"
+            );
+        }
+        // The cap counts characters: 512 two-byte characters pass.
+        let mut p = fixtures::plex_episode_scrobble();
+        p["Metadata"]["grandparentTitle"] = "é".repeat(MAX_FIELD_CHARS).into();
+        assert_eq!(processed(p).show.title.chars().count(), MAX_FIELD_CHARS);
+        // Fields we do not read (a long summary) are not capped.
+        let mut p = fixtures::plex_episode_scrobble();
+        p["Metadata"]["summary"] = "x".repeat(10 * MAX_FIELD_CHARS).into();
+        processed(p);
+        assert_eq!(
+            PayloadError::TooLong {
+                field: "Metadata.title".into(),
+                max: 512
+            }
+            .to_string(),
+            "payload field Metadata.title is longer than 512 characters"
+        );
     }
 
     #[test]

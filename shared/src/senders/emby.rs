@@ -9,19 +9,21 @@
 
 use std::collections::BTreeMap;
 
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
 
 use super::{ids_from_providers, jellyfin::parse_time, lenient_bool, Sender};
 use crate::payload::{
-    lenient_i64, lenient_string, non_empty, require_number, AccountRef, Decision, EpisodeRef,
-    EventKind, ExternalIds, ItemKind, PayloadError, PlexEvent, ShowRef,
+    capped, capped_required, check_cap, lenient_i64, lenient_string, non_empty, require_number,
+    AccountRef, Decision, EpisodeRef, EventKind, ExternalIds, ItemKind, PayloadError, PlexEvent,
+    ShowRef,
 };
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct Payload {
+    #[serde(deserialize_with = "capped_required")]
     pub event: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "capped")]
     pub date: Option<String>,
     #[serde(default)]
     pub user: Option<User>,
@@ -36,7 +38,7 @@ pub struct Payload {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct User {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "capped")]
     pub name: Option<String>,
     #[serde(default, deserialize_with = "lenient_string")]
     pub id: Option<String>,
@@ -45,7 +47,7 @@ pub struct User {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct Server {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "capped")]
     pub name: Option<String>,
     #[serde(default, deserialize_with = "lenient_string")]
     pub id: Option<String>,
@@ -61,16 +63,16 @@ pub struct PlaybackInfo {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct Item {
-    #[serde(rename = "Type", default)]
+    #[serde(rename = "Type", default, deserialize_with = "capped")]
     pub item_type: Option<String>,
     #[serde(default, deserialize_with = "lenient_string")]
     pub id: Option<String>,
     #[serde(default, deserialize_with = "lenient_string")]
     pub server_id: Option<String>,
     /// The episode's title.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "capped")]
     pub name: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "capped")]
     pub series_name: Option<String>,
     #[serde(default, deserialize_with = "lenient_string")]
     pub series_id: Option<String>,
@@ -80,8 +82,23 @@ pub struct Item {
     /// Episode number.
     #[serde(default, deserialize_with = "lenient_i64")]
     pub index_number: Option<i64>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "capped_providers")]
     pub provider_ids: BTreeMap<String, serde_json::Value>,
+}
+
+/// `ProviderIds`: names and string values capped like every other field (the path names the
+/// map).
+fn capped_providers<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<BTreeMap<String, serde_json::Value>, D::Error> {
+    let map = BTreeMap::<String, serde_json::Value>::deserialize(d)?;
+    for (key, value) in &map {
+        check_cap::<D::Error>(key)?;
+        if let Some(text) = value.as_str() {
+            check_cap::<D::Error>(text)?;
+        }
+    }
+    Ok(map)
 }
 
 impl Payload {
@@ -264,5 +281,43 @@ mod tests {
         let mut p = fixtures::emby_playback_stop();
         p.as_object_mut().unwrap().remove("Item");
         assert_eq!(decide(p).unwrap_err(), PayloadError::Missing("Item"));
+    }
+
+    #[test]
+    fn every_string_field_is_capped_and_named() {
+        let long = "x".repeat(crate::payload::MAX_FIELD_CHARS + 1);
+        for path in [
+            "Event",
+            "Date",
+            "User.Name",
+            "User.Id",
+            "Server.Name",
+            "Server.Id",
+            "Item.Type",
+            "Item.Id",
+            "Item.ServerId",
+            "Item.Name",
+            "Item.SeriesName",
+            "Item.SeriesId",
+            "Item.ProviderIds.Tvdb",
+        ] {
+            let mut p = fixtures::emby_playback_stop();
+            crate::payload::tests::set_path(&mut p, path, long.clone().into());
+            let field = path.trim_end_matches(".Tvdb");
+            assert_eq!(
+                decide(p).unwrap_err(),
+                PayloadError::TooLong {
+                    field: field.into(),
+                    max: 512
+                },
+                "{path}"
+            );
+        }
+        // A provider name is capped too.
+        let mut p = fixtures::emby_playback_stop();
+        p["Item"]["ProviderIds"][long.as_str()] = "1".into();
+        assert!(
+            matches!(decide(p), Err(PayloadError::TooLong { field, .. }) if field == "Item.ProviderIds")
+        );
     }
 }

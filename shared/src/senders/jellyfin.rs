@@ -12,34 +12,35 @@ use serde::Deserialize;
 
 use super::{ids_from_providers, lenient_bool, Sender};
 use crate::payload::{
-    lenient_i64, lenient_string, non_empty, require_number, AccountRef, Decision, EpisodeRef,
-    EventKind, ExternalIds, ItemKind, PayloadError, PlexEvent, ShowRef,
+    capped, capped_required, lenient_i64, lenient_string, non_empty, require_number, AccountRef,
+    Decision, EpisodeRef, EventKind, ExternalIds, ItemKind, PayloadError, PlexEvent, ShowRef,
 };
 
 /// The fields we read; everything else the plugin sends is tolerated and kept in the raw copy.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct Payload {
+    #[serde(deserialize_with = "capped_required")]
     pub notification_type: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "capped")]
     pub item_type: Option<String>,
     #[serde(default, deserialize_with = "lenient_string")]
     pub item_id: Option<String>,
     #[serde(default, deserialize_with = "lenient_string")]
     pub server_id: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "capped")]
     pub server_name: Option<String>,
     #[serde(default, deserialize_with = "lenient_string")]
     pub user_id: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "capped")]
     pub notification_username: Option<String>,
     /// What plugin versions before 13 call `NotificationUsername` on playback events.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "capped")]
     pub username: Option<String>,
     /// The episode's title.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "capped")]
     pub name: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "capped")]
     pub series_name: Option<String>,
     #[serde(default, deserialize_with = "lenient_string")]
     pub series_id: Option<String>,
@@ -60,11 +61,11 @@ pub struct Payload {
     #[serde(default, deserialize_with = "lenient_bool")]
     pub played: Option<bool>,
     /// UserDataSaved: why (`TogglePlayed`, `PlaybackFinished`, `UpdateUserRating`, ...).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "capped")]
     pub save_reason: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "capped")]
     pub utc_timestamp: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "capped")]
     pub last_played_date: Option<String>,
 }
 
@@ -289,6 +290,41 @@ mod tests {
             decide(serde_json::json!({"ItemType": "Episode"})),
             Err(PayloadError::Shape(m)) if m.contains("NotificationType")
         ));
+    }
+
+    #[test]
+    fn every_string_field_is_capped_and_named() {
+        let long = "x".repeat(crate::payload::MAX_FIELD_CHARS + 1);
+        for field in [
+            "NotificationType",
+            "ItemType",
+            "ItemId",
+            "ServerId",
+            "ServerName",
+            "UserId",
+            "NotificationUsername",
+            "Username",
+            "Name",
+            "SeriesName",
+            "SeriesId",
+            "Provider_tmdb",
+            "Provider_tvdb",
+            "Provider_imdb",
+            "SaveReason",
+            "UtcTimestamp",
+            "LastPlayedDate",
+        ] {
+            let mut p = fixtures::jellyfin_playback_stop();
+            p[field] = long.clone().into();
+            assert_eq!(
+                decide(p).unwrap_err(),
+                PayloadError::TooLong {
+                    field: field.into(),
+                    max: 512
+                },
+                "{field}"
+            );
+        }
     }
 
     #[test]

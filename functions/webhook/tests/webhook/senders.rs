@@ -287,3 +287,51 @@ async fn allowlist_and_rate_limit_are_shared_by_every_sender() {
     assert_eq!(senders.len(), 2);
     assert!(senders.contains(&Sender::Plex) && senders.contains(&Sender::Jellyfin));
 }
+
+#[tokio::test]
+async fn an_overlong_string_field_is_400_naming_it_for_every_sender() {
+    let h = harness().await;
+    let long = "x".repeat(plexsync::payload::MAX_FIELD_CHARS + 1);
+    let mut plex_title = fixtures::plex_episode_scrobble();
+    plex_title["Metadata"]["grandparentTitle"] = long.clone().into();
+    let mut plex_guid = fixtures::plex_episode_scrobble();
+    plex_guid["Metadata"]["Guid"][0]["id"] = format!("tvdb://{long}").into();
+    let mut plex_account = fixtures::plex_episode_scrobble();
+    plex_account["Account"]["title"] = long.clone().into();
+    let mut jellyfin_series = fixtures::jellyfin_playback_stop();
+    jellyfin_series["SeriesName"] = long.clone().into();
+    let mut jellyfin_user = fixtures::jellyfin_playback_stop();
+    jellyfin_user["NotificationUsername"] = long.clone().into();
+    let mut emby_key = fixtures::emby_playback_stop();
+    emby_key["Item"]["SeriesId"] = long.clone().into();
+    let mut emby_provider = fixtures::emby_playback_stop();
+    emby_provider["Item"]["ProviderIds"]["Tvdb"] = long.clone().into();
+    let cases = [
+        (
+            Event::plex(h.query(), &plex_title),
+            "Metadata.grandparentTitle",
+        ),
+        (Event::plex(h.query(), &plex_guid), "Metadata.Guid[0].id"),
+        (Event::json(h.query(), &plex_account), "Account.title"),
+        (jellyfin(&h, &jellyfin_series), "SeriesName"),
+        (jellyfin(&h, &jellyfin_user), "NotificationUsername"),
+        (emby(&h, &emby_key), "Item.SeriesId"),
+        (emby(&h, &emby_provider), "Item.ProviderIds"),
+    ];
+    for (event, field) in cases {
+        let msg = assert_error(&h.call(event.request()).await, 400, "bad_request");
+        assert!(
+            msg.contains(&format!("{field} is longer than 512 characters")),
+            "{field}: {msg}"
+        );
+        assert!(!msg.contains(&long), "the value is not echoed: {msg}");
+    }
+    // At the cap exactly (in characters, not bytes) the event is accepted.
+    let mut at_cap = fixtures::plex_episode_scrobble();
+    at_cap["Metadata"]["grandparentTitle"] = "é".repeat(512).into();
+    let resp = h.call(Event::plex(h.query(), &at_cap).request()).await;
+    assert_status(&resp, 202);
+    let got = h.received().await;
+    assert_eq!(got.len(), 1, "only the event at the cap was queued");
+    assert_eq!(got[0].message.event.show.title.chars().count(), 512);
+}
