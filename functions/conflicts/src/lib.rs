@@ -8,6 +8,8 @@
 //!   show from TMDB, or use the tracker show that already has that TMDB id) or `ignore` the Plex
 //!   show, in one transaction; then the conflict's pending events are replayed through the
 //!   processor ([`resolution::replay_pending`]) and the answer says what was marked.
+//! - `POST /api/plex/conflicts/bulk`: the same resolution for many conflicts, each in its own
+//!   transaction with its own replay, within a time budget ([`bulk`]).
 
 use lambda_http::{http::StatusCode, Body, Request, Response};
 use plexsync::{
@@ -17,10 +19,12 @@ use plexsync::{
     },
     env::Env,
     pipeline::{Pipeline, StartupError},
-    store::conflicts::{self, Conflict, Resolution},
+    store::conflicts::{self, Conflict, Resolution, Resolved},
 };
 use serde::{Deserialize, Serialize};
+use std::time::Duration;
 
+mod bulk;
 pub mod resolution;
 
 use resolution::{CreatedShow, ReplayReport};
@@ -30,6 +34,9 @@ pub struct State {
     /// The processor's state (sharing the API's pool): TMDB for `create_new`, and what the
     /// replay of pending events needs.
     pub pipeline: Pipeline,
+    /// A bulk request starts no new conflict after this long, so its answer reaches API
+    /// Gateway (30 s) while the last conflict's replay finishes.
+    pub bulk_budget: Duration,
 }
 
 impl State {
@@ -37,7 +44,11 @@ impl State {
     pub fn from_env(env: &Env, sdk: &aws_config::SdkConfig) -> Result<Self, StartupError> {
         let api = ApiContext::from_env(env, sdk)?;
         let pipeline = Pipeline::with_pool(api.pool.clone(), env, sdk)?;
-        Ok(Self { api, pipeline })
+        Ok(Self {
+            api,
+            pipeline,
+            bulk_budget: bulk::BUDGET,
+        })
     }
 }
 
@@ -47,6 +58,7 @@ pub async fn handle(state: &State, req: Request) -> Response<Body> {
     let serve = state.api.serve(req, routes::CONFLICTS, |route| async move {
         match route.key() {
             ("GET", "/api/plex/conflicts") => list(state, req).await,
+            ("POST", "/api/plex/conflicts/bulk") => bulk::resolve_many(state, req).await,
             ("POST", "/api/plex/conflicts/{id}/resolve") => resolve(state, &route, req).await,
             _ => Err(route_not_found(req)),
         }
@@ -181,8 +193,33 @@ async fn resolve(
 ) -> Result<Response<Body>, ApiError> {
     let id = route.id("id")?;
     let body: ResolveBody = api::parse_body(req)?;
+    let settled = settle(state, id, body.check()?).await?;
+    Ok(json(
+        StatusCode::OK,
+        &ResolveResponse {
+            success: true,
+            conflict_id: id,
+            action: body.action,
+            tvshow_id: settled.resolved.resolution.tvshow_id(),
+            mapping_id: settled.resolved.mapping_id,
+            created_show: settled.created_show,
+            replay: settled.replay,
+        },
+    ))
+}
+
+/// A conflict resolved and its pending events replayed.
+struct Settled {
+    resolved: Resolved,
+    created_show: Option<CreatedShow>,
+    replay: ReplayReport,
+}
+
+/// Resolves one conflict (one transaction) and replays its pending events: the one path for
+/// the single resolve and for each conflict of a bulk request.
+async fn settle(state: &State, id: i64, request: ResolveRequest) -> Result<Settled, ApiError> {
     let pool = &state.api.pool;
-    let (resolved, created_show) = match body.check()? {
+    let (resolved, created_show) = match request {
         ResolveRequest::Select { tvshow_id } => (
             conflicts::resolve(pool, id, Resolution::Select { tvshow_id }).await?,
             None,
@@ -198,22 +235,15 @@ async fn resolve(
     };
     tracing::info!(
         conflict = id,
-        action = ?body.action,
+        action = ?request,
         mapping = resolved.mapping_id,
         pending = resolved.pending.len(),
         "conflict resolved"
     );
     let replay = resolution::replay_pending(&state.pipeline, &resolved).await;
-    Ok(json(
-        StatusCode::OK,
-        &ResolveResponse {
-            success: true,
-            conflict_id: id,
-            action: body.action,
-            tvshow_id: resolved.resolution.tvshow_id(),
-            mapping_id: resolved.mapping_id,
-            created_show,
-            replay,
-        },
-    ))
+    Ok(Settled {
+        resolved,
+        created_show,
+        replay,
+    })
 }

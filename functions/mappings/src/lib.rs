@@ -4,6 +4,7 @@
 //! - `GET /api/plex/mappings`: every Plex show we know (`unmapped`, `conflicts`, pagination).
 //! - `POST /api/plex/mappings/{id}/confirm`: map to a tracker show, as the user says.
 //! - `DELETE /api/plex/mappings/{id}`: stop syncing the show (the mapping stays).
+//! - `POST /api/plex/mappings/bulk`: turn sync on or off for many mappings ([`bulk`]).
 //! - `POST /api/plex/mappings/{id}/sync`: history sync from the Plex server
 //!   ([`sync::sync_show_progress`]).
 
@@ -20,6 +21,7 @@ use plexsync::{
 };
 use serde::{Deserialize, Serialize};
 
+mod bulk;
 pub mod sync;
 
 use sync::SyncReport;
@@ -51,6 +53,7 @@ pub async fn handle(state: &State, req: Request) -> Response<Body> {
     let serve = state.api.serve(req, routes::MAPPINGS, |route| async move {
         match route.key() {
             ("GET", "/api/plex/mappings") => list(state, req).await,
+            ("POST", "/api/plex/mappings/bulk") => bulk::switch_sync(state, req).await,
             ("POST", "/api/plex/mappings/{id}/confirm") => confirm(state, &route, req).await,
             ("DELETE", "/api/plex/mappings/{id}") => disable(state, &route).await,
             ("POST", "/api/plex/mappings/{id}/sync") => sync(state, &route).await,

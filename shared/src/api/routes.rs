@@ -20,12 +20,15 @@ pub const CONFIG: &[Route] = &[
 ];
 pub const MAPPINGS: &[Route] = &[
     ("GET", "/api/plex/mappings"),
+    // Before the `{id}` routes: the table is matched in order.
+    ("POST", "/api/plex/mappings/bulk"),
     ("POST", "/api/plex/mappings/{id}/confirm"),
     ("POST", "/api/plex/mappings/{id}/sync"),
     ("DELETE", "/api/plex/mappings/{id}"),
 ];
 pub const CONFLICTS: &[Route] = &[
     ("GET", "/api/plex/conflicts"),
+    ("POST", "/api/plex/conflicts/bulk"),
     ("POST", "/api/plex/conflicts/{id}/resolve"),
 ];
 pub const LOGS: &[Route] = &[

@@ -107,6 +107,41 @@ pub async fn is_resolved(pool: &DbPool, id: i64) -> Result<Option<bool>, DbError
     Ok(row.map(|r| r.get(0)))
 }
 
+/// A conflict's state and candidates, as a bulk resolution reads them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CandidateSet {
+    pub id: i64,
+    pub resolved: bool,
+    /// `[{tvshowId, title, tmdbId, matchScore, source}]` as the processor stored it.
+    pub potential_matches: serde_json::Value,
+}
+
+/// The conflicts named by `ids` (open or not; unknown ids are absent), or without `ids` every
+/// open conflict; in id order.
+#[tracing::instrument(skip(pool, ids))]
+pub async fn candidate_sets(
+    pool: &DbPool,
+    ids: Option<&[i64]>,
+) -> Result<Vec<CandidateSet>, DbError> {
+    let client = pool.get().await?;
+    let rows = client
+        .query(
+            "SELECT id::int8, resolved, potential_matches FROM plex_conflicts
+              WHERE CASE WHEN $1::int8[] IS NULL THEN NOT resolved ELSE id = ANY($1) END
+              ORDER BY id",
+            &[&ids],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| CandidateSet {
+            id: r.get(0),
+            resolved: r.get(1),
+            potential_matches: r.get(2),
+        })
+        .collect())
+}
+
 /// How the user settles a conflict.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Resolution {

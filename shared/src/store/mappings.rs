@@ -243,6 +243,58 @@ pub async fn turn_sync_off(client: &impl GenericClient, id: i64) -> Result<bool,
     Ok(n > 0)
 }
 
+/// What a bulk sync switch did to one mapping.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyncSwitch {
+    Updated,
+    /// Already in the wanted state: not written.
+    Unchanged,
+    NotFound,
+    /// Sync cannot be turned on for a Plex show that is not mapped to a tracker show.
+    NotMapped,
+}
+
+/// Turns sync on or off for every mapping in `ids` in one statement; one outcome per distinct
+/// id, in the order given. A mapping without a tracker show is never turned on.
+#[tracing::instrument(skip(pool, ids), fields(ids = ids.len()))]
+pub async fn set_sync_enabled(
+    pool: &DbPool,
+    ids: &[i64],
+    enabled: bool,
+) -> Result<Vec<(i64, SyncSwitch)>, DbError> {
+    let client = pool.get().await?;
+    let rows = client
+        .query(
+            "WITH wanted AS (
+                 SELECT id, min(ord) AS ord FROM unnest($1::int8[]) WITH ORDINALITY AS w(id, ord)
+                  GROUP BY id),
+             updated AS (
+                 UPDATE plex_show_mappings m SET sync_enabled = $2, updated_at = now()
+                  WHERE m.id IN (SELECT id FROM wanted) AND m.sync_enabled <> $2
+                    AND (NOT $2 OR m.tvshow_id IS NOT NULL)
+                 RETURNING m.id)
+             SELECT w.id, m.id IS NOT NULL, m.tvshow_id IS NOT NULL, u.id IS NOT NULL
+               FROM wanted w
+               LEFT JOIN plex_show_mappings m ON m.id = w.id
+               LEFT JOIN updated u ON u.id = w.id
+              ORDER BY w.ord",
+            &[&ids, &enabled],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| {
+            let outcome = match (r.get(1), r.get(2), r.get(3)) {
+                (false, _, _) => SyncSwitch::NotFound,
+                (true, _, true) => SyncSwitch::Updated,
+                (true, false, false) if enabled => SyncSwitch::NotMapped,
+                (true, _, false) => SyncSwitch::Unchanged,
+            };
+            (r.get(0), outcome)
+        })
+        .collect())
+}
+
 /// What identifies a show on its media server: the sender kind and server, the rating key (item
 /// id), and the guid, which survives the show being removed and re-added to the library (it then
 /// gets a new rating key).

@@ -637,3 +637,36 @@ fn management_routes_take_any_method_so_cors_preflight_reaches_the_function() {
     }
     assert!(checked >= 12, "only {checked} management routes found");
 }
+
+#[test]
+fn every_served_route_reaches_its_function_through_api_gateway() {
+    // A route added to a function's table but not under one of its API Gateway paths (exact
+    // or `{proxy+}`) would work in the handler tests and be a 404 on AWS.
+    let t = Template::load();
+    for (binary, routes) in plexsync::api::routes::ALL {
+        let function = functions(&t)
+            .into_iter()
+            .find(|f| {
+                t.resource(f)["Metadata"]["BuildProperties"]["Binary"].as_str() == Some(binary)
+            })
+            .unwrap_or_else(|| panic!("no function builds {binary}"));
+        let paths: Vec<String> = t.props(&function)["Events"]
+            .as_mapping()
+            .cloned()
+            .unwrap_or_default()
+            .values()
+            .filter(|e| e["Type"].as_str() == Some("HttpApi"))
+            .filter_map(|e| e["Properties"]["Path"].as_str().map(str::to_string))
+            .collect();
+        for (method, route) in *routes {
+            let reached = paths.iter().any(|p| match p.strip_suffix("{proxy+}") {
+                Some(prefix) => route.starts_with(prefix) && route.len() > prefix.len(),
+                None => p == route,
+            });
+            assert!(
+                reached,
+                "{method} {route} is not routed to {function}: {paths:?}"
+            );
+        }
+    }
+}

@@ -1,5 +1,6 @@
 //! `conflicts` handler against real Postgres and moto Secrets Manager.
 
+mod bulk;
 mod race;
 mod replay;
 mod resolve;

@@ -174,7 +174,12 @@ impl Harness {
         .unwrap();
         drop(c);
         Self {
-            state: State { api, pipeline },
+            state: State {
+                api,
+                pipeline,
+                // No budget in tests: the one that stops a bulk request is set where tested.
+                bulk_budget: std::time::Duration::MAX,
+            },
             db,
             tmdb,
             office_show,

@@ -1,5 +1,6 @@
 //! `mappings` handler against real Postgres and moto Secrets Manager.
 
+mod bulk;
 mod conflicted;
 mod manage;
 mod routes;
