@@ -148,6 +148,17 @@ impl Keyring {
         format!("{header}.{}", URL_SAFE_NO_PAD.encode(out))
     }
 
+    /// Whether `ciphertext` was sealed with another key than the current one: after a rotation
+    /// it still opens (while the old key is listed under `previous`) and should be sealed again,
+    /// so the old key can be retired.
+    pub fn needs_reencryption(&self, ciphertext: &str) -> bool {
+        ciphertext
+            .trim()
+            .split('.')
+            .nth(1)
+            .is_some_and(|key_id| key_id != self.current.id)
+    }
+
     pub fn decrypt(&self, ciphertext: &str) -> Result<SecretString, CryptoError> {
         let mut parts = ciphertext.trim().splitn(3, '.');
         let (Some(version), Some(key_id), Some(data)) = (parts.next(), parts.next(), parts.next())
@@ -300,6 +311,10 @@ mod tests {
             old.decrypt(&ct_new),
             Err(CryptoError::UnknownKey(_))
         ));
+        // Only what the old key sealed needs sealing again.
+        assert!(rotated.needs_reencryption(&ct_old));
+        assert!(!rotated.needs_reencryption(&ct_new));
+        assert!(!old.needs_reencryption(&ct_old));
     }
 
     #[test]

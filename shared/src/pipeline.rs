@@ -22,7 +22,7 @@ use crate::env::{Env, EnvError, TmdbConfig};
 use crate::episodes::{self, MarkOutcome, MarkRequest};
 use crate::matching::{self, MatchDecision, MatchError, PlexTarget, Resolver, ShowIdentity};
 use crate::payload::{AccountRef, EventKind, PlexEvent};
-use crate::plex::PlexServerClient;
+use crate::plex::{open_stored_token, PlexServerClient};
 use crate::queue::QueueMessage;
 use crate::secrets::SecretsCache;
 use crate::senders::Sender;
@@ -833,7 +833,7 @@ async fn plex_target<'a>(state: &'a Pipeline, config: &SenderConfig) -> Option<P
     let config = config.plex_server.as_ref()?;
     let server = config.server_url.as_deref()?.parse().ok()?;
     let keyring = state.keys.keyring().await?;
-    let token: SecretString = match keyring.decrypt(&config.token.0) {
+    let token: SecretString = match open_stored_token(&state.pool, &keyring, &config.token).await {
         Ok(t) => t,
         Err(e) => {
             tracing::warn!(error = %e, "stored Plex token cannot be decrypted; Plex server step skipped");

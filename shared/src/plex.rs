@@ -8,7 +8,10 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use url::Url;
 
+use crate::crypto::{CryptoError, Keyring};
+use crate::db::DbPool;
 use crate::payload::{ExternalIds, GuidEntry};
+use crate::store::settings::{self, EncryptedToken};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PlexError {
@@ -208,6 +211,37 @@ impl PlexServerClient {
         }
         Ok(response)
     }
+}
+
+/// Opens the stored Plex token. One sealed with a previous key (the encryption key was rotated
+/// since) is sealed again with the current key and written back on this use, so the old key
+/// can leave the keyring once every deployment has used the token. A failed write-back is only
+/// logged: the token still opened, and the next use tries again.
+pub async fn open_stored_token(
+    pool: &DbPool,
+    keyring: &Keyring,
+    stored: &EncryptedToken,
+) -> Result<SecretString, CryptoError> {
+    let token = keyring.decrypt(&stored.0)?;
+    if keyring.needs_reencryption(&stored.0) {
+        let resealed = keyring.encrypt(&token);
+        let written = match pool.get().await {
+            Ok(client) => settings::replace_encrypted_token(&client, stored, &resealed)
+                .await
+                .map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        match written {
+            Ok(replaced) => tracing::info!(
+                replaced,
+                "stored Plex token re-encrypted with the current key"
+            ),
+            Err(error) => {
+                tracing::warn!(%error, "stored Plex token not re-encrypted; next use retries")
+            }
+        }
+    }
+    Ok(token)
 }
 
 /// Rating keys are numeric; anything else could walk the server's paths.

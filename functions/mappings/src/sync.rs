@@ -13,7 +13,7 @@ use plexsync::{
     crypto::{CryptoError, Keyring},
     db::{DbError, DbPool},
     episodes::{self, MarkOutcome, MarkRequest},
-    plex::{PlexError, PlexLeaf, PlexServerClient},
+    plex::{open_stored_token, PlexError, PlexLeaf, PlexServerClient},
     store::{mappings, settings},
 };
 
@@ -168,7 +168,7 @@ pub async fn sync_show_progress(
         .trim()
         .parse()
         .map_err(|_| SyncError::BadServerUrl)?;
-    let token: SecretString = keyring.decrypt(&config.encrypted_token.0)?;
+    let token: SecretString = open_stored_token(pool, keyring, &config.encrypted_token).await?;
 
     let leaves = plex
         .all_leaves(&server, &mapping.plex_rating_key, &token)

@@ -125,6 +125,25 @@ pub async fn save(client: &impl GenericClient, cfg: &SaveSettings<'_>) -> Result
     Ok(())
 }
 
+/// Replaces the stored token's ciphertext with `new` (the same token sealed with the current
+/// key), only while it is still `old`: a token saved meanwhile is newer and stays. Whether the
+/// row changed.
+#[tracing::instrument(skip_all)]
+pub async fn replace_encrypted_token(
+    client: &impl GenericClient,
+    old: &EncryptedToken,
+    new: &str,
+) -> Result<bool, DbError> {
+    let n = client
+        .execute(
+            "UPDATE plex_config SET plex_token = $3
+              WHERE user_id = $1 AND plex_token = $2",
+            &[&USER_ID, &old.0, &new],
+        )
+        .await?;
+    Ok(n > 0)
+}
+
 /// Soft disable: the row, the mappings and the history stay. `false` when nothing is configured.
 #[tracing::instrument(skip(pool))]
 pub async fn disable(pool: &DbPool) -> Result<bool, DbError> {

@@ -9,4 +9,5 @@ mod pool;
 mod roles;
 mod secrets;
 mod template;
+mod token_rotation;
 mod trigram;

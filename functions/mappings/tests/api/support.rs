@@ -27,6 +27,8 @@ pub struct Harness {
     pub office: i32,
     pub got: i32,
     pub breaking_bad: i32,
+    /// The encryption key the stored token was sealed with.
+    pub key_hex: String,
 }
 
 impl Harness {
@@ -39,7 +41,7 @@ impl Harness {
         let (api, _) = plexsync::api::testing::context(db.pool.clone(), &sdk).await;
         let key_hex = generate_key_hex();
         let encryption_key_id = plexsync::testing::secret(&sdk, &key_hex).await;
-        let keyring = Keyring::from_secret(&SecretString::from(key_hex)).unwrap();
+        let keyring = Keyring::from_secret(&SecretString::from(key_hex.clone())).unwrap();
         let plex = MockServer::start().await;
         let c = db.pool.get().await.unwrap();
         c.execute(
@@ -150,6 +152,7 @@ impl Harness {
             office,
             got,
             breaking_bad,
+            key_hex,
         }
     }
 

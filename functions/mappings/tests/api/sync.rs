@@ -245,3 +245,58 @@ async fn sync_errors_have_their_statuses_and_change_nothing() {
 
     assert_eq!(h.office_episodes().await, before, "nothing marked");
 }
+
+#[tokio::test]
+async fn after_a_key_rotation_the_stored_token_is_reencrypted_on_its_next_use() {
+    use plexsync::crypto::{generate_key_hex, Keyring};
+    use secrecy::{ExposeSecret, SecretString};
+
+    let h = Harness::new().await;
+    h.office_season_1().await;
+    h.serve_leaves(
+        ResponseTemplate::new(200).set_body_json(fixtures::plex_server_office_all_leaves()),
+    )
+    .await;
+    let stored = || async {
+        let row =
+            h.db.pool
+                .get()
+                .await
+                .unwrap()
+                .query_one("SELECT plex_token FROM plex_config WHERE user_id = 1", &[])
+                .await
+                .unwrap();
+        row.get::<_, String>(0)
+    };
+    let old_ciphertext = stored().await;
+
+    // Rotate: a new current key, the old one kept for decryption only.
+    let new_key = generate_key_hex();
+    let rotated =
+        SecretString::from(json!({"current": new_key, "previous": [h.key_hex]}).to_string());
+    h.state
+        .api
+        .secrets
+        .put(&h.state.encryption_key_id, &rotated)
+        .await
+        .unwrap();
+    let rotated = Keyring::from_secret(&rotated).unwrap();
+    assert!(rotated.needs_reencryption(&old_ciphertext));
+
+    let resp = h.sync(h.office).await;
+    assert_eq!(resp.status(), 200, "{}", text(&resp));
+
+    let now = stored().await;
+    assert_ne!(now, old_ciphertext, "re-encrypted on this use");
+    assert!(
+        !rotated.needs_reencryption(&now),
+        "sealed with the current key"
+    );
+    // The new key alone opens it: the old key can be retired.
+    let new_only = Keyring::from_secret(&SecretString::from(new_key)).unwrap();
+    assert_eq!(new_only.decrypt(&now).unwrap().expose_secret(), PLEX_TOKEN);
+
+    // A use under the current key writes nothing.
+    assert_eq!(h.sync(h.office).await.status(), 200);
+    assert_eq!(stored().await, now);
+}
