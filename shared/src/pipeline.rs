@@ -23,7 +23,7 @@ use crate::episodes::{self, MarkOutcome, MarkRequest};
 use crate::matching::{self, MatchDecision, MatchError, PlexTarget, Resolver, ShowIdentity};
 use crate::payload::{AccountRef, EventKind, PlexEvent};
 use crate::plex::{open_stored_token, PlexServerClient};
-use crate::queue::QueueMessage;
+use crate::queue::{QueueBody, QueueMessage};
 use crate::secrets::SecretsCache;
 use crate::senders::Sender;
 use crate::store::{
@@ -34,6 +34,10 @@ use crate::store::{
     settings::{self, EncryptedToken},
 };
 use crate::tmdb::{SeasonDetails, TmdbClient, TmdbError, TvDetails};
+
+mod import;
+
+pub use import::IMPORT_EVENT_TYPE;
 
 /// Where the encryption key (for the stored Plex token) comes from.
 pub enum KeySource {
@@ -102,7 +106,8 @@ impl Pipeline {
     /// from `ENCRYPTION_KEY_SECRET_ID`, `TMDB_BASE_URL`, `TMDB_API_TOKEN`.
     pub fn with_pool(pool: DbPool, env: &Env, aws: &SdkConfig) -> Result<Self, StartupError> {
         let tmdb = TmdbClient::new(&TmdbConfig::from_env(env)?)
-            .map_err(|e| StartupError::Http(e.to_string()))?;
+            .map_err(|e| StartupError::Http(e.to_string()))?
+            .with_shared_limit(pool.clone(), crate::tmdb::SHARED_RATE);
         let plex = PlexServerClient::new().map_err(|e| StartupError::Http(e.to_string()))?;
         let keys = KeySource::Secrets {
             cache: SecretsCache::new(aws_sdk_secretsmanager::Client::new(aws)),
@@ -286,8 +291,11 @@ pub async fn process_body(
     message_id: &str,
     receive_count: Option<i64>,
 ) -> Result<Outcome, TransientError> {
-    match QueueMessage::from_body(body) {
-        Ok(msg) => process_message(state, &msg, message_id, receive_count).await,
+    match QueueBody::parse(body) {
+        Ok(QueueBody::Event(msg)) => process_message(state, &msg, message_id, receive_count).await,
+        Ok(QueueBody::ImportShow(msg)) => {
+            import::process_show(state, &msg, message_id, receive_count).await
+        }
         Err(e) => {
             tracing::warn!(error = %e, "unreadable queue message");
             let outcome = Outcome::failed(e.to_string());
@@ -307,8 +315,12 @@ pub async fn log_final_failure(
     receive_count: Option<i64>,
     reason: &str,
 ) -> Result<(), TransientError> {
-    let Ok(msg) = QueueMessage::from_body(body) else {
-        return log_unreadable(state, body, message_id, receive_count, reason).await;
+    let msg = match QueueBody::parse(body) {
+        Ok(QueueBody::Event(msg)) => msg,
+        Ok(QueueBody::ImportShow(msg)) => {
+            return import::give_up(state, &msg, message_id, receive_count, reason).await;
+        }
+        Err(_) => return log_unreadable(state, body, message_id, receive_count, reason).await,
     };
     let ctx = LogCtx {
         msg: &msg,
@@ -396,7 +408,7 @@ async fn run(state: &Pipeline, ctx: &LogCtx<'_>) -> Result<Outcome, Failure> {
         Ok(config) => config,
         Err(ignored) => return finish(&client, ctx, ignored).await,
     };
-    let (tvshow_id, how) = match find_show(state, ctx, client, &config).await? {
+    let (tvshow_id, how) = match find_show(state, Subject::Event(ctx), client, &config).await? {
         Decided::Show(id, how) => (id, how),
         Decided::Done(outcome) => return Ok(outcome),
     };
@@ -456,17 +468,17 @@ async fn admit(
 /// it) resolution and the ladder. `Done` when the message was logged on the way.
 async fn find_show(
     state: &Pipeline,
-    ctx: &LogCtx<'_>,
+    ctx: Subject<'_>,
     client: deadpool_postgres::Client,
     config: &SenderConfig,
 ) -> Result<Decided, Failure> {
-    let ev = &ctx.msg.event;
+    let ev = ctx.event();
     let guid = matching::show_guid(ev);
     let show = matching::show_key(ev, &guid);
     match mappings::find_for_show(&client, show, Lock::No).await? {
         Some(m) if !m.sync_enabled => {
             return Ok(Decided::Done(
-                finish(&client, ctx, sync_disabled(m.id)).await?,
+                ctx.conclude(&client, sync_disabled(m.id)).await?,
             ));
         }
         Some(MappingState {
@@ -493,12 +505,12 @@ async fn find_show(
 /// [`decided_meanwhile`] in its own transaction, under the show's lock.
 async fn decide_under_lock(
     state: &Pipeline,
-    ctx: &LogCtx<'_>,
+    ctx: Subject<'_>,
     show: PlexShowKey<'_>,
 ) -> Result<Option<Decided>, Failure> {
     let mut client = state.pool.get().await?;
     let tx = client.transaction().await?;
-    mappings::lock_show_identity(&tx, &ctx.msg.event.show_key()).await?;
+    mappings::lock_show_identity(&tx, &ctx.event().show_key()).await?;
     let decided = decided_meanwhile(&tx, ctx, show).await?;
     tx.commit().await?;
     Ok(decided)
@@ -604,35 +616,85 @@ fn needs_resolution(conflict_id: i32, detail: &str) -> Outcome {
 /// written) when the conflict was resolved meanwhile: the caller follows the new mapping.
 async fn pend_in<C: GenericClient>(
     client: &C,
-    ctx: &LogCtx<'_>,
+    ctx: Subject<'_>,
     conflict_id: i32,
     detail: &str,
 ) -> Result<Option<Outcome>, Failure> {
-    if ctx.msg.event.kind == EventKind::Scrobble {
-        let message = serde_json::to_value(ctx.msg).unwrap_or(Value::Null);
-        if !conflicts::attach_pending_event(client, conflict_id, &ctx.key, &message).await? {
-            return Ok(None);
+    for play in ctx.plays() {
+        if play.event.kind == EventKind::Scrobble {
+            let message = serde_json::to_value(play).unwrap_or(Value::Null);
+            let key = play.idempotency_key();
+            if !conflicts::attach_pending_event(client, conflict_id, &key, &message).await? {
+                return Ok(None);
+            }
         }
     }
     Ok(Some(
-        finish(client, ctx, needs_resolution(conflict_id, detail)).await?,
+        ctx.conclude(client, needs_resolution(conflict_id, detail))
+            .await?,
     ))
+}
+
+/// Whom the show-finding steps act for: one queue message (a scrobble or `library.new`), or
+/// one show of a history import (all its watched episodes at once).
+#[derive(Clone, Copy)]
+enum Subject<'a> {
+    Event(&'a LogCtx<'a>),
+    Show(&'a import::ShowCtx<'a>),
+}
+
+impl<'a> Subject<'a> {
+    /// The event resolution reads (for an imported show: its first watched episode's).
+    fn event(&self) -> &'a PlexEvent {
+        match self {
+            Self::Event(ctx) => &ctx.msg.event,
+            Self::Show(ctx) => &ctx.plays[0].event,
+        }
+    }
+
+    fn receive_count(&self) -> Option<i64> {
+        match self {
+            Self::Event(ctx) => ctx.receive_count,
+            Self::Show(ctx) => ctx.receive_count,
+        }
+    }
+
+    /// The plays a conflict keeps for its replay.
+    fn plays(&self) -> &'a [QueueMessage] {
+        match self {
+            Self::Event(ctx) => std::slice::from_ref(ctx.msg),
+            Self::Show(ctx) => &ctx.plays,
+        }
+    }
+
+    /// Records an outcome decided on the way: the message's log row, or the imported show's
+    /// summary row and result.
+    async fn conclude(
+        &self,
+        client: &impl GenericClient,
+        outcome: Outcome,
+    ) -> Result<Outcome, Failure> {
+        match self {
+            Self::Event(ctx) => finish(client, ctx, outcome).await,
+            Self::Show(ctx) => ctx.conclude(client, outcome).await,
+        }
+    }
 }
 
 /// Resolution and the ladder, then the mapping (auto-adding the show) or the conflict, written
 /// under a per-show lock that re-checks what concurrent messages already decided.
 async fn resolve_and_map(
     state: &Pipeline,
-    ctx: &LogCtx<'_>,
+    ctx: Subject<'_>,
     config: &SenderConfig,
 ) -> Result<Decided, Failure> {
-    let ev = &ctx.msg.event;
+    let ev = ctx.event();
     let resolver = Resolver {
         pool: &state.pool,
         tmdb: &state.tmdb,
         plex: plex_target(state, config).await,
     };
-    let identity = resolver.resolve(ev, ctx.receive_count).await?;
+    let identity = resolver.resolve(ev, ctx.receive_count()).await?;
     let decision = matching::decide(&state.pool, ev, &identity, config.auto_add_shows).await?;
     tracing::info!(
         ?decision,
@@ -669,7 +731,7 @@ async fn resolve_and_map(
 /// resolving: a mapping, or an open conflict that now holds this event too.
 async fn decided_meanwhile(
     tx: &impl GenericClient,
-    ctx: &LogCtx<'_>,
+    ctx: Subject<'_>,
     show: PlexShowKey<'_>,
 ) -> Result<Option<Decided>, Failure> {
     // Twice at most: a conflict resolved while the event was being attached has committed its
@@ -678,7 +740,7 @@ async fn decided_meanwhile(
         match mappings::find_for_show(tx, show, Lock::No).await? {
             Some(m) if !m.sync_enabled => {
                 return Ok(Some(Decided::Done(
-                    finish(tx, ctx, sync_disabled(m.id)).await?,
+                    ctx.conclude(tx, sync_disabled(m.id)).await?,
                 )));
             }
             Some(MappingState {
@@ -712,11 +774,11 @@ struct Decision<'a> {
 /// Writes the decision: the mapping (adding the show first for auto-add) or the conflict.
 async fn apply(
     tx: &impl GenericClient,
-    ctx: &LogCtx<'_>,
+    ctx: Subject<'_>,
     config: &SenderConfig,
     d: Decision<'_>,
 ) -> Result<Decided, Failure> {
-    let ev = &ctx.msg.event;
+    let ev = ctx.event();
     match d.decision {
         MatchDecision::Map {
             tvshow_id,
@@ -753,7 +815,8 @@ async fn apply(
             kind: matching::ConflictKind::NoMatch,
             ..
         } if ev.kind == EventKind::LibraryNew && !config.auto_add_shows => Ok(Decided::Done(
-            finish(tx, ctx, Outcome::ignored(NEW_SHOW_NOT_TRACKED)).await?,
+            ctx.conclude(tx, Outcome::ignored(NEW_SHOW_NOT_TRACKED))
+                .await?,
         )),
         MatchDecision::Conflict { kind, candidates } => {
             let conflict_id = open_conflict(tx, ev, d.show, kind, &candidates).await?;

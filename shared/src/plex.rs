@@ -30,7 +30,7 @@ pub enum PlexError {
 }
 
 /// One episode of `allLeaves`, with the server owner's watch state.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PlexLeaf {
     #[serde(default)]
@@ -49,6 +49,70 @@ pub struct PlexLeaf {
     /// Unix seconds of the last play.
     #[serde(default)]
     pub last_viewed_at: Option<i64>,
+    #[serde(default)]
+    pub guid: Option<String>,
+    /// The *episode's* ids (with `includeGuids=1`).
+    #[serde(rename = "Guid", default)]
+    pub guids: Vec<GuidEntry>,
+}
+
+/// One library section (`/library/sections`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct PlexSection {
+    pub key: String,
+    /// `show`, `movie`, `artist`, `photo`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(default)]
+    pub title: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct SectionsEnvelope {
+    #[serde(rename = "MediaContainer")]
+    container: SectionsContainer,
+}
+
+#[derive(Deserialize)]
+struct SectionsContainer {
+    #[serde(rename = "Directory", default)]
+    directories: Vec<PlexSection>,
+}
+
+/// One show of a TV section (`/library/sections/{key}/all`), with its own ids and how much of
+/// it the token's account has watched.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PlexSectionShow {
+    pub rating_key: String,
+    #[serde(default)]
+    pub guid: Option<String>,
+    pub title: String,
+    /// The show's first-air year.
+    #[serde(default)]
+    pub year: Option<i64>,
+    #[serde(default)]
+    pub leaf_count: Option<i64>,
+    #[serde(default)]
+    pub viewed_leaf_count: Option<i64>,
+    /// Unix seconds of the latest play of any of its episodes.
+    #[serde(default)]
+    pub last_viewed_at: Option<i64>,
+    /// The *show's* ids (with `includeGuids=1`).
+    #[serde(rename = "Guid", default)]
+    pub guids: Vec<GuidEntry>,
+}
+
+#[derive(Deserialize)]
+struct SectionShowsEnvelope {
+    #[serde(rename = "MediaContainer")]
+    container: SectionShowsContainer,
+}
+
+#[derive(Deserialize)]
+struct SectionShowsContainer {
+    #[serde(rename = "Metadata", default)]
+    metadata: Vec<PlexSectionShow>,
 }
 
 #[derive(Deserialize)]
@@ -149,8 +213,49 @@ impl PlexServerClient {
         })
     }
 
-    /// `GET {server}/library/metadata/{rating_key}/allLeaves` → every episode of the show with
-    /// its watch state (the token's account's).
+    /// `GET {server}/library/sections` → the library sections.
+    #[tracing::instrument(skip(self, token))]
+    pub async fn sections(
+        &self,
+        server: &Url,
+        token: &SecretString,
+    ) -> Result<Vec<PlexSection>, PlexError> {
+        let response = self.get(server, "library/sections", token).await?;
+        let envelope: SectionsEnvelope = response
+            .json()
+            .await
+            .map_err(|e| PlexError::Unexpected(format!("unreadable section list: {e}")))?;
+        Ok(envelope.container.directories)
+    }
+
+    /// `GET {server}/library/sections/{key}/all?type=2&includeGuids=1` → every show of a TV
+    /// section, with its ids and watch counts.
+    #[tracing::instrument(skip(self, token))]
+    pub async fn section_shows(
+        &self,
+        server: &Url,
+        section_key: &str,
+        token: &SecretString,
+    ) -> Result<Vec<PlexSectionShow>, PlexError> {
+        let response = self
+            .get(
+                server,
+                &format!(
+                    "library/sections/{}/all?type=2&includeGuids=1",
+                    numeric(section_key)?
+                ),
+                token,
+            )
+            .await?;
+        let envelope: SectionShowsEnvelope = response
+            .json()
+            .await
+            .map_err(|e| PlexError::Unexpected(format!("unreadable show list: {e}")))?;
+        Ok(envelope.container.metadata)
+    }
+
+    /// `GET {server}/library/metadata/{rating_key}/allLeaves?includeGuids=1` → every episode of
+    /// the show with its watch state (the token's account's) and its ids.
     #[tracing::instrument(skip(self, token))]
     pub async fn all_leaves(
         &self,
@@ -161,7 +266,10 @@ impl PlexServerClient {
         let response = self
             .get(
                 server,
-                &format!("library/metadata/{}/allLeaves", numeric(rating_key)?),
+                &format!(
+                    "library/metadata/{}/allLeaves?includeGuids=1",
+                    numeric(rating_key)?
+                ),
                 token,
             )
             .await?;

@@ -1,10 +1,10 @@
 //! The queue message contract between `webhook` (producer) and `processor` (consumer).
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::payload::PlexEvent;
+use crate::payload::{PlexEvent, ShowRef};
 use crate::senders::Sender;
 
 const MESSAGE_VERSION: u32 = 1;
@@ -86,12 +86,7 @@ impl QueueMessage {
     /// FIFO group: one show on one server, so a show's events are processed in order and
     /// never concurrently. SQS allows 128 characters; long keys are hashed.
     pub fn group_id(&self) -> String {
-        let key = self.event.show_key();
-        if key.len() <= 128 && key.bytes().all(|b| b.is_ascii_graphic()) {
-            key
-        } else {
-            sha256_hex(key.as_bytes())
-        }
+        group_for(self.event.show_key())
     }
 
     /// FIFO deduplication id: hash of (sender and server, account, event, item key). SQS drops a
@@ -129,6 +124,106 @@ impl QueueMessage {
             .map(|t| t.timestamp().to_string())
             .unwrap_or_default();
         sha256_hex(format!("{}\0{viewed}", self.deduplication_id()).as_bytes())
+    }
+}
+
+/// SQS allows 128 printable characters per group id; longer or odder keys are hashed.
+fn group_for(key: String) -> String {
+    if key.len() <= 128 && key.bytes().all(|b| b.is_ascii_graphic()) {
+        key
+    } else {
+        sha256_hex(key.as_bytes())
+    }
+}
+
+const IMPORT_SHOW_TYPE: &str = "importShow";
+
+/// One show of a history import (`POST /api/plex/import`): the processor reads the show's
+/// watched episodes from the Plex server and takes them through the same matching and marking
+/// as a scrobble. Tagged `"type": "importShow"`; webhook messages have no `type`.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct ImportShowMessage {
+    pub version: u32,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub import_id: i32,
+    pub server_uuid: String,
+    pub server_title: Option<String>,
+    /// The show as the server's library lists it (its own guid and ids, its first-air year).
+    pub show: ShowRef,
+    /// Only episodes last watched on or after this day (UTC) are imported.
+    pub watched_since: Option<NaiveDate>,
+}
+
+impl ImportShowMessage {
+    pub fn new(
+        import_id: i32,
+        server_uuid: String,
+        server_title: Option<String>,
+        show: ShowRef,
+        watched_since: Option<NaiveDate>,
+    ) -> Self {
+        Self {
+            version: MESSAGE_VERSION,
+            kind: IMPORT_SHOW_TYPE.to_string(),
+            import_id,
+            server_uuid,
+            server_title,
+            show,
+            watched_since,
+        }
+    }
+
+    pub fn to_body(&self) -> String {
+        serde_json::to_string(self).expect("queue message serialises")
+    }
+
+    /// The show's group, the same as its scrobbles' (a Plex show's key), so the import of a
+    /// show and its live plays are processed in order, never concurrently.
+    pub fn group_id(&self) -> String {
+        group_for(format!("{}:{}", self.server_uuid, self.show.rating_key))
+    }
+
+    /// One message per show per import: a repeated send of the same batch is dropped.
+    pub fn deduplication_id(&self) -> String {
+        sha256_hex(
+            format!(
+                "import\0{}\0{}\0{}",
+                self.import_id, self.server_uuid, self.show.rating_key
+            )
+            .as_bytes(),
+        )
+    }
+}
+
+/// Any body on the queue.
+#[derive(Debug, Clone, PartialEq)]
+pub enum QueueBody {
+    Event(Box<QueueMessage>),
+    ImportShow(Box<ImportShowMessage>),
+}
+
+impl QueueBody {
+    pub fn parse(body: &str) -> Result<Self, MessageError> {
+        #[derive(Deserialize)]
+        struct Tagged {
+            #[serde(rename = "type", default)]
+            kind: Option<String>,
+            version: u32,
+        }
+        let tag: Tagged =
+            serde_json::from_str(body).map_err(|e| MessageError::Invalid(e.to_string()))?;
+        match tag.kind.as_deref() {
+            None => QueueMessage::from_body(body).map(|m| Self::Event(Box::new(m))),
+            Some(IMPORT_SHOW_TYPE) if tag.version == MESSAGE_VERSION => serde_json::from_str(body)
+                .map(|m| Self::ImportShow(Box::new(m)))
+                .map_err(|e| MessageError::Invalid(e.to_string())),
+            Some(IMPORT_SHOW_TYPE) => Err(MessageError::Version(tag.version)),
+            Some(other) => Err(MessageError::Invalid(format!(
+                "unknown message type {other:?}"
+            ))),
+        }
     }
 }
 

@@ -259,6 +259,11 @@ pub mod fixtures {
             .expect("the scrobble names its server")
     }
 
+    /// Any TMDB response of the world by its path (`/3/tv/2996`, `/3/tv/2996/season/1`, ...).
+    pub fn tmdb(path: &str) -> Value {
+        world("tmdb", path)
+    }
+
     /// `GET /3/tv/2316` (trimmed to the fields we read).
     pub fn tmdb_the_office() -> Value {
         world("tmdb", "/3/tv/2316")

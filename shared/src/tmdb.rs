@@ -14,7 +14,12 @@ use serde::{de::DeserializeOwned, Deserialize};
 use tokio::{sync::Mutex, time::Instant};
 use url::Url;
 
-use crate::{env::TmdbConfig, metrics};
+use crate::{
+    db::DbPool,
+    env::TmdbConfig,
+    metrics,
+    store::rate_limit::{self, Bucket, Slot},
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TmdbError {
@@ -127,7 +132,24 @@ pub struct TmdbClient {
     auth: Auth,
     retry: RetryPolicy,
     limiter: RateLimiter,
+    shared: Option<SharedLimit>,
 }
+
+/// TMDB's limit across every instance of every function: a token bucket in Postgres.
+struct SharedLimit {
+    pool: DbPool,
+    bucket: Bucket,
+}
+
+/// The shared bucket's name in `rate_limit_buckets`.
+pub const SHARED_BUCKET: &str = "tmdb";
+
+/// The shared default: below TMDB's documented ~50 requests per second per address.
+pub const SHARED_RATE: Bucket = Bucket {
+    rate: 30.0,
+    burst: 30.0,
+    max_wait: Duration::from_secs(10),
+};
 
 impl std::fmt::Debug for TmdbClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -260,7 +282,44 @@ impl TmdbClient {
             auth,
             retry,
             limiter: RateLimiter::new(max_requests, window),
+            shared: None,
         })
+    }
+
+    /// Also waits for a slot of the shared bucket ([`SHARED_BUCKET`]) before each request, so
+    /// the limit holds for every instance together (an import fans out over many).
+    pub fn with_shared_limit(mut self, pool: DbPool, bucket: Bucket) -> Self {
+        self.shared = Some(SharedLimit { pool, bucket });
+        self
+    }
+
+    /// Waits for the shared bucket's slot. Every slot for the next `max_wait` taken is
+    /// transient (the message is retried later); a database error lets the request go: the
+    /// limiter must not turn a database hiccup into a TMDB outage.
+    async fn shared_slot(&self) -> Result<(), TmdbError> {
+        let Some(shared) = &self.shared else {
+            return Ok(());
+        };
+        let slot = match shared.pool.get().await {
+            Ok(client) => rate_limit::reserve(&client, SHARED_BUCKET, shared.bucket).await,
+            Err(e) => Err(e.into()),
+        };
+        match slot {
+            Ok(Slot::After(wait)) => {
+                if !wait.is_zero() {
+                    tracing::debug!(wait_ms = wait.as_millis() as u64, "TMDB shared rate limit");
+                    tokio::time::sleep(wait).await;
+                }
+                Ok(())
+            }
+            Ok(Slot::Busy) => Err(TmdbError::Transient(
+                "TMDB request budget is taken for the next seconds (shared rate limit)".into(),
+            )),
+            Err(e) => {
+                tracing::warn!(error = %e, "shared TMDB rate limit unavailable; request sent anyway");
+                Ok(())
+            }
+        }
     }
 
     /// `GET /3/find/{id}?external_source=...`.
@@ -359,6 +418,7 @@ impl TmdbClient {
         loop {
             attempt += 1;
             self.limiter.acquire().await;
+            self.shared_slot().await?;
             let mut request = self.http.get(url.clone()).query(query);
             request = match &self.auth {
                 Auth::Bearer(token) => request.bearer_auth(token.expose_secret()),

@@ -38,6 +38,7 @@ pub const LOGS: &[Route] = &[
     ("GET", "/api/plex/dead-letters"),
     ("POST", "/api/plex/dead-letters/redrive"),
 ];
+pub const IMPORT: &[Route] = &[("GET", "/api/plex/import"), ("POST", "/api/plex/import")];
 /// The admin page and its assets (no token: the page asks for it).
 pub const ADMIN: &[Route] = &[("GET", "/"), ("GET", "/admin/{asset}")];
 
@@ -48,5 +49,6 @@ pub const ALL: &[(&str, &[Route])] = &[
     ("mappings", MAPPINGS),
     ("conflicts", CONFLICTS),
     ("logs", LOGS),
+    ("import", IMPORT),
     ("admin", ADMIN),
 ];

@@ -44,14 +44,17 @@ impl RuntimeRole {
 /// Tables the runtime role reads and writes: plexsync's own and the tracker's `tvshows`, by
 /// name, so other tables of a shared database stay out of reach. A migration that adds a table
 /// adds it here (a test compares this list with what the migrations create).
-pub const RUNTIME_TABLES: [&str; 9] = [
+pub const RUNTIME_TABLES: [&str; 12] = [
     "media_senders",
     "plex_config",
     "plex_conflicts",
+    "plex_import_shows",
+    "plex_imports",
     "plex_pending_events",
     "plex_processed_messages",
     "plex_show_mappings",
     "plex_webhook_logs",
+    "rate_limit_buckets",
     "tmdb_id_cache",
     "tvshows",
 ];

@@ -15,7 +15,8 @@ async fn apply_then_reapply_is_a_noop() {
         vec![
             "V1__tracker_baseline",
             "V2__plex_integration",
-            "V3__media_senders"
+            "V3__media_senders",
+            "V4__plex_imports"
         ]
     );
     let second = db::migrate(&pool).await.unwrap();
@@ -23,7 +24,7 @@ async fn apply_then_reapply_is_a_noop() {
     let client = pool.get().await.unwrap();
     assert_eq!(
         count(&client, "SELECT count(*) FROM refinery_schema_history").await,
-        3
+        4
     );
     for table in [
         "tvshows",
@@ -35,6 +36,9 @@ async fn apply_then_reapply_is_a_noop() {
         "plex_processed_messages",
         "tmdb_id_cache",
         "media_senders",
+        "plex_imports",
+        "plex_import_shows",
+        "rate_limit_buckets",
     ] {
         let exists: bool = client
             .query_one("SELECT to_regclass($1) IS NOT NULL", &[&table])
@@ -51,7 +55,7 @@ async fn concurrent_migrations_apply_once() {
     let pool = db::pool(&SecretString::from(url)).unwrap();
     let (a, b) = tokio::join!(db::migrate(&pool), db::migrate(&pool));
     let (a, b) = (a.unwrap(), b.unwrap());
-    assert_eq!(a.len() + b.len(), 3, "{a:?} {b:?}");
+    assert_eq!(a.len() + b.len(), 4, "{a:?} {b:?}");
 }
 
 #[tokio::test]

@@ -396,6 +396,7 @@ fn webhook_throttling_leaves_room_for_plex_and_caps_concurrency() {
         "MappingsFunction",
         "ConflictsFunction",
         "LogsFunction",
+        "ImportFunction",
     ] {
         capped(f, "ApiReservedConcurrency");
     }
@@ -534,6 +535,7 @@ fn database_functions_keep_small_pools() {
         "MappingsFunction",
         "ConflictsFunction",
         "LogsFunction",
+        "ImportFunction",
     ] {
         let size = &t.props(f)["Environment"]["Variables"]["DATABASE_POOL_SIZE"];
         let size: u64 = size
