@@ -77,6 +77,24 @@ pub async fn fresh_db() -> TestDb {
     }
 }
 
+impl TestDb {
+    /// Another pool on this database for a test that runs `connections` messages at once: none
+    /// waits for a connection, and lock waits have no limit. Under the runtime limits (a 10 s
+    /// wait for one of four connections, a 5 s lock timeout) a loaded machine turned such
+    /// tests' queues into transient failures; what they check is the outcome, not the speed.
+    pub fn pool_for_concurrency(&self, connections: usize) -> DbPool {
+        db::pool_with(
+            &self.url,
+            db::PoolSettings {
+                max_size: connections,
+                statement_timeout: None,
+                lock_timeout: None,
+            },
+        )
+        .expect("pool for test database")
+    }
+}
+
 /// `url` with another user and password (a runtime role's URL for the same database).
 pub fn url_as(url: &str, user: &str, password: &str) -> String {
     let mut url = Url::parse(url).expect("a database URL");

@@ -538,12 +538,16 @@ mod tests {
     }
 
     fn client(server: &MockServer, token: &str) -> TmdbClient {
+        client_with_timeout(server, token, Duration::from_secs(30))
+    }
+
+    fn client_with_timeout(server: &MockServer, token: &str, timeout: Duration) -> TmdbClient {
         TmdbClient::with_options(
             &config(server, token),
             fast_retry(),
             40,
             Duration::from_secs(10),
-            Duration::from_millis(500),
+            timeout,
         )
         .unwrap()
     }
@@ -701,12 +705,15 @@ mod tests {
         Mock::given(method("GET"))
             .respond_with(
                 ResponseTemplate::new(200)
-                    .set_delay(Duration::from_secs(2))
+                    .set_delay(Duration::from_secs(30))
                     .set_body_json(fixtures::tmdb_the_office()),
             )
             .mount(&server)
             .await;
-        let err = client(&server, "key").tv(2316).await.unwrap_err();
+        let err = client_with_timeout(&server, "key", Duration::from_millis(500))
+            .tv(2316)
+            .await
+            .unwrap_err();
         assert!(err.is_transient());
         assert!(err.to_string().contains("timed out"), "{err}");
     }

@@ -3,45 +3,58 @@ use std::time::Duration;
 use plexsync::{crypto::Keyring, secrets::SecretsCache, testing};
 use secrecy::{ExposeSecret, SecretString};
 
+/// What the cache answers depends on the age of its entry against the TTL and the refresh
+/// interval. The tests set those to "never" (an hour) or "always" (zero), so no step depends on
+/// how fast moto answers on a loaded machine; a value rotated behind the cache's back tells
+/// whether a read went to Secrets Manager or came from the cache.
 #[tokio::test]
-async fn reads_caches_and_refreshes_from_moto() {
+async fn get_and_refresh_answer_from_the_cache_within_their_intervals() {
     let config = testing::moto_config().await;
     let id = testing::secret(&config, "first-value").await;
     let client = aws_sdk_secretsmanager::Client::new(&config);
-    let cache = SecretsCache::with_timings(
-        client.clone(),
-        Duration::from_secs(300),
-        Duration::from_millis(200),
-    );
+    let hour = Duration::from_secs(3600);
+    let cache = SecretsCache::with_timings(client.clone(), hour, hour);
 
     assert_eq!(
         cache.get(&id).await.unwrap().unwrap().expose_secret(),
         "first-value"
     );
-
-    // Rotate behind the cache's back: get() keeps the cached value until the TTL...
-    client
-        .put_secret_value()
-        .secret_id(&id)
-        .secret_string("second-value")
-        .send()
-        .await
-        .unwrap();
+    rotate(&client, &id, "second-value").await;
+    // get() keeps the cached value until the TTL...
     assert_eq!(
         cache.get(&id).await.unwrap().unwrap().expose_secret(),
         "first-value"
     );
-    // ...refresh() right away is rate-limited...
+    // ...and so does refresh() within the minimum refresh interval (rate-limited).
     assert_eq!(
         cache.refresh(&id).await.unwrap().unwrap().expose_secret(),
         "first-value"
     );
-    // ...and after the minimum interval it re-reads.
-    tokio::time::sleep(Duration::from_millis(250)).await;
+}
+
+#[tokio::test]
+async fn refresh_after_its_interval_rereads_and_get_then_has_the_new_value() {
+    let config = testing::moto_config().await;
+    let id = testing::secret(&config, "first-value").await;
+    let client = aws_sdk_secretsmanager::Client::new(&config);
+    let cache =
+        SecretsCache::with_timings(client.clone(), Duration::from_secs(3600), Duration::ZERO);
+
+    assert_eq!(
+        cache.get(&id).await.unwrap().unwrap().expose_secret(),
+        "first-value"
+    );
+    rotate(&client, &id, "second-value").await;
+    assert_eq!(
+        cache.get(&id).await.unwrap().unwrap().expose_secret(),
+        "first-value",
+        "still within the TTL"
+    );
     assert_eq!(
         cache.refresh(&id).await.unwrap().unwrap().expose_secret(),
         "second-value"
     );
+    // The re-read value is what get() serves from then on.
     assert_eq!(
         cache.get(&id).await.unwrap().unwrap().expose_secret(),
         "second-value"
@@ -49,25 +62,25 @@ async fn reads_caches_and_refreshes_from_moto() {
 }
 
 #[tokio::test]
-async fn ttl_expiry_rereads() {
+async fn an_expired_entry_is_reread() {
     let config = testing::moto_config().await;
     let id = testing::secret(&config, "v1").await;
     let client = aws_sdk_secretsmanager::Client::new(&config);
-    let cache = SecretsCache::with_timings(
-        client.clone(),
-        Duration::from_millis(100),
-        Duration::from_millis(10),
-    );
+    // A TTL of zero: every entry is expired as soon as it is stored.
+    let cache = SecretsCache::with_timings(client.clone(), Duration::ZERO, Duration::ZERO);
     assert_eq!(cache.get(&id).await.unwrap().unwrap().expose_secret(), "v1");
+    rotate(&client, &id, "v2").await;
+    assert_eq!(cache.get(&id).await.unwrap().unwrap().expose_secret(), "v2");
+}
+
+async fn rotate(client: &aws_sdk_secretsmanager::Client, id: &str, value: &str) {
     client
         .put_secret_value()
-        .secret_id(&id)
-        .secret_string("v2")
+        .secret_id(id)
+        .secret_string(value)
         .send()
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(150)).await;
-    assert_eq!(cache.get(&id).await.unwrap().unwrap().expose_secret(), "v2");
 }
 
 #[tokio::test]

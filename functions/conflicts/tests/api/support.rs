@@ -85,7 +85,7 @@ impl Harness {
         let pipeline = Pipeline {
             pool: db.pool.clone(),
             tmdb: tmdb_client(&tmdb.uri()),
-            plex: PlexServerClient::with_timeout(std::time::Duration::from_millis(500)).unwrap(),
+            plex: PlexServerClient::with_timeout(std::time::Duration::from_secs(30)).unwrap(),
             keys: KeySource::Fixed(keyring.clone()),
         };
         let c = db.pool.get().await.unwrap();

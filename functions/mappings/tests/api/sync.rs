@@ -6,6 +6,7 @@ use chrono::{SecondsFormat, TimeZone, Utc};
 use lambda_http::{Body, Response};
 use plexsync::{
     api::testing::{authed, json, text},
+    plex::PlexServerClient,
     testing::fixtures,
     tmdb::SeasonDetails,
 };
@@ -151,7 +152,7 @@ async fn sync_marks_what_plex_has_watched_and_keeps_manual_dates() {
 
 #[tokio::test]
 async fn sync_errors_have_their_statuses_and_change_nothing() {
-    let h = Harness::new().await;
+    let mut h = Harness::new().await;
     h.office_season_1().await;
     let before = h.office_episodes().await;
 
@@ -191,10 +192,15 @@ async fn sync_errors_have_their_statuses_and_change_nothing() {
     h.serve_leaves(
         ResponseTemplate::new(200)
             .set_body_json(fixtures::plex_server_office_all_leaves())
-            .set_delay(Duration::from_secs(3)),
+            .set_delay(Duration::from_secs(30)),
     )
     .await;
+    let patient = std::mem::replace(
+        &mut h.state.plex,
+        PlexServerClient::with_timeout(Duration::from_millis(500)).unwrap(),
+    );
     let resp = h.sync(h.office).await;
+    h.state.plex = patient;
     assert_eq!(resp.status(), 502);
     assert!(json(&resp)["message"]
         .as_str()

@@ -33,11 +33,12 @@ async fn twenty_concurrent_messages_for_a_new_show_give_one_mapping() {
         })
         .collect();
     let ids: Vec<String> = (0..messages.len()).map(|i| format!("c-{i}")).collect();
+    let state = h.concurrent_state(messages.len());
     let results = futures_util::future::join_all(
         messages
             .iter()
             .zip(&ids)
-            .map(|(m, id)| process_message(&h.state, m, id, Some(1))),
+            .map(|(m, id)| process_message(&state, m, id, Some(1))),
     )
     .await;
     for r in &results {
@@ -71,11 +72,12 @@ async fn twenty_concurrent_messages_for_an_unmatched_show_give_one_conflict() {
         .map(|i| message(office_episode(i % 6 + 1 + 6 * (i / 6))))
         .collect();
     let ids: Vec<String> = (0..messages.len()).map(|i| format!("c-{i}")).collect();
+    let state = h.concurrent_state(messages.len());
     let results = futures_util::future::join_all(
         messages
             .iter()
             .zip(&ids)
-            .map(|(m, id)| process_message(&h.state, m, id, Some(1))),
+            .map(|(m, id)| process_message(&state, m, id, Some(1))),
     )
     .await;
     for r in &results {
@@ -310,7 +312,7 @@ async fn plex_timeout_is_transient_at_first_then_skipped() {
         .and(path("/library/metadata/48200"))
         .respond_with(
             ResponseTemplate::new(200)
-                .set_delay(Duration::from_secs(3))
+                .set_delay(Duration::from_secs(30))
                 .set_body_json(fixtures::plex_server_show_the_office()),
         )
         .mount(&plex)
@@ -318,14 +320,13 @@ async fn plex_timeout_is_transient_at_first_then_skipped() {
     h.configure(json!({"plex_server_url": plex.uri()})).await;
     stub_search(&h, json!({"page": 1, "results": []})).await;
     let msg = message(office_scrobble_with_guids(&[]));
+    let state = h.state_with_plex_timeout(Duration::from_millis(500));
 
-    let first = process_message(&h.state, &msg, "m-t", Some(1)).await;
+    let first = process_message(&state, &msg, "m-t", Some(1)).await;
     assert!(first.is_err(), "{first:?}");
     assert_eq!(h.count("SELECT count(*) FROM plex_webhook_logs").await, 0);
 
-    let later = process_message(&h.state, &msg, "m-t", Some(3))
-        .await
-        .unwrap();
+    let later = process_message(&state, &msg, "m-t", Some(3)).await.unwrap();
     assert_eq!(later.status, LogStatus::NeedsResolution);
     assert_eq!(h.count("SELECT count(*) FROM plex_conflicts").await, 1);
 }

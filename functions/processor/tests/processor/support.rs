@@ -70,12 +70,31 @@ fn pipeline(db: &TestDb, tmdb: &MockServer, keyring: &Arc<Keyring>) -> Pipeline 
     Pipeline {
         pool: db.pool.clone(),
         tmdb: tmdb_client(&tmdb.uri()),
-        plex: PlexServerClient::with_timeout(Duration::from_millis(800)).unwrap(),
+        // Generous: the stubs answer at once, and a loaded machine must not turn a success
+        // into a timeout. The timeout test builds its own impatient client.
+        plex: PlexServerClient::with_timeout(Duration::from_secs(30)).unwrap(),
         keys: KeySource::Fixed(keyring.clone()),
     }
 }
 
 impl Harness {
+    /// The pipeline over a pool for `messages` messages processed at once (see
+    /// [`TestDb::pool_for_concurrency`]).
+    pub fn concurrent_state(&self, messages: usize) -> Pipeline {
+        Pipeline {
+            pool: self.db.pool_for_concurrency(messages),
+            ..pipeline(&self.db, &self.tmdb, &self.keyring)
+        }
+    }
+
+    /// The pipeline with a Plex server client that gives up after `timeout`.
+    pub fn state_with_plex_timeout(&self, timeout: Duration) -> Pipeline {
+        Pipeline {
+            plex: PlexServerClient::with_timeout(timeout).unwrap(),
+            ..pipeline(&self.db, &self.tmdb, &self.keyring)
+        }
+    }
+
     /// The SQS handler's state over the same database, TMDB stub and key.
     pub fn processor(&self) -> Processor {
         Processor {
