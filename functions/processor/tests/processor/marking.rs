@@ -1,6 +1,7 @@
 //! Marking rules, config gates and idempotency.
 
 use chrono::{DateTime, Utc};
+use plexsync::pipeline::process_message;
 use plexsync::store::logs::LogStatus;
 use plexsync::testing::fixtures;
 use serde_json::{json, Value};
@@ -219,4 +220,161 @@ async fn deleted_tracker_show_disables_sync_and_is_never_auto_added_again() {
     assert!(outcome.reason.unwrap().contains("sync disabled"));
     assert_eq!(h.count("SELECT count(*) FROM tvshows").await, 0);
     assert_eq!(mapping(&h).await, (None, "tvdb_id".into(), 0.95, false));
+}
+
+/// The Office is in the tracker and mapped (through S01E03's scrobble, marked): the next
+/// scrobbles go straight to marking.
+async fn mapped_office(h: &Harness) -> i32 {
+    h.stub_find("110413", "tvdb_id", fixtures::tmdb_find_office_pilot())
+        .await;
+    let office = h.add_show(Some(2316), "The Office", office_seasons()).await;
+    let mut e3 = fixtures::plex_episode_scrobble();
+    e3["Metadata"]["index"] = 3.into();
+    e3["Metadata"]["ratingKey"] = "48215".into();
+    let outcome = h.process(e3).await;
+    assert_eq!(outcome.action.as_deref(), Some("marked_watched"));
+    office
+}
+
+/// The fixture scrobble's `lastViewedAt` as the tracker stores `dateWatched`.
+fn fixture_viewed_at() -> String {
+    let at = fixtures::plex_episode_scrobble()["Metadata"]["lastViewedAt"]
+        .as_i64()
+        .unwrap();
+    DateTime::from_timestamp(at, 0)
+        .unwrap()
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+/// (status, action) of the log rows of `message_id`, in order.
+async fn rows_of(h: &Harness, message_id: &str) -> Vec<(String, Option<String>)> {
+    h.logs()
+        .await
+        .into_iter()
+        .filter(|l| l.message_id.as_deref() == Some(message_id))
+        .map(|l| (l.status, l.action))
+        .collect()
+}
+
+/// The same message delivered twice at once (SQS is at-least-once; two instances may hold it).
+/// The show's row is held until both deliveries wait behind it, so both have passed the
+/// processor's pre-check before either commits: only the check inside marking's transaction
+/// can stop the second. One mark, one success row, the payload's view time.
+#[tokio::test]
+async fn the_same_message_delivered_twice_at_once_marks_once() {
+    let h = harness().await;
+    let office = mapped_office(&h).await;
+    let msg = message(fixtures::plex_episode_scrobble());
+    let state = h.concurrent_state(2);
+
+    let mut holder = h.db.pool.get().await.unwrap();
+    let hold = holder.transaction().await.unwrap();
+    hold.execute("SELECT 1 FROM tvshows WHERE id = $1 FOR UPDATE", &[&office])
+        .await
+        .unwrap();
+    let release = async {
+        h.wait_for_lock_waiters(2).await;
+        hold.commit().await.unwrap();
+    };
+    let ((first, second), ()) = tokio::join!(
+        futures_util::future::join(
+            process_message(&state, &msg, "m-twice", Some(1)),
+            process_message(&state, &msg, "m-twice", Some(2)),
+        ),
+        release
+    );
+
+    let mut statuses = [first.unwrap().status, second.unwrap().status];
+    statuses.sort_by_key(|s| s.as_str());
+    assert_eq!(statuses, [LogStatus::Duplicate, LogStatus::Success]);
+    assert_eq!(
+        rows_of(&h, "m-twice").await,
+        [
+            ("success".to_string(), Some("marked_watched".to_string())),
+            ("duplicate".to_string(), None)
+        ]
+    );
+    let seasons = h.seasons(office).await;
+    assert_eq!(
+        episode(&seasons, 1, 1)["dateWatched"],
+        fixture_viewed_at().as_str()
+    );
+    assert_eq!(
+        h.count(&format!(
+            "SELECT watched_episodes::bigint FROM tvshows WHERE id = {office}"
+        ))
+        .await,
+        2
+    );
+    assert_eq!(
+        h.count("SELECT count(*) FROM plex_processed_messages")
+            .await,
+        2
+    );
+}
+
+/// A processed message redelivered after the user un-marked its episode in the tracker: the
+/// episode no longer says "watched", so only the idempotency key stops the redelivery from
+/// marking it again.
+#[tokio::test]
+async fn a_redelivery_after_the_user_unmarked_the_episode_changes_nothing() {
+    let h = harness().await;
+    let office = mapped_office(&h).await;
+    let body = message(fixtures::plex_episode_scrobble()).to_body();
+    let first =
+        processor::handle_batch(&h.processor(), sqs_event(&[("m-1", body.clone(), 1)])).await;
+    assert!(first.batch_item_failures.is_empty());
+    assert_eq!(episode(&h.seasons(office).await, 1, 1)["watched"], true);
+
+    // The user un-marks S01E01 (the tracker writes the seasons JSON and the count).
+    h.query(&format!(
+        "UPDATE tvshows
+            SET seasons = jsonb_set(jsonb_set(seasons, '{{0,episodes,0,watched}}', 'false'),
+                                    '{{0,episodes,0,dateWatched}}', 'null'),
+                watched_episodes = 1
+          WHERE id = {office}"
+    ))
+    .await;
+    let unmarked = h.seasons(office).await;
+    assert_eq!(episode(&unmarked, 1, 1)["watched"], false);
+
+    let again = processor::handle_batch(&h.processor(), sqs_event(&[("m-1", body, 2)])).await;
+    assert!(again.batch_item_failures.is_empty());
+    assert_eq!(h.seasons(office).await, unmarked, "still un-marked");
+    assert_eq!(
+        h.count(&format!(
+            "SELECT watched_episodes::bigint FROM tvshows WHERE id = {office}"
+        ))
+        .await,
+        1
+    );
+    assert_eq!(
+        rows_of(&h, "m-1").await,
+        [
+            ("success".to_string(), Some("marked_watched".to_string())),
+            ("duplicate".to_string(), None)
+        ]
+    );
+}
+
+/// A redelivery is logged `duplicate` whatever happened to its show since (here the user turned
+/// its sync off): the activity log says it was a repeat, not that the show is not synced. Only
+/// the processor's pre-check sees this; marking is never reached.
+#[tokio::test]
+async fn a_redelivery_is_a_duplicate_even_after_sync_was_turned_off() {
+    let h = harness().await;
+    mapped_office(&h).await;
+    let body = message(fixtures::plex_episode_scrobble()).to_body();
+    processor::handle_batch(&h.processor(), sqs_event(&[("m-1", body.clone(), 1)])).await;
+    h.query("UPDATE plex_show_mappings SET sync_enabled = false")
+        .await;
+
+    processor::handle_batch(&h.processor(), sqs_event(&[("m-1", body, 2)])).await;
+    assert_eq!(
+        rows_of(&h, "m-1").await,
+        [
+            ("success".to_string(), Some("marked_watched".to_string())),
+            ("duplicate".to_string(), None)
+        ]
+    );
 }

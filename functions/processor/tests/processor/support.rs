@@ -167,6 +167,24 @@ impl Harness {
             .unwrap()
     }
 
+    /// Waits until `n` sessions on this test's database wait for a lock (a row or key another
+    /// transaction holds). A bounded wait for a state, not a timing assertion.
+    pub async fn wait_for_lock_waiters(&self, n: i64) {
+        for _ in 0..3000 {
+            let waiting = self
+                .count(
+                    "SELECT count(*) FROM pg_stat_activity
+                      WHERE datname = current_database() AND wait_event_type = 'Lock'",
+                )
+                .await;
+            if waiting >= n {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("{n} sessions never waited for the held lock");
+    }
+
     pub async fn count(&self, sql: &str) -> i64 {
         self.query(sql).await[0].get(0)
     }
