@@ -426,3 +426,75 @@ async fn create_new_errors_leave_the_conflict_open() {
         .all(|m| m.get::<_, String>(1) != "48200"));
     assert_eq!(h.pending_replayed(h.office).await, vec![false, false]);
 }
+
+/// The function's real start-up path (`State::from_env`, as `main` runs it) with only secret
+/// ids in its environment, against moto and Postgres: the pool reaches the database the secret
+/// names, the API token comes from Secrets Manager, and the TMDB token read from its secret is
+/// what TMDB receives when the replay refreshes a season.
+#[tokio::test]
+async fn the_function_starts_from_its_environment_and_replays() {
+    let mut h = Harness::new().await;
+    h.db.pool
+        .get()
+        .await
+        .unwrap()
+        .execute(
+            "UPDATE tvshows SET seasons = '[]' WHERE id = $1",
+            &[&h.office_show],
+        )
+        .await
+        .unwrap();
+    let tmdb_token = "eyJhbGciOiJIUzI1NiJ9.eyJhdWQiOiJmcm9tLXNlY3JldHMifQ.c2ln";
+    Mock::given(method("GET"))
+        .and(path("/3/tv/2316/season/1"))
+        .and(wiremock::matchers::header(
+            "authorization",
+            format!("Bearer {tmdb_token}").as_str(),
+        ))
+        .respond_with(
+            ResponseTemplate::new(200).set_body_json(fixtures::tmdb_the_office_season_1()),
+        )
+        .mount(&h.tmdb)
+        .await;
+    let sdk = plexsync::testing::moto_config().await;
+    let secret = |value: String| {
+        let sdk = &sdk;
+        async move { plexsync::testing::secret(sdk, &value).await }
+    };
+    let url_id = secret(secrecy::ExposeSecret::expose_secret(&h.db.url).to_string()).await;
+    let api_token_id = secret(plexsync::api::testing::API_TOKEN.to_string()).await;
+    let tmdb_token_id = secret(tmdb_token.to_string()).await;
+    let key_id = secret(plexsync::crypto::generate_key_hex()).await;
+    let tmdb_url = h.tmdb.uri();
+    let env = plexsync::env::Env::from_map([
+        ("DATABASE_URL_SECRET_ID", url_id.as_str()),
+        ("API_TOKEN_SECRET_ID", api_token_id.as_str()),
+        ("TMDB_API_TOKEN_SECRET_ID", tmdb_token_id.as_str()),
+        ("TMDB_BASE_URL", tmdb_url.as_str()),
+        ("ENCRYPTION_KEY_SECRET_ID", key_id.as_str()),
+    ])
+    .with_secrets(&plexsync::api::testing::secrets_cache(&sdk))
+    .await
+    .unwrap();
+    h.state = conflicts::State::from_env(&env, &sdk).expect("the conflicts state builds");
+
+    let resp = h
+        .resolve(
+            h.office,
+            json!({"action": "select", "tvshowId": h.office_show}),
+        )
+        .await;
+    assert_eq!(resp.status(), 200);
+    let body = json(&resp);
+    assert_eq!(
+        body["replay"]["markedEpisodes"],
+        json!(["S01E01", "S01E02"]),
+        "{body}"
+    );
+    let seasons = h.seasons(h.office_show).await;
+    assert_eq!(
+        episode(&seasons, 1, 1)["dateWatched"],
+        fixture_viewed_at().as_str()
+    );
+    assert_eq!(h.tmdb.received_requests().await.unwrap().len(), 1);
+}

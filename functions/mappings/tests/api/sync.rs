@@ -306,3 +306,51 @@ async fn after_a_key_rotation_the_stored_token_is_reencrypted_on_its_next_use() 
     assert_eq!(h.sync(h.office).await.status(), 200);
     assert_eq!(stored().await, now);
 }
+
+/// The function's real start-up path (`State::from_env`, as `main` runs it) with only secret
+/// ids in its environment, against moto and Postgres: the pool reaches the database the secret
+/// names, the API token and the encryption key come from Secrets Manager, and a history sync
+/// decrypts the stored Plex token with that key to ask the Plex server.
+#[tokio::test]
+async fn the_function_starts_from_its_environment_and_syncs() {
+    let mut h = Harness::new().await;
+    h.office_season_1().await;
+    h.serve_leaves(
+        ResponseTemplate::new(200).set_body_json(fixtures::plex_server_office_all_leaves()),
+    )
+    .await;
+    let sdk = plexsync::testing::moto_config().await;
+    let url_id =
+        plexsync::testing::secret(&sdk, secrecy::ExposeSecret::expose_secret(&h.db.url)).await;
+    let token_id = plexsync::testing::secret(&sdk, plexsync::api::testing::API_TOKEN).await;
+    let env = plexsync::env::Env::from_map([
+        ("DATABASE_URL_SECRET_ID", url_id.as_str()),
+        ("API_TOKEN_SECRET_ID", token_id.as_str()),
+        (
+            "ENCRYPTION_KEY_SECRET_ID",
+            h.state.encryption_key_id.as_str(),
+        ),
+    ])
+    .with_secrets(&plexsync::api::testing::secrets_cache(&sdk))
+    .await
+    .unwrap();
+    h.state = mappings::State::from_env(&env, &sdk).expect("the mappings state builds");
+
+    let resp = h.call(authed("GET", "/api/plex/mappings", None)).await;
+    assert_eq!(resp.status(), 200, "{}", text(&resp));
+    assert_eq!(ids(&json(&resp)).len(), 3);
+    let resp = h.sync(h.office).await;
+    assert_eq!(resp.status(), 200, "{}", text(&resp));
+    assert_eq!(json(&resp)["markedEpisodes"], json!(["S01E01", "S01E02"]));
+    assert_eq!(h.office_episodes().await.1, 3);
+    // A wrong token is still refused by the state built from the environment.
+    let resp = h
+        .call(plexsync::api::testing::request(
+            "GET",
+            "/api/plex/mappings",
+            Some("not-the-token"),
+            Body::Empty,
+        ))
+        .await;
+    assert_eq!(resp.status(), 401);
+}
