@@ -1,6 +1,7 @@
 //! `conflicts` handler against real Postgres and moto Secrets Manager.
 
 mod bulk;
+mod flow;
 mod race;
 mod replay;
 mod resolve;
