@@ -7,7 +7,7 @@ fresh Postgres database, plex.tv / TMDB / Plex server stubs (tools/stubs.py) and
     POST /api/plex/config (API token)            -> 200, webhookUrl on the router's origin
     POST <webhookUrl> multipart scrobble + thumb -> 202
     bridge -> processor                          -> The Office S01E01 watched in Postgres
-    GET /api/plex/logs                           -> a success row for it
+    GET /api/plex/logs                           -> one success row for it (as in Postgres)
     PUT /api/senders/jellyfin, /api/senders/emby -> 200, each sender's webhookUrl
     POST Jellyfin JSON + Emby multipart scrobbles -> 202, S01E04 and S01E03 watched
 plus the bridge's own contract against a fake processor (delete only what did not fail), the
@@ -21,6 +21,8 @@ directly with the venv python and DATABASE_URL / AWS_ENDPOINT_URL set. Prints
 (watch, bridge, stubs, the database, the queues and secrets) is removed on exit.
 """
 
+import base64
+import hashlib
 import json
 import os
 import secrets
@@ -33,11 +35,13 @@ import time
 import traceback
 import urllib.error
 import urllib.request
+from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import urlparse, urlunparse
 
 import boto3
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -269,6 +273,23 @@ def seed_office(db_url):
                  f"'{seasons_sql}'::jsonb, 0, {total})")
 
 
+def tracker_date(unix):
+    """A Unix time as the tracker stores `dateWatched` (RFC 3339, milliseconds, Z)."""
+    return datetime.fromtimestamp(unix, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+
+
+def decrypt_token(stored, key_hex):
+    """The plaintext of a Plex token as shared/src/crypto.rs stores it:
+    `v1.<key id>.<base64url(nonce | ciphertext+tag)>`, the header authenticated as AAD. Fails
+    unless it was sealed with this key."""
+    version, key_id, data = stored.split(".", 2)
+    key = bytes.fromhex(key_hex)
+    expected_id = hashlib.sha256(b"plexsync key id\0" + key).hexdigest()[:8]
+    assert (version, key_id) == ("v1", expected_id), f"header {version}.{key_id}"
+    raw = base64.urlsafe_b64decode(data + "=" * (-len(data) % 4))
+    return AESGCM(key).decrypt(raw[:12], raw[12:], f"{version}.{key_id}".encode()).decode()
+
+
 def episode_state(db_url, season, number):
     return psql(db_url, f"""
         SELECT ep->>'watched' || ' ' || coalesce(ep->>'dateWatched', '-')
@@ -445,7 +466,7 @@ def start_stack(admin_url, *, db_url=None, seed=seed_office, visibility=30, max_
         cleanups.append(server.shutdown)
         log(f"router on {origin}")
     return Stack(base=base, origin=origin, port=port, db_url=db_url, runtime_url=runtime_url,
-                 queue_url=queue_url, dlq_url=dlq_url,
+                 queue_url=queue_url, dlq_url=dlq_url, visibility=visibility,
                  api_token=api_token, encryption_key=values["ENCRYPTION_KEY_SECRET_ID"],
                  webhook_secret=values["WEBHOOK_SECRET_ID"], stub=stub, env=env, watch=watch,
                  bridge=bridge, log_dir=log_dir)
@@ -485,13 +506,22 @@ def main():
         state["webhook_url"] = url
         return f"server {body.get('serverName')!r}"
 
+    def token_encrypted():
+        stored = psql(db_url, "SELECT plex_token FROM plex_config")
+        assert stored and PLEX_TOKEN not in stored, "the Plex token is stored in plaintext"
+        assert decrypt_token(stored, stack.encryption_key) == PLEX_TOKEN, \
+            "the stored token does not decrypt to the saved one with the key in Secrets Manager"
+        return f"{stored.split('.', 2)[0]}.{stored.split('.', 2)[1]}.<{len(stored)} chars>"
+
     def unauthorized():
         status, _, body = http("GET", f"{base}/api/plex/config",
                                headers={"Authorization": "Bearer wrong-token-0123456789"})
         assert status == 401 and body.get("status") == "error", f"{status} {body}"
 
     def scrobble():
-        body, ctype = multipart(scrobble_payload())
+        payload = scrobble_payload()
+        state["viewed_at"] = payload["Metadata"]["lastViewedAt"]
+        body, ctype = multipart(payload)
         status, _, resp = http("POST", state["webhook_url"], body, {"Content-Type": ctype},
                                timeout=FIRST_REQUEST_TIMEOUT)
         assert status == 202, f"{status} {resp}"
@@ -500,7 +530,8 @@ def main():
         body, ctype = multipart(scrobble_payload())
         url = state["webhook_url"].split("?")[0] + "?secret=not-the-secret-0123456789"
         status, _, resp = http("POST", url, body, {"Content-Type": ctype})
-        assert status in (401, 403), f"{status} {resp}"
+        assert (status, resp) == (401, {"status": "error", "message": "missing or invalid credentials",
+                                        "error": "unauthorized"}), f"{status} {resp}"
 
     def marked():
         deadline = time.monotonic() + PROCESSING_TIMEOUT
@@ -510,20 +541,32 @@ def main():
             if seen.startswith("true"):
                 other = episode_state(db_url, 1, 2)
                 assert other.startswith("false"), f"S01E02 changed too: {other}"
-                return f"S01E01 watched at {seen.split()[1]}"
+                expected = tracker_date(state["viewed_at"])
+                assert seen == f"true {expected}", f"dateWatched is not the payload's lastViewedAt {expected}: {seen}"
+                watched = psql(db_url, "SELECT watched_episodes FROM tvshows WHERE tmdb_id = 2316")
+                assert watched == "1", f"watched_episodes {watched}"
+                return f"S01E01 watched at {seen.split()[1]}, watched_episodes 1"
             time.sleep(1)
         raise AssertionError(f"S01E01 not marked within {PROCESSING_TIMEOUT:.0f} s (state {seen!r}); "
                              f"see {LOG_DIR}/watch.log and bridge.log")
 
     def logs():
+        # Postgres first: every row the scrobble left (the wrong-secret post must have left none).
+        office = psql(db_url, "SELECT id FROM tvshows WHERE tmdb_id = 2316")
+        stored = psql(db_url, "SELECT status, event_type, action_taken, tvshow_id FROM plex_webhook_logs "
+                              "WHERE plex_season = 1 AND plex_episode = 1")
+        assert stored == f"success|media.scrobble|marked_watched|{office}", \
+            f"want exactly one success row, marked_watched, tvshow {office}: {stored!r}"
         status, _, body = http("GET", f"{base}/api/plex/logs?status=success",
                                headers=auth, timeout=FIRST_REQUEST_TIMEOUT)
         assert status == 200, f"{status} {body}"
-        rows = [r for r in body.get("logs", []) if r.get("plexRatingKey") == "48213"
-                or (r.get("plexSeason"), r.get("plexEpisode")) == (1, 1)]
-        assert rows, f"no success row for S01E01 in {body}"
-        assert rows[0]["status"] == "success" and rows[0]["eventType"] == "media.scrobble", rows[0]
-        return f"{rows[0].get('actionTaken')}, {rows[0].get('processingDurationMs')} ms"
+        rows = [r for r in body.get("logs", [])
+                if (r.get("plexSeason"), r.get("plexEpisode")) == (1, 1)]
+        assert len(rows) == 1, f"want one success row for S01E01 in {body}"
+        row = rows[0]
+        assert (row["status"], row["eventType"], row.get("actionTaken"), row.get("tvshowId")) == \
+            ("success", "media.scrobble", "marked_watched", int(office)), row
+        return f"{row.get('actionTaken')}, tvshow {office}, {row.get('processingDurationMs')} ms"
 
     def migrate_custom_resource():
         """The migrate binary in Lambda mode answers a CloudFormation request on its ResponseURL."""
@@ -622,11 +665,21 @@ def main():
                              f"see {LOG_DIR}/watch.log and bridge.log")
 
     def queue_drained():
-        attrs = aws("sqs").get_queue_attributes(
-            QueueUrl=queue_url,
-            AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
-        )["Attributes"]
-        assert attrs == {"ApproximateNumberOfMessages": "0", "ApproximateNumberOfMessagesNotVisible": "0"}, attrs
+        """The bridge deletes a record after the processor answers, which can be just after the
+        mark is visible in Postgres: wait for the delete. A record never deleted cannot pass:
+        it stays in flight, then becomes visible again after the visibility timeout (when the
+        processor would get it a second time), so the wait ends before that and fails."""
+        names = ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
+        deadline = time.monotonic() + stack.visibility - 5
+        while True:
+            attrs = aws("sqs").get_queue_attributes(QueueUrl=queue_url, AttributeNames=names)["Attributes"]
+            if attrs == {name: "0" for name in names}:
+                break
+            assert attrs["ApproximateNumberOfMessages"] == "0", f"redelivered, not deleted: {attrs}"
+            assert time.monotonic() < deadline, f"not deleted within the visibility timeout: {attrs}"
+            time.sleep(0.5)
+        runs = psql(db_url, "SELECT count(*) FROM plex_webhook_logs WHERE plex_season = 1 AND plex_episode = 1")
+        assert runs == "1", f"processed {runs} times"
 
     def unmatched_scrobble():
         payload = world.webhook("unmatched_episode_scrobble")
@@ -681,12 +734,13 @@ def main():
 
     check("migrate as a CloudFormation custom resource answers its ResponseURL", migrate_custom_resource)
     if check("POST /api/plex/config -> 200 with webhookUrl", config):
+        check("plex_config holds the Plex token encrypted with the key in Secrets Manager", token_encrypted)
         check("management API rejects a wrong token with 401", unauthorized)
         if check("multipart scrobble (The Office S01E01 + thumb) -> 202", scrobble):
-            check("webhook with a wrong secret -> 401/403", wrong_secret)
-            if check("bridge -> processor marks S01E01 watched in Postgres", marked):
-                check("GET /api/plex/logs shows the success row", logs)
-                check("the message was deleted from the queue", queue_drained)
+            check("webhook with a wrong secret -> 401 unauthorized", wrong_secret)
+            if check("bridge -> processor marks S01E01 watched at lastViewedAt in Postgres", marked):
+                check("one success log row (marked_watched, the show) in Postgres and GET /api/plex/logs", logs)
+                check("the message was deleted from the queue, processed once", queue_drained)
                 check("the functions connect as the runtime role", runtime_role_connections)
         if check("unmatched show (local://, no Guid array) scrobble -> 202", unmatched_scrobble):
             if check("the processor opens a conflict offering the tracker's show", unmatched_conflict):
