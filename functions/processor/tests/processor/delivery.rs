@@ -8,7 +8,7 @@ use plexsync::queue::QueueMessage;
 use plexsync::store::logs::LogStatus;
 use plexsync::testing::fixtures;
 use processor::Processor;
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 use serde_json::json;
 use wiremock::{
     matchers::{method, path},
@@ -457,4 +457,53 @@ async fn a_batch_emits_the_open_conflicts_metric_with_the_real_count() {
         .collect();
     assert!(!tmdb.is_empty(), "{lines:?}");
     assert!(tmdb.iter().all(|d| d["TmdbErrors"] == 0.0));
+}
+
+/// The function's real start-up path (`Processor::from_env`, as `main` runs it) with only secret
+/// ids in its environment, against moto and Postgres: the pool reaches the database the secret
+/// names, TMDB receives the token read from its secret, and the redrive limit comes from
+/// MAX_RECEIVE_COUNT.
+#[tokio::test]
+async fn the_processor_starts_from_its_environment_and_marks() {
+    let h = harness().await;
+    let tmdb_token = "eyJhbGciOiJIUzI1NiJ9.eyJhdWQiOiJwcm9jZXNzb3IifQ.c2ln";
+    Mock::given(method("GET"))
+        .and(path("/3/find/110413"))
+        .and(wiremock::matchers::header(
+            "authorization",
+            format!("Bearer {tmdb_token}").as_str(),
+        ))
+        .respond_with(ResponseTemplate::new(200).set_body_json(fixtures::tmdb_find_office_pilot()))
+        .mount(&h.tmdb)
+        .await;
+    let office = h.add_show(Some(2316), "The Office", office_seasons()).await;
+    let sdk = plexsync::testing::moto_config().await;
+    let url_id = plexsync::testing::secret(&sdk, h.db.url.expose_secret()).await;
+    let token_id = plexsync::testing::secret(&sdk, tmdb_token).await;
+    let key_id = plexsync::testing::secret(&sdk, &plexsync::crypto::generate_key_hex()).await;
+    let tmdb_url = h.tmdb.uri();
+    let env = plexsync::env::Env::from_map([
+        ("DATABASE_URL_SECRET_ID", url_id.as_str()),
+        ("TMDB_API_TOKEN_SECRET_ID", token_id.as_str()),
+        ("ENCRYPTION_KEY_SECRET_ID", key_id.as_str()),
+        ("TMDB_BASE_URL", tmdb_url.as_str()),
+        ("MAX_RECEIVE_COUNT", "3"),
+    ])
+    .with_secrets(&plexsync::secrets::SecretsCache::new(
+        aws_sdk_secretsmanager::Client::new(&sdk),
+    ))
+    .await
+    .unwrap();
+    let processor = Processor::from_env(&env, &sdk).expect("the processor state builds");
+    assert_eq!(processor.max_receive_count, 3);
+
+    let body = message(fixtures::plex_episode_scrobble()).to_body();
+    let response = processor::handle_batch(&processor, sqs_event(&[("m-env", body, 1)])).await;
+    assert!(response.batch_item_failures.is_empty());
+    assert_eq!(episode(&h.seasons(office).await, 1, 1)["watched"], true);
+    let logs = h.logs().await;
+    assert_eq!(
+        (logs[0].status.as_str(), logs[0].action.as_deref()),
+        ("success", Some("marked_watched"))
+    );
 }
