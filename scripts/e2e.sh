@@ -32,6 +32,6 @@ scripts/drop-stale-dbs.sh
 # Build the function binaries first: `cargo lambda watch` then starts them without a long
 # compile inside a request's timeout.
 echo "e2e: building the functions (debug)" >&2
-cargo build -q -p migrate -p config -p webhook -p processor -p logs -p mappings -p conflicts -p admin
+cargo build -q -p migrate -p config -p webhook -p processor -p logs -p mappings -p conflicts -p import -p admin
 
 .venv/bin/python tools/e2e.py

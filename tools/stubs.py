@@ -140,7 +140,7 @@ class Handler(BaseHTTPRequestHandler):
             return self.send_json(200, response("plex_tv", url.path))
         if url.path == "/api/v2/resources":
             return self.send_json(200, plex_resources(self.server.base_url))
-        if url.path.startswith("/library/metadata/"):
+        if url.path.startswith("/library/"):
             return self.send_json(*plex_server(url.path))
         return self.send_json(404, {"errors": [{"code": 404, "message": "Not Found", "status": 404}]})
 

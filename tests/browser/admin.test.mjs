@@ -183,6 +183,11 @@ test("1. paste the API token, save a Plex token -> the webhook URL is shown", as
   const config = await api("/api/plex/config");
   assert.equal(config.webhookUrl, url);
   shared.webhookUrl = url;
+  // Once connected, the page offers to bring in the Plex history (scenario 7 runs it); offering
+  // starts nothing.
+  await page.locator("#import-card").getByRole("heading", { name: "Bring in your Plex history" }).waitFor();
+  assert.ok(await page.getByRole("button", { name: "Import my Plex history" }).isVisible());
+  assert.equal((await api("/api/plex/import")).import, null);
 
   // Jellyfin beside Plex: name the account, save, and its own webhook URL (same secret) is shown.
   await page.getByLabel("Your Jellyfin user name or user id").fill("alice");
@@ -358,6 +363,170 @@ test("5. keyboard only: the setup form can be filled and saved without a mouse",
   // After saving, focus is on the webhook URL, ready to copy.
   assert.equal(await page.evaluate(() => document.activeElement?.id), "webhook-url");
   await done(page, "5-keyboard.png");
+});
+
+/** A show the tracker follows (season 1, three unwatched episodes), added as a user would have. */
+function seedTrackerShow(tmdbId, title) {
+  const seasons = [{ seasonNumber: 1, episodes: [1, 2, 3].map((n) => ({
+    episodeNumber: n, title: `Episode ${n}`, airDate: "2005-03-26", watched: false, dateWatched: null })) }];
+  return Number(psql(`INSERT INTO tvshows (tmdb_id, title, show_start_date, status, seasons, watched_episodes, total_episodes)
+    VALUES (${tmdbId}, '${title}', '2005-03-26', 'Watching', '${JSON.stringify(seasons)}'::jsonb, 0, 3) RETURNING id`));
+}
+
+/** A play of a show Plex could not match (local:// guids, no Guid array): it always asks. */
+function unmatchedScrobble(ratingKey, title, episode) {
+  const p = structuredClone(world.plex_webhooks.unmatched_episode_scrobble);
+  const season = String(Number(ratingKey) + 1);
+  const item = String(Number(ratingKey) + 1 + episode);
+  Object.assign(p.Metadata, {
+    ratingKey: item, key: `/library/metadata/${item}`, guid: `local://${item}`,
+    parentRatingKey: season, parentGuid: `local://${season}`, parentKey: `/library/metadata/${season}`,
+    grandparentRatingKey: ratingKey, grandparentGuid: `local://${ratingKey}`, grandparentKey: `/library/metadata/${ratingKey}`,
+    grandparentTitle: title, title: `Episode ${episode}`, index: episode, parentIndex: 1,
+    lastViewedAt: Math.floor(Date.now() / 1000),
+  });
+  return p;
+}
+
+function conflictState(ratingKey) {
+  return psql(`SELECT resolved || ' ' || coalesce(resolution_action, '-') FROM plex_conflicts WHERE plex_rating_key = '${ratingKey}'`);
+}
+
+function mappingSync(ratingKey) {
+  return psql(`SELECT sync_enabled::text FROM plex_show_mappings WHERE plex_rating_key = '${ratingKey}'`);
+}
+
+test("6. several conflicts at once: ignore the selected, accept the best matches; sync off and on for several shows", async () => {
+  // Three shows the tracker follows, played from a library Plex could not match: three conflicts,
+  // each offering its one tracker show at the title score (85%), each holding one play.
+  const shows = [["71000", "Doctor Who", 900001, 1], ["72000", "Gilmore Girls", 900002, 2], ["73000", "Twin Peaks", 900003, 1]];
+  for (const [key, title, tmdb, episode] of shows) {
+    seedTrackerShow(tmdb, title);
+    const posted = await postWebhook(shared.webhookUrl, unmatchedScrobble(key, title, episode));
+    assert.equal(posted.status, 202, JSON.stringify(posted.body));
+  }
+  const page = await newPage();
+  await signIn(page);
+  await page.locator("#nav").getByRole("link", { name: /Conflicts/ }).click();
+  const cards = page.locator("article.conflict");
+  await until("the three conflicts", async () => {
+    if (await cards.count() === 3) return true;
+    await page.getByRole("button", { name: "Refresh" }).click();
+    return false;
+  }, PROCESSING_MS, 2000);
+  for (const [, title] of shows) assert.match(await cards.filter({ hasText: title }).textContent(), /1 play waiting.*85%/s);
+  await assertLabelled(page);
+  await page.screenshot({ path: join(SHOTS, "6-bulk-conflicts.png"), fullPage: true });
+
+  // Ignore the selected one: only Twin Peaks.
+  assert.equal(await page.getByRole("button", { name: "Ignore selected" }).isDisabled(), true, "nothing selected yet");
+  await page.getByLabel("Select Twin Peaks", { exact: true }).check();
+  await page.getByRole("button", { name: "Ignore 1 selected show" }).click();
+  await page.locator(".bulk-result li[data-status=ignored]", { hasText: "Twin Peaks" }).waitFor();
+  assert.match(await page.locator(".bulk-result").textContent(), /1 show ignored\./);
+  await until("two conflicts left on the page", async () => (await cards.count()) === 2);
+  assert.equal(conflictState("73000"), "true ignored");
+  assert.equal(mappingSync("73000"), "false", "an ignored show gets a mapping with sync off");
+  assert.equal(episodeWatched(900003, 1, 1), "false", "an ignored show's play is not marked");
+  assert.equal(conflictState("71000"), "false -", "the others are still open");
+
+  // Accept every best candidate scoring 80% or more: both remaining shows, their plays marked.
+  await page.getByLabel("Accept each show's best candidate when it scores at least").fill("80");
+  await page.getByRole("button", { name: "Accept best matches" }).click();
+  const result = page.locator(".bulk-result", { hasText: "Best matches accepted" });
+  await result.waitFor({ timeout: 60_000 });
+  assert.match(await result.textContent(), /2 shows mapped\./);
+  for (const [key, title, tmdb, episode] of shows.slice(0, 2)) {
+    const item = result.locator("li[data-status=resolved]", { hasText: title });
+    assert.match(await item.textContent(), /mapped to tracker show #\d+; 1 waiting play marked\./);
+    assert.equal(conflictState(key), "true user_selected", title);
+    assert.equal(episodeWatched(tmdb, 1, episode), "true", `${title} S01E0${episode} is marked`);
+    assert.equal(mappingSync(key), "true");
+  }
+  assert.equal(episodeWatched(900002, 1, 1), "false", "only the played episode");
+  await page.getByText("No open conflicts").waitFor();
+  await until("the conflict badge to clear", async () => page.locator("#conflict-badge").isHidden());
+  assert.deepEqual((await api("/api/plex/conflicts")).conflicts, []);
+  await page.screenshot({ path: join(SHOTS, "6-bulk-accepted.png"), fullPage: true });
+
+  // Shows: sync off for two at once, then on for three (one cannot: it is mapped to nothing).
+  await page.locator("#nav").getByRole("link", { name: "Shows" }).click();
+  await page.locator('tr[data-plex-key="71000"]').waitFor();
+  await assertLabelled(page);
+  await page.getByLabel("Select Doctor Who", { exact: true }).check();
+  await page.getByLabel("Select Gilmore Girls", { exact: true }).check();
+  assert.equal(await page.locator("#mapping-selected").textContent(), "2 shows selected");
+  await page.getByRole("button", { name: "Turn sync off" }).click();
+  await page.locator("#mapping-results .msg.ok", { hasText: "Sync turned off for 2 shows." }).waitFor();
+  assert.deepEqual([mappingSync("71000"), mappingSync("72000")], ["false", "false"]);
+  assert.equal(mappingSync("48200"), "true", "a show not selected is untouched");
+  await page.locator('tr[data-plex-key="71000"]', { hasText: "Off" }).waitFor();
+
+  for (const title of ["Doctor Who", "Gilmore Girls", "Twin Peaks"]) await page.getByLabel(`Select ${title}`, { exact: true }).check();
+  await page.getByRole("button", { name: "Turn sync on" }).click();
+  const partial = page.locator("#mapping-results .msg.error");
+  await partial.waitFor();
+  assert.match(await partial.textContent(), /Sync turned on for 2 shows; 1 not changed\..*Twin Peaks: mapping \d+ is not linked to a tracker show/s);
+  assert.deepEqual([mappingSync("71000"), mappingSync("72000"), mappingSync("73000")], ["true", "true", "false"]);
+  await page.screenshot({ path: join(SHOTS, "6-bulk-mappings.png"), fullPage: true });
+  await done(page);
+});
+
+function episodeDate(tmdbId, season, episode) {
+  return psql(`SELECT coalesce(ep->>'dateWatched', '-')
+    FROM tvshows, jsonb_array_elements(seasons) s, jsonb_array_elements(s->'episodes') ep
+    WHERE tmdb_id = ${tmdbId} AND (s->>'seasonNumber')::int = ${season} AND (ep->>'episodeNumber')::int = ${episode}`);
+}
+
+test("7. bring in the Plex history from Setup: a progress bar, then the counts; the missing episode is marked with Plex's date", async () => {
+  // alice un-marked S01E04 in her tracker (scenario 3's history sync had marked it); S01E01 and
+  // S01E02 stay watched. Plex (the stub's TV Shows section) says she watched S01E01, E02, E04 and
+  // S02E01 (a season the tracker does not have).
+  psql(`UPDATE tvshows SET seasons = jsonb_set(seasons, '{0,episodes,3}',
+    (seasons #> '{0,episodes,3}') || '{"watched": false, "dateWatched": null}') WHERE tmdb_id = 2316`);
+  assert.equal(episodeWatched(2316, 1, 4), "false");
+  const kept = [1, 2].map((e) => episodeDate(2316, 1, e));
+  assert.ok(kept.every((d) => d !== "-"), "S01E01 and S01E02 are watched");
+
+  const page = await newPage();
+  await signIn(page);
+  await page.getByRole("heading", { name: "Setup" }).waitFor();
+  const card = page.locator("#import-card");
+  await card.getByRole("heading", { name: "Bring in your Plex history" }).waitFor();
+  await assertLabelled(page);
+  await card.getByRole("button", { name: "Import my Plex history" }).click();
+  // The POST's answer (running) shows the progress bar at once; the page then polls GET.
+  await card.locator("progress#import-bar").waitFor({ state: "attached" });
+  assert.match(await card.locator(".import-progress").textContent(), /Importing/);
+  const result = card.locator(".import-result[data-status=completed]");
+  await result.waitFor({ timeout: PROCESSING_MS });
+  assert.match(await result.textContent(), /Import finished: 1 episode marked in 1 show\./);
+  const count = (name) => result.locator(`dd[data-count=${name}]`).textContent();
+  assert.deepEqual(
+    [await count("mapped"), await count("autoAdded"), await count("conflicts"), await count("failed"),
+      await count("episodesMarked"), await count("alreadyWatched")],
+    ["1", "0", "0", "0", "1", "2"]);
+  const { import: first } = await api("/api/plex/import");
+  assert.equal(first.status, "completed");
+  assert.deepEqual(first.counts, { showsTotal: 1, showsDone: 1, mapped: 1, autoAdded: 0, conflicts: 0, failed: 0,
+    episodesMarked: 1, alreadyWatched: 2 });
+  // The tracker: S01E04 watched on the day Plex recorded; the others keep their own dates.
+  assert.equal(episodeDate(2316, 1, 4), new Date(1700172800 * 1000).toISOString());
+  assert.deepEqual([1, 2].map((e) => episodeDate(2316, 1, e)), kept);
+  assert.equal(episodeWatched(2316, 1, 3), "false", "not watched in Plex");
+  await page.screenshot({ path: join(SHOTS, "7-import.png"), fullPage: true });
+
+  // Again: a new import that marks nothing twice.
+  await card.getByRole("button", { name: "Import again" }).click();
+  await until("the second import's result", async () => {
+    const shown = await card.locator(".import-result[data-status=completed]").getAttribute("data-import", { timeout: 1000 }).catch(() => null);
+    return shown && Number(shown) !== first.id;
+  }, PROCESSING_MS, 500);
+  assert.match(await card.locator(".import-result").textContent(), /Import finished: 0 episodes marked in 1 show\./);
+  const { import: second } = await api("/api/plex/import");
+  assert.deepEqual([second.counts.episodesMarked, second.counts.alreadyWatched], [0, 3]);
+  assert.equal(episodeDate(2316, 1, 4), new Date(1700172800 * 1000).toISOString());
+  await done(page);
 });
 
 test("every view is readable on a 375 px wide phone screen", async () => {

@@ -193,7 +193,9 @@ function signOut(reason) {
   $("nav").hidden = true;
   $("sign-out").hidden = true;
   for (const v of VIEWS) $(`view-${v}`).hidden = true;
-  for (const id of ["setup-summary", "sender-list", "conflict-list", "conflict-results", "mapping-list", "log-list", "stats-chart"]) {
+  clearTimeout(importTimer);
+  for (const id of ["setup-summary", "sender-list", "conflict-list", "conflict-results", "mapping-list", "mapping-results",
+    "import-status", "log-list", "stats-chart"]) {
     $(id).replaceChildren();
   }
   $("view-login").hidden = false;
@@ -284,7 +286,133 @@ async function loadSetup(prefetched) {
   const config = prefetched?.configured !== undefined ? prefetched : await attempt(() => api("GET", "/api/plex/config"));
   if (!config) return;
   renderSetup(config);
-  await loadSenders();
+  await Promise.all([loadSenders(), loadImport(config)]);
+}
+
+
+// ------------------------------------------------------------------ Import of the Plex history
+
+let importTimer = null;
+const IMPORT_POLL_MS = 2000;
+
+/** The import card: offered once Plex is connected; progress while one runs; its result after. */
+async function loadImport(config) {
+  const card = $("import-card");
+  if (!config?.configured) {
+    card.hidden = true;
+    return;
+  }
+  let data;
+  try {
+    data = await api("GET", "/api/plex/import");
+  } catch (e) {
+    // A stack without the import (or unavailable for a moment): the rest of Setup still works.
+    card.hidden = true;
+    return;
+  }
+  card.hidden = false;
+  renderImport(data.import);
+}
+
+function renderImport(imp) {
+  clearTimeout(importTimer);
+  const status = $("import-status");
+  const form = $("import-form");
+  $("import-lead").hidden = Boolean(imp);
+  if (!imp) {
+    form.hidden = false;
+    $("start-import").textContent = "Import my Plex history";
+    status.replaceChildren();
+    return;
+  }
+  if (imp.status === "running") {
+    form.hidden = true;
+    status.replaceChildren(importProgress(imp));
+    if (current === "setup") importTimer = setTimeout(pollImport, IMPORT_POLL_MS);
+    return;
+  }
+  form.hidden = false;
+  $("start-import").textContent = "Import again";
+  status.replaceChildren(importResult(imp));
+}
+
+async function pollImport() {
+  if (current !== "setup" || !token()) return;
+  try {
+    const data = await api("GET", "/api/plex/import");
+    renderImport(data.import);
+    if (data.import && data.import.status !== "running") announce(importHeadline(data.import));
+  } catch (e) {
+    if (e instanceof ApiError && e.status === 401) return;
+    // Keep what is shown and try again: the import itself goes on without the page.
+    importTimer = setTimeout(pollImport, IMPORT_POLL_MS * 3);
+  }
+}
+
+async function startImport(event) {
+  event.preventDefault();
+  const status = $("import-status");
+  const since = $("import-since").value;
+  const body = since ? { watchedSince: since } : {};
+  status.replaceChildren(message("info", "Starting the import…"));
+  let res;
+  try {
+    res = await busy($("start-import"), () => api("POST", "/api/plex/import", body));
+  } catch (e) {
+    if (e instanceof ApiError && e.status === 409) {
+      // Already running (another tab started it): show its progress.
+      const data = await attempt(() => api("GET", "/api/plex/import"), status);
+      if (data) renderImport(data.import);
+      return;
+    }
+    if (!(e instanceof ApiError && e.status === 401)) status.replaceChildren(message("error", e.message));
+    return;
+  }
+  renderImport(res.import);
+  announce("Import started");
+}
+
+function importCounts(c = {}) {
+  const n = (v) => (Number.isFinite(v) ? v.toLocaleString() : "0");
+  return h("dl", { class: "facts import-counts" },
+    h("dt", {}, "Shows mapped"), h("dd", { "data-count": "mapped" }, n(c.mapped)),
+    h("dt", {}, "Shows added from TMDB"), h("dd", { "data-count": "autoAdded" }, n(c.autoAdded)),
+    h("dt", {}, "Waiting for your choice"), h("dd", { "data-count": "conflicts" },
+      c.conflicts ? h("a", { href: "#conflicts" }, `${n(c.conflicts)} in Conflicts`) : "0"),
+    h("dt", {}, "Shows that failed"), h("dd", { "data-count": "failed" }, n(c.failed)),
+    h("dt", {}, "Episodes marked"), h("dd", { "data-count": "episodesMarked" }, n(c.episodesMarked)),
+    h("dt", {}, "Already watched"), h("dd", { "data-count": "alreadyWatched" }, n(c.alreadyWatched)));
+}
+
+function importProgress(imp) {
+  const c = imp.counts || {};
+  const total = c.showsTotal || 0;
+  const done = Math.min(c.showsDone || 0, total);
+  const label = total
+    ? `Importing: ${done.toLocaleString()} of ${plural(total, "show")} done`
+    : "Importing: reading your Plex libraries…";
+  return h("div", { class: "import-progress", "data-import": imp.id, "data-status": "running" },
+    h("label", { for: "import-bar" }, label),
+    // Without a total the bar is indeterminate (no value).
+    h("progress", { id: "import-bar", max: String(Math.max(total, 1)), value: total ? String(done) : null }),
+    h("p", { class: "help" }, `Started ${when(imp.startedAt)}. You can leave this page: the import goes on.`),
+    importCounts(c));
+}
+
+function importHeadline(imp) {
+  const c = imp.counts || {};
+  return imp.status === "completed"
+    ? `Import finished: ${plural(c.episodesMarked || 0, "episode")} marked in ${plural(c.showsDone || 0, "show")}.`
+    : `The import stopped: ${imp.error || "unknown error"}.`;
+}
+
+function importResult(imp) {
+  const ok = imp.status === "completed";
+  return h("div", { class: "import-result", "data-import": imp.id, "data-status": imp.status },
+    message(ok ? "ok" : "error", importHeadline(imp)),
+    h("p", { class: "help" }, `${ok ? "Finished" : "Stopped"} ${when(imp.finishedAt)}.`
+      + (ok ? " Importing again is safe: nothing is marked twice." : " Importing again carries on safely.")),
+    importCounts(imp.counts));
 }
 
 // ------------------------------------------------------------------ Jellyfin and Emby
@@ -449,8 +577,12 @@ async function saveSetup(event, { rotate = false } = {}) {
   }
   tokenInput.value = "";
   const config = await attempt(() => api("GET", "/api/plex/config"), feedback);
-  if (config) renderSetup(config);
-  else $("webhook-url").value = saved.webhookUrl;
+  if (config) {
+    renderSetup(config);
+    loadImport(config);
+  } else {
+    $("webhook-url").value = saved.webhookUrl;
+  }
   $("webhook-card").hidden = false;
   const text = rotate
     ? "Saved. The webhook secret was rotated: paste the new URL into Plex."
@@ -521,6 +653,9 @@ async function loadConflicts() {
   const data = await attempt(() => api("GET", `/api/plex/conflicts?limit=${PAGE_SIZE}${conflictPager.query()}`), list);
   if (!data) return;
   conflictPager.update(data.nextCursor);
+  for (const c of data.conflicts) conflictTitles.set(c.id, conflictTitle(c));
+  $("conflict-bulk").hidden = !data.conflicts.length;
+  $("conflict-select-all").checked = false;
   if (!data.conflicts.length) {
     list.replaceChildren(emptyState("No open conflicts",
       h("p", {}, "When plexsync cannot tell which show a Plex title is — say two shows called “The Office” — it asks you here, and the episodes wait until you choose."),
@@ -528,13 +663,18 @@ async function loadConflicts() {
     return;
   }
   list.replaceChildren(...data.conflicts.map(conflictCard));
+  updateConflictSelection();
+}
+
+function conflictTitle(c) {
+  return `${c.plexTitle}${c.plexYear ? ` (${c.plexYear})` : ""}`;
 }
 
 function conflictCard(c) {
   const card = h("article", { class: "card conflict", "aria-labelledby": `conflict-${c.id}-title`, "data-conflict": c.id });
   const feedback = h("div", { class: "feedback" });
   const resolve = (body, button) => resolveConflict(c, body, button, card, feedback);
-  const title = `${c.plexTitle}${c.plexYear ? ` (${c.plexYear})` : ""}`;
+  const title = conflictTitle(c);
   const matches = [...(c.potentialMatches || [])].sort((a, b) => (b.matchScore ?? 0) - (a.matchScore ?? 0));
   const rows = matches.map((m) => {
     const inTracker = m.tvshowId !== null && m.tvshowId !== undefined;
@@ -570,6 +710,9 @@ function conflictCard(c) {
   } }, "Ignore this show");
   card.append(
     h("header", { class: "card-head" },
+      h("span", { class: "check pick" },
+        h("input", { id: `pick-${c.id}`, type: "checkbox", value: String(c.id), onchange: updateConflictSelection }),
+        h("label", { for: `pick-${c.id}` }, "Select", h("span", { class: "visually-hidden" }, ` ${title}`))),
       h("h2", { id: `conflict-${c.id}-title` }, title),
       h("span", { class: "pill warn" }, CONFLICT_TYPES[c.conflictType] || c.conflictType)),
     h("p", { class: "muted" },
@@ -584,6 +727,117 @@ function conflictCard(c) {
     h("div", { class: "conflict-actions" }, createForm, ignore),
     feedback,
   );
+  return card;
+}
+
+// Several conflicts in one request (POST /api/plex/conflicts/bulk).
+
+/** Titles of the conflicts seen on screen, to name them in a bulk result. */
+const conflictTitles = new Map();
+
+function conflictPicks() {
+  return [...document.querySelectorAll("#conflict-list .pick input")];
+}
+
+function updateConflictSelection() {
+  const picks = conflictPicks();
+  const n = picks.filter((p) => p.checked).length;
+  const ignore = $("ignore-selected");
+  ignore.disabled = n === 0;
+  ignore.textContent = n ? `Ignore ${plural(n, "selected show")}` : "Ignore selected";
+  const all = $("conflict-select-all");
+  all.checked = n > 0 && n === picks.length;
+  all.indeterminate = n > 0 && n < picks.length;
+}
+
+async function acceptTop(event) {
+  event.preventDefault();
+  const input = $("accept-min-score");
+  const pct = Number(input.value);
+  if (!Number.isInteger(pct) || pct < 1 || pct > 100) {
+    input.setAttribute("aria-invalid", "true");
+    $("conflict-results").replaceChildren(message("error", "Enter a score from 1 to 100."));
+    input.focus();
+    return;
+  }
+  input.removeAttribute("aria-invalid");
+  if (!confirm(`Map every open conflict whose best candidate scores ${pct}% or more to that candidate?`)) return;
+  await resolveInBulk($("accept-top"), { action: "accept_top", minScore: pct / 100 });
+}
+
+async function ignoreSelected(event) {
+  const ids = conflictPicks().filter((p) => p.checked).map((p) => Number(p.value));
+  if (!ids.length) return;
+  if (!confirm(`Ignore ${plural(ids.length, "show")}? Their plays will not be marked (sync is turned off for them).`)) return;
+  await resolveInBulk(event.currentTarget, { action: "ignore", ids });
+}
+
+async function resolveInBulk(button, body) {
+  const box = $("conflict-results");
+  box.replaceChildren(message("info", "Resolving and replaying the waiting plays…"));
+  const res = await busy(button, () => attempt(() => api("POST", "/api/plex/conflicts/bulk", body), box));
+  if (!res) return;
+  const card = bulkResult(res, body);
+  box.replaceChildren(card);
+  card.focus();
+  announce(bulkHeadline(res.summary));
+  await loadConflicts();
+  refreshBadge();
+}
+
+function bulkHeadline(s) {
+  const parts = [];
+  if (s.resolved) parts.push(`${plural(s.resolved, "show")} mapped`);
+  if (s.ignored) parts.push(`${plural(s.ignored, "show")} ignored`);
+  if (s.skipped) parts.push(`${s.skipped} left for you`);
+  if (s.error) parts.push(`${s.error} failed`);
+  if (s.notProcessed) parts.push(`${s.notProcessed} not reached yet`);
+  return parts.length ? `${parts.join(", ")}.` : "No open conflict has a best candidate scoring that high.";
+}
+
+function bulkItemText(r) {
+  switch (r.status) {
+    case "resolved": {
+      const target = r.createdShow
+        ? `${r.createdShow.title} (${r.createdShow.created ? "added from" : "already in your tracker,"} TMDB ${r.createdShow.tmdbId})`
+        : `tracker show #${r.tvshowId}`;
+      const rp = r.replay || {};
+      const plays = rp.marked ? `${plural(rp.marked, "waiting play")} marked` : "no waiting play marked";
+      const rest = rp.stillPending ? `; ${rp.stillPending} still waiting (temporary failure)` : "";
+      return `mapped to ${target}; ${plays}${rest}.`;
+    }
+    case "ignored": return "ignored.";
+    case "skipped": return `left for you: ${r.message}.`;
+    case "not_processed": return "not reached in time; continue below.";
+    default: return `not resolved: ${r.message}`;
+  }
+}
+
+const BULK_PILL = { resolved: ["ok", "Mapped"], ignored: ["", "Ignored"], skipped: ["warn", "Left for you"],
+  not_processed: ["warn", "Not reached"], error: ["bad", "Failed"] };
+
+function bulkResult(res, body) {
+  const s = res.summary;
+  const bad = s.error > 0 || s.notProcessed > 0;
+  const card = h("article", { class: "card result bulk-result", tabindex: "-1" },
+    h("h2", {}, body.action === "ignore" ? "Ignored" : "Best matches accepted"),
+    message(bad ? "info" : "ok", bulkHeadline(s)),
+    res.results.length
+      ? h("ul", { class: "bulk-items" }, res.results.map((r) => {
+        const [cls, word] = BULK_PILL[r.status] || BULK_PILL.error;
+        return h("li", { "data-conflict-result": r.id, "data-status": r.status },
+          h("span", { class: `pill ${cls}` }, word), " ",
+          h("strong", {}, conflictTitles.get(r.id) || `Conflict #${r.id}`), ` ${bulkItemText(r)}`);
+      }))
+      : null);
+  if (s.notProcessed) {
+    // The request stops starting conflicts before API Gateway's 30 s; the rest need another.
+    const rest = body.action === "ignore"
+      ? { action: "ignore", ids: res.results.filter((r) => r.status === "not_processed").map((r) => r.id) }
+      : body;
+    card.append(h("button", { type: "button", class: "primary", onclick: (e) => resolveInBulk(e.currentTarget, rest) },
+      `Continue with the ${plural(s.notProcessed, "remaining show")}`));
+  }
   return card;
 }
 
@@ -652,6 +906,7 @@ async function loadMappings() {
   if (!data) return;
   mappingPager.update(data.nextCursor);
   rememberTrackerShows(data.mappings);
+  $("mapping-bulk").hidden = !data.mappings.some((m) => m.id !== null);
   if (!data.mappings.length) {
     const text = {
       all: ["No Plex shows yet", "A show appears here after its first webhook: finish an episode in Plex, or add a show to your Plex library."],
@@ -664,11 +919,55 @@ async function loadMappings() {
   const table = h("table", { class: "table mappings" },
     h("caption", { class: "visually-hidden" }, "Plex shows and their tracker shows"),
     h("thead", {}, h("tr", {},
+      h("th", { scope: "col", class: "pick-cell" },
+        h("input", { id: "mapping-select-all", type: "checkbox", "aria-label": "Select every show on this page",
+          onchange: (e) => { for (const p of mappingPicks()) p.checked = e.currentTarget.checked; updateMappingSelection(); } })),
       h("th", { scope: "col" }, "Plex show"), h("th", { scope: "col" }, "Tracker show"),
       h("th", { scope: "col" }, "Match"), h("th", { scope: "col" }, "Sync"),
       h("th", { scope: "col" }, h("span", { class: "visually-hidden" }, "Actions")))),
     h("tbody", {}, data.mappings.flatMap(mappingRows)));
   list.replaceChildren(table);
+  updateMappingSelection();
+}
+
+function mappingPicks() {
+  return [...document.querySelectorAll("#mapping-list td.pick-cell input")];
+}
+
+function updateMappingSelection() {
+  const picks = mappingPicks();
+  const n = picks.filter((p) => p.checked).length;
+  $("mapping-selected").textContent = n ? `${plural(n, "show")} selected` : "None selected";
+  $("mappings-sync-on").disabled = n === 0;
+  $("mappings-sync-off").disabled = n === 0;
+  const all = $("mapping-select-all");
+  if (all) {
+    all.checked = n > 0 && n === picks.length;
+    all.indeterminate = n > 0 && n < picks.length;
+  }
+}
+
+/** Sync on or off for the selected shows (POST /api/plex/mappings/bulk), one result each. */
+async function switchMappingsSync(on, button) {
+  const picks = mappingPicks().filter((p) => p.checked);
+  const ids = picks.map((p) => Number(p.value));
+  if (!ids.length) return;
+  if (!on && !confirm(`Stop syncing ${plural(ids.length, "show")}? Their mappings are kept.`)) return;
+  const box = $("mapping-results");
+  box.replaceChildren();
+  const res = await busy(button, () => attempt(() => api("POST", "/api/plex/mappings/bulk", { ids, syncEnabled: on }), box));
+  if (!res) return;
+  const titles = new Map(picks.map((p) => [Number(p.value), p.dataset.title]));
+  const count = (status) => res.results.filter((r) => r.status === status).length;
+  const failed = res.results.filter((r) => r.status === "error");
+  const parts = [`Sync turned ${on ? "on" : "off"} for ${plural(count("updated"), "show")}`];
+  if (count("unchanged")) parts.push(`${count("unchanged")} already ${on ? "on" : "off"}`);
+  if (failed.length) parts.push(`${failed.length} not changed`);
+  const text = `${parts.join("; ")}.`;
+  box.replaceChildren(message(failed.length ? "error" : "ok", text,
+    failed.length ? h("ul", {}, failed.map((r) => h("li", {}, `${titles.get(r.id) || `Mapping #${r.id}`}: ${r.message}`))) : null));
+  announce(text);
+  await loadMappings();
 }
 
 const trackerShows = new Map();
@@ -690,7 +989,7 @@ function matchMethod(method) {
 
 function mappingRows(m) {
   const title = `${m.plexTitle}${m.plexYear ? ` (${m.plexYear})` : ""}`;
-  const detail = h("tr", { class: "detail", hidden: true }, h("td", { colspan: "5" }));
+  const detail = h("tr", { class: "detail", hidden: true }, h("td", { colspan: "6" }));
   const showDetail = (...content) => {
     detail.hidden = false;
     detail.firstChild.replaceChildren(...content);
@@ -715,7 +1014,11 @@ function mappingRows(m) {
   const match = m.matchMethod
     ? `${matchMethod(m.matchMethod)}${m.matchConfidence !== null && m.matchConfidence !== undefined ? ` · ${Math.round(m.matchConfidence * 100)}%` : ""}${m.manuallyConfirmed ? " · confirmed" : ""}`
     : "–";
+  const pick = m.id === null ? ""
+    : h("input", { type: "checkbox", value: String(m.id), "data-title": title, "aria-label": `Select ${title}`,
+      onchange: updateMappingSelection });
   const row = h("tr", { "data-mapping": m.id, "data-plex-key": m.plexRatingKey },
+    h("td", { class: "pick-cell" }, pick),
     h("td", { "data-label": "Plex show" }, h("strong", {}, title),
       m.tmdbId ? h("div", { class: "muted small" }, `TMDB ${m.tmdbId}`) : ""),
     h("td", { "data-label": "Tracker show" }, tracker),
@@ -963,6 +1266,15 @@ function start() {
   $("rotate-secret").addEventListener("click", rotateSecret);
   $("disable").addEventListener("click", disableSync);
   $("sign-out").addEventListener("click", () => signOut());
+  $("import-form").addEventListener("submit", startImport);
+  $("conflict-bulk").addEventListener("submit", acceptTop);
+  $("ignore-selected").addEventListener("click", ignoreSelected);
+  $("conflict-select-all").addEventListener("change", (e) => {
+    for (const p of conflictPicks()) p.checked = e.currentTarget.checked;
+    updateConflictSelection();
+  });
+  $("mappings-sync-on").addEventListener("click", (e) => switchMappingsSync(true, e.currentTarget));
+  $("mappings-sync-off").addEventListener("click", (e) => switchMappingsSync(false, e.currentTarget));
   $("log-status").addEventListener("change", () => { logPager.reset(); loadLogs(); });
   for (const radio of document.querySelectorAll("input[name=mapping-filter]")) {
     radio.addEventListener("change", () => { mappingFilter = radio.value; mappingPager.reset(); loadMappings(); });
