@@ -1,7 +1,7 @@
 //! The functions' connection pool: size from the environment, statement and lock timeouts on
 //! every connection, and a connection dropped while the instance was frozen replaced unseen.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use plexsync::{
     db::{self, DbError, PoolSettings},
@@ -39,7 +39,6 @@ async fn every_connection_has_statement_and_lock_timeouts_and_the_configured_siz
     a.batch_execute("BEGIN; SELECT pg_advisory_xact_lock(42)")
         .await
         .unwrap();
-    let started = Instant::now();
     let err = b
         .query_one("SELECT pg_advisory_xact_lock(42)", &[])
         .await
@@ -47,13 +46,11 @@ async fn every_connection_has_statement_and_lock_timeouts_and_the_configured_siz
         .map_err(DbError::from)
         .expect_err("the lock is held by the other connection");
     assert_eq!(err_code(&err).as_deref(), Some("55P03"), "{err}");
+    // 55P03 (lock_not_available) is the lock timeout's code; the statement timeout's is
+    // 57014, so the code alone says which limit ended the wait, with no clock involved.
     assert!(
         err.is_transient(),
         "a lock timeout is retried, not a permanent failure"
-    );
-    assert!(
-        started.elapsed() < Duration::from_secs(14),
-        "failed at lock_timeout"
     );
     a.batch_execute("ROLLBACK").await.unwrap();
 }

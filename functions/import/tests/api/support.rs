@@ -69,7 +69,7 @@ pub fn pipeline(pool: plexsync::db::DbPool, tmdb: &MockServer, keyring: &Arc<Key
     Pipeline {
         tmdb: tmdb_client(&tmdb.uri()).with_shared_limit(pool.clone(), plexsync::tmdb::SHARED_RATE),
         pool,
-        plex: PlexServerClient::with_timeout(Duration::from_secs(2)).unwrap(),
+        plex: PlexServerClient::with_timeout(Duration::from_secs(30)).unwrap(),
         keys: KeySource::Fixed(keyring.clone()),
     }
 }
@@ -152,7 +152,7 @@ impl Harness {
         let h = Self {
             import: import::State {
                 api,
-                plex: PlexServerClient::with_timeout(Duration::from_secs(2)).unwrap(),
+                plex: PlexServerClient::with_timeout(Duration::from_secs(30)).unwrap(),
                 sqs: aws_sdk_sqs::Client::new(&sdk),
                 queue_url: queue_url.clone(),
                 encryption_key_id,
