@@ -56,7 +56,7 @@ fn marking(c: &mut Criterion) {
                     let outcome = mark_episode(
                         &pool,
                         &MarkRequest {
-                            tvshow_id: show_id,
+                            tvshow_id: plexsync::ids::ShowId(show_id),
                             season: 5,
                             episode: 10,
                             watched_at: chrono::Utc::now(),

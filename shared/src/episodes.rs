@@ -9,13 +9,14 @@ use deadpool_postgres::{GenericClient, Transaction};
 use serde_json::{json, Value};
 
 use crate::db::{DbError, DbPool};
+use crate::ids::ShowId;
 use crate::store::{processed, shows};
 use crate::tmdb::{SeasonDetails, TvDetails};
 
 /// One "this episode was watched" fact.
 #[derive(Debug, Clone)]
 pub struct MarkRequest<'a> {
-    pub tvshow_id: i32,
+    pub tvshow_id: ShowId,
     pub season: i64,
     pub episode: i64,
     pub watched_at: DateTime<Utc>,
@@ -41,7 +42,7 @@ pub enum MarkOutcome {
 }
 
 /// Marks an episode in its own transaction.
-#[tracing::instrument(skip(pool), fields(tvshow_id = req.tvshow_id, season = req.season, episode = req.episode))]
+#[tracing::instrument(skip(pool), fields(tvshow_id = req.tvshow_id.0, season = req.season, episode = req.episode))]
 pub async fn mark_episode(pool: &DbPool, req: &MarkRequest<'_>) -> Result<MarkOutcome, DbError> {
     let mut client = pool.get().await?;
     let tx = client.transaction().await?;
@@ -212,7 +213,7 @@ pub async fn insert_show_from_tmdb(
     tx: &impl GenericClient,
     show: &TvDetails,
     seasons: &[SeasonDetails],
-) -> Result<(i32, bool), DbError> {
+) -> Result<(ShowId, bool), DbError> {
     let mut stored: Vec<&SeasonDetails> = seasons.iter().collect();
     stored.sort_by_key(|s| s.season_number);
     let seasons_json = Value::Array(stored.iter().map(|s| season_from_tmdb(s)).collect());

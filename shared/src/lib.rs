@@ -18,6 +18,7 @@ pub mod crypto;
 pub mod db;
 pub mod env;
 pub mod episodes;
+pub mod ids;
 pub mod lambda;
 pub mod matching;
 pub mod metrics;

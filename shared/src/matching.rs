@@ -11,6 +11,7 @@ use serde::Serialize;
 use url::Url;
 
 use crate::db::{DbError, DbPool};
+use crate::ids::ShowId;
 use crate::payload::{ExternalIds, PlexEvent};
 use crate::plex::{PlexError, PlexServerClient};
 use crate::store::{mappings::PlexShowKey, shows, tmdb_cache};
@@ -109,7 +110,7 @@ pub struct ShowIdentity {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Candidate {
-    pub tvshow_id: Option<i32>,
+    pub tvshow_id: Option<ShowId>,
     pub title: String,
     pub tmdb_id: Option<i64>,
     pub match_score: f64,
@@ -137,7 +138,7 @@ impl ConflictKind {
 #[derive(Debug, Clone, PartialEq)]
 pub enum MatchDecision {
     Map {
-        tvshow_id: i32,
+        tvshow_id: ShowId,
         confidence: f64,
         method: String,
     },

@@ -20,6 +20,7 @@ use crate::crypto::Keyring;
 use crate::db::{self, DbError, DbPool};
 use crate::env::{Env, EnvError, TmdbConfig};
 use crate::episodes::{self, MarkOutcome, MarkRequest};
+use crate::ids::{ConflictId, MappingId, ShowId};
 use crate::matching::{self, MatchDecision, MatchError, PlexTarget, Resolver, ShowIdentity};
 use crate::payload::{AccountRef, EventKind, PlexEvent};
 use crate::plex::{open_stored_token, PlexServerClient};
@@ -130,8 +131,8 @@ pub struct Outcome {
     pub action: Option<String>,
     /// Why it was ignored or failed, or what needs resolving.
     pub reason: Option<String>,
-    pub tvshow_id: Option<i32>,
-    pub conflict_id: Option<i32>,
+    pub tvshow_id: Option<ShowId>,
+    pub conflict_id: Option<ConflictId>,
 }
 
 impl Outcome {
@@ -153,7 +154,7 @@ impl Outcome {
         Self::new(LogStatus::Failed, None, Some(reason.into()))
     }
 
-    fn with_show(mut self, tvshow_id: i32) -> Self {
+    fn with_show(mut self, tvshow_id: ShowId) -> Self {
         self.tvshow_id = Some(tvshow_id);
         self
     }
@@ -396,7 +397,7 @@ pub async fn process_message(
         status = outcome.status.as_str(),
         action = outcome.action.as_deref(),
         reason = outcome.reason.as_deref(),
-        tvshow_id = outcome.tvshow_id,
+        tvshow_id = outcome.tvshow_id.map(|id| id.0),
         "message processed"
     );
     Ok(outcome)
@@ -524,7 +525,7 @@ enum Mapped {
 }
 
 enum Decided {
-    Show(i32, Mapped),
+    Show(ShowId, Mapped),
     /// Logged already (conflict, sync disabled).
     Done(Outcome),
 }
@@ -533,7 +534,7 @@ enum Decided {
 pub const NEW_SHOW_NOT_TRACKED: &str =
     "new in the library but not in the tracker, and auto-add is off: its first scrobble will ask";
 
-fn sync_disabled(mapping_id: i32) -> Outcome {
+fn sync_disabled(mapping_id: MappingId) -> Outcome {
     Outcome::ignored(format!(
         "sync disabled for this show (mapping {mapping_id})"
     ))
@@ -600,7 +601,7 @@ async fn finish<C: GenericClient>(
     Ok(outcome)
 }
 
-fn needs_resolution(conflict_id: i32, detail: &str) -> Outcome {
+fn needs_resolution(conflict_id: ConflictId, detail: &str) -> Outcome {
     let mut o = Outcome::new(
         LogStatus::NeedsResolution,
         Some("needs_user_input"),
@@ -617,7 +618,7 @@ fn needs_resolution(conflict_id: i32, detail: &str) -> Outcome {
 async fn pend_in<C: GenericClient>(
     client: &C,
     ctx: Subject<'_>,
-    conflict_id: i32,
+    conflict_id: ConflictId,
     detail: &str,
 ) -> Result<Option<Outcome>, Failure> {
     for play in ctx.plays() {
@@ -844,7 +845,7 @@ async fn open_conflict(
     show: PlexShowKey<'_>,
     kind: matching::ConflictKind,
     candidates: &[matching::Candidate],
-) -> Result<i32, DbError> {
+) -> Result<ConflictId, DbError> {
     let matches = serde_json::to_value(candidates).unwrap_or_else(|_| json!([]));
     let conflict = NewConflict {
         show,
@@ -863,7 +864,7 @@ async fn create_mapping(
     ev: &PlexEvent,
     show: PlexShowKey<'_>,
     resolution: &ShowIdentity,
-    tvshow_id: i32,
+    tvshow_id: ShowId,
     confidence: f64,
     method: &str,
 ) -> Result<MappingState, DbError> {
@@ -928,7 +929,7 @@ async fn fetch_show(
 async fn mark(
     state: &Pipeline,
     ctx: &LogCtx<'_>,
-    tvshow_id: i32,
+    tvshow_id: ShowId,
     how: Mapped,
 ) -> Result<Outcome, Failure> {
     let ev: &PlexEvent = &ctx.msg.event;

@@ -16,8 +16,12 @@ use std::time::{Duration, Instant};
 
 use lambda_http::{http::StatusCode, Body, Request, Response};
 use plexsync::{
-    api::{self, json, ApiError, StrictBody},
-    store::conflicts::{self, CandidateSet, ResolveError},
+    api::{self, json, row_not_found, ApiError, StrictBody},
+    ids::{ConflictId, MappingId, RowId, ShowId},
+    store::{
+        conflicts::{self, CandidateSet},
+        DecisionError,
+    },
 };
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -136,7 +140,7 @@ enum Plan {
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct StoredCandidate {
-    tvshow_id: Option<i64>,
+    tvshow_id: Option<ShowId>,
     tmdb_id: Option<i64>,
     match_score: f64,
 }
@@ -219,13 +223,16 @@ fn plan_accept_top(
     let Some(ids) = ids else {
         return sets
             .iter()
-            .filter_map(|set| plan(set).map(|p| (set.id, p)))
+            .filter_map(|set| plan(set).map(|p| (set.id.into(), p)))
             .collect();
     };
     ids.iter()
-        .map(|&id| match sets.iter().find(|s| s.id == id) {
-            None => (id, Plan::Fail(ResolveError::NotFound(id).into())),
-            Some(set) if set.resolved => (id, Plan::Fail(ResolveError::AlreadyResolved(id).into())),
+        .map(|&id| match sets.iter().find(|s| i64::from(s.id) == id) {
+            None => (id, Plan::Fail(row_not_found::<ConflictId>(id))),
+            Some(set) if set.resolved => (
+                id,
+                Plan::Fail(DecisionError::AlreadyResolved(set.id).into()),
+            ),
             Some(set) => (id, plan(set).unwrap_or(Plan::Skip("no candidate".into()))),
         })
         .collect()
@@ -265,9 +272,9 @@ struct ItemResult {
     #[serde(skip_serializing_if = "Option::is_none")]
     action: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    tvshow_id: Option<i64>,
+    tvshow_id: Option<ShowId>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    mapping_id: Option<i32>,
+    mapping_id: Option<MappingId>,
     #[serde(skip_serializing_if = "Option::is_none")]
     created_show: Option<CreatedShow>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -380,9 +387,12 @@ pub(crate) async fn resolve_many(state: &State, req: &Request) -> Result<Respons
                 "not_processed",
                 "not started: the request's time budget is used up; send it again".into(),
             ),
-            Plan::Resolve(request) => match settle(state, id, request).await {
-                Ok(settled) => ItemResult::settled(id, request, settled),
-                Err(err) => ItemResult::failed(id, err),
+            Plan::Resolve(request) => match ConflictId::from_request(id) {
+                None => ItemResult::failed(id, row_not_found::<ConflictId>(id)),
+                Some(conflict) => match settle(state, conflict, request).await {
+                    Ok(settled) => ItemResult::settled(id, request, settled),
+                    Err(err) => ItemResult::failed(id, err),
+                },
             },
         });
     }
@@ -409,7 +419,9 @@ mod tests {
         ]);
         assert_eq!(
             choose(&m, 0.9),
-            Choice::Take(ResolveRequest::Select { tvshow_id: 9 })
+            Choice::Take(ResolveRequest::Select {
+                tvshow_id: ShowId(9)
+            })
         );
         assert_eq!(choose(&m, 0.91), Choice::Below(Some(0.9)));
         let tmdb_only = json!([candidate(None, Some(1399), 0.8)]);
@@ -433,7 +445,9 @@ mod tests {
         ]);
         assert_eq!(
             choose(&same, 0.5),
-            Choice::Take(ResolveRequest::Select { tvshow_id: 7 })
+            Choice::Take(ResolveRequest::Select {
+                tvshow_id: ShowId(7)
+            })
         );
     }
 

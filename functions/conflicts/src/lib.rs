@@ -18,6 +18,7 @@ use plexsync::{
         StrictBody,
     },
     env::Env,
+    ids::{ConflictId, MappingId, RowId, ShowId},
     pipeline::{Pipeline, StartupError},
     store::conflicts::{self, Conflict, Resolution, Resolved},
 };
@@ -116,10 +117,10 @@ impl StrictBody for ResolveBody {
 #[serde(rename_all = "camelCase")]
 struct ResolveResponse {
     success: bool,
-    conflict_id: i64,
+    conflict_id: ConflictId,
     action: Action,
-    tvshow_id: Option<i64>,
-    mapping_id: i32,
+    tvshow_id: Option<ShowId>,
+    mapping_id: MappingId,
     /// For `create_new`: the show created from TMDB (or the existing one used).
     #[serde(skip_serializing_if = "Option::is_none")]
     created_show: Option<CreatedShow>,
@@ -129,7 +130,7 @@ struct ResolveResponse {
 /// A resolve body checked against its action: exactly the fields that action takes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum ResolveRequest {
-    Select { tvshow_id: i64 },
+    Select { tvshow_id: ShowId },
     CreateNew { tmdb_id: i64 },
     Ignore,
 }
@@ -156,9 +157,14 @@ impl ResolveBody {
         let create_new = self.create_new.as_ref().map(|c| c.tmdb_id);
         match self.action {
             Action::Select if create_new.is_some() => Err(misplaced("createNew")),
-            Action::Select => Ok(ResolveRequest::Select {
-                tvshow_id: positive(self.tvshow_id, "tvshowId", self.action)?,
-            }),
+            Action::Select => {
+                let tvshow_id = positive(self.tvshow_id, "tvshowId", self.action)?;
+                // Out of the column's range: no such show, as for any other unknown id.
+                let tvshow_id = ShowId::from_request(tvshow_id).ok_or_else(|| {
+                    ApiError::Unprocessable(format!("tvshow {tvshow_id} does not exist"))
+                })?;
+                Ok(ResolveRequest::Select { tvshow_id })
+            }
             Action::Ignore if self.tvshow_id.is_some() => Err(misplaced("tvshowId")),
             Action::Ignore if create_new.is_some() => Err(misplaced("createNew")),
             Action::Ignore => Ok(ResolveRequest::Ignore),
@@ -191,7 +197,7 @@ async fn resolve(
     route: &RouteMatch,
     req: &Request,
 ) -> Result<Response<Body>, ApiError> {
-    let id = route.id("id")?;
+    let id: ConflictId = route.row_id("id")?;
     let body: ResolveBody = api::parse_body(req)?;
     let settled = settle(state, id, body.check()?).await?;
     Ok(json(
@@ -217,7 +223,11 @@ struct Settled {
 
 /// Resolves one conflict (one transaction) and replays its pending events: the one path for
 /// the single resolve and for each conflict of a bulk request.
-async fn settle(state: &State, id: i64, request: ResolveRequest) -> Result<Settled, ApiError> {
+async fn settle(
+    state: &State,
+    id: ConflictId,
+    request: ResolveRequest,
+) -> Result<Settled, ApiError> {
     let pool = &state.api.pool;
     let (resolved, created_show) = match request {
         ResolveRequest::Select { tvshow_id } => (
@@ -234,9 +244,9 @@ async fn settle(state: &State, id: i64, request: ResolveRequest) -> Result<Settl
         }
     };
     tracing::info!(
-        conflict = id,
+        conflict = id.0,
         action = ?request,
-        mapping = resolved.mapping_id,
+        mapping = resolved.mapping_id.0,
         pending = resolved.pending.len(),
         "conflict resolved"
     );

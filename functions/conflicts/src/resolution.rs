@@ -8,12 +8,13 @@ use plexsync::{
     api::ApiError,
     db::DbError,
     episodes,
+    ids::{ConflictId, PendingEventId, ShowId},
     pipeline::{self, Outcome, Pipeline},
     queue::QueueMessage,
     store::{
-        conflicts::{self, PendingEvent, Resolution, ResolveError, Resolved},
+        conflicts::{self, PendingEvent, Resolution, Resolved},
         logs::LogStatus,
-        shows,
+        shows, DecisionError,
     },
     tmdb::{SeasonDetails, TmdbError, TvDetails},
 };
@@ -22,7 +23,7 @@ use plexsync::{
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ReplayedEvent {
-    pub pending_event_id: i64,
+    pub pending_event_id: PendingEventId,
     /// The processor's status (`success`, `duplicate`, `ignored`, `failed`, ...), or `pending`
     /// when it was kept for a retry.
     pub status: String,
@@ -56,7 +57,12 @@ pub struct ReplayReport {
 
 impl ReplayReport {
     /// Counts one replayed event by what the processor did with it.
-    fn count(&mut self, id: i64, outcome: Outcome, (season, episode): (Option<i64>, Option<i64>)) {
+    fn count(
+        &mut self,
+        id: PendingEventId,
+        outcome: Outcome,
+        (season, episode): (Option<i64>, Option<i64>),
+    ) {
         self.replayed += 1;
         let action = outcome.action.as_deref();
         match outcome.status {
@@ -127,7 +133,7 @@ impl ReplayReport {
 /// ones after it stay un-replayed (FIFO order is kept) and are reported in `still_pending`
 /// with a note; the resolution itself stands. Replaying the event's `needs_resolution` log
 /// entry (`POST /api/plex/logs/{id}/replay`) retries it through the queue.
-#[tracing::instrument(skip_all, fields(conflict = resolved.conflict_id, pending = resolved.pending.len()))]
+#[tracing::instrument(skip_all, fields(conflict = resolved.conflict_id.0, pending = resolved.pending.len()))]
 pub async fn replay_pending(state: &Pipeline, resolved: &Resolved) -> ReplayReport {
     let mut report = ReplayReport {
         pending: resolved.pending.len(),
@@ -150,12 +156,12 @@ pub async fn replay_pending(state: &Pipeline, resolved: &Resolved) -> ReplayRepo
             Ok(outcome) => {
                 if let Err(e) = conflicts::mark_replayed(&state.pool, &[event.id]).await {
                     // Processed but not recorded: a later replay is a duplicate, nothing more.
-                    tracing::warn!(error = %e, event = event.id, "replayed event not recorded");
+                    tracing::warn!(error = %e, event = event.id.0, "replayed event not recorded");
                 }
                 report.count(event.id, outcome, (season, episode));
             }
             Err(e) => {
-                tracing::warn!(error = %e, event = event.id, "replay stopped by a transient failure");
+                tracing::warn!(error = %e, event = event.id.0, "replay stopped by a transient failure");
                 report.stop(&resolved.pending[i..], &e.0, (season, episode));
                 break;
             }
@@ -174,7 +180,7 @@ pub async fn replay_pending(state: &Pipeline, resolved: &Resolved) -> ReplayRepo
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct CreatedShow {
-    pub tvshow_id: i32,
+    pub tvshow_id: ShowId,
     pub tmdb_id: i64,
     pub title: String,
     /// False when a tracker show with this TMDB id already existed and was used.
@@ -184,7 +190,7 @@ pub struct CreatedShow {
 #[derive(Debug, thiserror::Error)]
 pub enum CreateNewError {
     #[error(transparent)]
-    Resolve(#[from] ResolveError),
+    Resolve(#[from] DecisionError),
     #[error("TMDB has no show {0}")]
     TmdbMissing(i64),
     #[error("TMDB could not be reached: {0}")]
@@ -203,7 +209,7 @@ impl From<CreateNewError> for ApiError {
 
 impl From<DbError> for CreateNewError {
     fn from(e: DbError) -> Self {
-        Self::Resolve(ResolveError::Db(e))
+        Self::Resolve(DecisionError::Db(e))
     }
 }
 
@@ -221,12 +227,12 @@ impl From<tokio_postgres::Error> for CreateNewError {
 #[tracing::instrument(skip(state))]
 pub async fn create_new(
     state: &Pipeline,
-    conflict_id: i64,
+    conflict_id: ConflictId,
     tmdb_id: i64,
 ) -> Result<(Resolved, CreatedShow), CreateNewError> {
     match conflicts::is_resolved(&state.pool, conflict_id).await? {
-        None => return Err(ResolveError::NotFound(conflict_id).into()),
-        Some(true) => return Err(ResolveError::AlreadyResolved(conflict_id).into()),
+        None => return Err(DecisionError::ConflictNotFound(conflict_id).into()),
+        Some(true) => return Err(DecisionError::AlreadyResolved(conflict_id).into()),
         Some(false) => {}
     }
     // The tracker's column is an int4: a larger id cannot be a show it could hold.
@@ -270,13 +276,13 @@ pub async fn create_new(
         &tx,
         conflict_id,
         Resolution::CreateNew {
-            tvshow_id: show.tvshow_id.into(),
+            tvshow_id: show.tvshow_id,
         },
     )
     .await?;
     tx.commit().await?;
     tracing::info!(
-        tvshow_id = show.tvshow_id,
+        tvshow_id = show.tvshow_id.0,
         created = show.created,
         "conflict resolved with a show from TMDB"
     );
@@ -284,6 +290,6 @@ pub async fn create_new(
 }
 
 enum Source {
-    Existing(i32, String),
+    Existing(ShowId, String),
     Tmdb(TvDetails, Vec<SeasonDetails>),
 }

@@ -17,6 +17,7 @@ use chrono::{DateTime, TimeZone, Utc};
 use plexsync::{
     api::ApiError,
     db::{DbError, DbPool},
+    ids::LogId,
     queue::QueueMessage,
     store,
 };
@@ -103,7 +104,7 @@ pub struct Unreadable {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct FailedLog {
-    pub log_id: i64,
+    pub log_id: LogId,
     pub error_message: Option<String>,
 }
 

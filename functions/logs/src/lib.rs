@@ -13,6 +13,7 @@ use plexsync::{
         json, page_request, query_param, route_not_found, routes, ApiContext, ApiError, RouteMatch,
     },
     env::{Env, EnvError},
+    ids::LogId,
     store::{
         conflicts,
         logs::{self, DayStats, LogEntry, LogStatus},
@@ -112,14 +113,14 @@ async fn stats(state: &State) -> Result<Response<Body>, ApiError> {
 #[serde(rename_all = "camelCase")]
 struct ReplayResponse {
     success: bool,
-    log_id: i64,
+    log_id: LogId,
     message_id: Option<String>,
     event_type: &'static str,
     plex_title: String,
 }
 
 async fn replay(state: &State, route: &RouteMatch) -> Result<Response<Body>, ApiError> {
-    let id = route.id("id")?;
+    let id = route.row_id("id")?;
     let done = replay_log(&state.api.pool, &state.sqs, &state.queue_url, id).await?;
     Ok(json(
         StatusCode::ACCEPTED,

@@ -7,6 +7,7 @@ use sha2::{Digest, Sha256};
 use plexsync::{
     api::ApiError,
     db::{DbError, DbPool},
+    ids::LogId,
     payload::Decision,
     queue::QueueMessage,
     senders::Sender,
@@ -16,7 +17,7 @@ use plexsync::{
 #[derive(Debug, thiserror::Error)]
 pub enum LogReplayError {
     #[error("log entry {0} does not exist")]
-    NotFound(i64),
+    NotFound(LogId),
     #[error("the stored payload is not a processable event: {0}")]
     NotProcessable(String),
     #[error("queue unavailable: {0}")]
@@ -42,7 +43,7 @@ impl From<LogReplayError> for ApiError {
 /// What was sent.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LogReplayed {
-    pub log_id: i64,
+    pub log_id: LogId,
     pub message_id: Option<String>,
     pub message: QueueMessage,
 }
@@ -51,7 +52,7 @@ pub struct LogReplayed {
 /// processor stored the whole queue message) its `raw` part. The event is re-derived from the
 /// payload by `sender`'s edge, so a replay is validated exactly like a live webhook.
 pub fn message_from_stored(
-    log_id: i64,
+    log_id: LogId,
     sender: Sender,
     stored: &serde_json::Value,
 ) -> Result<QueueMessage, LogReplayError> {
@@ -94,7 +95,7 @@ pub async fn replay_log(
     pool: &DbPool,
     sqs: &aws_sdk_sqs::Client,
     queue_url: &str,
-    log_id: i64,
+    log_id: LogId,
 ) -> Result<LogReplayed, LogReplayError> {
     let (sender, stored) = store::logs::payload(pool, log_id)
         .await?
@@ -119,7 +120,7 @@ pub async fn replay_log(
             use aws_sdk_sqs::error::ProvideErrorMetadata;
             LogReplayError::Queue(e.code().map(str::to_owned).unwrap_or_else(|| e.to_string()))
         })?;
-    tracing::info!(log_id, group = %message.group_id(), "webhook replayed");
+    tracing::info!(log_id = log_id.0, group = %message.group_id(), "webhook replayed");
     Ok(LogReplayed {
         log_id,
         message_id: out.message_id().map(str::to_owned),
@@ -134,12 +135,13 @@ mod tests {
 
     #[test]
     fn stored_payloads_and_stored_queue_messages_both_replay() {
-        let m = message_from_stored(7, Sender::Plex, &fixtures::plex_episode_scrobble()).unwrap();
+        let m = message_from_stored(LogId(7), Sender::Plex, &fixtures::plex_episode_scrobble())
+            .unwrap();
         assert_eq!(m.event.show.title, "The Office");
         assert_eq!(m.request_id.as_deref(), Some("replay:7"));
         let stored_message = serde_json::to_value(&m).unwrap();
         // The stored message names its sender; the row's default does not override it.
-        let again = message_from_stored(8, Sender::Emby, &stored_message).unwrap();
+        let again = message_from_stored(LogId(8), Sender::Emby, &stored_message).unwrap();
         assert_eq!(again.event, m.event);
         assert_eq!(
             again.idempotency_key(),
@@ -150,18 +152,23 @@ mod tests {
 
     #[test]
     fn jellyfin_and_emby_payloads_replay_through_their_own_edge() {
-        let m =
-            message_from_stored(3, Sender::Jellyfin, &fixtures::jellyfin_playback_stop()).unwrap();
+        let m = message_from_stored(
+            LogId(3),
+            Sender::Jellyfin,
+            &fixtures::jellyfin_playback_stop(),
+        )
+        .unwrap();
         assert_eq!(m.event.sender, Sender::Jellyfin);
         assert_eq!(m.event.episode.as_ref().unwrap().number, 2);
         let stored = serde_json::to_value(&m).unwrap();
-        let again = message_from_stored(4, Sender::Plex, &stored).unwrap();
+        let again = message_from_stored(LogId(4), Sender::Plex, &stored).unwrap();
         assert_eq!(again.event, m.event);
-        let m = message_from_stored(5, Sender::Emby, &fixtures::emby_playback_stop()).unwrap();
+        let m =
+            message_from_stored(LogId(5), Sender::Emby, &fixtures::emby_playback_stop()).unwrap();
         assert_eq!(m.event.sender, Sender::Emby);
         // A Jellyfin payload is not a Plex one.
         assert!(matches!(
-            message_from_stored(6, Sender::Plex, &fixtures::jellyfin_playback_stop()),
+            message_from_stored(LogId(6), Sender::Plex, &fixtures::jellyfin_playback_stop()),
             Err(LogReplayError::NotProcessable(_))
         ));
     }
@@ -177,7 +184,7 @@ mod tests {
         ] {
             assert!(
                 matches!(
-                    message_from_stored(1, Sender::Plex, &stored),
+                    message_from_stored(LogId(1), Sender::Plex, &stored),
                     Err(LogReplayError::NotProcessable(_))
                 ),
                 "{stored}"

@@ -15,6 +15,7 @@ use plexsync::{
         RouteMatch, StrictBody,
     },
     env::Env,
+    ids::{MappingId, RowId, ShowId},
     pipeline::StartupError,
     plex::PlexServerClient,
     store::mappings::{self, Mapping, MappingFilter},
@@ -107,15 +108,18 @@ async fn confirm(
     route: &RouteMatch,
     req: &Request,
 ) -> Result<Response<Body>, ApiError> {
-    let id = route.id("id")?;
+    let id: MappingId = route.row_id("id")?;
     let body: ConfirmBody = api::parse_body(req)?;
     if body.tvshow_id <= 0 {
         return Err(ApiError::BadRequest(
             "tvshowId must be a positive integer".into(),
         ));
     }
-    let mapping = mappings::confirm(&state.api.pool, id, body.tvshow_id).await?;
-    tracing::info!(mapping = id, tvshow = body.tvshow_id, "mapping confirmed");
+    let tvshow_id = ShowId::from_request(body.tvshow_id).ok_or_else(|| {
+        ApiError::Unprocessable(format!("tvshow {} does not exist", body.tvshow_id))
+    })?;
+    let mapping = mappings::confirm(&state.api.pool, id, tvshow_id).await?;
+    tracing::info!(mapping = id.0, tvshow = tvshow_id.0, "mapping confirmed");
     Ok(json(
         StatusCode::OK,
         &MappingResponse {
@@ -126,11 +130,11 @@ async fn confirm(
 }
 
 async fn disable(state: &State, route: &RouteMatch) -> Result<Response<Body>, ApiError> {
-    let id = route.id("id")?;
+    let id: MappingId = route.row_id("id")?;
     let mapping = mappings::disable(&state.api.pool, id)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("mapping {id} does not exist")))?;
-    tracing::info!(mapping = id, "sync disabled for mapping");
+    tracing::info!(mapping = id.0, "sync disabled for mapping");
     Ok(json(
         StatusCode::OK,
         &MappingResponse {
@@ -148,7 +152,7 @@ struct SyncResponse {
 }
 
 async fn sync(state: &State, route: &RouteMatch) -> Result<Response<Body>, ApiError> {
-    let id = route.id("id")?;
+    let id = route.row_id("id")?;
     let keyring = state.api.keyring(&state.encryption_key_id).await?;
     let report = sync::sync_show_progress(&state.api.pool, &state.plex, &keyring, id).await?;
     Ok(json(

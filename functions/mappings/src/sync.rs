@@ -13,16 +13,17 @@ use plexsync::{
     crypto::{CryptoError, Keyring},
     db::{DbError, DbPool},
     episodes::{self, MarkOutcome, MarkRequest},
+    ids::{MappingId, ShowId},
     plex::{open_stored_token, PlexError, PlexLeaf, PlexServerClient},
     store::{mappings, settings},
 };
 
 /// What a sync did.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct SyncReport {
-    pub mapping_id: i64,
-    pub tvshow_id: i32,
+    pub mapping_id: MappingId,
+    pub tvshow_id: ShowId,
     /// Episodes the Plex server reports as watched.
     pub watched_in_plex: usize,
     /// Newly marked watched in the tracker.
@@ -38,11 +39,11 @@ pub struct SyncReport {
 #[derive(Debug, thiserror::Error)]
 pub enum SyncError {
     #[error("mapping {0} does not exist")]
-    NotFound(i64),
+    NotFound(MappingId),
     #[error("mapping is not linked to a tracker show")]
     NotLinked,
     #[error("sync is disabled for mapping {0}; confirm the mapping to turn it back on")]
-    SyncDisabled(i64),
+    SyncDisabled(MappingId),
     #[error("the tracker show of this mapping no longer exists")]
     ShowMissing,
     #[error("Plex is not configured")]
@@ -98,7 +99,7 @@ impl From<deadpool_postgres::PoolError> for SyncError {
 /// Marks one episode Plex has watched, with its `lastViewedAt`, and counts what happened.
 async fn mark_leaf(
     tx: &deadpool_postgres::Transaction<'_>,
-    tvshow_id: i32,
+    tvshow_id: ShowId,
     leaf: &PlexLeaf,
     report: &mut SyncReport,
 ) -> Result<(), SyncError> {
@@ -140,7 +141,7 @@ pub async fn sync_show_progress(
     pool: &DbPool,
     plex: &PlexServerClient,
     keyring: &Keyring,
-    mapping_id: i64,
+    mapping_id: MappingId,
 ) -> Result<SyncReport, SyncError> {
     let client = pool.get().await?;
     let mapping = mappings::find_state(&client, mapping_id)
@@ -178,7 +179,11 @@ pub async fn sync_show_progress(
     let mut report = SyncReport {
         mapping_id,
         tvshow_id,
-        ..SyncReport::default()
+        watched_in_plex: 0,
+        marked: 0,
+        already_watched: 0,
+        not_in_tracker: 0,
+        marked_episodes: Vec::new(),
     };
     let mut client = pool.get().await?;
     let tx = client.transaction().await?;
@@ -187,7 +192,7 @@ pub async fn sync_show_progress(
     }
     tx.commit().await?;
     tracing::info!(
-        tvshow_id,
+        tvshow_id = tvshow_id.0,
         watched_in_plex = report.watched_in_plex,
         marked = report.marked,
         already_watched = report.already_watched,

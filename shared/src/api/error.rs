@@ -10,14 +10,8 @@ use serde::Serialize;
 
 use super::response::json;
 use crate::{
-    accounts::AllowedAccountsError,
-    crypto::CryptoError,
-    db::DbError,
-    paging::PagingError,
-    payload::PayloadError,
-    plex::PlexError,
-    secrets::SecretsError,
-    store::{conflicts::ResolveError, mappings::ConfirmError},
+    accounts::AllowedAccountsError, crypto::CryptoError, db::DbError, paging::PagingError,
+    payload::PayloadError, plex::PlexError, secrets::SecretsError, store::DecisionError,
 };
 
 /// An error as the user of the HTTP API sees it. `message` texts must never contain secrets.
@@ -183,23 +177,15 @@ impl From<PlexError> for ApiError {
     }
 }
 
-impl From<ResolveError> for ApiError {
-    fn from(err: ResolveError) -> Self {
+impl From<DecisionError> for ApiError {
+    fn from(err: DecisionError) -> Self {
         match err {
-            ResolveError::NotFound(_) => Self::NotFound(err.to_string()),
-            ResolveError::AlreadyResolved(_) => Self::Conflict(err.to_string()),
-            ResolveError::UnknownShow(_) => Self::Unprocessable(err.to_string()),
-            ResolveError::Db(db) => db.into(),
-        }
-    }
-}
-
-impl From<ConfirmError> for ApiError {
-    fn from(err: ConfirmError) -> Self {
-        match err {
-            ConfirmError::NotFound(_) => Self::NotFound(err.to_string()),
-            ConfirmError::UnknownShow(_) => Self::Unprocessable(err.to_string()),
-            ConfirmError::Db(db) => db.into(),
+            DecisionError::MappingNotFound(_) | DecisionError::ConflictNotFound(_) => {
+                Self::NotFound(err.to_string())
+            }
+            DecisionError::AlreadyResolved(_) => Self::Conflict(err.to_string()),
+            DecisionError::UnknownShow(_) => Self::Unprocessable(err.to_string()),
+            DecisionError::Db(db) => db.into(),
         }
     }
 }

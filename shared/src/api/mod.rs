@@ -25,4 +25,6 @@ pub use cors::Cors;
 pub use error::{respond, ApiError};
 pub use query::{page_request, query_bool, query_param};
 pub use response::json;
-pub use router::{match_route, method_not_allowed, route_not_found, RouteError, RouteMatch};
+pub use router::{
+    match_route, method_not_allowed, route_not_found, row_not_found, RouteError, RouteMatch,
+};

@@ -3,6 +3,7 @@
 use lambda_http::Request;
 
 use super::{error::ApiError, routes::Route};
+use crate::ids::RowId;
 
 /// A matched route and its path parameters.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,8 +26,15 @@ impl RouteMatch {
             .map(|(_, v)| v.as_str())
     }
 
+    /// A row id path parameter: a positive integer (else 400) that a row of `T`'s table can
+    /// have (else 404, as for any other id that does not exist).
+    pub fn row_id<T: RowId>(&self, name: &str) -> Result<T, ApiError> {
+        let id = self.id(name)?;
+        T::from_request(id).ok_or_else(|| row_not_found::<T>(id))
+    }
+
     /// A numeric id path parameter: a positive integer, else 400.
-    pub fn id(&self, name: &str) -> Result<i64, ApiError> {
+    fn id(&self, name: &str) -> Result<i64, ApiError> {
         self.param(name)
             .filter(|v| !v.is_empty() && v.len() <= 18 && v.bytes().all(|b| b.is_ascii_digit()))
             .and_then(|v| v.parse::<i64>().ok())
@@ -90,6 +98,11 @@ fn match_pattern(pattern: &'static str, segments: &[&str]) -> Option<Vec<(&'stat
     Some(params)
 }
 
+/// The answer for a requested id no row of `T`'s table has.
+pub fn row_not_found<T: RowId>(id: i64) -> ApiError {
+    ApiError::NotFound(format!("{} {id} does not exist", T::NAME))
+}
+
 /// The answer for a path a function does not serve.
 pub fn route_not_found(req: &Request) -> ApiError {
     ApiError::NotFound(format!(
@@ -110,7 +123,7 @@ pub fn method_not_allowed(req: &Request, allowed: &[&str]) -> ApiError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::routes;
+    use crate::{api::routes, ids::MappingId};
 
     #[test]
     fn router_matches_patterns_and_reports_allowed_methods() {
@@ -148,5 +161,18 @@ mod tests {
             let m = match_route(routes::MAPPINGS, "DELETE", &path).unwrap();
             assert!(matches!(m.id("id"), Err(ApiError::BadRequest(_))), "{bad}");
         }
+    }
+
+    #[test]
+    fn a_row_id_no_row_can_have_is_not_found() {
+        let m = match_route(routes::MAPPINGS, "DELETE", "/api/plex/mappings/2147483648").unwrap();
+        match m.row_id::<MappingId>("id") {
+            Err(ApiError::NotFound(message)) => {
+                assert_eq!(message, "mapping 2147483648 does not exist")
+            }
+            other => panic!("{other:?}"),
+        }
+        let m = match_route(routes::MAPPINGS, "DELETE", "/api/plex/mappings/7").unwrap();
+        assert_eq!(m.row_id::<MappingId>("id").unwrap(), MappingId(7));
     }
 }

@@ -21,6 +21,7 @@ use super::{
 };
 use crate::db::DbError;
 use crate::episodes::{self, MarkOutcome, MarkRequest};
+use crate::ids::ShowId;
 use crate::payload::{AccountRef, EpisodeRef, EventKind, ExternalIds, ItemKind, PlexEvent};
 use crate::plex::{PlexError, PlexLeaf};
 use crate::queue::{ImportShowMessage, QueueMessage};
@@ -353,7 +354,7 @@ struct Tally {
 async fn mark_all(
     state: &Pipeline,
     ctx: &ShowCtx<'_>,
-    tvshow_id: i32,
+    tvshow_id: ShowId,
     how: Mapped,
 ) -> Result<Outcome, Failure> {
     let mut fresh: HashMap<i64, Value> = HashMap::new();
@@ -456,7 +457,7 @@ async fn refreshed_seasons(
     Ok(fresh)
 }
 
-fn marked_outcome(tvshow_id: i32, how: Mapped, tally: &Tally) -> Outcome {
+fn marked_outcome(tvshow_id: ShowId, how: Mapped, tally: &Tally) -> Outcome {
     let action = match how {
         Mapped::Added => "auto_added_show_and_imported",
         _ => "imported",

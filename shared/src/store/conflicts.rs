@@ -8,10 +8,11 @@ use deadpool_postgres::{GenericClient, Transaction};
 
 use crate::{
     db::{DbError, DbPool},
+    ids::{ConflictId, MappingId, PendingEventId, ShowId},
     paging::{Cursor, Page, PageRequest},
     store::{
         mappings::{self, Lock, NewMapping, PlexShowKey},
-        shows,
+        shows, DecisionError,
     },
 };
 
@@ -19,7 +20,7 @@ use crate::{
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Conflict {
-    pub id: i32,
+    pub id: ConflictId,
     /// The media server kind the show is on (`plex`, `jellyfin`, `emby`).
     pub sender: String,
     pub plex_server_uuid: String,
@@ -52,6 +53,7 @@ pub async fn list_open(pool: &DbPool, page: &PageRequest) -> Result<Page<Conflic
                     c.created_at, c.sender
                FROM plex_conflicts c
               WHERE NOT c.resolved
+                -- the cursor id is any i64 (it is the client's): cast to compare with int4 ids
                 AND ($1::timestamptz IS NULL OR (c.created_at, c.id) < ($1::timestamptz, $2::int8))
               ORDER BY c.created_at DESC, c.id DESC
               LIMIT $3",
@@ -96,13 +98,10 @@ pub async fn count_open(pool: &DbPool) -> Result<i64, DbError> {
 
 /// Whether the conflict exists and is still open: `None` unknown, `Some(true)` resolved.
 #[tracing::instrument(skip(pool))]
-pub async fn is_resolved(pool: &DbPool, id: i64) -> Result<Option<bool>, DbError> {
+pub async fn is_resolved(pool: &DbPool, id: ConflictId) -> Result<Option<bool>, DbError> {
     let client = pool.get().await?;
     let row = client
-        .query_opt(
-            "SELECT resolved FROM plex_conflicts WHERE id = $1::int8",
-            &[&id],
-        )
+        .query_opt("SELECT resolved FROM plex_conflicts WHERE id = $1", &[&id])
         .await?;
     Ok(row.map(|r| r.get(0)))
 }
@@ -110,7 +109,7 @@ pub async fn is_resolved(pool: &DbPool, id: i64) -> Result<Option<bool>, DbError
 /// A conflict's state and candidates, as a bulk resolution reads them.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CandidateSet {
-    pub id: i64,
+    pub id: ConflictId,
     pub resolved: bool,
     /// `[{tvshowId, title, tmdbId, matchScore, source}]` as the processor stored it.
     pub potential_matches: serde_json::Value,
@@ -126,7 +125,8 @@ pub async fn candidate_sets(
     let client = pool.get().await?;
     let rows = client
         .query(
-            "SELECT id::int8, resolved, potential_matches FROM plex_conflicts
+            // The ids are the client's numbers (any i64): compared as int8 with the int4 ids.
+            "SELECT id, resolved, potential_matches FROM plex_conflicts
               WHERE CASE WHEN $1::int8[] IS NULL THEN NOT resolved ELSE id = ANY($1) END
               ORDER BY id",
             &[&ids],
@@ -146,9 +146,9 @@ pub async fn candidate_sets(
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Resolution {
     /// Map the Plex show to this tracker show.
-    Select { tvshow_id: i64 },
+    Select { tvshow_id: ShowId },
     /// Map the Plex show to a tracker show just created from TMDB (see `resolution::create_new`).
-    CreateNew { tvshow_id: i64 },
+    CreateNew { tvshow_id: ShowId },
     /// Never sync this Plex show: a mapping with sync off keeps it from raising new conflicts.
     Ignore,
 }
@@ -163,7 +163,7 @@ impl Resolution {
     }
 
     /// The tracker show the Plex show is mapped to, if any.
-    pub fn tvshow_id(self) -> Option<i64> {
+    pub fn tvshow_id(self) -> Option<ShowId> {
         match self {
             Self::Select { tvshow_id } | Self::CreateNew { tvshow_id } => Some(tvshow_id),
             Self::Ignore => None,
@@ -183,7 +183,7 @@ impl Resolution {
 /// An event that arrived while the conflict was open (the queue message JSON).
 #[derive(Debug, Clone, PartialEq)]
 pub struct PendingEvent {
-    pub id: i64,
+    pub id: PendingEventId,
     pub idempotency_key: String,
     pub message: serde_json::Value,
 }
@@ -191,30 +191,12 @@ pub struct PendingEvent {
 /// The outcome of a resolution, with the pending events the caller replays.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Resolved {
-    pub conflict_id: i64,
+    pub conflict_id: ConflictId,
     pub resolution: Resolution,
-    pub mapping_id: i32,
+    pub mapping_id: MappingId,
     /// Not yet replayed, oldest first. Empty for `Ignore`'s purposes only in the sense that
     /// the caller does not replay them; they are returned either way.
     pub pending: Vec<PendingEvent>,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum ResolveError {
-    #[error("conflict {0} does not exist")]
-    NotFound(i64),
-    #[error("conflict {0} is already resolved")]
-    AlreadyResolved(i64),
-    #[error("tvshow {0} does not exist")]
-    UnknownShow(i64),
-    #[error(transparent)]
-    Db(#[from] DbError),
-}
-
-impl From<tokio_postgres::Error> for ResolveError {
-    fn from(e: tokio_postgres::Error) -> Self {
-        Self::Db(e.into())
-    }
 }
 
 /// Resolves a conflict in one transaction: marks it resolved and creates or updates the show's
@@ -223,9 +205,9 @@ impl From<tokio_postgres::Error> for ResolveError {
 #[tracing::instrument(skip(pool))]
 pub async fn resolve(
     pool: &DbPool,
-    id: i64,
+    id: ConflictId,
     resolution: Resolution,
-) -> Result<Resolved, ResolveError> {
+) -> Result<Resolved, DecisionError> {
     let mut client = pool.get().await.map_err(DbError::from)?;
     let tx = client.transaction().await?;
     let resolved = resolve_in(&tx, id, resolution).await?;
@@ -246,18 +228,21 @@ pub struct OpenConflict {
 
 /// The conflict, if it exists and is still open, locking its row for the rest of the
 /// transaction (a concurrent resolve waits, then sees it resolved).
-pub async fn lock_open(tx: &Transaction<'_>, id: i64) -> Result<OpenConflict, ResolveError> {
+pub async fn lock_open(
+    tx: &Transaction<'_>,
+    id: ConflictId,
+) -> Result<OpenConflict, DecisionError> {
     let row = tx
         .query_opt(
             "SELECT plex_server_uuid, plex_rating_key, plex_guid, plex_title, plex_year, resolved,
                     sender
-               FROM plex_conflicts WHERE id = $1::int8 FOR UPDATE",
+               FROM plex_conflicts WHERE id = $1 FOR UPDATE",
             &[&id],
         )
         .await?
-        .ok_or(ResolveError::NotFound(id))?;
+        .ok_or(DecisionError::ConflictNotFound(id))?;
     if row.get::<_, bool>(5) {
-        return Err(ResolveError::AlreadyResolved(id));
+        return Err(DecisionError::AlreadyResolved(id));
     }
     Ok(OpenConflict {
         sender: row.get(6),
@@ -273,15 +258,15 @@ pub async fn lock_open(tx: &Transaction<'_>, id: i64) -> Result<OpenConflict, Re
 /// own writes (a show created from TMDB) to the same commit.
 pub async fn resolve_in(
     tx: &Transaction<'_>,
-    id: i64,
+    id: ConflictId,
     resolution: Resolution,
-) -> Result<Resolved, ResolveError> {
+) -> Result<Resolved, DecisionError> {
     let conflict = lock_open(tx, id).await?;
     let (tvshow_id, tmdb_id) = match resolution.tvshow_id() {
         Some(tvshow_id) => {
             let tmdb_id = shows::tmdb_id_of(tx, tvshow_id)
                 .await?
-                .ok_or(ResolveError::UnknownShow(tvshow_id))?;
+                .ok_or(DecisionError::UnknownShow(tvshow_id))?;
             (Some(tvshow_id), tmdb_id)
         }
         None => (None, None),
@@ -289,16 +274,16 @@ pub async fn resolve_in(
     let mapping_id = settle_mapping(tx, &conflict, resolution, tvshow_id, tmdb_id).await?;
     tx.execute(
         "UPDATE plex_conflicts
-            SET resolved = true, resolved_at = now(), resolved_tvshow_id = $2::int8,
+            SET resolved = true, resolved_at = now(), resolved_tvshow_id = $2,
                 resolution_action = $3, updated_at = now()
-          WHERE id = $1::int8",
+          WHERE id = $1",
         &[&id, &tvshow_id, &resolution.action()],
     )
     .await?;
     let pending = tx
         .query(
             "SELECT id, idempotency_key, message FROM plex_pending_events
-              WHERE conflict_id = $1::int8 AND replayed_at IS NULL ORDER BY id",
+              WHERE conflict_id = $1 AND replayed_at IS NULL ORDER BY id",
             &[&id],
         )
         .await?
@@ -324,9 +309,9 @@ async fn settle_mapping(
     tx: &Transaction<'_>,
     conflict: &OpenConflict,
     resolution: Resolution,
-    tvshow_id: Option<i64>,
+    tvshow_id: Option<ShowId>,
     tmdb_id: Option<i32>,
-) -> Result<i32, ResolveError> {
+) -> Result<MappingId, DecisionError> {
     let show = PlexShowKey {
         sender: &conflict.sender,
         server_uuid: &conflict.server_uuid,
@@ -342,24 +327,14 @@ async fn settle_mapping(
     }
     match (tvshow_id, existing) {
         (Some(tvshow_id), Some(m)) => {
-            mappings::set_tvshow(
-                tx,
-                m.id.into(),
-                tvshow_id,
-                tmdb_id,
-                resolution.match_method(),
-            )
-            .await?;
+            mappings::set_tvshow(tx, m.id, tvshow_id, tmdb_id, resolution.match_method()).await?;
             Ok(m.id)
         }
         (None, Some(m)) => {
-            mappings::turn_sync_off(tx, m.id.into()).await?;
+            mappings::turn_sync_off(tx, m.id).await?;
             Ok(m.id)
         }
         (_, None) => {
-            let tvshow_id = tvshow_id
-                .map(|id| i32::try_from(id).map_err(|_| ResolveError::UnknownShow(id)))
-                .transpose()?;
             let new = NewMapping {
                 show,
                 title: &conflict.title,
@@ -385,7 +360,7 @@ async fn settle_mapping(
 pub async fn find_open_for_show(
     client: &impl GenericClient,
     show: PlexShowKey<'_>,
-) -> Result<Option<i32>, DbError> {
+) -> Result<Option<ConflictId>, DbError> {
     let row = client
         .query_opt(
             "SELECT id FROM plex_conflicts
@@ -409,7 +384,10 @@ pub struct NewConflict<'a> {
 }
 
 /// Opens the show's conflict, or refreshes the candidates of the one already open; its id.
-pub async fn upsert_open(client: &impl GenericClient, c: &NewConflict<'_>) -> Result<i32, DbError> {
+pub async fn upsert_open(
+    client: &impl GenericClient,
+    c: &NewConflict<'_>,
+) -> Result<ConflictId, DbError> {
     let row = client
         .query_one(
             "INSERT INTO plex_conflicts
@@ -445,7 +423,7 @@ pub async fn upsert_open(client: &impl GenericClient, c: &NewConflict<'_>) -> Re
 /// attached as the resolve commits would wait on a resolved conflict forever.
 pub async fn attach_pending_event(
     client: &impl GenericClient,
-    conflict_id: i32,
+    conflict_id: ConflictId,
     idempotency_key: &str,
     message: &serde_json::Value,
 ) -> Result<bool, DbError> {
@@ -471,7 +449,7 @@ pub async fn attach_pending_event(
 
 /// Records that pending events went through the processor (called by the replay).
 #[tracing::instrument(skip(pool))]
-pub async fn mark_replayed(pool: &DbPool, ids: &[i64]) -> Result<u64, DbError> {
+pub async fn mark_replayed(pool: &DbPool, ids: &[PendingEventId]) -> Result<u64, DbError> {
     let client = pool.get().await?;
     Ok(client
         .execute(

@@ -8,6 +8,7 @@ use tokio_postgres::types::ToSql;
 
 use crate::{
     db::{DbError, DbPool},
+    ids::{LogId, ShowId},
     paging::{Cursor, Page, PageRequest},
     senders::Sender,
     store::settings::USER_ID,
@@ -52,7 +53,7 @@ impl LogStatus {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct LogEntry {
-    pub id: i64,
+    pub id: LogId,
     pub event_type: String,
     pub plex_rating_key: Option<String>,
     pub plex_title: Option<String>,
@@ -62,7 +63,7 @@ pub struct LogEntry {
     pub error_message: Option<String>,
     pub action_taken: Option<String>,
     pub processing_duration_ms: Option<i32>,
-    pub tvshow_id: Option<i32>,
+    pub tvshow_id: Option<ShowId>,
     pub created_at: DateTime<Utc>,
 }
 
@@ -132,7 +133,7 @@ pub async fn list(
         .collect::<Result<Vec<_>, DbError>>()?;
     Ok(page.page(entries, |e| Cursor {
         created_at: Some(e.created_at),
-        id: e.id,
+        id: e.id.into(),
     }))
 }
 
@@ -152,7 +153,7 @@ pub struct NewLogEntry<'a> {
     pub processing_duration_ms: i32,
     pub receive_count: Option<i32>,
     pub action_taken: Option<&'a str>,
-    pub tvshow_id: Option<i32>,
+    pub tvshow_id: Option<ShowId>,
     pub sender: Sender,
     /// When the webhook arrived: also noted on the sender's settings as the last webhook
     /// received.
@@ -236,7 +237,7 @@ pub async fn record_unreadable(
 #[tracing::instrument(skip(pool))]
 pub async fn payload(
     pool: &DbPool,
-    id: i64,
+    id: LogId,
 ) -> Result<Option<(Sender, serde_json::Value)>, DbError> {
     let client = pool.get().await?;
     let row = client
@@ -305,7 +306,7 @@ pub async fn daily_stats(pool: &DbPool, days: i32) -> Result<Vec<DayStats>, DbEr
 pub async fn last_failures(
     pool: &DbPool,
     message_ids: &[String],
-) -> Result<std::collections::HashMap<String, (i64, Option<String>)>, DbError> {
+) -> Result<std::collections::HashMap<String, (LogId, Option<String>)>, DbError> {
     if message_ids.is_empty() {
         return Ok(Default::default());
     }

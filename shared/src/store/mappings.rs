@@ -7,8 +7,9 @@ use tokio_postgres::{types::ToSql, Row};
 
 use crate::{
     db::{DbError, DbPool},
+    ids::{ConflictId, MappingId, ShowId},
     paging::{Cursor, Page, PageRequest},
-    store::shows,
+    store::{shows, DecisionError},
 };
 
 /// A mapping as the API shows it, with the tracker show's title and any open conflict.
@@ -17,7 +18,7 @@ use crate::{
 pub struct Mapping {
     /// `None` for a Plex show that is only in an open conflict so far (the processor creates
     /// the mapping once the conflict is resolved); listed by `?conflicts=true` only.
-    pub id: Option<i32>,
+    pub id: Option<MappingId>,
     /// The media server kind the show is on (`plex`, `jellyfin`, `emby`).
     pub sender: String,
     pub plex_server_uuid: String,
@@ -28,14 +29,14 @@ pub struct Mapping {
     pub tmdb_id: Option<i32>,
     pub tvdb_id: Option<i32>,
     pub imdb_id: Option<String>,
-    pub tvshow_id: Option<i32>,
+    pub tvshow_id: Option<ShowId>,
     pub tvshow_title: Option<String>,
     pub match_confidence: Option<f64>,
     pub match_method: Option<String>,
     pub manually_confirmed: bool,
     pub sync_enabled: bool,
     /// The show's open conflict, if any.
-    pub conflict_id: Option<i32>,
+    pub conflict_id: Option<ConflictId>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -103,13 +104,14 @@ pub async fn list(
     let after = page.after.as_ref().map(|c| c.id).unwrap_or(0);
     let limit = page.fetch_limit();
     let params: [&(dyn ToSql + Sync); 2] = [&after, &limit];
+    // The cursor is any i64 (it is the client's); the cast compares it with the int4 ids.
     sql.push_str(" AND m.id > $1::int8 ORDER BY m.id LIMIT $2");
     let client = pool.get().await?;
     let rows = client.query(&sql, &params).await?;
     let items = rows.iter().map(from_row).collect();
     Ok(page.page(items, |m: &Mapping| Cursor {
         created_at: None,
-        id: m.id.unwrap_or_default().into(),
+        id: m.id.map_or(0, i64::from),
     }))
 }
 
@@ -145,75 +147,65 @@ async fn list_in_conflict(
     let items = rows.iter().map(from_row).collect();
     Ok(page.page(items, |m: &Mapping| Cursor {
         created_at: None,
-        id: m.conflict_id.unwrap_or_default().into(),
+        id: m.conflict_id.map_or(0, i64::from),
     }))
 }
 
 #[tracing::instrument(skip(pool))]
-pub async fn get(pool: &DbPool, id: i64) -> Result<Option<Mapping>, DbError> {
+pub async fn get(pool: &DbPool, id: MappingId) -> Result<Option<Mapping>, DbError> {
     let client = pool.get().await?;
     let row = client
-        .query_opt(&format!("{SELECT} WHERE m.id = $1::int8"), &[&id])
+        .query_opt(&format!("{SELECT} WHERE m.id = $1"), &[&id])
         .await?;
     Ok(row.as_ref().map(from_row))
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum ConfirmError {
-    #[error("mapping {0} does not exist")]
-    NotFound(i64),
-    #[error("tvshow {0} does not exist")]
-    UnknownShow(i64),
-    #[error(transparent)]
-    Db(#[from] DbError),
-}
-
-impl From<tokio_postgres::Error> for ConfirmError {
-    fn from(e: tokio_postgres::Error) -> Self {
-        Self::Db(e.into())
-    }
-}
-
 /// The user's word: map to `tvshow_id` with full confidence, and sync again.
 #[tracing::instrument(skip(pool))]
-pub async fn confirm(pool: &DbPool, id: i64, tvshow_id: i64) -> Result<Mapping, ConfirmError> {
+pub async fn confirm(
+    pool: &DbPool,
+    id: MappingId,
+    tvshow_id: ShowId,
+) -> Result<Mapping, DecisionError> {
     let mut client = pool.get().await.map_err(DbError::from)?;
     let tx = client.transaction().await?;
     if tx
         .query_opt(
-            "SELECT 1 FROM plex_show_mappings WHERE id = $1::int8 FOR UPDATE",
+            "SELECT 1 FROM plex_show_mappings WHERE id = $1 FOR UPDATE",
             &[&id],
         )
         .await?
         .is_none()
     {
-        return Err(ConfirmError::NotFound(id));
+        return Err(DecisionError::MappingNotFound(id));
     }
     let Some(show_tmdb) = shows::tmdb_id_of(&tx, tvshow_id).await? else {
-        return Err(ConfirmError::UnknownShow(tvshow_id));
+        return Err(DecisionError::UnknownShow(tvshow_id));
     };
     set_tvshow(&tx, id, tvshow_id, show_tmdb, "manual").await?;
     tx.commit().await?;
     drop(client);
-    get(pool, id).await?.ok_or(ConfirmError::NotFound(id))
+    get(pool, id)
+        .await?
+        .ok_or(DecisionError::MappingNotFound(id))
 }
 
 /// Maps to `tvshow_id` as the user decided (`method` says how): full confidence, confirmed,
 /// syncing; the show's TMDB id is kept when it has one.
 pub async fn set_tvshow(
     client: &impl GenericClient,
-    id: i64,
-    tvshow_id: i64,
+    id: MappingId,
+    tvshow_id: ShowId,
     tmdb_id: Option<i32>,
     method: &str,
 ) -> Result<(), DbError> {
     client
         .execute(
             "UPDATE plex_show_mappings
-                SET tvshow_id = $2::int8, tmdb_id = COALESCE($3, tmdb_id), manually_confirmed = true,
+                SET tvshow_id = $2, tmdb_id = COALESCE($3, tmdb_id), manually_confirmed = true,
                     match_method = $4, match_confidence = 1.0, sync_enabled = true,
                     updated_at = now()
-              WHERE id = $1::int8",
+              WHERE id = $1",
             &[&id, &tvshow_id, &tmdb_id, &method],
         )
         .await?;
@@ -222,7 +214,7 @@ pub async fn set_tvshow(
 
 /// Turns sync off for one show (the mapping stays). `None` when the id is unknown.
 #[tracing::instrument(skip(pool))]
-pub async fn disable(pool: &DbPool, id: i64) -> Result<Option<Mapping>, DbError> {
+pub async fn disable(pool: &DbPool, id: MappingId) -> Result<Option<Mapping>, DbError> {
     let client = pool.get().await?;
     let found = turn_sync_off(&client, id).await?;
     drop(client);
@@ -233,10 +225,10 @@ pub async fn disable(pool: &DbPool, id: i64) -> Result<Option<Mapping>, DbError>
 }
 
 /// `sync_enabled = false`; `false` when the id is unknown.
-pub async fn turn_sync_off(client: &impl GenericClient, id: i64) -> Result<bool, DbError> {
+pub async fn turn_sync_off(client: &impl GenericClient, id: MappingId) -> Result<bool, DbError> {
     let n = client
         .execute(
-            "UPDATE plex_show_mappings SET sync_enabled = false, updated_at = now() WHERE id = $1::int8",
+            "UPDATE plex_show_mappings SET sync_enabled = false, updated_at = now() WHERE id = $1",
             &[&id],
         )
         .await?;
@@ -310,10 +302,10 @@ pub struct PlexShowKey<'a> {
 /// The mapping the processor and the history sync work from.
 #[derive(Debug, Clone, PartialEq)]
 pub struct MappingState {
-    pub id: i32,
+    pub id: MappingId,
     pub sender: String,
     pub plex_rating_key: String,
-    pub tvshow_id: Option<i32>,
+    pub tvshow_id: Option<ShowId>,
     pub sync_enabled: bool,
 }
 
@@ -371,12 +363,12 @@ pub async fn find_for_show(
 /// Mapping `id` as the history sync needs it.
 pub async fn find_state(
     client: &impl GenericClient,
-    id: i64,
+    id: MappingId,
 ) -> Result<Option<MappingState>, DbError> {
     let row = client
         .query_opt(
             "SELECT id, plex_rating_key, tvshow_id, sync_enabled, sender FROM plex_show_mappings
-              WHERE id = $1::int8",
+              WHERE id = $1",
             &[&id],
         )
         .await?;
@@ -386,7 +378,7 @@ pub async fn find_state(
 /// Points a mapping found by guid at the show's new rating key.
 pub async fn move_to_rating_key(
     client: &impl GenericClient,
-    id: i32,
+    id: MappingId,
     rating_key: &str,
 ) -> Result<(), DbError> {
     client
@@ -407,7 +399,7 @@ pub struct NewMapping<'a> {
     pub tvdb_id: Option<i32>,
     pub imdb_id: Option<&'a str>,
     pub tmdb_id: Option<i32>,
-    pub tvshow_id: Option<i32>,
+    pub tvshow_id: Option<ShowId>,
     /// Stored rounded to two decimals.
     pub confidence: Option<f64>,
     pub method: &'a str,
@@ -420,7 +412,7 @@ pub struct NewMapping<'a> {
 pub async fn insert(
     client: &impl GenericClient,
     m: &NewMapping<'_>,
-) -> Result<Option<i32>, DbError> {
+) -> Result<Option<MappingId>, DbError> {
     let row = client
         .query_opt(
             "INSERT INTO plex_show_mappings

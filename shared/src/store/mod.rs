@@ -13,3 +13,30 @@ pub mod senders;
 pub mod settings;
 pub mod shows;
 pub mod tmdb_cache;
+
+use crate::{
+    db::DbError,
+    ids::{ConflictId, MappingId, ShowId},
+};
+
+/// Why the user's decision about a show (confirming a mapping, resolving a conflict) was not
+/// applied.
+#[derive(Debug, thiserror::Error)]
+pub enum DecisionError {
+    #[error("mapping {0} does not exist")]
+    MappingNotFound(MappingId),
+    #[error("conflict {0} does not exist")]
+    ConflictNotFound(ConflictId),
+    #[error("conflict {0} is already resolved")]
+    AlreadyResolved(ConflictId),
+    #[error("tvshow {0} does not exist")]
+    UnknownShow(ShowId),
+    #[error(transparent)]
+    Db(#[from] DbError),
+}
+
+impl From<tokio_postgres::Error> for DecisionError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        Self::Db(e.into())
+    }
+}

@@ -4,13 +4,13 @@
 use deadpool_postgres::GenericClient;
 use serde_json::Value;
 
-use crate::db::DbError;
+use crate::{db::DbError, ids::ShowId};
 
 /// The show with this TMDB id: its id and title.
 pub async fn find_by_tmdb_id(
     client: &impl GenericClient,
     tmdb_id: i32,
-) -> Result<Option<(i32, String)>, DbError> {
+) -> Result<Option<(ShowId, String)>, DbError> {
     let row = client
         .query_opt(
             "SELECT id, title FROM tvshows WHERE tmdb_id = $1",
@@ -23,10 +23,10 @@ pub async fn find_by_tmdb_id(
 /// Whether show `id` exists, and its TMDB id.
 pub async fn tmdb_id_of(
     client: &impl GenericClient,
-    id: i64,
+    id: ShowId,
 ) -> Result<Option<Option<i32>>, DbError> {
     let row = client
-        .query_opt("SELECT tmdb_id FROM tvshows WHERE id = $1::int8", &[&id])
+        .query_opt("SELECT tmdb_id FROM tvshows WHERE id = $1", &[&id])
         .await?;
     Ok(row.map(|r| r.get(0)))
 }
@@ -34,7 +34,7 @@ pub async fn tmdb_id_of(
 /// A tracker show whose title is similar to the Plex title.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TitleMatch {
-    pub id: i32,
+    pub id: ShowId,
     pub title: String,
     pub tmdb_id: Option<i32>,
     /// pg_trgm similarity, 0 to 1.
@@ -131,7 +131,7 @@ pub async fn similarities(
 /// otherwise overwrite each other's edit). `None`: the show does not exist.
 pub async fn lock_seasons(
     client: &impl GenericClient,
-    id: i32,
+    id: ShowId,
 ) -> Result<Option<(Value, Option<i32>)>, DbError> {
     let row = client
         .query_opt(
@@ -147,7 +147,7 @@ pub async fn lock_seasons(
 /// Stores edited seasons with their counts, and notes the Plex sync.
 pub async fn save_seasons(
     client: &impl GenericClient,
-    id: i32,
+    id: ShowId,
     seasons: &Value,
     watched_episodes: i32,
     total_episodes: i32,
@@ -169,7 +169,7 @@ pub async fn save_seasons(
 }
 
 /// Notes a Plex sync that changed nothing.
-pub async fn note_synced(client: &impl GenericClient, id: i32) -> Result<(), DbError> {
+pub async fn note_synced(client: &impl GenericClient, id: ShowId) -> Result<(), DbError> {
     client
         .execute(
             &client
@@ -198,7 +198,7 @@ pub struct NewShow<'a> {
 pub async fn insert(
     client: &impl GenericClient,
     show: &NewShow<'_>,
-) -> Result<Option<i32>, DbError> {
+) -> Result<Option<ShowId>, DbError> {
     let row = client
         .query_opt(
             "INSERT INTO tvshows (tmdb_id, title, show_start_date, status, seasons,

@@ -5,6 +5,7 @@
 
 use plexsync::{
     api::testing::{authed, json},
+    ids::ShowId,
     pipeline::{process_message, Outcome},
     queue::QueueMessage,
     store::logs::LogStatus,
@@ -64,7 +65,7 @@ async fn an_unmatched_show_is_a_conflict_offering_both_same_titled_shows_until_r
         .process(fixtures::plex_unmatched_episode_scrobble(), "m-unmatched-2")
         .await;
     assert_eq!(first.status, LogStatus::NeedsResolution, "{first:?}");
-    let conflict = first.conflict_id.expect("a conflict");
+    let conflict = first.conflict_id.expect("a conflict").0;
     assert!(
         h.mappings().await.is_empty(),
         "never mapped without an external id"
@@ -123,7 +124,7 @@ async fn an_unmatched_show_is_a_conflict_offering_both_same_titled_shows_until_r
         .await;
     assert_eq!(later.status, LogStatus::Success, "{later:?}");
     assert_eq!(later.action.as_deref(), Some("marked_watched"));
-    assert_eq!(later.tvshow_id, Some(h.office_show));
+    assert_eq!(later.tvshow_id, Some(ShowId(h.office_show)));
     assert_eq!(h.watched(h.office_show, 3).await, true);
     assert_eq!(h.tmdb.received_requests().await.unwrap().len(), asked);
     let open = json(&h.call(authed("GET", "/api/plex/conflicts", None)).await);

@@ -68,7 +68,7 @@ async fn conflicts_filter_lists_shows_the_processor_asked_about_without_a_mappin
         .await
         .unwrap();
     assert_eq!(outcome.status, LogStatus::NeedsResolution, "{outcome:?}");
-    let conflict = outcome.conflict_id.unwrap();
+    let conflict = outcome.conflict_id.unwrap().0;
 
     let body = h.get("/api/plex/mappings?conflicts=true").await;
     let listed = body["mappings"].as_array().unwrap();

@@ -6,7 +6,11 @@ use std::sync::Arc;
 use plexsync::crypto::{generate_key_hex, Keyring};
 use plexsync::queue::QueueMessage;
 use plexsync::testing::{self, fixtures};
-use plexsync::{pipeline::KeySource, store::logs::LogStatus};
+use plexsync::{
+    ids::{ConflictId, ShowId},
+    pipeline::KeySource,
+    store::logs::LogStatus,
+};
 use secrecy::SecretString;
 use serde_json::{json, Value};
 use wiremock::{
@@ -94,7 +98,7 @@ async fn new_agent_episode_tvdb_id_marks_the_right_show_not_the_episode_id_show(
 
     let outcome = h.process(fixtures::plex_episode_scrobble()).await;
     assert_eq!(outcome.status, LogStatus::Success, "{outcome:?}");
-    assert_eq!(outcome.tvshow_id, Some(office));
+    assert_eq!(outcome.tvshow_id, Some(ShowId(office)));
 
     let seasons = h.seasons(office).await;
     assert_eq!(episode(&seasons, 1, 1)["watched"], true);
@@ -228,7 +232,7 @@ async fn single_fuzzy_match_is_an_ambiguous_conflict_with_pending_event() {
     // A repeat event for the show adds to the pending events, not a second conflict.
     let again = h.process(office_episode(2)).await;
     assert_eq!(again.status, LogStatus::NeedsResolution);
-    assert_eq!(again.conflict_id, Some(conflict_id));
+    assert_eq!(again.conflict_id, Some(ConflictId(conflict_id)));
     assert_eq!(h.count("SELECT count(*) FROM plex_conflicts").await, 1);
     let pending = h
         .query("SELECT conflict_id, message FROM plex_pending_events ORDER BY id")

@@ -3,6 +3,7 @@
 //! sender kind.
 
 use plexsync::{
+    ids::ShowId,
     payload::Decision,
     pipeline::{process_message, Outcome},
     queue::QueueMessage,
@@ -97,7 +98,7 @@ async fn jellyfin_new_show_is_added_through_the_episode_tvdb_id_and_marked() {
         outcome.action.as_deref(),
         Some("auto_added_show_and_marked_watched")
     );
-    let show = outcome.tvshow_id.unwrap();
+    let show = outcome.tvshow_id.unwrap().0;
     let seasons = h.seasons(show).await;
     assert_eq!(episode(&seasons, 1, 2)["watched"], true);
     assert_eq!(episode(&seasons, 1, 1)["watched"], false);
@@ -138,7 +139,11 @@ async fn emby_play_of_a_tracked_show_maps_and_marks_and_repeats_change_nothing()
     let outcome = process_as(&h, &msg).await;
     assert_eq!(
         (outcome.status, outcome.action.as_deref(), outcome.tvshow_id),
-        (LogStatus::Success, Some("marked_watched"), Some(office))
+        (
+            LogStatus::Success,
+            Some("marked_watched"),
+            Some(ShowId(office))
+        )
     );
     let marked = h.seasons(office).await;
     assert_eq!(episode(&marked, 1, 3)["watched"], true);
@@ -318,9 +323,9 @@ async fn a_jellyfin_conflict_resolves_into_a_jellyfin_mapping_and_replays() {
     let office = h.add_show(Some(2316), "The Office", office_seasons()).await;
     let resolved = conflicts::resolve(
         &h.db.pool,
-        conflict_id.into(),
+        conflict_id,
         Resolution::Select {
-            tvshow_id: office.into(),
+            tvshow_id: ShowId(office),
         },
     )
     .await
