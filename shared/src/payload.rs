@@ -658,19 +658,15 @@ pub(crate) fn json_depth_exceeds(bytes: &[u8], max: usize) -> bool {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::testing::fixtures;
+    use crate::testing::{self, fixtures};
     use proptest::prelude::*;
 
     fn decide(value: serde_json::Value) -> Result<Decision, PayloadError> {
-        let (payload, _) = WebhookPayload::from_json(value.to_string().as_bytes())?;
-        payload.decide()
+        testing::decide_as(Sender::Plex, value)
     }
 
     fn processed(value: serde_json::Value) -> PlexEvent {
-        match decide(value).unwrap() {
-            Decision::Process(e) => *e,
-            Decision::Ignore(r) => panic!("ignored: {r}"),
-        }
+        testing::processed_as(Sender::Plex, value)
     }
 
     #[test]

@@ -246,6 +246,27 @@ pub fn unique_suffix() -> String {
     hex::encode(rand::random::<[u8; 6]>())
 }
 
+/// What `sender`'s edge decides about this payload JSON (the parsers' unit tests).
+pub fn decide_as(
+    sender: crate::senders::Sender,
+    payload: serde_json::Value,
+) -> Result<crate::payload::Decision, crate::payload::PayloadError> {
+    sender
+        .decide(payload.to_string().as_bytes())
+        .map(|(decision, _)| decision)
+}
+
+/// The event `sender`'s edge makes of a payload it must process; panics when it is ignored.
+pub fn processed_as(
+    sender: crate::senders::Sender,
+    payload: serde_json::Value,
+) -> crate::payload::PlexEvent {
+    match decide_as(sender, payload).expect("a valid payload") {
+        crate::payload::Decision::Process(event) => *event,
+        crate::payload::Decision::Ignore(reason) => panic!("ignored: {reason}"),
+    }
+}
+
 /// The test world of `fixtures/world.json` (shared with tools/stubs.py, the end-to-end test and
 /// the demo): realistic Plex, plex.tv and TMDB payloads with real ids (The Office (US) is TMDB
 /// 2316). Each call returns a fresh copy a test may change.

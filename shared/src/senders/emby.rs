@@ -26,27 +26,19 @@ pub struct Payload {
     #[serde(default, deserialize_with = "capped")]
     pub date: Option<String>,
     #[serde(default)]
-    pub user: Option<User>,
+    pub user: Option<Named>,
     #[serde(default)]
     pub item: Option<Item>,
     #[serde(default)]
-    pub server: Option<Server>,
+    pub server: Option<Named>,
     #[serde(default)]
     pub playback_info: Option<PlaybackInfo>,
 }
 
+/// The `User` and the `Server` objects: both are a name and an id.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "PascalCase")]
-pub struct User {
-    #[serde(default, deserialize_with = "capped")]
-    pub name: Option<String>,
-    #[serde(default, deserialize_with = "lenient_string")]
-    pub id: Option<String>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(rename_all = "PascalCase")]
-pub struct Server {
+pub struct Named {
     #[serde(default, deserialize_with = "capped")]
     pub name: Option<String>,
     #[serde(default, deserialize_with = "lenient_string")]
@@ -193,19 +185,14 @@ fn provider_value(v: &serde_json::Value) -> Option<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testing::fixtures;
+    use crate::testing::{self, fixtures};
 
     fn decide(value: serde_json::Value) -> Result<Decision, PayloadError> {
-        Sender::Emby
-            .decide(value.to_string().as_bytes())
-            .map(|(d, _)| d)
+        testing::decide_as(Sender::Emby, value)
     }
 
     fn processed(value: serde_json::Value) -> PlexEvent {
-        match decide(value).unwrap() {
-            Decision::Process(e) => *e,
-            Decision::Ignore(r) => panic!("ignored: {r}"),
-        }
+        testing::processed_as(Sender::Emby, value)
     }
 
     #[test]

@@ -178,19 +178,14 @@ pub(crate) fn parse_time(s: Option<&str>) -> Option<DateTime<Utc>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testing::fixtures;
+    use crate::testing::{self, fixtures};
 
     fn decide(value: serde_json::Value) -> Result<Decision, PayloadError> {
-        Sender::Jellyfin
-            .decide(value.to_string().as_bytes())
-            .map(|(d, _)| d)
+        testing::decide_as(Sender::Jellyfin, value)
     }
 
     fn processed(value: serde_json::Value) -> PlexEvent {
-        match decide(value).unwrap() {
-            Decision::Process(e) => *e,
-            Decision::Ignore(r) => panic!("ignored: {r}"),
-        }
+        testing::processed_as(Sender::Jellyfin, value)
     }
 
     #[test]
