@@ -3,6 +3,7 @@
 //! must end up marked (or replayed), never waiting on a conflict that is already resolved.
 
 use plexsync::{
+    ids::{ConflictId, ShowId},
     pipeline::process_message,
     queue::QueueMessage,
     store::{
@@ -49,9 +50,9 @@ async fn a_scrobble_kept_while_the_conflict_is_being_resolved_is_marked_not_stra
     let tx = resolver.transaction().await.unwrap();
     let resolved = conflicts::resolve_in(
         &tx,
-        h.office.into(),
+        ConflictId(h.office),
         Resolution::Select {
-            tvshow_id: h.office_show.into(),
+            tvshow_id: ShowId(h.office_show),
         },
     )
     .await
@@ -76,7 +77,7 @@ async fn a_scrobble_kept_while_the_conflict_is_being_resolved_is_marked_not_stra
 
     assert_eq!(outcome.status, LogStatus::Success, "{outcome:?}");
     assert_eq!(outcome.action.as_deref(), Some("marked_watched"));
-    assert_eq!(outcome.tvshow_id, Some(h.office_show));
+    assert_eq!(outcome.tvshow_id, Some(ShowId(h.office_show)));
     let c = h.db.pool.get().await.unwrap();
     let stranded: i64 = c
         .query_one(
