@@ -2,11 +2,16 @@
 //! built once from the environment, then each event handed to the function's handler. A
 //! `main.rs` is one call to [`serve_http`] or [`serve_events`].
 
-use std::{fmt::Display, future::Future};
+use std::{
+    fmt::Display,
+    future::Future,
+    time::{Duration, SystemTime},
+};
 
 use aws_config::{BehaviorVersion, SdkConfig};
 use lambda_http::{Body, Request, Response};
 use serde::{de::DeserializeOwned, Serialize};
+use tokio::time::Instant;
 
 use crate::env::Env;
 
@@ -30,10 +35,11 @@ where
 }
 
 /// Serves a function invoked with `Event` (an SQS batch, say): `build` makes the state once per
-/// cold start, and `handle` answers each event.
+/// cold start, and `handle` answers each event by the invocation's deadline (when Lambda stops
+/// it).
 pub async fn serve_events<S, E, Event, Answer, Fut>(
     build: impl FnOnce(&Env, &SdkConfig) -> Result<S, E>,
-    handle: impl Fn(&'static S, Event) -> Fut + Sync,
+    handle: impl Fn(&'static S, Event, Instant) -> Fut + Sync,
 ) -> Result<(), lambda_runtime::Error>
 where
     S: Sync + 'static,
@@ -46,10 +52,20 @@ where
     let handle = &handle;
     lambda_runtime::run(lambda_runtime::service_fn(
         move |event: lambda_runtime::LambdaEvent<Event>| async move {
-            Ok::<_, lambda_runtime::Error>(handle(state, event.payload).await)
+            let deadline = deadline_of(&event.context);
+            Ok::<_, lambda_runtime::Error>(handle(state, event.payload, deadline).await)
         },
     ))
     .await
+}
+
+/// The invocation's deadline (wall-clock milliseconds from the runtime API) as an `Instant`.
+pub fn deadline_of(context: &lambda_runtime::Context) -> Instant {
+    let left = context
+        .deadline()
+        .duration_since(SystemTime::now())
+        .unwrap_or(Duration::ZERO);
+    Instant::now() + left
 }
 
 /// Logging, SDK configuration and the state. The state lives as long as the process (a warm

@@ -2,18 +2,22 @@
 //! `plex_webhook_logs` row per processed message.
 //!
 //! `process_message` is the single entry point: the `processor` function calls it per SQS
-//! record, and the management API can call it to replay a conflict's pending events.
+//! record, and the management API can call it to replay a conflict's pending events. Its TMDB
+//! calls, retries and waits included, end by a deadline: [`TMDB_BUDGET`] from the start, or the
+//! caller's own (`process_message_until`), so a slow TMDB makes one message transient instead of
+//! eating the caller's time.
 //! A transient failure (database down, TMDB unavailable after retries, Plex timeout) returns
 //! `Err` and writes nothing, so the queue retries the message; everything else is logged and
 //! returned as an [`Outcome`].
 
-use std::{sync::Arc, time::Instant};
+use std::{sync::Arc, time::Duration};
 
 use aws_config::SdkConfig;
 use deadpool_postgres::GenericClient;
 use secrecy::SecretString;
 use serde::Serialize;
 use serde_json::{json, Value};
+use tokio::time::Instant;
 
 use crate::accounts::{names_account, AllowedAccounts};
 use crate::crypto::Keyring;
@@ -275,13 +279,18 @@ async fn load_config(
         }))
 }
 
-/// What the log row needs besides the outcome.
+/// TMDB time one message may use, retries and `Retry-After` waits included, unless the caller
+/// gives a deadline of its own.
+pub const TMDB_BUDGET: Duration = Duration::from_secs(20);
+
+/// What the log row needs besides the outcome, and the message's TMDB view (its deadline).
 struct LogCtx<'a> {
     msg: &'a QueueMessage,
     message_id: &'a str,
     key: String,
     receive_count: Option<i64>,
     started: Instant,
+    tmdb: TmdbClient,
 }
 
 /// Processes a queue body: a body that is not a valid message is logged `failed` (payload
@@ -292,10 +301,24 @@ pub async fn process_body(
     message_id: &str,
     receive_count: Option<i64>,
 ) -> Result<Outcome, TransientError> {
+    let tmdb_until = Instant::now() + TMDB_BUDGET;
+    process_body_until(state, body, message_id, receive_count, tmdb_until).await
+}
+
+/// [`process_body`] with the TMDB calls ending by `tmdb_until`.
+pub async fn process_body_until(
+    state: &Pipeline,
+    body: &str,
+    message_id: &str,
+    receive_count: Option<i64>,
+    tmdb_until: Instant,
+) -> Result<Outcome, TransientError> {
     match QueueBody::parse(body) {
-        Ok(QueueBody::Event(msg)) => process_message(state, &msg, message_id, receive_count).await,
+        Ok(QueueBody::Event(msg)) => {
+            process_message_until(state, &msg, message_id, receive_count, tmdb_until).await
+        }
         Ok(QueueBody::ImportShow(msg)) => {
-            import::process_show(state, &msg, message_id, receive_count).await
+            import::process_show(state, &msg, message_id, receive_count, tmdb_until).await
         }
         Err(e) => {
             tracing::warn!(error = %e, "unreadable queue message");
@@ -329,6 +352,7 @@ pub async fn log_final_failure(
         key: msg.idempotency_key(),
         receive_count,
         started: Instant::now(),
+        tmdb: state.tmdb.clone(),
     };
     let client = state.pool.get().await.map_err(|e| transient(e.into()))?;
     write_log(&client, &ctx, &Outcome::failed(reason))
@@ -362,12 +386,24 @@ fn transient(e: DbError) -> TransientError {
 
 /// Processes one message; see the module docs. Exactly one log row is written unless the
 /// result is `Err` (nothing written).
-#[tracing::instrument(skip(state, msg), fields(show = %msg.event.show.title, event = msg.event.kind.as_str()))]
 pub async fn process_message(
     state: &Pipeline,
     msg: &QueueMessage,
     message_id: &str,
     receive_count: Option<i64>,
+) -> Result<Outcome, TransientError> {
+    let tmdb_until = Instant::now() + TMDB_BUDGET;
+    process_message_until(state, msg, message_id, receive_count, tmdb_until).await
+}
+
+/// [`process_message`] with the TMDB calls ending by `tmdb_until`.
+#[tracing::instrument(skip(state, msg, tmdb_until), fields(show = %msg.event.show.title, event = msg.event.kind.as_str()))]
+pub async fn process_message_until(
+    state: &Pipeline,
+    msg: &QueueMessage,
+    message_id: &str,
+    receive_count: Option<i64>,
+    tmdb_until: Instant,
 ) -> Result<Outcome, TransientError> {
     let ctx = LogCtx {
         msg,
@@ -375,6 +411,7 @@ pub async fn process_message(
         key: msg.idempotency_key(),
         receive_count,
         started: Instant::now(),
+        tmdb: state.tmdb.until(tmdb_until),
     };
     let result = run(state, &ctx).await;
     let outcome = match result {
@@ -660,6 +697,14 @@ impl<'a> Subject<'a> {
         }
     }
 
+    /// TMDB as the message may use it (until its deadline).
+    fn tmdb(&self) -> &'a TmdbClient {
+        match self {
+            Self::Event(ctx) => &ctx.tmdb,
+            Self::Show(ctx) => &ctx.tmdb,
+        }
+    }
+
     /// The plays a conflict keeps for its replay.
     fn plays(&self) -> &'a [QueueMessage] {
         match self {
@@ -692,7 +737,7 @@ async fn resolve_and_map(
     let ev = ctx.event();
     let resolver = Resolver {
         pool: &state.pool,
-        tmdb: &state.tmdb,
+        tmdb: ctx.tmdb(),
         plex: plex_target(state, config).await,
     };
     let identity = resolver.resolve(ev, ctx.receive_count()).await?;
@@ -703,7 +748,7 @@ async fn resolve_and_map(
         "show resolved"
     );
     let added = match &decision {
-        MatchDecision::AutoAdd { tmdb_id, .. } => Some(fetch_show(&state.tmdb, *tmdb_id).await?),
+        MatchDecision::AutoAdd { tmdb_id, .. } => Some(fetch_show(ctx.tmdb(), *tmdb_id).await?),
         _ => None,
     };
 
@@ -949,7 +994,7 @@ async fn mark(
         Ok(outcome) => return Ok(outcome),
         Err(show_tmdb_id) => show_tmdb_id,
     };
-    let fresh = refreshed_season(state, &label, ep.season, show_tmdb_id).await?;
+    let fresh = refreshed_season(&ctx.tmdb, &label, ep.season, show_tmdb_id).await?;
     match mark_and_log(state, ctx, &req, how, &label, Some(fresh)).await? {
         Ok(outcome) => Ok(outcome),
         Err(_) => Err(Failure::Permanent(format!(
@@ -1006,7 +1051,7 @@ async fn mark_and_log(
 
 /// The season from TMDB, as stored seasons hold it, to retry an episode the tracker lacks.
 async fn refreshed_season(
-    state: &Pipeline,
+    tmdb: &TmdbClient,
     label: &str,
     season: i64,
     show_tmdb_id: Option<i32>,
@@ -1016,7 +1061,7 @@ async fn refreshed_season(
             "{label} is not in the tracker's seasons and the show has no TMDB id to refresh from"
         )));
     };
-    match state.tmdb.season(i64::from(show_tmdb_id), season).await {
+    match tmdb.season(i64::from(show_tmdb_id), season).await {
         Ok(details) => Ok(episodes::season_from_tmdb(&details)),
         Err(TmdbError::NotFound(_)) => Err(Failure::Permanent(format!(
             "{label} is not in the tracker's seasons and TMDB has no season {season} for show {show_tmdb_id}"

@@ -2,10 +2,14 @@
 //! with timeouts, retries (exponential backoff with jitter, `Retry-After` honoured on 429) and a
 //! client-side limit of 40 requests per 10 seconds.
 //!
+//! A caller with a time budget (one queue message, one HTTP request) works through
+//! [`TmdbClient::until`]: every request, retry and wait (`Retry-After` included) of that view
+//! ends by its deadline, so a slow TMDB costs the caller a transient failure, not its invocation.
+//!
 //! Errors say whether retrying later may help: the processor turns transient ones into SQS
 //! retries and permanent ones into a `failed` log row.
 
-use std::{collections::VecDeque, time::Duration};
+use std::{collections::VecDeque, sync::Arc, time::Duration};
 
 use rand::Rng;
 use reqwest::{header::RETRY_AFTER, StatusCode};
@@ -126,13 +130,24 @@ enum Auth {
     ApiKey(SecretString),
 }
 
+/// A TMDB client; clones share the HTTP client and the rate limit.
+#[derive(Clone)]
 pub struct TmdbClient {
+    inner: Arc<Inner>,
+    /// The limit shared by every instance, when set ([`TmdbClient::with_shared_limit`]).
+    shared: Option<Arc<SharedLimit>>,
+    /// Set on a view made by [`TmdbClient::until`]: all its calls end by then.
+    deadline: Option<Instant>,
+}
+
+struct Inner {
     http: reqwest::Client,
     base: Url,
     auth: Auth,
     retry: RetryPolicy,
     limiter: RateLimiter,
-    shared: Option<SharedLimit>,
+    /// Per request; a deadline nearer than this shortens it.
+    timeout: Duration,
 }
 
 /// TMDB's limit across every instance of every function: a token bucket in Postgres.
@@ -154,7 +169,8 @@ pub const SHARED_RATE: Bucket = Bucket {
 impl std::fmt::Debug for TmdbClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TmdbClient")
-            .field("base", &self.base.as_str())
+            .field("base", &self.inner.base.as_str())
+            .field("deadline", &self.deadline)
             .finish_non_exhaustive()
     }
 }
@@ -277,26 +293,69 @@ impl TmdbClient {
             Auth::ApiKey(SecretString::from(token.to_string()))
         };
         Ok(Self {
-            http,
-            base: config.base_url.clone(),
-            auth,
-            retry,
-            limiter: RateLimiter::new(max_requests, window),
+            inner: Arc::new(Inner {
+                http,
+                base: config.base_url.clone(),
+                auth,
+                retry,
+                limiter: RateLimiter::new(max_requests, window),
+                timeout,
+            }),
             shared: None,
+            deadline: None,
         })
+    }
+
+    /// This client with a deadline: every call of the view, retries and waits included, ends
+    /// by `deadline` (the earlier one if the client had a deadline already). A wait or a
+    /// `Retry-After` that would pass it fails the call at once as transient.
+    pub fn until(&self, deadline: Instant) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            shared: self.shared.clone(),
+            deadline: Some(self.deadline.map_or(deadline, |d| d.min(deadline))),
+        }
+    }
+
+    /// Time left before the deadline (`None`: no deadline).
+    fn time_left(&self) -> Option<Duration> {
+        self.deadline
+            .map(|d| d.saturating_duration_since(Instant::now()))
+    }
+
+    /// Sleeps `wait` before a retry, or fails when that would pass the deadline.
+    async fn pause(&self, wait: Duration, path: &str) -> Result<(), TmdbError> {
+        if self.time_left().is_some_and(|left| wait >= left) {
+            return Err(out_of_time(path));
+        }
+        tokio::time::sleep(wait).await;
+        Ok(())
+    }
+
+    /// The rate limiter's slot, waited for no longer than the deadline.
+    async fn slot(&self, path: &str) -> Result<(), TmdbError> {
+        match self.deadline {
+            None => {
+                self.inner.limiter.acquire().await;
+                Ok(())
+            }
+            Some(d) => tokio::time::timeout_at(d, self.inner.limiter.acquire())
+                .await
+                .map_err(|_| out_of_time(path)),
+        }
     }
 
     /// Also waits for a slot of the shared bucket ([`SHARED_BUCKET`]) before each request, so
     /// the limit holds for every instance together (an import fans out over many).
     pub fn with_shared_limit(mut self, pool: DbPool, bucket: Bucket) -> Self {
-        self.shared = Some(SharedLimit { pool, bucket });
+        self.shared = Some(Arc::new(SharedLimit { pool, bucket }));
         self
     }
 
     /// Waits for the shared bucket's slot. Every slot for the next `max_wait` taken is
     /// transient (the message is retried later); a database error lets the request go: the
     /// limiter must not turn a database hiccup into a TMDB outage.
-    async fn shared_slot(&self) -> Result<(), TmdbError> {
+    async fn shared_slot(&self, path: &str) -> Result<(), TmdbError> {
         let Some(shared) = &self.shared else {
             return Ok(());
         };
@@ -308,7 +367,7 @@ impl TmdbClient {
             Ok(Slot::After(wait)) => {
                 if !wait.is_zero() {
                     tracing::debug!(wait_ms = wait.as_millis() as u64, "TMDB shared rate limit");
-                    tokio::time::sleep(wait).await;
+                    self.pause(wait, path).await?;
                 }
                 Ok(())
             }
@@ -410,21 +469,28 @@ impl TmdbClient {
         path: &str,
         query: &[(&str, &str)],
     ) -> Result<T, TmdbError> {
-        let url = self
+        let inner = &*self.inner;
+        let url = inner
             .base
             .join(path)
             .map_err(|e| TmdbError::Permanent(format!("bad TMDB URL {path}: {e}")))?;
         let mut attempt = 0;
         loop {
             attempt += 1;
-            self.limiter.acquire().await;
-            self.shared_slot().await?;
-            let mut request = self.http.get(url.clone()).query(query);
-            request = match &self.auth {
+            self.slot(path).await?;
+            self.shared_slot(path).await?;
+            let mut request = inner.http.get(url.clone()).query(query);
+            if let Some(left) = self.time_left() {
+                if left.is_zero() {
+                    return Err(out_of_time(path));
+                }
+                request = request.timeout(left.min(inner.timeout));
+            }
+            request = match &inner.auth {
                 Auth::Bearer(token) => request.bearer_auth(token.expose_secret()),
                 Auth::ApiKey(key) => request.query(&[("api_key", key.expose_secret())]),
             };
-            let last = attempt >= self.retry.max_attempts;
+            let last = attempt >= inner.retry.max_attempts;
             let response = match request.send().await {
                 Ok(r) => r,
                 Err(e) => {
@@ -435,7 +501,11 @@ impl TmdbClient {
                         return Err(TmdbError::Transient(detail));
                     }
                     tracing::warn!(attempt, error = %detail, "TMDB request failed, retrying");
-                    tokio::time::sleep(self.retry.backoff(attempt - 1)).await;
+                    self.pause(inner.retry.backoff(attempt - 1), path)
+                        .await
+                        .map_err(|_| {
+                            TmdbError::Transient(format!("{detail}; out of time to retry"))
+                        })?;
                     continue;
                 }
             };
@@ -450,8 +520,8 @@ impl TmdbClient {
                 StatusCode::NOT_FOUND => return Err(TmdbError::NotFound(path.to_string())),
                 StatusCode::TOO_MANY_REQUESTS => {
                     let wait = retry_after(response.headers())
-                        .unwrap_or_else(|| self.retry.backoff(attempt - 1));
-                    if last || wait > self.retry.max_retry_after {
+                        .unwrap_or_else(|| inner.retry.backoff(attempt - 1));
+                    if last || wait > inner.retry.max_retry_after {
                         return Err(TmdbError::Transient(format!(
                             "rate limited on {path} (retry after {}s)",
                             wait.as_secs()
@@ -462,14 +532,14 @@ impl TmdbClient {
                         wait_ms = wait.as_millis() as u64,
                         "TMDB rate limited, waiting"
                     );
-                    tokio::time::sleep(wait).await;
+                    self.pause(wait, path).await?;
                 }
                 s if s.is_server_error() || s == StatusCode::REQUEST_TIMEOUT => {
                     if last {
                         return Err(TmdbError::Transient(format!("{path} answered {s}")));
                     }
                     tracing::warn!(attempt, status = s.as_u16(), "TMDB server error, retrying");
-                    tokio::time::sleep(self.retry.backoff(attempt - 1)).await;
+                    self.pause(inner.retry.backoff(attempt - 1), path).await?;
                 }
                 // A rejected token is a configuration problem that fixing the secret resolves:
                 // transient, so messages wait in the queue (then the DLQ) instead of being lost.
@@ -482,6 +552,11 @@ impl TmdbClient {
             }
         }
     }
+}
+
+/// The caller's time for TMDB is spent: retrying later (the queue) may help.
+fn out_of_time(path: &str) -> TmdbError {
+    TmdbError::Transient(format!("out of time for TMDB on {path}"))
 }
 
 fn describe(e: &reqwest::Error, path: &str) -> String {
@@ -716,6 +791,51 @@ mod tests {
             .unwrap_err();
         assert!(err.is_transient());
         assert!(err.to_string().contains("timed out"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_deadline_is_not_passed_waiting_for_retry_after() {
+        let server = MockServer::start().await;
+        Mock::given(method("GET"))
+            .respond_with(ResponseTemplate::new(429).insert_header("retry-after", "3"))
+            .mount(&server)
+            .await;
+        // A 3 s Retry-After is within the policy (5 s) but not within the caller's second.
+        let tmdb = client(&server, "key").until(Instant::now() + Duration::from_secs(1));
+        let err = tmdb.tv(2316).await.unwrap_err();
+        assert!(err.is_transient(), "{err}");
+        assert!(err.to_string().contains("out of time"), "{err}");
+        assert_eq!(server.received_requests().await.unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_deadline_cuts_a_slow_request_and_leaves_no_retry() {
+        let server = MockServer::start().await;
+        Mock::given(method("GET"))
+            .respond_with(
+                ResponseTemplate::new(200)
+                    .set_delay(Duration::from_secs(30))
+                    .set_body_json(fixtures::tmdb_the_office()),
+            )
+            .mount(&server)
+            .await;
+        // Requests may take 10 s each, three attempts: the deadline allows one second in all.
+        let slow = TmdbClient::with_options(
+            &config(&server, "key"),
+            fast_retry(),
+            40,
+            Duration::from_secs(10),
+            Duration::from_secs(10),
+        )
+        .unwrap();
+        let err = slow
+            .until(Instant::now() + Duration::from_secs(1))
+            .tv(2316)
+            .await
+            .unwrap_err();
+        assert!(err.is_transient(), "{err}");
+        assert!(err.to_string().contains("out of time"), "{err}");
+        assert_eq!(server.received_requests().await.unwrap().len(), 1);
     }
 
     #[tokio::test]

@@ -2,22 +2,48 @@
 #![recursion_limit = "256"]
 #![warn(unreachable_pub)]
 //! `processor` function: consumes SQS batches of webhook events. Each record is processed on its
-//! own, in order, inside a span carrying its message id; records that failed transiently are
-//! reported back as batch item failures so SQS retries them (then moves them to the DLQ).
+//! own, in order, inside a span carrying its message id; records that failed transiently, or
+//! that there was no time left to start, are reported back as batch item failures so SQS
+//! retries them (then moves them to the DLQ).
 
-use std::collections::HashMap;
+use std::{collections::HashMap, time::Duration};
 
 use aws_config::SdkConfig;
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
 use plexsync::env::{Env, EnvError};
-use plexsync::pipeline::{log_final_failure, process_body, Pipeline, StartupError};
+use plexsync::pipeline::{log_final_failure, process_body_until, Pipeline, StartupError};
+use tokio::time::Instant;
 use tracing::Instrument;
 
-/// The processor's state: the message pipeline and the queue's redrive limit.
+/// The processor's state: the message pipeline, the queue's redrive limit and the time rules.
 pub struct Processor {
     pub pipeline: Pipeline,
     /// The queue's `maxReceiveCount`: a record failing on this receive goes to the DLQ next.
     pub max_receive_count: i64,
+    pub timing: Timing,
+}
+
+/// How a batch shares its invocation's time. A record starts only while its whole TMDB budget
+/// and the margin still fit before the deadline, so the batch always answers in time: a Lambda
+/// timed out sends no partial response, and every record of the batch, the finished ones too,
+/// would come back.
+#[derive(Debug, Clone, Copy)]
+pub struct Timing {
+    /// TMDB time one record may use, retries and `Retry-After` waits included.
+    pub tmdb_budget: Duration,
+    /// Kept after a record's TMDB budget: its database work, the last-receive logging and the
+    /// batch response.
+    pub margin: Duration,
+}
+
+impl Default for Timing {
+    /// With the template's 60 s timeout, records start during the first 30 s.
+    fn default() -> Self {
+        Self {
+            tmdb_budget: plexsync::pipeline::TMDB_BUDGET,
+            margin: Duration::from_secs(10),
+        }
+    }
 }
 
 impl Processor {
@@ -35,6 +61,7 @@ impl Processor {
         Ok(Self {
             pipeline: Pipeline::from_env(env, aws)?,
             max_receive_count,
+            timing: Timing::default(),
         })
     }
 }
@@ -48,12 +75,21 @@ impl Processor {
 /// earlier one. Records of other groups are still processed: a message that keeps failing must
 /// not drag its batch-mates to the dead-letter queue with it.
 ///
+/// The invocation's `deadline` is watched: a record starts only while its TMDB budget and a
+/// margin fit before it ([`Timing`]); the records after that are returned untried, in order.
+///
 /// A record failed on its last receive (the DLQ is next) is logged `failed` with the error
 /// first, so it shows in the activity log and can be replayed from there.
-pub async fn handle_batch(state: &Processor, event: SqsEvent) -> SqsBatchResponse {
+pub async fn handle_batch(
+    state: &Processor,
+    event: SqsEvent,
+    deadline: Instant,
+) -> SqsBatchResponse {
     let mut response = SqsBatchResponse::default();
     // Group -> the error that stopped it. Records without a group id (a standard queue) share "".
     let mut stopped: HashMap<String, String> = HashMap::new();
+    let reserve = state.timing.tmdb_budget + state.timing.margin;
+    let mut out_of_time = false;
     for record in event.records {
         let message_id = record.message_id.clone().unwrap_or_default();
         let group = record
@@ -61,10 +97,18 @@ pub async fn handle_batch(state: &Processor, event: SqsEvent) -> SqsBatchRespons
             .get("MessageGroupId")
             .cloned()
             .unwrap_or_default();
+        out_of_time = out_of_time || deadline.saturating_duration_since(Instant::now()) < reserve;
         let error = match stopped.get(&group) {
+            Some(first) => {
+                format!("not processed: an earlier message of its show failed ({first})")
+            }
+            None if out_of_time => {
+                "not processed: too little of the invocation was left to start it".to_string()
+            }
             None => {
+                let tmdb_until = Instant::now() + state.timing.tmdb_budget;
                 let span = tracing::info_span!("record", message_id = %message_id);
-                match handle_record(&state.pipeline, &record, &message_id)
+                match handle_record(&state.pipeline, &record, &message_id, tmdb_until)
                     .instrument(span)
                     .await
                 {
@@ -76,9 +120,6 @@ pub async fn handle_batch(state: &Processor, event: SqsEvent) -> SqsBatchRespons
                     }
                 }
             }
-            Some(first) => {
-                format!("not processed: an earlier message of its show failed ({first})")
-            }
         };
         if receive_count(&record).is_some_and(|n| n >= state.max_receive_count) {
             give_up(state, &record, &message_id, &error).await;
@@ -87,9 +128,16 @@ pub async fn handle_batch(state: &Processor, event: SqsEvent) -> SqsBatchRespons
         failure.item_identifier = message_id;
         response.batch_item_failures.push(failure);
     }
+    if out_of_time {
+        tracing::warn!(
+            returned = response.batch_item_failures.len(),
+            "batch stopped before the invocation's deadline; the rest is returned to the queue"
+        );
+    }
     // The unresolved-conflicts alarm reads this metric. Skipped after a transient failure: the
-    // database may be the thing that is down, and the batch should not wait on it twice.
-    if stopped.is_empty() {
+    // database may be the thing that is down, and the batch should not wait on it twice; and
+    // when time ran short.
+    if stopped.is_empty() && !out_of_time {
         if let Err(e) = plexsync::metrics::report_open_conflicts(&state.pipeline.pool).await {
             tracing::warn!(error = %e, "could not report the open-conflicts metric");
         }
@@ -108,9 +156,10 @@ async fn handle_record(
     state: &Pipeline,
     record: &SqsMessage,
     message_id: &str,
+    tmdb_until: Instant,
 ) -> Result<(), plexsync::pipeline::TransientError> {
     let body = record.body.as_deref().unwrap_or_default();
-    process_body(state, body, message_id, receive_count(record))
+    process_body_until(state, body, message_id, receive_count(record), tmdb_until)
         .await
         .map(|_| ())
 }

@@ -30,7 +30,7 @@ use crate::store::{
     imports::{self, ShowOutcome, ShowResult},
     logs::{self, LogStatus, NewLogEntry},
 };
-use crate::tmdb::TmdbError;
+use crate::tmdb::{TmdbClient, TmdbError};
 
 /// The `event_type` of an imported show's summary row in the activity log.
 pub const IMPORT_EVENT_TYPE: &str = "import.show";
@@ -43,6 +43,8 @@ pub(super) struct ShowCtx<'a> {
     started: Instant,
     /// The show's watched episodes as scrobble messages, oldest play first. Never empty.
     pub(super) plays: Vec<QueueMessage>,
+    /// TMDB until the message's deadline.
+    pub(super) tmdb: TmdbClient,
 }
 
 impl ShowCtx<'_> {
@@ -88,15 +90,17 @@ impl ShowCtx<'_> {
 }
 
 /// Processes one imported show. `Err` (nothing written) when it should be retried.
-#[tracing::instrument(skip(state, msg), fields(import = msg.import_id, show = %msg.show.title))]
+#[tracing::instrument(skip(state, msg, tmdb_until), fields(import = msg.import_id, show = %msg.show.title))]
 pub(super) async fn process_show(
     state: &Pipeline,
     msg: &ImportShowMessage,
     message_id: &str,
     receive_count: Option<i64>,
+    tmdb_until: tokio::time::Instant,
 ) -> Result<Outcome, TransientError> {
     let started = Instant::now();
-    let outcome = match run(state, msg, message_id, receive_count, started).await {
+    let tmdb = state.tmdb.until(tmdb_until);
+    let outcome = match run(state, &tmdb, msg, message_id, receive_count, started).await {
         Ok(outcome) => outcome,
         Err(Failure::Transient(reason)) => {
             tracing::warn!(%reason, "transient failure; the show will be retried");
@@ -184,6 +188,7 @@ async fn record_failure(
 
 async fn run(
     state: &Pipeline,
+    tmdb: &TmdbClient,
     msg: &ImportShowMessage,
     message_id: &str,
     receive_count: Option<i64>,
@@ -212,6 +217,7 @@ async fn run(
         receive_count,
         started,
         plays: Vec::new(),
+        tmdb: tmdb.clone(),
     };
     let config = match load_config(&client, Sender::Plex).await? {
         Some(c) if c.enabled && c.auto_mark_watched => c,
@@ -399,7 +405,7 @@ async fn mark_all(
             // Nothing is kept from this attempt: the next one marks with the fresh seasons.
             drop(tx);
             drop(client);
-            fresh = refreshed_seasons(state, &to_refresh).await?;
+            fresh = refreshed_seasons(&ctx.tmdb, &to_refresh).await?;
             refreshed = true;
             continue;
         }
@@ -438,7 +444,7 @@ async fn mark_all(
 /// The seasons to retry with, from TMDB (a season TMDB does not have is left out: its
 /// episodes stay missing).
 async fn refreshed_seasons(
-    state: &Pipeline,
+    tmdb: &TmdbClient,
     seasons: &[(i64, Option<i32>)],
 ) -> Result<HashMap<i64, Value>, Failure> {
     let mut fresh = HashMap::new();
@@ -446,7 +452,7 @@ async fn refreshed_seasons(
         let Some(show_tmdb_id) = show_tmdb_id else {
             continue;
         };
-        match state.tmdb.season(i64::from(show_tmdb_id), season).await {
+        match tmdb.season(i64::from(show_tmdb_id), season).await {
             Ok(details) => {
                 fresh.insert(season, episodes::season_from_tmdb(&details));
             }

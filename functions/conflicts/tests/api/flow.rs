@@ -42,6 +42,7 @@ impl Harness {
                     keys: KeySource::None,
                 },
                 max_receive_count: 5,
+                timing: processor::Timing::default(),
             },
             logs: logs::State {
                 api,
@@ -125,9 +126,12 @@ impl Neighbours {
                 })
             })
             .collect();
+        // A deadline no test reaches: the batch is never cut short.
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(3600);
         let response = processor::handle_batch(
             &self.processor,
             serde_json::from_value(json!({ "Records": records })).unwrap(),
+            deadline,
         )
         .await;
         assert!(response.batch_item_failures.is_empty(), "{response:?}");

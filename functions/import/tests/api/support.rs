@@ -181,6 +181,7 @@ impl Harness {
         processor::Processor {
             pipeline: pipeline(pool, &self.tmdb, &self.keyring),
             max_receive_count: 5,
+            timing: processor::Timing::default(),
         }
     }
 
@@ -388,7 +389,9 @@ impl Harness {
         }
         let mut event = SqsEvent::default();
         event.records = received.iter().map(|(r, _)| r.clone()).collect();
-        let response = processor::handle_batch(processor, event).await;
+        // A deadline no test reaches: the batch is never cut short.
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(3600);
+        let response = processor::handle_batch(processor, event, deadline).await;
         let failed: Vec<String> = response
             .batch_item_failures
             .iter()

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use plexsync::pipeline::{process_message, KeySource, Pipeline};
+use plexsync::pipeline::{process_message, process_message_until, KeySource, Pipeline};
 use plexsync::plex::PlexServerClient;
 use plexsync::queue::QueueMessage;
 use plexsync::store::logs::LogStatus;
@@ -34,11 +34,14 @@ async fn twenty_concurrent_messages_for_a_new_show_give_one_mapping() {
         .collect();
     let ids: Vec<String> = (0..messages.len()).map(|i| format!("c-{i}")).collect();
     let state = h.concurrent_state(messages.len());
+    // All 20 share one client's rate limit (40 requests per 10 s), so the last ones wait longer
+    // than one message's TMDB budget: give them the time (the processor runs one at a time).
+    let until = tokio::time::Instant::now() + Duration::from_secs(120);
     let results = futures_util::future::join_all(
         messages
             .iter()
             .zip(&ids)
-            .map(|(m, id)| process_message(&state, m, id, Some(1))),
+            .map(|(m, id)| process_message_until(&state, m, id, Some(1), until)),
     )
     .await;
     for r in &results {
@@ -73,11 +76,14 @@ async fn twenty_concurrent_messages_for_an_unmatched_show_give_one_conflict() {
         .collect();
     let ids: Vec<String> = (0..messages.len()).map(|i| format!("c-{i}")).collect();
     let state = h.concurrent_state(messages.len());
+    // All 20 share one client's rate limit (40 requests per 10 s), so the last ones wait longer
+    // than one message's TMDB budget: give them the time (the processor runs one at a time).
+    let until = tokio::time::Instant::now() + Duration::from_secs(120);
     let results = futures_util::future::join_all(
         messages
             .iter()
             .zip(&ids)
-            .map(|(m, id)| process_message(&state, m, id, Some(1))),
+            .map(|(m, id)| process_message_until(&state, m, id, Some(1), until)),
     )
     .await;
     for r in &results {
@@ -113,8 +119,10 @@ async fn database_down_fails_the_record_and_writes_nothing() {
         &Processor {
             pipeline: down,
             max_receive_count: MAX_RECEIVE_COUNT,
+            timing: Timing::default(),
         },
         sqs_event(&[("m-down", body, 1)]),
+        ample_time(),
     )
     .await;
     let failed: Vec<&str> = response
@@ -140,7 +148,12 @@ async fn tmdb_outage_fails_the_record_and_writes_nothing() {
         .await;
     h.add_show(Some(2316), "The Office", office_seasons()).await;
     let body = message(fixtures::plex_episode_scrobble()).to_body();
-    let response = processor::handle_batch(&h.processor(), sqs_event(&[("m-503", body, 1)])).await;
+    let response = processor::handle_batch(
+        &h.processor(),
+        sqs_event(&[("m-503", body, 1)]),
+        ample_time(),
+    )
+    .await;
     assert_eq!(response.batch_item_failures.len(), 1);
     assert_eq!(
         h.tmdb.received_requests().await.unwrap().len(),
@@ -179,6 +192,7 @@ async fn the_last_receive_of_a_failing_record_is_logged_failed() {
     let early = processor::handle_batch(
         &h.processor(),
         sqs_event(&[("m-1", first.clone(), 4), ("m-2", second.clone(), 4)]),
+        ample_time(),
     )
     .await;
     assert_eq!(early.batch_item_failures.len(), 2);
@@ -187,6 +201,7 @@ async fn the_last_receive_of_a_failing_record_is_logged_failed() {
     let last = processor::handle_batch(
         &h.processor(),
         sqs_event(&[("m-1", first, 5), ("m-2", second, 5)]),
+        ample_time(),
     )
     .await;
     let failed: Vec<&str> = last
@@ -257,6 +272,7 @@ async fn unreadable_body_is_logged_failed_and_acknowledged() {
     let response = processor::handle_batch(
         &h.processor(),
         sqs_event(&[("m-bad", "{\"version\": 1, \"event\": 42}".to_string(), 3)]),
+        ample_time(),
     )
     .await;
     assert!(response.batch_item_failures.is_empty());
@@ -282,6 +298,7 @@ async fn batch_records_are_processed_in_order_with_their_receive_counts() {
     let response = processor::handle_batch(
         &h.processor(),
         sqs_event(&[("m-a", first, 4), ("m-b", second, 1)]),
+        ample_time(),
     )
     .await;
     assert!(response.batch_item_failures.is_empty());
@@ -368,6 +385,7 @@ async fn records_after_a_transient_failure_are_returned_unprocessed() {
     let response = processor::handle_batch(
         &h.processor(),
         sqs_event(&[("m-1", body, 1), ("m-2", "not json".to_string(), 1)]),
+        ample_time(),
     )
     .await;
     let failed: Vec<&str> = response
@@ -398,6 +416,7 @@ async fn a_transient_failure_holds_back_only_its_own_group() {
             ("m-2", "not json".to_string(), 1, "other-server:777"),
             ("m-3", "not json either".to_string(), 1, &show),
         ]),
+        ample_time(),
     )
     .await;
     let failed: Vec<&str> = response
@@ -428,6 +447,7 @@ async fn a_batch_emits_the_open_conflicts_metric_with_the_real_count() {
     let (response, lines) = plexsync::metrics::capture(processor::handle_batch(
         &processor,
         sqs_event(&[("m-conflict", body, 1)]),
+        ample_time(),
     ))
     .await;
     assert!(response.batch_item_failures.is_empty());
@@ -498,7 +518,8 @@ async fn the_processor_starts_from_its_environment_and_marks() {
     assert_eq!(processor.max_receive_count, 3);
 
     let body = message(fixtures::plex_episode_scrobble()).to_body();
-    let response = processor::handle_batch(&processor, sqs_event(&[("m-env", body, 1)])).await;
+    let response =
+        processor::handle_batch(&processor, sqs_event(&[("m-env", body, 1)]), ample_time()).await;
     assert!(response.batch_item_failures.is_empty());
     assert_eq!(episode(&h.seasons(office).await, 1, 1)["watched"], true);
     let logs = h.logs().await;

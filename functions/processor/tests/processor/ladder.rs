@@ -406,7 +406,12 @@ async fn library_new_of_an_untracked_show_with_auto_add_off_is_ignored_until_scr
     h.stub_find("110413", "tvdb_id", fixtures::tmdb_find_office_pilot())
         .await;
     let added = message(fixtures::plex_library_new_show()).to_body();
-    let response = processor::handle_batch(&h.processor(), sqs_event(&[("m-new", added, 1)])).await;
+    let response = processor::handle_batch(
+        &h.processor(),
+        sqs_event(&[("m-new", added, 1)]),
+        ample_time(),
+    )
+    .await;
     assert!(response.batch_item_failures.is_empty());
     let logs = h.logs().await;
     assert_eq!(logs.len(), 1);
@@ -425,8 +430,12 @@ async fn library_new_of_an_untracked_show_with_auto_add_off_is_ignored_until_scr
     let mut scrobble = fixtures::plex_episode_scrobble();
     scrobble["Metadata"]["grandparentRatingKey"] = "51000".into();
     let body = message(scrobble).to_body();
-    let response =
-        processor::handle_batch(&h.processor(), sqs_event(&[("m-watch", body, 1)])).await;
+    let response = processor::handle_batch(
+        &h.processor(),
+        sqs_event(&[("m-watch", body, 1)]),
+        ample_time(),
+    )
+    .await;
     assert!(response.batch_item_failures.is_empty());
     let rows = h
         .query("SELECT conflict_type, plex_rating_key FROM plex_conflicts")

@@ -4,6 +4,7 @@
 // Proving the message pipeline's future `Send` nests deeper than the default limit (128).
 #![recursion_limit = "256"]
 
+mod deadline;
 mod delivery;
 mod ladder;
 mod marking;

@@ -12,7 +12,7 @@ use plexsync::plex::PlexServerClient;
 use plexsync::queue::QueueMessage;
 use plexsync::testing::{self, fixtures, TestDb};
 use plexsync::tmdb::{RetryPolicy, TmdbClient};
-use processor::Processor;
+pub use processor::{Processor, Timing};
 use secrecy::SecretString;
 use serde_json::{json, Value};
 use wiremock::{
@@ -63,6 +63,11 @@ pub async fn harness() -> Harness {
     h
 }
 
+/// A batch deadline no test reaches: the batch is never cut short.
+pub fn ample_time() -> tokio::time::Instant {
+    tokio::time::Instant::now() + Duration::from_secs(3600)
+}
+
 /// The queue's redrive limit in the tests (the template's value).
 pub const MAX_RECEIVE_COUNT: i64 = 5;
 
@@ -100,6 +105,7 @@ impl Harness {
         Processor {
             pipeline: pipeline(&self.db, &self.tmdb, &self.keyring),
             max_receive_count: MAX_RECEIVE_COUNT,
+            timing: Timing::default(),
         }
     }
 

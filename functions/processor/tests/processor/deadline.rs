@@ -1,0 +1,113 @@
+//! The batch and its invocation's deadline: a record starts only while its TMDB budget and a
+//! margin fit before the deadline, TMDB time per record is bounded (retries included), and what
+//! is not started goes back to the queue untried, so the batch always answers in time.
+
+use std::time::Duration;
+
+use plexsync::testing::fixtures;
+use tokio::time::Instant;
+use wiremock::{matchers::method, Mock, ResponseTemplate};
+
+use crate::support::*;
+
+/// Two seconds of TMDB per record, one more kept for the rest: a record starts only while at
+/// least three seconds are left.
+fn short_timing() -> Timing {
+    Timing {
+        tmdb_budget: Duration::from_secs(2),
+        margin: Duration::from_secs(1),
+    }
+}
+
+/// The Office's pilot (needs TMDB to find its show), then two plays by another account in
+/// other shows' groups (no TMDB: ignored by the account gate, if they are ever processed).
+fn batch() -> aws_lambda_events::event::sqs::SqsEvent {
+    let slow = message(fixtures::plex_episode_scrobble()).to_body();
+    let other = message(fixtures::plex_other_account_scrobble()).to_body();
+    let office = format!("{}:48200", fixtures::server_uuid());
+    sqs_event_in_groups(&[
+        ("m-slow", slow, 1, office.as_str()),
+        ("m-2", other.clone(), 1, "group-2"),
+        ("m-3", other, 1, "group-3"),
+    ])
+}
+
+fn failed(response: &aws_lambda_events::event::sqs::SqsBatchResponse) -> Vec<&str> {
+    response
+        .batch_item_failures
+        .iter()
+        .map(|f| f.item_identifier.as_str())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_hanging_tmdb_costs_its_record_only_its_budget_and_the_rest_goes_back_untried() {
+    let h = harness().await;
+    Mock::given(method("GET"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_delay(Duration::from_secs(30))
+                .set_body_json(fixtures::tmdb_find_office_pilot()),
+        )
+        .mount(&h.tmdb)
+        .await;
+    let processor = Processor {
+        timing: short_timing(),
+        ..h.processor()
+    };
+    // Enough to start the first record (3 s needed), not a second one after it spent its 2 s.
+    let deadline = Instant::now() + Duration::from_millis(4500);
+
+    let response = processor::handle_batch(&processor, batch(), deadline).await;
+
+    assert_eq!(failed(&response), ["m-slow", "m-2", "m-3"]);
+    let received = h.tmdb.received_requests().await.unwrap().len();
+    assert_eq!(
+        received, 1,
+        "no TMDB retry after the record's budget ran out"
+    );
+    assert_eq!(
+        h.count("SELECT count(*) FROM plex_webhook_logs").await,
+        0,
+        "nothing processed: the first failed transiently, the others were not started"
+    );
+}
+
+#[tokio::test]
+async fn no_record_starts_when_the_deadline_is_nearer_than_a_records_budget() {
+    let h = harness().await;
+    let processor = Processor {
+        timing: short_timing(),
+        ..h.processor()
+    };
+    let deadline = Instant::now() + Duration::from_secs(2);
+
+    let response = processor::handle_batch(&processor, batch(), deadline).await;
+
+    assert_eq!(failed(&response), ["m-slow", "m-2", "m-3"]);
+    assert!(h.tmdb.received_requests().await.unwrap().is_empty());
+    assert_eq!(h.count("SELECT count(*) FROM plex_webhook_logs").await, 0);
+}
+
+#[tokio::test]
+async fn a_record_not_started_on_its_last_receive_is_logged_before_the_dlq() {
+    let h = harness().await;
+    let processor = Processor {
+        timing: short_timing(),
+        ..h.processor()
+    };
+    let body = message(fixtures::plex_episode_scrobble()).to_body();
+    let event = sqs_event(&[("m-last", body, MAX_RECEIVE_COUNT as u32)]);
+
+    let response = processor::handle_batch(&processor, event, Instant::now()).await;
+
+    assert_eq!(failed(&response), ["m-last"]);
+    let logs = h.logs().await;
+    assert_eq!(logs.len(), 1, "{logs:?}");
+    assert_eq!(logs[0].status, "failed");
+    let error = logs[0].error.as_deref().unwrap();
+    assert!(
+        error.contains("dead-letter") && error.contains("too little"),
+        "{error}"
+    );
+}
