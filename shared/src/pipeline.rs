@@ -27,7 +27,7 @@ use crate::episodes::{self, MarkOutcome, MarkRequest};
 use crate::ids::{ConflictId, MappingId, ShowId};
 use crate::matching::{self, MatchDecision, MatchError, PlexTarget, Resolver, ShowIdentity};
 use crate::payload::{AccountRef, EventKind, PlexEvent};
-use crate::plex::{open_stored_token, PlexServerClient};
+use crate::plex::{open_stored_token, PlexError, PlexServerClient};
 use crate::queue::{QueueBody, QueueMessage};
 use crate::secrets::SecretsCache;
 use crate::senders::Sender;
@@ -98,6 +98,12 @@ pub enum StartupError {
     Config(#[from] EnvError),
     #[error("cannot build an HTTP client: {0}")]
     Http(String),
+}
+
+impl From<PlexError> for StartupError {
+    fn from(err: PlexError) -> Self {
+        Self::Http(err.to_string())
+    }
 }
 
 impl Pipeline {

@@ -170,6 +170,12 @@ impl PlexServerClient {
         Self::with_timeout(Duration::from_secs(4))
     }
 
+    /// For whole listings (a show's episodes for the history sync, a library section of a few
+    /// thousand shows for the import): a home server takes seconds to answer those.
+    pub fn for_listings() -> Result<Self, PlexError> {
+        Self::with_timeout(Duration::from_secs(10))
+    }
+
     pub fn with_timeout(timeout: Duration) -> Result<Self, PlexError> {
         let http = crate::tls::http_client_builder()
             .timeout(timeout)

@@ -13,7 +13,6 @@ use plexsync::{
     accounts::{AllowedAccount, AllowedAccounts},
     api::{self, json, route_not_found, routes, ApiContext, ApiError, StrictBody},
     crypto::random_token,
-    db::DbError,
     env::{Env, EnvError},
     senders::Sender,
     store::settings::{self as store, SaveSettings},
@@ -87,7 +86,7 @@ struct ConfigView {
 }
 
 async fn get_config(state: &State) -> Result<Response<Body>, ApiError> {
-    let client = state.api.pool.get().await.map_err(DbError::from)?;
+    let client = state.api.pool.get().await?;
     let stored = store::load(&client).await?;
     drop(client);
     let view = match stored {
@@ -258,8 +257,8 @@ async fn save_config(state: &State, req: &Request) -> Result<Response<Body>, Api
 
     // One transaction; the secret is written before the commit, so a Secrets Manager failure
     // rolls the row back.
-    let mut client = state.api.pool.get().await.map_err(DbError::from)?;
-    let tx = client.transaction().await.map_err(DbError::from)?;
+    let mut client = state.api.pool.get().await?;
+    let tx = client.transaction().await?;
     store::save(
         &tx,
         &SaveSettings {
@@ -285,7 +284,7 @@ async fn save_config(state: &State, req: &Request) -> Result<Response<Body>, Api
             .put(&state.webhook_secret_id, &webhook_secret)
             .await?;
     }
-    tx.commit().await.map_err(DbError::from)?;
+    tx.commit().await?;
     tracing::info!(
         plex_account = %account.username,
         server = server.map(|s| s.name.as_str()).unwrap_or("unknown"),

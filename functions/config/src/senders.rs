@@ -80,12 +80,7 @@ pub async fn list(state: &State) -> Result<Response<Body>, ApiError> {
             .as_ref()
             .map(|s| sender_webhook_url(&state.public_base_url, sender, s))
     };
-    let client = state
-        .api
-        .pool
-        .get()
-        .await
-        .map_err(plexsync::db::DbError::from)?;
+    let client = state.api.pool.get().await?;
     let stored = settings::load(&client).await?;
     drop(client);
     let plex = match stored {

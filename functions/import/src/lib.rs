@@ -34,9 +34,7 @@ impl State {
     pub fn from_env(env: &Env, sdk: &aws_config::SdkConfig) -> Result<Self, StartupError> {
         Ok(Self {
             api: ApiContext::from_env(env, sdk)?,
-            // A section of a few thousand shows takes a home server a few seconds to list.
-            plex: PlexServerClient::with_timeout(std::time::Duration::from_secs(10))
-                .map_err(|e| StartupError::Http(e.to_string()))?,
+            plex: PlexServerClient::for_listings()?,
             sqs: aws_sdk_sqs::Client::new(sdk),
             queue_url: env.url("QUEUE_URL")?.to_string(),
             encryption_key_id: env.required("ENCRYPTION_KEY_SECRET_ID")?,
@@ -63,12 +61,7 @@ struct ImportResponse {
 }
 
 async fn latest(state: &State) -> Result<Response<Body>, ApiError> {
-    let client = state
-        .api
-        .pool
-        .get()
-        .await
-        .map_err(plexsync::db::DbError::from)?;
+    let client = state.api.pool.get().await?;
     let import = imports::latest(&client).await?;
     Ok(json(StatusCode::OK, &ImportResponse { import }))
 }

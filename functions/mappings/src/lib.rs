@@ -40,9 +40,7 @@ impl State {
     pub fn from_env(env: &Env, sdk: &aws_config::SdkConfig) -> Result<Self, StartupError> {
         Ok(Self {
             api: ApiContext::from_env(env, sdk)?,
-            // A whole show's episode list can take a home server a while.
-            plex: PlexServerClient::with_timeout(std::time::Duration::from_secs(10))
-                .map_err(|e| StartupError::Http(e.to_string()))?,
+            plex: PlexServerClient::for_listings()?,
             encryption_key_id: env.required("ENCRYPTION_KEY_SECRET_ID")?,
         })
     }

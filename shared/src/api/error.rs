@@ -140,6 +140,18 @@ impl From<DbError> for ApiError {
     }
 }
 
+impl From<deadpool_postgres::PoolError> for ApiError {
+    fn from(err: deadpool_postgres::PoolError) -> Self {
+        DbError::from(err).into()
+    }
+}
+
+impl From<tokio_postgres::Error> for ApiError {
+    fn from(err: tokio_postgres::Error) -> Self {
+        DbError::from(err).into()
+    }
+}
+
 impl From<SecretsError> for ApiError {
     fn from(err: SecretsError) -> Self {
         tracing::warn!(error = %err, "secrets manager unavailable");

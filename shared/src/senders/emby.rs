@@ -11,11 +11,13 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Deserializer};
 
-use super::{ids_from_providers, jellyfin::parse_time, lenient_bool, Sender};
+use super::{
+    ids_from_providers, jellyfin::parse_time, lenient_bool, unless_episode, EpisodePlay, Required,
+    Sender,
+};
 use crate::payload::{
-    capped, capped_required, check_cap, lenient_i64, lenient_string, non_empty, require_number,
-    AccountRef, Decision, EpisodeRef, EventKind, ExternalIds, ItemKind, PayloadError, PlexEvent,
-    ShowRef,
+    capped, capped_required, check_cap, lenient_i64, lenient_string, non_empty, Decision,
+    PayloadError,
 };
 
 #[derive(Debug, Clone, Deserialize)]
@@ -112,65 +114,37 @@ impl Payload {
             other => return Ok(Decision::Ignore(format!("event {other} is not synced"))),
         }
         let item = self.item.as_ref().ok_or(PayloadError::Missing("Item"))?;
-        match item.item_type.as_deref() {
-            Some("Episode") => {}
-            Some(other) => {
-                return Ok(Decision::Ignore(format!(
-                    "not a TV episode (item type {other})"
-                )))
-            }
-            None => return Err(PayloadError::Missing("Item.Type")),
+        if let Some(ignored) = unless_episode(item.item_type.as_deref(), "Item.Type")? {
+            return Ok(ignored);
         }
-        let item_id = item.id.clone().ok_or(PayloadError::Missing("Item.Id"))?;
-        let season = require_number(item.parent_index_number, "Item.ParentIndexNumber")?;
-        let number = require_number(item.index_number, "Item.IndexNumber")?;
-        let show = ShowRef {
-            rating_key: item
-                .series_id
-                .clone()
-                .ok_or(PayloadError::Missing("Item.SeriesId"))?,
-            guid: None,
-            title: non_empty(&item.series_name).ok_or(PayloadError::Missing("Item.SeriesName"))?,
-            year: None,
+        let server = self.server.as_ref();
+        let user = self.user.as_ref();
+        EpisodePlay {
+            sender: Sender::Emby,
+            item_id: Required(item.id.clone(), "Item.Id"),
+            season: Required(item.parent_index_number, "Item.ParentIndexNumber"),
+            number: Required(item.index_number, "Item.IndexNumber"),
+            series_id: Required(item.series_id.clone(), "Item.SeriesId"),
+            series_name: Required(item.series_name.clone(), "Item.SeriesName"),
+            server_id: Required(
+                server
+                    .and_then(|s| s.id.clone())
+                    .or_else(|| item.server_id.clone()),
+                "Server.Id",
+            ),
+            episode_title: item.name.clone(),
             // `Item.ProviderIds` are the episode's (module docs).
-            ids: ExternalIds::default(),
-        };
-        let episode = EpisodeRef {
-            rating_key: item_id.clone(),
-            guid: None,
-            season,
-            number,
-            title: non_empty(&item.name),
-            ids: ids_from_providers(
+            episode_ids: ids_from_providers(
                 item.provider_ids
                     .iter()
                     .map(|(k, v)| (k.as_str(), provider_value(v))),
             ),
-        };
-        let server = self.server.as_ref();
-        let user = self.user.as_ref();
-        Ok(Decision::Process(Box::new(PlexEvent {
-            sender: Sender::Emby,
-            kind: EventKind::Scrobble,
-            item: ItemKind::Episode,
-            server_uuid: server
-                .and_then(|s| s.id.clone())
-                .or_else(|| item.server_id.clone())
-                .ok_or(PayloadError::Missing("Server.Id"))?,
-            server_title: server.and_then(|s| non_empty(&s.name)),
-            account: AccountRef {
-                id: None,
-                title: user.and_then(|u| non_empty(&u.name)),
-                is_webhook_user: false,
-                owns_server: false,
-                uuid: user.and_then(|u| u.id.clone()),
-            },
-            show,
-            season: Some(season),
-            episode: Some(episode),
-            item_rating_key: item_id,
+            server_title: server.and_then(|s| s.name.clone()),
+            account_title: user.and_then(|u| non_empty(&u.name)),
+            account_uuid: user.and_then(|u| u.id.clone()),
             viewed_at: parse_time(self.date.as_deref()),
-        })))
+        }
+        .into_decision()
     }
 }
 
@@ -185,6 +159,7 @@ fn provider_value(v: &serde_json::Value) -> Option<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::payload::PlexEvent;
     use crate::testing::{self, fixtures};
 
     fn decide(value: serde_json::Value) -> Result<Decision, PayloadError> {

@@ -10,10 +10,9 @@
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
-use super::{ids_from_providers, lenient_bool, Sender};
+use super::{ids_from_providers, lenient_bool, unless_episode, EpisodePlay, Required, Sender};
 use crate::payload::{
-    capped, capped_required, lenient_i64, lenient_string, non_empty, require_number, AccountRef,
-    Decision, EpisodeRef, EventKind, ExternalIds, ItemKind, PayloadError, PlexEvent, ShowRef,
+    capped, capped_required, lenient_i64, lenient_string, non_empty, Decision, PayloadError,
 };
 
 /// The fields we read; everything else the plugin sends is tolerated and kept in the raw copy.
@@ -91,76 +90,37 @@ impl Payload {
                 )))
             }
         };
-        match self.item_type.as_deref() {
-            Some("Episode") => {}
-            Some(other) => {
-                return Ok(Decision::Ignore(format!(
-                    "not a TV episode (item type {other})"
-                )))
-            }
-            None => return Err(PayloadError::Missing("ItemType")),
+        if let Some(ignored) = unless_episode(self.item_type.as_deref(), "ItemType")? {
+            return Ok(ignored);
         }
         if !watched {
             return Ok(Decision::Ignore(
                 "not played to completion (PlayedToCompletion / Played is not true)".into(),
             ));
         }
-        let item_id = self
-            .item_id
-            .clone()
-            .ok_or(PayloadError::Missing("ItemId"))?;
-        let season = require_number(self.season_number, "SeasonNumber")?;
-        let number = require_number(self.episode_number, "EpisodeNumber")?;
-        let show = ShowRef {
-            rating_key: self
-                .series_id
-                .clone()
-                .ok_or(PayloadError::Missing("SeriesId"))?,
-            guid: None,
-            title: non_empty(&self.series_name).ok_or(PayloadError::Missing("SeriesName"))?,
-            // The plugin's `Year` is the series' year only when Jellyfin knows it, else the
-            // episode's: not trusted as the show's first-air year.
-            year: None,
-            // The plugin carries no series provider ids (module docs).
-            ids: ExternalIds::default(),
-        };
-        let episode = EpisodeRef {
-            rating_key: item_id.clone(),
-            guid: None,
-            season,
-            number,
-            title: non_empty(&self.name),
-            ids: ids_from_providers([
+        EpisodePlay {
+            sender: Sender::Jellyfin,
+            item_id: Required(self.item_id.clone(), "ItemId"),
+            season: Required(self.season_number, "SeasonNumber"),
+            number: Required(self.episode_number, "EpisodeNumber"),
+            series_id: Required(self.series_id.clone(), "SeriesId"),
+            series_name: Required(self.series_name.clone(), "SeriesName"),
+            server_id: Required(self.server_id.clone(), "ServerId"),
+            episode_title: self.name.clone(),
+            // The item's provider ids: the episode's (module docs).
+            episode_ids: ids_from_providers([
                 ("tmdb", self.provider_tmdb.as_deref()),
                 ("tvdb", self.provider_tvdb.as_deref()),
                 ("imdb", self.provider_imdb.as_deref()),
             ]),
-        };
-        Ok(Decision::Process(Box::new(PlexEvent {
-            sender: Sender::Jellyfin,
-            kind: EventKind::Scrobble,
-            item: ItemKind::Episode,
-            server_uuid: self
-                .server_id
-                .clone()
-                .ok_or(PayloadError::Missing("ServerId"))?,
-            server_title: non_empty(&self.server_name),
-            account: AccountRef {
-                id: None,
-                title: non_empty(&self.notification_username).or_else(|| non_empty(&self.username)),
-                // Jellyfin sends every user's plays: the processor compares the account with the
-                // one the user configured.
-                is_webhook_user: false,
-                owns_server: false,
-                uuid: self.user_id.clone(),
-            },
-            show,
-            season: Some(season),
-            episode: Some(episode),
-            item_rating_key: item_id,
+            server_title: self.server_name.clone(),
+            account_title: non_empty(&self.notification_username)
+                .or_else(|| non_empty(&self.username)),
+            account_uuid: self.user_id.clone(),
             viewed_at: parse_time(self.last_played_date.as_deref())
                 .or_else(|| parse_time(self.utc_timestamp.as_deref())),
-        })))
+        }
+        .into_decision()
     }
 }
 
@@ -178,6 +138,7 @@ pub(crate) fn parse_time(s: Option<&str>) -> Option<DateTime<Utc>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::payload::{EventKind, PlexEvent};
     use crate::testing::{self, fixtures};
 
     fn decide(value: serde_json::Value) -> Result<Decision, PayloadError> {

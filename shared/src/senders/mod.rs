@@ -4,9 +4,13 @@
 
 use std::fmt;
 
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Deserializer, Serialize};
 
-use crate::payload::{parse_json, Decision, ExternalIds, PayloadError, WebhookPayload};
+use crate::payload::{
+    non_empty, parse_json, require_number, AccountRef, Decision, EpisodeRef, EventKind,
+    ExternalIds, ItemKind, PayloadError, PlexEvent, ShowRef, WebhookPayload,
+};
 
 pub mod emby;
 pub mod jellyfin;
@@ -116,6 +120,105 @@ pub(crate) fn ids_from_providers<'a>(
         }
     }
     ids
+}
+
+/// `Ok(None)` for an episode; an item of another type is ignored; an item without a type
+/// (`field` names it as the payload spells it) is malformed.
+pub(crate) fn unless_episode(
+    item_type: Option<&str>,
+    field: &'static str,
+) -> Result<Option<Decision>, PayloadError> {
+    match item_type {
+        Some("Episode") => Ok(None),
+        Some(other) => Ok(Some(Decision::Ignore(format!(
+            "not a TV episode (item type {other})"
+        )))),
+        None => Err(PayloadError::Missing(field)),
+    }
+}
+
+/// A value the payload must carry, with the field it comes from (named when it is missing).
+pub(crate) struct Required<T>(pub Option<T>, pub &'static str);
+
+impl Required<String> {
+    fn text(&self) -> Result<String, PayloadError> {
+        non_empty(&self.0).ok_or(PayloadError::Missing(self.1))
+    }
+}
+
+/// One watched episode as Jellyfin and Emby describe it: the same facts under each server's
+/// field names. Neither names the series' provider ids (the module docs of each), so the show
+/// is known by its item id and title and resolved through the episode's ids.
+pub(crate) struct EpisodePlay {
+    pub sender: Sender,
+    pub item_id: Required<String>,
+    pub season: Required<i64>,
+    pub number: Required<i64>,
+    pub series_id: Required<String>,
+    pub series_name: Required<String>,
+    pub server_id: Required<String>,
+    pub episode_title: Option<String>,
+    pub episode_ids: ExternalIds,
+    pub server_title: Option<String>,
+    pub account_title: Option<String>,
+    pub account_uuid: Option<String>,
+    pub viewed_at: Option<DateTime<Utc>>,
+}
+
+impl EpisodePlay {
+    /// The scrobble, or the first missing field.
+    pub(crate) fn into_decision(self) -> Result<Decision, PayloadError> {
+        let item_id = self
+            .item_id
+            .0
+            .ok_or(PayloadError::Missing(self.item_id.1))?;
+        let season = require_number(self.season.0, self.season.1)?;
+        let number = require_number(self.number.0, self.number.1)?;
+        let show = ShowRef {
+            rating_key: self
+                .series_id
+                .0
+                .ok_or(PayloadError::Missing(self.series_id.1))?,
+            guid: None,
+            title: self.series_name.text()?,
+            // Jellyfin's `Year` is the episode's when it does not know the series'; Emby sends
+            // only the episode's: neither is trusted as the show's first-air year.
+            year: None,
+            ids: ExternalIds::default(),
+        };
+        let episode = EpisodeRef {
+            rating_key: item_id.clone(),
+            guid: None,
+            season,
+            number,
+            title: non_empty(&self.episode_title),
+            ids: self.episode_ids,
+        };
+        Ok(Decision::Process(Box::new(PlexEvent {
+            sender: self.sender,
+            kind: EventKind::Scrobble,
+            item: ItemKind::Episode,
+            server_uuid: self
+                .server_id
+                .0
+                .ok_or(PayloadError::Missing(self.server_id.1))?,
+            server_title: non_empty(&self.server_title),
+            account: AccountRef {
+                id: None,
+                title: self.account_title,
+                // Both send every user's plays: the processor compares the account with the
+                // one the user configured.
+                is_webhook_user: false,
+                owns_server: false,
+                uuid: self.account_uuid,
+            },
+            show,
+            season: Some(season),
+            episode: Some(episode),
+            item_rating_key: item_id,
+            viewed_at: self.viewed_at,
+        })))
+    }
 }
 
 fn is_imdb_id(s: &str) -> bool {
