@@ -55,10 +55,70 @@ pub async fn mark_episode(pool: &DbPool, req: &MarkRequest<'_>) -> Result<MarkOu
 /// same commit). `fresh_season`, when given, is merged into the stored seasons first (a season
 /// refreshed from TMDB because the episode was missing). The caller commits; on
 /// `Duplicate`/`EpisodeMissing`/`ShowMissing` nothing was written.
+///
+/// The usual case (no fresh season) is two statements: lock the show, find the episode and
+/// claim the idempotency key ([`shows::lock_episode`]), then set the episode's two fields in
+/// place ([`shows::mark_watched_at`]) or note the sync. The seasons JSON never leaves the
+/// database.
 pub async fn mark_episode_in(
     tx: &Transaction<'_>,
     req: &MarkRequest<'_>,
     fresh_season: Option<Value>,
+) -> Result<MarkOutcome, DbError> {
+    if let Some(fresh) = fresh_season {
+        return mark_with_fresh_season(tx, req, fresh).await;
+    }
+    let Some(locked) = shows::lock_episode(
+        tx,
+        req.tvshow_id,
+        req.season,
+        req.episode,
+        req.idempotency_key,
+        req.message_id,
+    )
+    .await?
+    else {
+        return Ok(MarkOutcome::ShowMissing);
+    };
+    // The in-transaction idempotency check: the key was there before this transaction.
+    if !locked.claimed {
+        return Ok(MarkOutcome::Duplicate);
+    }
+    let Some(spot) = locked.spot else {
+        if let Some(key) = req.idempotency_key {
+            processed::release(tx, key).await?;
+        }
+        return Ok(MarkOutcome::EpisodeMissing {
+            show_tmdb_id: locked.tmdb_id,
+        });
+    };
+    if spot.watched {
+        shows::note_synced(tx, req.tvshow_id).await?;
+        return Ok(MarkOutcome::AlreadyWatched {
+            date_watched: spot.date_watched,
+        });
+    }
+    // The episode was counted unwatched; every other episode is as counted.
+    let watched = locked.watched_count + 1;
+    let date = watched_date(req.watched_at);
+    shows::mark_watched_at(tx, req.tvshow_id, &spot, &date, watched, locked.total_count).await?;
+    Ok(MarkOutcome::Marked {
+        watched_episodes: watched,
+        total_episodes: locked.total_count,
+    })
+}
+
+/// How `dateWatched` is stored.
+fn watched_date(at: DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+/// The rare path: the episode was missing and its season was refetched from TMDB. The whole
+/// seasons JSON is read, merged and written back once.
+async fn mark_with_fresh_season(
+    tx: &Transaction<'_>,
+    req: &MarkRequest<'_>,
+    fresh: Value,
 ) -> Result<MarkOutcome, DbError> {
     let Some((mut seasons, show_tmdb_id)) = shows::lock_seasons(tx, req.tvshow_id).await? else {
         return Ok(MarkOutcome::ShowMissing);
@@ -68,44 +128,101 @@ pub async fn mark_episode_in(
             return Ok(MarkOutcome::Duplicate);
         }
     }
-
-    let refreshed = fresh_season.is_some();
-    if let Some(fresh) = fresh_season {
-        merge_season(&mut seasons, fresh);
-    }
-
-    let Some(ep) = find_episode_mut(&mut seasons, req.season, req.episode) else {
+    merge_season(&mut seasons, fresh);
+    let Some(applied) = apply_mark(&mut seasons, req.season, req.episode, req.watched_at) else {
         return Ok(MarkOutcome::EpisodeMissing { show_tmdb_id });
     };
-    let outcome = if ep.get("watched").and_then(Value::as_bool) == Some(true) {
-        MarkOutcome::AlreadyWatched {
+    if let Some(key) = req.idempotency_key {
+        processed::record(tx, key, req.message_id).await?;
+    }
+    // Saved even when the episode was watched already: the merged season is new.
+    let (watched, total) = counts(&seasons);
+    shows::save_seasons(tx, req.tvshow_id, &seasons, watched, total).await?;
+    Ok(applied.outcome(watched, total))
+}
+
+/// One episode a history sync found watched.
+#[derive(Debug, Clone)]
+pub struct Watch {
+    pub season: i64,
+    pub episode: i64,
+    pub watched_at: DateTime<Utc>,
+}
+
+/// Marks several episodes of one show inside the caller's transaction (a history sync): the
+/// seasons are read and locked once and written back once, whatever the number of episodes.
+/// Never overwrites an episode already watched. One outcome per watch, in order (`Marked`
+/// carries the counts after all of them); `None`: the show does not exist.
+pub async fn mark_episodes_in(
+    tx: &Transaction<'_>,
+    tvshow_id: ShowId,
+    watches: &[Watch],
+) -> Result<Option<Vec<MarkOutcome>>, DbError> {
+    let Some((mut seasons, show_tmdb_id)) = shows::lock_seasons(tx, tvshow_id).await? else {
+        return Ok(None);
+    };
+    let applied: Vec<Option<Applied>> = watches
+        .iter()
+        .map(|w| apply_mark(&mut seasons, w.season, w.episode, w.watched_at))
+        .collect();
+    let (watched, total) = counts(&seasons);
+    let outcomes: Vec<MarkOutcome> = applied
+        .into_iter()
+        .map(|a| match a {
+            None => MarkOutcome::EpisodeMissing { show_tmdb_id },
+            Some(applied) => applied.outcome(watched, total),
+        })
+        .collect();
+    if outcomes
+        .iter()
+        .any(|o| matches!(o, MarkOutcome::Marked { .. }))
+    {
+        shows::save_seasons(tx, tvshow_id, &seasons, watched, total).await?;
+    } else {
+        shows::note_synced(tx, tvshow_id).await?;
+    }
+    Ok(Some(outcomes))
+}
+
+/// What [`apply_mark`] did to one episode.
+enum Applied {
+    Marked,
+    AlreadyWatched { date_watched: Option<String> },
+}
+
+impl Applied {
+    /// As a [`MarkOutcome`], with the show's counts after the edit.
+    fn outcome(self, watched_episodes: i32, total_episodes: i32) -> MarkOutcome {
+        match self {
+            Self::Marked => MarkOutcome::Marked {
+                watched_episodes,
+                total_episodes,
+            },
+            Self::AlreadyWatched { date_watched } => MarkOutcome::AlreadyWatched { date_watched },
+        }
+    }
+}
+
+/// Marks the episode in `seasons` unless it is watched already (its date is kept); `None` when
+/// the seasons lack it.
+fn apply_mark(
+    seasons: &mut Value,
+    season: i64,
+    episode: i64,
+    watched_at: DateTime<Utc>,
+) -> Option<Applied> {
+    let ep = find_episode_mut(seasons, season, episode)?;
+    if ep.get("watched").and_then(Value::as_bool) == Some(true) {
+        return Some(Applied::AlreadyWatched {
             date_watched: ep
                 .get("dateWatched")
                 .and_then(Value::as_str)
                 .map(str::to_owned),
-        }
-    } else {
-        ep["watched"] = Value::Bool(true);
-        ep["dateWatched"] =
-            Value::String(req.watched_at.to_rfc3339_opts(SecondsFormat::Millis, true));
-        let (watched, total) = counts(&seasons);
-        MarkOutcome::Marked {
-            watched_episodes: watched,
-            total_episodes: total,
-        }
-    };
-
-    if let Some(key) = req.idempotency_key {
-        processed::record(tx, key, req.message_id).await?;
+        });
     }
-    let changed = matches!(outcome, MarkOutcome::Marked { .. }) || refreshed;
-    if changed {
-        let (watched, total) = counts(&seasons);
-        shows::save_seasons(tx, req.tvshow_id, &seasons, watched, total).await?;
-    } else {
-        shows::note_synced(tx, req.tvshow_id).await?;
-    }
-    Ok(outcome)
+    ep["watched"] = Value::Bool(true);
+    ep["dateWatched"] = Value::String(watched_date(watched_at));
+    Some(Applied::Marked)
 }
 
 fn find_episode_mut(seasons: &mut Value, season: i64, episode: i64) -> Option<&mut Value> {

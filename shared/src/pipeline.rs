@@ -452,10 +452,13 @@ async fn run(state: &Pipeline, ctx: &LogCtx<'_>) -> Result<Outcome, Failure> {
         Ok(config) => config,
         Err(ignored) => return finish(&client, ctx, ignored).await,
     };
-    let (tvshow_id, how) = match find_show(state, Subject::Event(ctx), client, &config).await? {
-        Decided::Show(id, how) => (id, how),
-        Decided::Done(outcome) => return Ok(outcome),
-    };
+    // A mapped show (the usual case) hands its connection on to the mark: one checkout (and
+    // one liveness check) per message.
+    let (tvshow_id, how, client) =
+        match find_show(state, Subject::Event(ctx), client, &config).await? {
+            (Decided::Show(id, how), client) => (id, how, client),
+            (Decided::Done(outcome), _) => return Ok(outcome),
+        };
     if ctx.msg.event.kind != EventKind::Scrobble {
         // library.new: the mapping exists now; nothing is marked.
         let action = match how {
@@ -463,11 +466,14 @@ async fn run(state: &Pipeline, ctx: &LogCtx<'_>) -> Result<Outcome, Failure> {
             Mapped::Matched => "show_mapped",
             Mapped::Added => "auto_added_show",
         };
-        let client = state.pool.get().await?;
+        let client = match client {
+            Some(client) => client,
+            None => state.pool.get().await?,
+        };
         let outcome = Outcome::new(LogStatus::Success, Some(action), None).with_show(tvshow_id);
         return finish(&client, ctx, outcome).await;
     }
-    mark(state, ctx, tvshow_id, how).await
+    mark(state, ctx, tvshow_id, how, client).await
 }
 
 /// The sender's settings, or the outcome of a message that is not processed: the sender is not
@@ -509,26 +515,26 @@ async fn admit(
 }
 
 /// The tracker show the message's show maps to: its mapping, else (no open conflict holding
-/// it) resolution and the ladder. `Done` when the message was logged on the way.
+/// it) resolution and the ladder. `Done` when the message was logged on the way. With an
+/// existing mapping, `client` comes back for the rest of the message.
 async fn find_show(
     state: &Pipeline,
     ctx: Subject<'_>,
     client: deadpool_postgres::Client,
     config: &SenderConfig,
-) -> Result<Decided, Failure> {
+) -> Result<(Decided, Option<deadpool_postgres::Client>), Failure> {
     let ev = ctx.event();
     let guid = matching::show_guid(ev);
     let show = matching::show_key(ev, &guid);
     match mappings::find_for_show(&client, show, Lock::No).await? {
         Some(m) if !m.sync_enabled => {
-            return Ok(Decided::Done(
-                ctx.conclude(&client, sync_disabled(m.id)).await?,
-            ));
+            let outcome = ctx.conclude(&client, sync_disabled(m.id)).await?;
+            return Ok((Decided::Done(outcome), None));
         }
         Some(MappingState {
             tvshow_id: Some(id),
             ..
-        }) => return Ok(Decided::Show(id, Mapped::Existing)),
+        }) => return Ok((Decided::Show(id, Mapped::Existing), Some(client))),
         _ => {}
     }
     let open_conflict = conflicts::find_open_for_show(&client, show)
@@ -540,10 +546,10 @@ async fn find_show(
         // Read without a lock: the user may be resolving it right now. Decide again under the
         // show's lock, where the event is attached only to a conflict still open.
         if let Some(decided) = decide_under_lock(state, ctx, show).await? {
-            return Ok(decided);
+            return Ok((decided, None));
         }
     }
-    resolve_and_map(state, ctx, config).await
+    Ok((resolve_and_map(state, ctx, config).await?, None))
 }
 
 /// [`decided_meanwhile`] in its own transaction, under the show's lock.
@@ -976,12 +982,14 @@ async fn fetch_show(
     }
 }
 
-/// Marks the scrobbled episode; refreshes its season from TMDB once when it is missing.
+/// Marks the scrobbled episode (on `client` when the caller has one); refreshes its season from
+/// TMDB once when it is missing.
 async fn mark(
     state: &Pipeline,
     ctx: &LogCtx<'_>,
     tvshow_id: ShowId,
     how: Mapped,
+    client: Option<deadpool_postgres::Client>,
 ) -> Result<Outcome, Failure> {
     let ev: &PlexEvent = &ctx.msg.event;
     let Some(ep) = ev.episode.as_ref() else {
@@ -996,12 +1004,12 @@ async fn mark(
         message_id: Some(ctx.message_id),
     };
     let label = format!("S{:02}E{:02}", ep.season, ep.number);
-    let show_tmdb_id = match mark_and_log(state, ctx, &req, how, &label, None).await? {
+    let show_tmdb_id = match mark_and_log(state, ctx, &req, how, &label, None, client).await? {
         Ok(outcome) => return Ok(outcome),
         Err(show_tmdb_id) => show_tmdb_id,
     };
     let fresh = refreshed_season(&ctx.tmdb, &label, ep.season, show_tmdb_id).await?;
-    match mark_and_log(state, ctx, &req, how, &label, Some(fresh)).await? {
+    match mark_and_log(state, ctx, &req, how, &label, Some(fresh), None).await? {
         Ok(outcome) => Ok(outcome),
         Err(_) => Err(Failure::Permanent(format!(
             "{label} is not in the tracker's seasons, even after refreshing season {} from TMDB",
@@ -1019,8 +1027,12 @@ async fn mark_and_log(
     how: Mapped,
     label: &str,
     fresh_season: Option<Value>,
+    client: Option<deadpool_postgres::Client>,
 ) -> Result<Result<Outcome, Option<i32>>, Failure> {
-    let mut client = state.pool.get().await?;
+    let mut client = match client {
+        Some(client) => client,
+        None => state.pool.get().await?,
+    };
     let tx = client.transaction().await?;
     let (status, action, reason) = match episodes::mark_episode_in(&tx, req, fresh_season).await? {
         MarkOutcome::EpisodeMissing { show_tmdb_id } => return Ok(Err(show_tmdb_id)),

@@ -518,3 +518,133 @@ pub mod fixtures {
         }
     }
 }
+
+/// What a [`WireCounter`] saw clients send, in Postgres wire-protocol messages.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WireCounts {
+    /// Statements run: each `Execute`, and each simple `Query` (`BEGIN`, `COMMIT`, the pool's
+    /// liveness check).
+    pub statements: u64,
+    /// Round trips: each `Sync` and each simple `Query` (the client then waits for the server).
+    pub round_trips: u64,
+    /// Statements parsed (`Parse`): a statement prepared once per connection counts once.
+    pub parses: u64,
+}
+
+/// A TCP proxy in front of the test database that counts the statements and round trips of
+/// its clients (the same counting as the bench's proxy, `tools/lambda_bench.py`). Point a pool
+/// at [`Self::url`].
+pub struct WireCounter {
+    pub url: SecretString,
+    counts: std::sync::Arc<std::sync::Mutex<WireCounts>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for WireCounter {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl WireCounter {
+    /// A proxy for `db` on a free loopback port.
+    pub async fn start(db: &TestDb) -> Self {
+        use secrecy::ExposeSecret;
+        let mut url = Url::parse(db.url.expose_secret()).expect("test database URL");
+        let upstream = format!(
+            "{}:{}",
+            url.host_str().unwrap_or("127.0.0.1"),
+            url.port().unwrap_or(5432)
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind the counting proxy");
+        let port = listener.local_addr().expect("proxy address").port();
+        url.set_host(Some("127.0.0.1")).expect("host");
+        url.set_port(Some(port)).expect("port");
+        let counts = std::sync::Arc::new(std::sync::Mutex::new(WireCounts::default()));
+        let shared = counts.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let server = tokio::net::TcpStream::connect(&upstream)
+                    .await
+                    .expect("connect to Postgres");
+                let (client_read, client_write) = client.into_split();
+                let (server_read, server_write) = server.into_split();
+                tokio::spawn(copy(server_read, client_write, None));
+                tokio::spawn(copy(client_read, server_write, Some(shared.clone())));
+            }
+        });
+        Self {
+            url: SecretString::from(url.to_string()),
+            counts,
+            task,
+        }
+    }
+
+    /// What was counted so far.
+    pub fn counts(&self) -> WireCounts {
+        *self.counts.lock().expect("counts")
+    }
+
+    /// Starts counting from zero.
+    pub fn reset(&self) {
+        *self.counts.lock().expect("counts") = WireCounts::default();
+    }
+}
+
+/// Copies one direction of a proxied connection; on the client's side, counts its messages.
+async fn copy(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    counts: Option<std::sync::Arc<std::sync::Mutex<WireCounts>>>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = Vec::new();
+    let mut chunk = vec![0u8; 65536];
+    let mut started = false;
+    loop {
+        let n = match from.read(&mut chunk).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        if to.write_all(&chunk[..n]).await.is_err() {
+            return;
+        }
+        let Some(counts) = &counts else { continue };
+        buf.extend_from_slice(&chunk[..n]);
+        if !started {
+            // The startup message has a length but no type byte.
+            let Some(len) = buf
+                .get(..4)
+                .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+            else {
+                continue;
+            };
+            if buf.len() < len as usize {
+                continue;
+            }
+            buf.drain(..len as usize);
+            started = true;
+        }
+        while buf.len() >= 5 {
+            let len = u32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]) as usize;
+            if buf.len() < 1 + len {
+                break;
+            }
+            let mut c = counts.lock().expect("counts");
+            match buf[0] {
+                b'Q' => {
+                    c.statements += 1;
+                    c.round_trips += 1;
+                }
+                b'E' => c.statements += 1,
+                b'S' => c.round_trips += 1,
+                b'P' => c.parses += 1,
+                _ => {}
+            }
+            drop(c);
+            buf.drain(..1 + len);
+        }
+    }
+}

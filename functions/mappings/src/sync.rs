@@ -12,7 +12,7 @@ use plexsync::{
     api::ApiError,
     crypto::{CryptoError, Keyring},
     db::{DbError, DbPool},
-    episodes::{self, MarkOutcome, MarkRequest},
+    episodes::{self, MarkOutcome, Watch},
     ids::{MappingId, ShowId},
     plex::{open_stored_token, PlexError, PlexLeaf, PlexServerClient},
     store::{mappings, settings},
@@ -96,46 +96,57 @@ impl From<deadpool_postgres::PoolError> for SyncError {
     }
 }
 
-/// Marks one episode Plex has watched, with its `lastViewedAt`, and counts what happened.
-async fn mark_leaf(
+/// Marks every episode Plex has watched, with its `lastViewedAt`, in one rewrite of the show's
+/// seasons, and counts what happened.
+async fn mark_leaves(
     tx: &deadpool_postgres::Transaction<'_>,
     tvshow_id: ShowId,
-    leaf: &PlexLeaf,
+    leaves: &[&PlexLeaf],
     report: &mut SyncReport,
 ) -> Result<(), SyncError> {
-    report.watched_in_plex += 1;
-    let (Some(season), Some(episode)) = (leaf.parent_index, leaf.index) else {
-        report.not_in_tracker += 1;
+    report.watched_in_plex += leaves.len();
+    let mut watches = Vec::with_capacity(leaves.len());
+    for leaf in leaves {
+        let (Some(season), Some(episode)) = (leaf.parent_index, leaf.index) else {
+            report.not_in_tracker += 1;
+            continue;
+        };
+        watches.push(Watch {
+            season,
+            episode,
+            watched_at: leaf
+                .last_viewed_at
+                .and_then(|t| Utc.timestamp_opt(t, 0).single())
+                .unwrap_or_else(Utc::now),
+        });
+    }
+    if watches.is_empty() {
         return Ok(());
-    };
-    let req = MarkRequest {
-        tvshow_id,
-        season,
-        episode,
-        watched_at: leaf
-            .last_viewed_at
-            .and_then(|t| Utc.timestamp_opt(t, 0).single())
-            .unwrap_or_else(Utc::now),
-        idempotency_key: None,
-        message_id: None,
-    };
-    match episodes::mark_episode_in(tx, &req, None).await? {
-        MarkOutcome::Marked { .. } => {
-            report.marked += 1;
-            report
-                .marked_episodes
-                .push(format!("S{season:02}E{episode:02}"));
+    }
+    let outcomes = episodes::mark_episodes_in(tx, tvshow_id, &watches)
+        .await?
+        .ok_or(SyncError::ShowMissing)?;
+    for (watch, outcome) in watches.iter().zip(outcomes) {
+        match outcome {
+            MarkOutcome::Marked { .. } => {
+                report.marked += 1;
+                report
+                    .marked_episodes
+                    .push(format!("S{:02}E{:02}", watch.season, watch.episode));
+            }
+            MarkOutcome::AlreadyWatched { .. } | MarkOutcome::Duplicate => {
+                report.already_watched += 1
+            }
+            MarkOutcome::EpisodeMissing { .. } => report.not_in_tracker += 1,
+            MarkOutcome::ShowMissing => return Err(SyncError::ShowMissing),
         }
-        MarkOutcome::AlreadyWatched { .. } | MarkOutcome::Duplicate => report.already_watched += 1,
-        MarkOutcome::EpisodeMissing { .. } => report.not_in_tracker += 1,
-        MarkOutcome::ShowMissing => return Err(SyncError::ShowMissing),
     }
     Ok(())
 }
 
 /// Syncs one mapping's watch history from the Plex server. The token is decrypted in memory
 /// only and never leaves this function. No connection is held across the Plex call; all marks
-/// are written in one transaction.
+/// are written in one transaction, as one rewrite of the show's seasons.
 #[tracing::instrument(skip(pool, plex, keyring))]
 pub async fn sync_show_progress(
     pool: &DbPool,
@@ -187,9 +198,11 @@ pub async fn sync_show_progress(
     };
     let mut client = pool.get().await?;
     let tx = client.transaction().await?;
-    for leaf in leaves.iter().filter(|l| l.view_count.unwrap_or(0) > 0) {
-        mark_leaf(&tx, tvshow_id, leaf, &mut report).await?;
-    }
+    let watched: Vec<&PlexLeaf> = leaves
+        .iter()
+        .filter(|l| l.view_count.unwrap_or(0) > 0)
+        .collect();
+    mark_leaves(&tx, tvshow_id, &watched, &mut report).await?;
     tx.commit().await?;
     tracing::info!(
         tvshow_id = tvshow_id.0,

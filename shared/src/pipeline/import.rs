@@ -266,8 +266,8 @@ async fn run(
     }
     let client = state.pool.get().await?;
     match find_show(state, Subject::Show(&ctx), client, &config).await? {
-        Decided::Done(outcome) => Ok(outcome),
-        Decided::Show(tvshow_id, how) => mark_all(state, &ctx, tvshow_id, how).await,
+        (Decided::Done(outcome), _) => Ok(outcome),
+        (Decided::Show(tvshow_id, how), _) => mark_all(state, &ctx, tvshow_id, how).await,
     }
 }
 

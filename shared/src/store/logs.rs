@@ -11,7 +11,6 @@ use crate::{
     ids::{LogId, ShowId},
     paging::{Cursor, Page, PageRequest},
     senders::Sender,
-    store::settings::USER_ID,
 };
 
 /// Status of a processed message, as logged (the table's CHECK constraint).
@@ -155,31 +154,24 @@ pub struct NewLogEntry<'a> {
     pub action_taken: Option<&'a str>,
     pub tvshow_id: Option<ShowId>,
     pub sender: Sender,
-    /// When the webhook arrived: also noted on the sender's settings as the last webhook
-    /// received.
+    /// When the webhook arrived (the newest one is the sender's last webhook received).
     pub received_at: DateTime<Utc>,
 }
 
-/// Writes the log row and notes the receipt on the sender's settings row, in one statement.
+/// Writes the log row. It carries the webhook's arrival time, which is how "last webhook
+/// received" is known (SQL function `plex_last_webhook_received`, read with the settings): no
+/// settings row is written per message.
 pub async fn record(client: &impl GenericClient, e: &NewLogEntry<'_>) -> Result<(), DbError> {
     client
         .execute(
             &client
                 .prepare_cached(
-                    "WITH seen_plex AS (
-                 UPDATE plex_config
-                    SET last_webhook_received = GREATEST(COALESCE(last_webhook_received, $15), $15)
-                  WHERE user_id = $17 AND $16 = 'plex'
-             ), seen_other AS (
-                 UPDATE media_senders
-                    SET last_webhook_received = GREATEST(COALESCE(last_webhook_received, $15), $15)
-                  WHERE user_id = $17 AND sender = $16
-             )
-             INSERT INTO plex_webhook_logs
+                    "INSERT INTO plex_webhook_logs
                  (message_id, idempotency_key, event_type, plex_rating_key, plex_title,
                   plex_season, plex_episode, payload, status, error_message,
-                  processing_duration_ms, receive_count, action_taken, tvshow_id, sender)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $16)",
+                  processing_duration_ms, receive_count, action_taken, tvshow_id, received_at,
+                  sender)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
                 )
                 .await?,
             &[
@@ -199,7 +191,6 @@ pub async fn record(client: &impl GenericClient, e: &NewLogEntry<'_>) -> Result<
                 &e.tvshow_id,
                 &e.received_at,
                 &e.sender.as_str(),
-                &USER_ID,
             ],
         )
         .await?;

@@ -348,7 +348,7 @@ pub async fn find_for_show(
     };
     let row = client
         .query_opt(
-            sql,
+            &client.prepare_cached(sql).await?,
             &[
                 &show.server_uuid,
                 &show.rating_key,

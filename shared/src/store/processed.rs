@@ -33,3 +33,15 @@ pub async fn record(
         .await?;
     Ok(())
 }
+
+/// Forgets a key recorded in the current transaction (by [`super::shows::lock_episode`]) for a
+/// message that was not applied after all, so a later delivery is not taken for a duplicate.
+pub async fn release(client: &impl GenericClient, idempotency_key: &str) -> Result<(), DbError> {
+    client
+        .execute(
+            "DELETE FROM plex_processed_messages WHERE idempotency_key = $1",
+            &[&idempotency_key],
+        )
+        .await?;
+    Ok(())
+}

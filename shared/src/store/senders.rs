@@ -19,11 +19,13 @@ pub struct SenderSettings {
     pub allowed_accounts: serde_json::Value,
     pub auto_add_shows: bool,
     pub auto_mark_watched: bool,
+    /// The newest arrival among the sender's logged messages (or the one stored before those
+    /// were logged with it).
     pub last_webhook_received: Option<DateTime<Utc>>,
 }
 
 const SELECT: &str = "SELECT sender, enabled, account, allowed_accounts, auto_add_shows,
-        auto_mark_watched, last_webhook_received
+        auto_mark_watched, GREATEST(last_webhook_received, plex_last_webhook_received(sender))
    FROM media_senders WHERE user_id = $1";
 
 fn from_row(r: &tokio_postgres::Row) -> SenderSettings {
@@ -94,7 +96,8 @@ pub async fn save(pool: &DbPool, save: &SaveSender<'_>) -> Result<SenderSettings
                  auto_mark_watched = COALESCE($7, media_senders.auto_mark_watched),
                  updated_at = now()
              RETURNING sender, enabled, account, allowed_accounts, auto_add_shows,
-                       auto_mark_watched, last_webhook_received",
+                       auto_mark_watched,
+                       GREATEST(last_webhook_received, plex_last_webhook_received(sender))",
             &[
                 &USER_ID,
                 &save.sender.as_str(),

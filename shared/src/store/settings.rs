@@ -34,6 +34,8 @@ pub struct PlexSettings {
     pub account_name: Option<String>,
     /// Other accounts whose plays count (usernames as strings, server account ids as numbers).
     pub allowed_accounts: AllowedAccounts,
+    /// The newest arrival among the logged Plex messages (or the one stored before those
+    /// were logged with it).
     pub last_webhook_received: Option<DateTime<Utc>>,
     pub updated_at: DateTime<Utc>,
     pub encrypted_token: EncryptedToken,
@@ -44,7 +46,8 @@ pub async fn load(client: &impl GenericClient) -> Result<Option<PlexSettings>, D
     let row = client
         .query_opt(
             &client.prepare_cached("SELECT enabled, auto_add_shows, auto_mark_watched, plex_server_url, plex_server_name,
-                    plex_server_uuid, plex_account_id, plex_account_name, last_webhook_received,
+                    plex_server_uuid, plex_account_id, plex_account_name,
+                    GREATEST(last_webhook_received, plex_last_webhook_received('plex')),
                     updated_at, allowed_accounts, plex_token
                FROM plex_config WHERE user_id = $1").await?,
             &[&USER_ID],

@@ -144,6 +144,153 @@ pub async fn lock_seasons(
     Ok(row.map(|r| (r.get(0), r.get(1))))
 }
 
+/// Where an episode sits in a show's `seasons` array, as [`lock_episode`] found it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EpisodeSpot {
+    /// Index of its season in `seasons`, and of the episode in that season's `episodes`.
+    pub season_index: i32,
+    pub episode_index: i32,
+    pub watched: bool,
+    pub date_watched: Option<String>,
+}
+
+/// A show row locked by [`lock_episode`], with what marking one episode needs: no more of its
+/// `seasons` than the one episode leaves the database.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LockedEpisode {
+    pub tmdb_id: Option<i32>,
+    /// `None`: the stored seasons do not have the episode.
+    pub spot: Option<EpisodeSpot>,
+    /// Episodes watched and in total over every season, as stored now.
+    pub watched_count: i32,
+    pub total_count: i32,
+    /// `false`: the idempotency key was recorded already (by this or a concurrent transaction
+    /// that committed first), so the message was applied before. `true` without a key.
+    pub claimed: bool,
+}
+
+/// Locks show `id` (for the rest of the transaction), finds episode `season`/`episode` in its
+/// seasons and counts them, and records the idempotency key, in one statement. `None`: the
+/// show does not exist (and no key was recorded).
+///
+/// The row lock serialises every change to the seasons. The episode is found in the row
+/// version the lock returns: the lock is taken alone (CTE `locked`), because when it waits for
+/// a concurrent mark, Postgres re-reads the locked row but not what was joined to it, so a
+/// search joined in the same `SELECT ... FOR UPDATE` would see the seasons as they were before
+/// that mark. The key is claimed with `ON CONFLICT DO NOTHING`, which sees a key committed
+/// while this statement waited for the lock (a plain `SELECT` of it would not: its snapshot
+/// predates the wait). The caller decides by `claimed` and `spot`, and must
+/// [`super::processed::release`] a claimed key when the episode is missing.
+pub async fn lock_episode(
+    client: &impl GenericClient,
+    id: ShowId,
+    season: i64,
+    episode: i64,
+    idempotency_key: Option<&str>,
+    message_id: Option<&str>,
+) -> Result<Option<LockedEpisode>, DbError> {
+    let statement = client
+        .prepare_cached(
+            "WITH locked AS (
+                 SELECT tmdb_id, seasons FROM tvshows WHERE id = $1 FOR UPDATE
+             ), target AS (
+                 SELECT t.tmdb_id, spot.season_index, spot.episode_index, spot.watched,
+                        spot.date_watched, c.watched_count, c.total_count
+                   FROM locked t
+                   LEFT JOIN LATERAL (
+                        SELECT (s.n - 1)::int AS season_index, (e.n - 1)::int AS episode_index,
+                               coalesce(e.ep -> 'watched' = 'true'::jsonb, false) AS watched,
+                               CASE WHEN jsonb_typeof(e.ep -> 'dateWatched') = 'string'
+                                    THEN e.ep ->> 'dateWatched' END AS date_watched
+                          FROM jsonb_array_elements(t.seasons) WITH ORDINALITY AS s(season, n)
+                         CROSS JOIN LATERAL jsonb_array_elements(
+                                 CASE WHEN jsonb_typeof(s.season -> 'episodes') = 'array'
+                                      THEN s.season -> 'episodes' ELSE '[]' END)
+                               WITH ORDINALITY AS e(ep, n)
+                         WHERE s.season -> 'seasonNumber' = to_jsonb($2::int8)
+                           AND e.ep -> 'episodeNumber' = to_jsonb($3::int8)
+                         ORDER BY s.n, e.n
+                         LIMIT 1) spot ON true
+                  CROSS JOIN LATERAL (
+                        SELECT (count(*) FILTER (WHERE e.ep -> 'watched' = 'true'::jsonb))::int
+                                   AS watched_count,
+                               count(*)::int AS total_count
+                          FROM jsonb_array_elements(t.seasons) AS s(season)
+                         CROSS JOIN LATERAL jsonb_array_elements(
+                                 CASE WHEN jsonb_typeof(s.season -> 'episodes') = 'array'
+                                      THEN s.season -> 'episodes' ELSE '[]' END) AS e(ep)) c
+             ), claim AS (
+                 INSERT INTO plex_processed_messages (idempotency_key, message_id)
+                 SELECT $4::text, $5::text FROM target WHERE $4::text IS NOT NULL
+                 ON CONFLICT (idempotency_key) DO NOTHING
+                 RETURNING true
+             )
+             SELECT tmdb_id, season_index, episode_index, watched, date_watched,
+                    watched_count, total_count,
+                    $4::text IS NULL OR EXISTS (SELECT 1 FROM claim) AS claimed
+               FROM target",
+        )
+        .await?;
+    let row = client
+        .query_opt(
+            &statement,
+            &[&id, &season, &episode, &idempotency_key, &message_id],
+        )
+        .await?;
+    Ok(row.map(|r| LockedEpisode {
+        tmdb_id: r.get(0),
+        spot: r.get::<_, Option<i32>>(1).map(|season_index| EpisodeSpot {
+            season_index,
+            episode_index: r.get(2),
+            watched: r.get(3),
+            date_watched: r.get(4),
+        }),
+        watched_count: r.get(5),
+        total_count: r.get(6),
+        claimed: r.get(7),
+    }))
+}
+
+/// Marks the episode at `spot` watched on `date_watched` in place (`jsonb_set` of its two
+/// fields: the rest of the seasons never travels), with the show's new counts, and notes the
+/// Plex sync. The row must be locked by [`lock_episode`] in this transaction, so `spot` is
+/// still where the episode is.
+pub async fn mark_watched_at(
+    client: &impl GenericClient,
+    id: ShowId,
+    spot: &EpisodeSpot,
+    date_watched: &str,
+    watched_episodes: i32,
+    total_episodes: i32,
+) -> Result<(), DbError> {
+    client
+        .execute(
+            &client
+                .prepare_cached(
+                    "UPDATE tvshows
+                SET seasons = jsonb_set(
+                        jsonb_set(seasons, ARRAY[$2::int::text, 'episodes', $3::int::text, 'watched'],
+                                  'true'::jsonb),
+                        ARRAY[$2::int::text, 'episodes', $3::int::text, 'dateWatched'],
+                        to_jsonb($4::text)),
+                    watched_episodes = $5, total_episodes = $6,
+                    plex_synced = true, plex_last_sync = now(), updated_at = now()
+              WHERE id = $1",
+                )
+                .await?,
+            &[
+                &id,
+                &spot.season_index,
+                &spot.episode_index,
+                &date_watched,
+                &watched_episodes,
+                &total_episodes,
+            ],
+        )
+        .await?;
+    Ok(())
+}
+
 /// Stores edited seasons with their counts, and notes the Plex sync.
 pub async fn save_seasons(
     client: &impl GenericClient,

@@ -16,7 +16,8 @@ async fn apply_then_reapply_is_a_noop() {
             "V1__tracker_baseline",
             "V2__plex_integration",
             "V3__media_senders",
-            "V4__plex_imports"
+            "V4__plex_imports",
+            "V5__webhook_received_on_logs"
         ]
     );
     let second = db::migrate(&pool).await.unwrap();
@@ -24,7 +25,7 @@ async fn apply_then_reapply_is_a_noop() {
     let client = pool.get().await.unwrap();
     assert_eq!(
         count(&client, "SELECT count(*) FROM refinery_schema_history").await,
-        4
+        5
     );
     for table in [
         "tvshows",
@@ -55,7 +56,7 @@ async fn concurrent_migrations_apply_once() {
     let pool = db::pool(&SecretString::from(url)).unwrap();
     let (a, b) = tokio::join!(db::migrate(&pool), db::migrate(&pool));
     let (a, b) = (a.unwrap(), b.unwrap());
-    assert_eq!(a.len() + b.len(), 4, "{a:?} {b:?}");
+    assert_eq!(a.len() + b.len(), 5, "{a:?} {b:?}");
 }
 
 #[tokio::test]

@@ -150,6 +150,54 @@ async fn sync_marks_what_plex_has_watched_and_keeps_manual_dates() {
     assert_eq!(h.office_episodes().await.0, episodes);
 }
 
+/// Issue 12: the sync rewrote the show's whole seasons JSON once per episode, in one
+/// transaction holding the show's lock. It must write the show row once, whatever the number of
+/// episodes; a sync that marks nothing only notes the sync (one write too).
+#[tokio::test]
+async fn sync_writes_the_show_row_once() {
+    let h = Harness::new().await;
+    h.office_season_1().await;
+    h.serve_leaves(
+        ResponseTemplate::new(200).set_body_json(fixtures::plex_server_office_all_leaves()),
+    )
+    .await;
+    // Every write of a tvshows row leaves a row here.
+    h.db.pool
+        .get()
+        .await
+        .unwrap()
+        .batch_execute(
+            "CREATE TABLE show_writes (id int);
+         CREATE FUNCTION note_show_write() RETURNS trigger LANGUAGE plpgsql AS
+           $$ BEGIN INSERT INTO show_writes VALUES (NEW.id); RETURN NEW; END $$;
+         CREATE TRIGGER note_show_write AFTER UPDATE ON tvshows
+           FOR EACH ROW EXECUTE FUNCTION note_show_write();",
+        )
+        .await
+        .unwrap();
+    let writes = || async {
+        h.db.pool
+            .get()
+            .await
+            .unwrap()
+            .query_one("SELECT count(*) FROM show_writes", &[])
+            .await
+            .unwrap()
+            .get::<_, i64>(0)
+    };
+
+    let body = json(&h.sync(h.office).await);
+    assert_eq!(body["marked"], 2, "{body}");
+    assert_eq!(
+        writes().await,
+        1,
+        "two episodes marked, the show written once"
+    );
+    let again = json(&h.sync(h.office).await);
+    assert_eq!(again["alreadyWatched"], 3, "{again}");
+    assert_eq!(writes().await, 2);
+}
+
 #[tokio::test]
 async fn sync_errors_have_their_statuses_and_change_nothing() {
     let mut h = Harness::new().await;

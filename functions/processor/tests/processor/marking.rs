@@ -73,13 +73,44 @@ async fn config_gates_ignore_with_a_reason() {
             .await,
         3
     );
-    assert_eq!(
-        h.count(
-            "SELECT count(*) FROM plex_config WHERE last_webhook_received = '2025-11-28T15:00:00Z'"
-        )
-        .await,
-        1
-    );
+    assert_eq!(last_webhook_received(&h).await, Some(received_at()));
+}
+
+async fn last_webhook_received(h: &Harness) -> Option<DateTime<Utc>> {
+    let client = h.db.pool.get().await.unwrap();
+    plexsync::store::settings::load(&client)
+        .await
+        .unwrap()
+        .unwrap()
+        .last_webhook_received
+}
+
+/// Issue 12: every log write used to update the single `plex_config` row, so all processing
+/// queued on its lock. The settings row must not be written per message, and "last webhook
+/// received" must still move forward (and never back, for a late older message).
+#[tokio::test]
+async fn processing_does_not_write_the_settings_row() {
+    let h = harness().await;
+    h.stub_find("110413", "tvdb_id", fixtures::tmdb_find_office_pilot())
+        .await;
+    h.add_show(Some(2316), "The Office", office_seasons()).await;
+    let version = "SELECT xmin::text FROM plex_config";
+    let before: String = h.query(version).await[0].get(0);
+
+    let mut msg = message(fixtures::plex_episode_scrobble());
+    let outcome = process_message(&h.state, &msg, "m-hot-1", Some(1))
+        .await
+        .unwrap();
+    assert_eq!(outcome.status, LogStatus::Success, "{outcome:?}");
+    msg.received_at = received_at() - chrono::Duration::hours(1);
+    process_message(&h.state, &msg, "m-hot-2", Some(1))
+        .await
+        .unwrap();
+
+    let after: String = h.query(version).await[0].get(0);
+    assert_eq!(before, after, "plex_config was written while processing");
+    assert_eq!(h.count("SELECT count(*) FROM plex_webhook_logs").await, 2);
+    assert_eq!(last_webhook_received(&h).await, Some(received_at()));
 }
 
 #[tokio::test]
@@ -391,5 +422,49 @@ async fn a_redelivery_is_a_duplicate_even_after_sync_was_turned_off() {
             ("success".to_string(), Some("marked_watched".to_string())),
             ("duplicate".to_string(), None)
         ]
+    );
+}
+
+/// Issue 13: the statements of the common message, a scrobble of a mapped show, counted on the
+/// wire once every statement is prepared on the connection: the pool's liveness check,
+/// settings, idempotency pre-check, mapping, then `BEGIN`, lock-find-and-claim, the in-place
+/// mark, the log row, `COMMIT`. Before: 12 statements in 13 round trips (a second checkout with
+/// its check, the seasons read and written whole, the key checked and recorded in two
+/// statements, and a mapping lookup parsed on every message).
+#[tokio::test]
+async fn a_mapped_scrobble_takes_nine_statements_in_nine_round_trips() {
+    let h = harness().await;
+    h.add_show(Some(2316), "The Office", office_seasons()).await;
+    h.stub_find("110413", "tvdb_id", fixtures::tmdb_find_office_pilot())
+        .await;
+    // The first scrobble maps the show.
+    let first = h.process(fixtures::plex_episode_scrobble()).await;
+    assert_eq!(first.action.as_deref(), Some("marked_watched"), "{first:?}");
+
+    let counter = plexsync::testing::WireCounter::start(&h.db).await;
+    let pool = plexsync::db::pool(&counter.url).unwrap();
+    let state = h.pipeline_with(pool);
+    // A first message on the connection prepares the statements.
+    process_message(&state, &message(office_episode(2)), "m-2", Some(1))
+        .await
+        .unwrap();
+    counter.reset();
+    let outcome = process_message(&state, &message(office_episode(3)), "m-3", Some(1))
+        .await
+        .unwrap();
+    assert_eq!(
+        outcome.action.as_deref(),
+        Some("marked_watched"),
+        "{outcome:?}"
+    );
+    let counts = counter.counts();
+    assert_eq!(
+        (counts.statements, counts.round_trips, counts.parses),
+        (9, 9, 0),
+        "{counts:?}"
+    );
+    assert_eq!(
+        episode(&h.seasons(first.tvshow_id.unwrap().0).await, 1, 3)["watched"],
+        true
     );
 }

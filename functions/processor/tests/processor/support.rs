@@ -72,8 +72,12 @@ pub fn ample_time() -> tokio::time::Instant {
 pub const MAX_RECEIVE_COUNT: i64 = 5;
 
 fn pipeline(db: &TestDb, tmdb: &MockServer, keyring: &Arc<Keyring>) -> Pipeline {
+    pipeline_on(db.pool.clone(), tmdb, keyring)
+}
+
+fn pipeline_on(pool: plexsync::db::DbPool, tmdb: &MockServer, keyring: &Arc<Keyring>) -> Pipeline {
     Pipeline {
-        pool: db.pool.clone(),
+        pool,
         tmdb: tmdb_client(&tmdb.uri()),
         // Generous: the stubs answer at once, and a loaded machine must not turn a success
         // into a timeout. The timeout test builds its own impatient client.
@@ -98,6 +102,11 @@ impl Harness {
             plex: PlexServerClient::with_timeout(timeout).unwrap(),
             ..pipeline(&self.db, &self.tmdb, &self.keyring)
         }
+    }
+
+    /// The pipeline over another pool (one through a counting proxy), same TMDB stub and key.
+    pub fn pipeline_with(&self, pool: plexsync::db::DbPool) -> Pipeline {
+        pipeline_on(pool, &self.tmdb, &self.keyring)
     }
 
     /// The SQS handler's state over the same database, TMDB stub and key.
