@@ -610,7 +610,12 @@ class Bench:
         proxy = PgCounter(urlsplit(self.url).port or 5432)
         parts = urlsplit(self.url)
         netloc = parts.netloc.rsplit(":", 1)[0] if ":" in parts.netloc.split("@")[-1] else parts.netloc
-        env = {**self.env, "DATABASE_URL": urlunsplit(parts._replace(netloc=f"{netloc}:{proxy.port}"))}
+        # Plaintext through the proxy: with sslmode=prefer (the default) the processor encrypts
+        # whenever the server offers TLS, and there would be nothing to count.
+        query = "&".join([q for q in parts.query.split("&") if q and not q.startswith("sslmode=")]
+                         + ["sslmode=disable"])
+        env = {**self.env, "DATABASE_URL": urlunsplit(parts._replace(netloc=f"{netloc}:{proxy.port}",
+                                                                     query=query))}
         proc = Process(self.binary("processor"), env, self.logdir)
         try:
             proc.wait_first_next()

@@ -562,6 +562,16 @@ impl WireCounter {
         let port = listener.local_addr().expect("proxy address").port();
         url.set_host(Some("127.0.0.1")).expect("host");
         url.set_port(Some(port)).expect("port");
+        // Plaintext, or there is nothing to count (`prefer` would encrypt when the server can).
+        let query: Vec<(String, String)> = url
+            .query_pairs()
+            .filter(|(k, _)| k != "sslmode")
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect();
+        url.query_pairs_mut()
+            .clear()
+            .extend_pairs(query)
+            .append_pair("sslmode", "disable");
         let counts = std::sync::Arc::new(std::sync::Mutex::new(WireCounts::default()));
         let shared = counts.clone();
         let task = tokio::spawn(async move {
@@ -613,19 +623,19 @@ async fn copy(
         }
         let Some(counts) = &counts else { continue };
         buf.extend_from_slice(&chunk[..n]);
-        if !started {
-            // The startup message has a length but no type byte.
-            let Some(len) = buf
-                .get(..4)
-                .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
-            else {
-                continue;
-            };
-            if buf.len() < len as usize {
-                continue;
+        // The startup message, and the SSL / GSS encryption requests that may precede it, have
+        // a length and a code but no type byte.
+        while !started && buf.len() >= 8 {
+            let len = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
+            if buf.len() < len {
+                break;
             }
-            buf.drain(..len as usize);
-            started = true;
+            let code = u32::from_be_bytes([buf[4], buf[5], buf[6], buf[7]]);
+            started = !matches!(code, 80_877_103 | 80_877_104);
+            buf.drain(..len);
+        }
+        if !started {
+            continue;
         }
         while buf.len() >= 5 {
             let len = u32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]) as usize;
