@@ -8,12 +8,11 @@
 
 use secrecy::SecretString;
 use serde::Serialize;
-use url::Url;
 
 use crate::db::{DbError, DbPool};
 use crate::ids::ShowId;
 use crate::payload::{ExternalIds, PlexEvent};
-use crate::plex::{PlexError, PlexServerClient};
+use crate::plex::{PlexError, PlexServerClient, ServerUrl};
 use crate::store::{mappings::PlexShowKey, shows, tmdb_cache};
 use crate::tmdb::{ExternalSource, TmdbClient, TmdbError};
 
@@ -153,7 +152,7 @@ pub enum MatchDecision {
 /// Where the Plex server step can reach the server (token already decrypted, in memory only).
 pub struct PlexTarget<'a> {
     pub client: &'a PlexServerClient,
-    pub server: Url,
+    pub server: ServerUrl,
     pub token: SecretString,
 }
 

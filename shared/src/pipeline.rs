@@ -27,7 +27,7 @@ use crate::episodes::{self, MarkOutcome, MarkRequest};
 use crate::ids::{ConflictId, MappingId, ShowId};
 use crate::matching::{self, MatchDecision, MatchError, PlexTarget, Resolver, ShowIdentity};
 use crate::payload::{AccountRef, EventKind, PlexEvent};
-use crate::plex::{open_stored_token, PlexError, PlexServerClient};
+use crate::plex::{open_stored_token, PlexError, PlexServerClient, ServerUrl};
 use crate::queue::{QueueBody, QueueMessage};
 use crate::secrets::SecretsCache;
 use crate::senders::Sender;
@@ -253,6 +253,7 @@ struct SenderConfig {
 
 struct PlexServerConfig {
     server_url: Option<String>,
+    allow_insecure_http: bool,
     token: EncryptedToken,
 }
 
@@ -269,6 +270,7 @@ async fn load_config(
             own_account: None,
             plex_server: Some(PlexServerConfig {
                 server_url: c.server_url,
+                allow_insecure_http: c.allow_insecure_http,
                 token: c.encrypted_token,
             }),
         }));
@@ -952,7 +954,13 @@ async fn create_mapping(
 /// (Plex messages only: a Jellyfin or Emby series id means nothing to a Plex server).
 async fn plex_target<'a>(state: &'a Pipeline, config: &SenderConfig) -> Option<PlexTarget<'a>> {
     let config = config.plex_server.as_ref()?;
-    let server = config.server_url.as_deref()?.parse().ok()?;
+    let server = match ServerUrl::parse(config.server_url.as_deref()?, config.allow_insecure_http) {
+        Ok(server) => server,
+        Err(e) => {
+            tracing::warn!(error = %e, "Plex server step skipped");
+            return None;
+        }
+    };
     let keyring = state.keys.keyring().await?;
     let token: SecretString = match open_stored_token(&state.pool, &keyring, &config.token).await {
         Ok(t) => t,

@@ -24,9 +24,46 @@ pub enum PlexError {
     /// 401/403: the stored token is not (or no longer) accepted by the server.
     #[error("Plex server rejected the token")]
     Rejected,
-    /// The server answered but not with what was asked (unknown key, bad JSON).
+    /// The server answered but not with what was asked (unknown key, bad JSON, a redirect).
     #[error("Plex server answered unexpectedly: {0}")]
     Unexpected(String),
+    /// The server URL is plain http and the user did not allow that: the token is not sent.
+    #[error(
+        "the Plex server URL is plain http, so the token would travel unencrypted: use the \
+         server's https address, or save the configuration with allowInsecureHttp for a server \
+         on your own network"
+    )]
+    PlainHttp,
+}
+
+/// A Plex server's base URL, cleared to receive the token: https, or plain http only when the
+/// user opted in (`allowInsecureHttp`, a server on their own network). Every token-bearing call
+/// takes one, so no path sends the token in clear by accident.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerUrl(Url);
+
+impl ServerUrl {
+    pub fn new(url: Url, allow_plain_http: bool) -> Result<Self, PlexError> {
+        match url.scheme() {
+            "https" => Ok(Self(url)),
+            "http" if allow_plain_http => Ok(Self(url)),
+            "http" => Err(PlexError::PlainHttp),
+            other => Err(PlexError::Unexpected(format!(
+                "server URL scheme {other:?} is not http(s)"
+            ))),
+        }
+    }
+
+    /// From the stored text (`plex_config.plex_server_url`) and the stored opt-in.
+    pub fn parse(raw: &str, allow_plain_http: bool) -> Result<Self, PlexError> {
+        let url = Url::parse(raw.trim())
+            .map_err(|e| PlexError::Unexpected(format!("server URL: {e}")))?;
+        Self::new(url, allow_plain_http)
+    }
+
+    pub fn as_url(&self) -> &Url {
+        &self.0
+    }
 }
 
 /// One episode of `allLeaves`, with the server owner's watch state.
@@ -178,6 +215,9 @@ impl PlexServerClient {
 
     pub fn with_timeout(timeout: Duration) -> Result<Self, PlexError> {
         let http = crate::tls::http_client_builder()
+            // A redirect would carry X-Plex-Token to wherever it points (another host, or
+            // http): none is followed.
+            .redirect(reqwest::redirect::Policy::none())
             .timeout(timeout)
             .connect_timeout(timeout.min(Duration::from_secs(2)))
             .user_agent("plexsync/0.1")
@@ -190,7 +230,7 @@ impl PlexServerClient {
     #[tracing::instrument(skip(self, token))]
     pub async fn show(
         &self,
-        server: &Url,
+        server: &ServerUrl,
         rating_key: &str,
         token: &SecretString,
     ) -> Result<PlexShow, PlexError> {
@@ -223,7 +263,7 @@ impl PlexServerClient {
     #[tracing::instrument(skip(self, token))]
     pub async fn sections(
         &self,
-        server: &Url,
+        server: &ServerUrl,
         token: &SecretString,
     ) -> Result<Vec<PlexSection>, PlexError> {
         let response = self.get(server, "library/sections", token).await?;
@@ -239,7 +279,7 @@ impl PlexServerClient {
     #[tracing::instrument(skip(self, token))]
     pub async fn section_shows(
         &self,
-        server: &Url,
+        server: &ServerUrl,
         section_key: &str,
         token: &SecretString,
     ) -> Result<Vec<PlexSectionShow>, PlexError> {
@@ -265,7 +305,7 @@ impl PlexServerClient {
     #[tracing::instrument(skip(self, token))]
     pub async fn all_leaves(
         &self,
-        server: &Url,
+        server: &ServerUrl,
         rating_key: &str,
         token: &SecretString,
     ) -> Result<Vec<PlexLeaf>, PlexError> {
@@ -289,12 +329,12 @@ impl PlexServerClient {
     /// A JSON GET with the token header; non-success statuses become errors.
     async fn get(
         &self,
-        server: &Url,
+        server: &ServerUrl,
         path: &str,
         token: &SecretString,
     ) -> Result<reqwest::Response, PlexError> {
         // `join` would drop the last segment of a server URL without a trailing slash.
-        let mut base = server.clone();
+        let mut base = server.as_url().clone();
         if !base.path().ends_with('/') {
             base.set_path(&format!("{}/", base.path()));
         }
@@ -319,6 +359,11 @@ impl PlexServerClient {
         let status = response.status();
         if status == reqwest::StatusCode::UNAUTHORIZED || status == reqwest::StatusCode::FORBIDDEN {
             return Err(PlexError::Rejected);
+        }
+        if status.is_redirection() {
+            return Err(PlexError::Unexpected(format!(
+                "status {status}: a redirect, not followed so the token stays with the server"
+            )));
         }
         if !status.is_success() {
             return Err(PlexError::Unexpected(format!("status {status}")));
@@ -377,6 +422,67 @@ mod tests {
         Mock, MockServer, ResponseTemplate,
     };
 
+    /// The stubs listen on plain http, as a LAN server the user allowed.
+    fn local(uri: &str) -> ServerUrl {
+        ServerUrl::parse(uri, true).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_redirect_is_not_followed_so_the_token_stays_with_the_server() {
+        let server = MockServer::start().await;
+        let elsewhere = MockServer::start().await;
+        // Another host: it must never be asked (with or without the token).
+        Mock::given(method("GET"))
+            .respond_with(
+                ResponseTemplate::new(200).set_body_json(fixtures::plex_server_show_the_office()),
+            )
+            .expect(0)
+            .mount(&elsewhere)
+            .await;
+        Mock::given(method("GET"))
+            .and(path("/library/metadata/48200"))
+            .respond_with(ResponseTemplate::new(302).insert_header(
+                "location",
+                format!("{}/library/metadata/48200", elsewhere.uri()),
+            ))
+            .expect(1)
+            .mount(&server)
+            .await;
+        let err = PlexServerClient::new()
+            .unwrap()
+            .show(
+                &local(&server.uri()),
+                "48200",
+                &SecretString::from("tok-123".to_string()),
+            )
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("not followed"), "{err}");
+        assert!(elsewhere.received_requests().await.unwrap().is_empty());
+        elsewhere.verify().await;
+    }
+
+    #[tokio::test]
+    async fn plain_http_needs_the_opt_in_and_nothing_is_sent_without_it() {
+        let server = MockServer::start().await;
+        Mock::given(method("GET"))
+            .respond_with(
+                ResponseTemplate::new(200).set_body_json(fixtures::plex_server_show_the_office()),
+            )
+            .expect(0)
+            .mount(&server)
+            .await;
+        assert!(matches!(
+            ServerUrl::parse(&server.uri(), false),
+            Err(PlexError::PlainHttp)
+        ));
+        assert!(ServerUrl::parse("https://plex.example.com:32400", false).is_ok());
+        assert!(ServerUrl::parse("ftp://plex.example.com", true).is_err());
+        let message = PlexError::PlainHttp.to_string();
+        assert!(message.contains("allowInsecureHttp"), "{message}");
+        assert!(server.received_requests().await.unwrap().is_empty());
+    }
+
     #[tokio::test]
     async fn reads_show_ids_with_token_header() {
         let server = MockServer::start().await;
@@ -393,7 +499,7 @@ mod tests {
         let show = PlexServerClient::new()
             .unwrap()
             .show(
-                &server.uri().parse().unwrap(),
+                &local(&server.uri()),
                 "48200",
                 &SecretString::from("tok-123".to_string()),
             )
@@ -419,7 +525,7 @@ mod tests {
         let leaves = PlexServerClient::new()
             .unwrap()
             .all_leaves(
-                &format!("{}/plex", server.uri()).parse().unwrap(),
+                &local(&format!("{}/plex", server.uri())),
                 "48200",
                 &SecretString::from("tok-123".to_string()),
             )
@@ -446,7 +552,7 @@ mod tests {
             .respond_with(ResponseTemplate::new(401))
             .mount(&server)
             .await;
-        let url: Url = server.uri().parse().unwrap();
+        let url = local(&server.uri());
         let token = SecretString::from("t".to_string());
         // Only the slow answer gets a short timeout: the others must not depend on how fast a
         // loaded machine serves them.

@@ -536,6 +536,7 @@ function renderSetup(config) {
   $("auto-mark").checked = config.autoMarkWatched;
   $("auto-add").checked = config.autoAddShows;
   $("server-url").value = config.serverUrl || "";
+  $("allow-unencrypted").checked = Boolean(config.allowInsecureHttp);
   $("allowed-accounts").value = (config.allowedAccounts || []).join(", ");
 }
 
@@ -568,6 +569,7 @@ async function saveSetup(event, { rotate = false } = {}) {
   };
   const url = $("server-url").value.trim();
   if (url) body.plexServerUrl = url;
+  if ($("allow-unencrypted").checked) body.allowInsecureHttp = true;
   if (rotate) body.rotateWebhookSecret = true;
   feedback.replaceChildren(message("info", "Checking the token with plex.tv…"));
   const saved = await busy($("save-setup"), () => attempt(() => api("POST", "/api/plex/config", body), feedback));

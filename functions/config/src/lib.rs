@@ -79,6 +79,7 @@ struct ConfigView {
     auto_mark_watched: bool,
     server_name: Option<String>,
     server_url: Option<String>,
+    allow_insecure_http: bool,
     plex_account_name: Option<String>,
     allowed_accounts: AllowedAccounts,
     last_webhook_received: Option<chrono::DateTime<chrono::Utc>>,
@@ -97,6 +98,7 @@ async fn get_config(state: &State) -> Result<Response<Body>, ApiError> {
             auto_mark_watched: true,
             server_name: None,
             server_url: None,
+            allow_insecure_http: false,
             plex_account_name: None,
             allowed_accounts: AllowedAccounts::default(),
             last_webhook_received: None,
@@ -111,6 +113,7 @@ async fn get_config(state: &State) -> Result<Response<Body>, ApiError> {
                 auto_mark_watched: cfg.auto_mark_watched,
                 server_name: cfg.server_name,
                 server_url: cfg.server_url,
+                allow_insecure_http: cfg.allow_insecure_http,
                 plex_account_name: cfg.account_name,
                 allowed_accounts: cfg.allowed_accounts,
                 last_webhook_received: cfg.last_webhook_received,
@@ -127,6 +130,10 @@ async fn get_config(state: &State) -> Result<Response<Body>, ApiError> {
 struct SaveBody {
     plex_token: SecretString,
     plex_server_url: Option<String>,
+    /// Allows a plain `http://` server (one on the user's own network): the token then travels
+    /// unencrypted to it. Given per save, with the URL it is for; absent means https only.
+    #[serde(default)]
+    allow_insecure_http: bool,
     auto_add_shows: Option<bool>,
     auto_mark_watched: Option<bool>,
     enabled: Option<bool>,
@@ -141,6 +148,7 @@ impl StrictBody for SaveBody {
     const FIELDS: &'static [&'static str] = &[
         "plexToken",
         "plexServerUrl",
+        "allowInsecureHttp",
         "autoAddShows",
         "autoMarkWatched",
         "enabled",
@@ -163,9 +171,9 @@ fn validate_token(token: &SecretString) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// A well-formed http(s) URL with a host and nothing after the path; stored without the
-/// trailing slash.
-fn validate_server_url(raw: &str) -> Result<String, ApiError> {
+/// A well-formed https URL (http only with `allowInsecureHttp`) with a host and nothing after
+/// the path; stored without the trailing slash. Checked before plex.tv is asked.
+fn validate_server_url(raw: &str, allow_insecure_http: bool) -> Result<String, ApiError> {
     let bad = || {
         ApiError::BadRequest(
             "plexServerUrl must be an http(s) URL such as https://plex.example.com:32400".into(),
@@ -184,6 +192,14 @@ fn validate_server_url(raw: &str) -> Result<String, ApiError> {
     if !ok {
         return Err(bad());
     }
+    if url.scheme() == "http" && !allow_insecure_http {
+        return Err(ApiError::BadRequest(
+            "plexServerUrl is plain http, so the Plex token would travel unencrypted: use the \
+             server's https address, or set allowInsecureHttp: true for a server on your own \
+             network"
+                .into(),
+        ));
+    }
     Ok(url.as_str().trim_end_matches('/').to_string())
 }
 
@@ -196,10 +212,12 @@ struct SaveResponse {
 }
 
 /// The server to store: the one at the given URL (named from plex.tv when it lists it), else the
-/// first owned server with a usable connection.
+/// first owned server with a usable connection. A discovered plain http URL needs
+/// `allowInsecureHttp`, as a given one does ([`validate_server_url`]).
 fn pick_server(
     servers: &[PlexServer],
     given_url: Option<String>,
+    allow_insecure_http: bool,
 ) -> Result<(String, Option<&PlexServer>), ApiError> {
     if let Some(url) = given_url {
         let server = server_for_url(servers, &url);
@@ -215,6 +233,15 @@ fn pick_server(
     let url = server.url.as_ref().map_or_else(String::new, |u| {
         u.as_str().trim_end_matches('/').to_string()
     });
+    if url.starts_with("http:") && !allow_insecure_http {
+        // plex.tv lists https connections for every server with secure connections on.
+        return Err(ApiError::Unprocessable(
+            "plex.tv lists only plain http connections for your server; turn on secure \
+             connections in Plex, pass its https plexServerUrl, or set allowInsecureHttp: true \
+             for a server on your own network"
+                .into(),
+        ));
+    }
     Ok((url, Some(server)))
 }
 
@@ -240,7 +267,7 @@ async fn save_config(state: &State, req: &Request) -> Result<Response<Body>, Api
         .plex_server_url
         .as_deref()
         .filter(|u| !u.trim().is_empty())
-        .map(validate_server_url)
+        .map(|url| validate_server_url(url, body.allow_insecure_http))
         .transpose()?;
     let allowed_accounts = body
         .allowed_accounts
@@ -251,7 +278,7 @@ async fn save_config(state: &State, req: &Request) -> Result<Response<Body>, Api
     // plex.tv first: a rejected token or an outage stores nothing.
     let account = state.plex_tv.account(&body.plex_token).await?;
     let servers = state.plex_tv.owned_servers(&body.plex_token).await?;
-    let (server_url, server) = pick_server(&servers, given_url)?;
+    let (server_url, server) = pick_server(&servers, given_url, body.allow_insecure_http)?;
     let encrypted_token = encrypt_token(state, &body.plex_token).await?;
     let (webhook_secret, write_secret) = webhook_secret(state, body.rotate_webhook_secret).await?;
 
@@ -266,6 +293,7 @@ async fn save_config(state: &State, req: &Request) -> Result<Response<Body>, Api
             server_url: Some(&server_url)
                 .filter(|u| !u.is_empty())
                 .map(|u| u.as_str()),
+            allow_insecure_http: body.allow_insecure_http,
             server_name: server.map(|s| s.name.as_str()),
             server_uuid: server.map(|s| s.uuid.as_str()),
             account_id: account.id,
@@ -395,8 +423,14 @@ mod tests {
     #[test]
     fn server_urls_are_validated() {
         assert_eq!(
-            validate_server_url("https://plex.example.com:32400/").unwrap(),
+            validate_server_url("https://plex.example.com:32400/", false).unwrap(),
             "https://plex.example.com:32400"
+        );
+        let err = validate_server_url("http://192.168.1.20:32400", false).unwrap_err();
+        assert!(err.to_string().contains("allowInsecureHttp"), "{err}");
+        assert_eq!(
+            validate_server_url("http://192.168.1.20:32400/", true).unwrap(),
+            "http://192.168.1.20:32400"
         );
         for bad in [
             "plex.example.com",
@@ -406,7 +440,7 @@ mod tests {
             "https://plex.example.com/?x=1",
             "not a url",
         ] {
-            assert!(validate_server_url(bad).is_err(), "{bad}");
+            assert!(validate_server_url(bad, true).is_err(), "{bad}");
         }
     }
 }

@@ -99,6 +99,8 @@ pub struct PlexTvClient {
 impl PlexTvClient {
     pub fn new(base: Url) -> Self {
         let http = plexsync::tls::http_client_builder()
+            // A redirect would carry X-Plex-Token to wherever it points: none is followed.
+            .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(Duration::from_secs(5))
             .timeout(Duration::from_secs(10))
             .user_agent(concat!("plexsync/", env!("CARGO_PKG_VERSION")))
@@ -136,6 +138,12 @@ impl PlexTvClient {
         if status.is_server_error() || status == reqwest::StatusCode::TOO_MANY_REQUESTS {
             return Err(PlexTvError::Unavailable(format!(
                 "HTTP {}",
+                status.as_u16()
+            )));
+        }
+        if status.is_redirection() {
+            return Err(PlexTvError::Unexpected(format!(
+                "HTTP {}: a redirect, not followed so the token is not sent elsewhere",
                 status.as_u16()
             )));
         }
@@ -290,6 +298,30 @@ mod tests {
         let err = dead.account(&token()).await.unwrap_err();
         assert!(matches!(err, PlexTvError::Unavailable(_)), "{err}");
         assert_eq!(ApiError::from(PlexTvError::Rejected).status().as_u16(), 422);
+    }
+
+    #[tokio::test]
+    async fn a_redirect_is_not_followed_so_the_token_stays_with_plex_tv() {
+        let plex_tv = MockServer::start().await;
+        let elsewhere = MockServer::start().await;
+        Mock::given(method("GET"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(fixtures::plex_tv_user()))
+            .expect(0)
+            .mount(&elsewhere)
+            .await;
+        Mock::given(path("/api/v2/user"))
+            .respond_with(
+                ResponseTemplate::new(307)
+                    .insert_header("location", format!("{}/api/v2/user", elsewhere.uri())),
+            )
+            .expect(1)
+            .mount(&plex_tv)
+            .await;
+        let client = PlexTvClient::new(plex_tv.uri().parse().unwrap());
+        let err = client.account(&token()).await.unwrap_err();
+        assert!(matches!(err, PlexTvError::Unexpected(_)), "{err}");
+        assert!(err.to_string().contains("not followed"), "{err}");
+        assert!(elsewhere.received_requests().await.unwrap().is_empty());
     }
 
     #[tokio::test]

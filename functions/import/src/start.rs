@@ -9,14 +9,13 @@ use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
 use chrono::{NaiveDate, Utc};
 use futures_util::{stream, TryStreamExt};
 use secrecy::SecretString;
-use url::Url;
 
 use plexsync::{
     api::ApiError,
     crypto::CryptoError,
     db::DbError,
     payload::{ExternalIds, PlexGuid, ShowRef},
-    plex::{open_stored_token, PlexError, PlexSection, PlexSectionShow},
+    plex::{open_stored_token, PlexError, PlexSection, PlexSectionShow, ServerUrl},
     queue::ImportShowMessage,
     store::{
         imports::{self, Import, ImportShow, StartError},
@@ -147,7 +146,7 @@ impl From<StartError> for ImportError {
 
 /// The server the import reads, with the token decrypted in memory only.
 struct Server {
-    url: Url,
+    url: ServerUrl,
     uuid: String,
     name: Option<String>,
     token: SecretString,
@@ -212,7 +211,12 @@ async fn server(state: &State, config: PlexSettings) -> Result<Server, ImportErr
         .server_url
         .filter(|u| !u.trim().is_empty())
         .ok_or(ImportError::NoServer)?;
-    let url: Url = url.trim().parse().map_err(|_| ImportError::BadServerUrl)?;
+    // https, or plain http the user allowed: the token goes with every call.
+    let url = match ServerUrl::parse(&url, config.allow_insecure_http) {
+        Ok(url) => url,
+        Err(PlexError::PlainHttp) => return Err(PlexError::PlainHttp.into()),
+        Err(_) => return Err(ImportError::BadServerUrl),
+    };
     let uuid = config
         .server_uuid
         .filter(|u| !u.is_empty())

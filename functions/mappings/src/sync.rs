@@ -6,7 +6,6 @@
 use chrono::{TimeZone, Utc};
 use secrecy::SecretString;
 use serde::Serialize;
-use url::Url;
 
 use plexsync::{
     api::ApiError,
@@ -14,7 +13,7 @@ use plexsync::{
     db::{DbError, DbPool},
     episodes::{self, MarkOutcome, Watch},
     ids::{MappingId, ShowId},
-    plex::{open_stored_token, PlexError, PlexLeaf, PlexServerClient},
+    plex::{open_stored_token, PlexError, PlexLeaf, PlexServerClient, ServerUrl},
     store::{mappings, settings},
 };
 
@@ -173,13 +172,15 @@ pub async fn sync_show_progress(
     if !config.enabled {
         return Err(SyncError::IntegrationDisabled);
     }
-    let server: Url = config
+    let raw_url = config
         .server_url
         .filter(|u| !u.trim().is_empty())
-        .ok_or(SyncError::NoServerUrl)?
-        .trim()
-        .parse()
-        .map_err(|_| SyncError::BadServerUrl)?;
+        .ok_or(SyncError::NoServerUrl)?;
+    let server = match ServerUrl::parse(&raw_url, config.allow_insecure_http) {
+        Ok(server) => server,
+        Err(PlexError::PlainHttp) => return Err(PlexError::PlainHttp.into()),
+        Err(_) => return Err(SyncError::BadServerUrl),
+    };
     let token: SecretString = open_stored_token(pool, keyring, &config.encrypted_token).await?;
 
     let leaves = plex

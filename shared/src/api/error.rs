@@ -180,7 +180,8 @@ impl From<PayloadError> for ApiError {
 impl From<PlexError> for ApiError {
     fn from(err: PlexError) -> Self {
         match err {
-            PlexError::Rejected => Self::Unprocessable(err.to_string()),
+            // Configuration the user must change, like a rejected token.
+            PlexError::Rejected | PlexError::PlainHttp => Self::Unprocessable(err.to_string()),
             PlexError::Timeout => Self::BadGateway("the Plex server did not answer in time".into()),
             PlexError::Unreachable(_) | PlexError::Unexpected(_) => {
                 Self::BadGateway(err.to_string())

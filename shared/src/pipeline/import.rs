@@ -243,7 +243,7 @@ async fn run(
     drop(client);
     let Some(target) = plex_target(state, &config).await else {
         return Err(Failure::Permanent(
-            "no Plex server URL or no usable stored token: the show's episodes cannot be read"
+            "no usable Plex server URL (none, or plain http without allowInsecureHttp) or no usable stored token: the show's episodes cannot be read"
                 .into(),
         ));
     };
@@ -275,7 +275,9 @@ async fn run(
 fn plex_failure(e: PlexError) -> Failure {
     match e {
         PlexError::Timeout | PlexError::Unreachable(_) => Failure::Transient(e.to_string()),
-        PlexError::Rejected | PlexError::Unexpected(_) => Failure::Permanent(e.to_string()),
+        PlexError::Rejected | PlexError::Unexpected(_) | PlexError::PlainHttp => {
+            Failure::Permanent(e.to_string())
+        }
     }
 }
 

@@ -28,6 +28,9 @@ pub struct PlexSettings {
     pub auto_add_shows: bool,
     pub auto_mark_watched: bool,
     pub server_url: Option<String>,
+    /// The user allowed a plain `http://` server URL (a server on their own network): the token
+    /// may then travel unencrypted. Without it only https is used.
+    pub allow_insecure_http: bool,
     pub server_name: Option<String>,
     pub server_uuid: Option<String>,
     pub account_id: Option<i64>,
@@ -48,7 +51,7 @@ pub async fn load(client: &impl GenericClient) -> Result<Option<PlexSettings>, D
             &client.prepare_cached("SELECT enabled, auto_add_shows, auto_mark_watched, plex_server_url, plex_server_name,
                     plex_server_uuid, plex_account_id, plex_account_name,
                     GREATEST(last_webhook_received, plex_last_webhook_received('plex')),
-                    updated_at, allowed_accounts, plex_token
+                    updated_at, allowed_accounts, plex_token, allow_insecure_http
                FROM plex_config WHERE user_id = $1").await?,
             &[&USER_ID],
         )
@@ -66,6 +69,7 @@ pub async fn load(client: &impl GenericClient) -> Result<Option<PlexSettings>, D
         updated_at: r.get(9),
         allowed_accounts: AllowedAccounts::from_json(&r.get(10)),
         encrypted_token: EncryptedToken(r.get(11)),
+        allow_insecure_http: r.get(12),
     }))
 }
 
@@ -75,6 +79,8 @@ pub struct SaveSettings<'a> {
     /// Already encrypted (`crypto::Keyring::encrypt`).
     pub encrypted_token: &'a str,
     pub server_url: Option<&'a str>,
+    /// Given on every save: the opt-in goes with the URL it was given for.
+    pub allow_insecure_http: bool,
     pub server_name: Option<&'a str>,
     pub server_uuid: Option<&'a str>,
     pub account_id: i64,
@@ -95,9 +101,9 @@ pub async fn save(client: &impl GenericClient, cfg: &SaveSettings<'_>) -> Result
             "INSERT INTO plex_config
                     (user_id, plex_token, plex_server_url, plex_server_name, plex_server_uuid,
                      plex_account_id, plex_account_name, enabled, auto_add_shows, auto_mark_watched,
-                     allowed_accounts)
+                     allowed_accounts, allow_insecure_http)
              VALUES ($1, $2, $3, $4, $5, $6, $7, COALESCE($8, true), COALESCE($9, true),
-                     COALESCE($10, true), COALESCE($11, '[]'::jsonb))
+                     COALESCE($10, true), COALESCE($11, '[]'::jsonb), $12)
              ON CONFLICT (user_id) DO UPDATE SET
                     plex_token        = EXCLUDED.plex_token,
                     plex_server_url   = EXCLUDED.plex_server_url,
@@ -109,6 +115,7 @@ pub async fn save(client: &impl GenericClient, cfg: &SaveSettings<'_>) -> Result
                     auto_add_shows    = COALESCE($9, plex_config.auto_add_shows),
                     auto_mark_watched = COALESCE($10, plex_config.auto_mark_watched),
                     allowed_accounts  = COALESCE($11, plex_config.allowed_accounts),
+                    allow_insecure_http = EXCLUDED.allow_insecure_http,
                     updated_at        = now()",
             &[
                 &USER_ID,
@@ -122,6 +129,7 @@ pub async fn save(client: &impl GenericClient, cfg: &SaveSettings<'_>) -> Result
                 &cfg.auto_add_shows,
                 &cfg.auto_mark_watched,
                 &cfg.allowed_accounts.map(AllowedAccounts::to_json),
+                &cfg.allow_insecure_http,
             ],
         )
         .await?;

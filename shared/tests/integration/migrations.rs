@@ -17,7 +17,8 @@ async fn apply_then_reapply_is_a_noop() {
             "V2__plex_integration",
             "V3__media_senders",
             "V4__plex_imports",
-            "V5__webhook_received_on_logs"
+            "V5__webhook_received_on_logs",
+            "V6__plex_plain_http_opt_in"
         ]
     );
     let second = db::migrate(&pool).await.unwrap();
@@ -25,7 +26,7 @@ async fn apply_then_reapply_is_a_noop() {
     let client = pool.get().await.unwrap();
     assert_eq!(
         count(&client, "SELECT count(*) FROM refinery_schema_history").await,
-        5
+        6
     );
     for table in [
         "tvshows",
@@ -56,7 +57,7 @@ async fn concurrent_migrations_apply_once() {
     let pool = db::pool(&SecretString::from(url)).unwrap();
     let (a, b) = tokio::join!(db::migrate(&pool), db::migrate(&pool));
     let (a, b) = (a.unwrap(), b.unwrap());
-    assert_eq!(a.len() + b.len(), 5, "{a:?} {b:?}");
+    assert_eq!(a.len() + b.len(), 6, "{a:?} {b:?}");
 }
 
 #[tokio::test]

@@ -20,6 +20,7 @@ async fn save_token(pool: &plexsync::db::DbPool, ciphertext: &str) {
         &SaveSettings {
             encrypted_token: ciphertext,
             server_url: Some("https://plex.example.com:32400"),
+            allow_insecure_http: false,
             server_name: None,
             server_uuid: None,
             account_id: 1,

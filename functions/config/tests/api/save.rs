@@ -322,3 +322,81 @@ async fn bad_allowed_accounts_are_400_and_store_nothing() {
     }
     assert!(h.config_row().await.is_none());
 }
+
+#[tokio::test]
+async fn a_plain_http_server_url_needs_the_explicit_opt_in() {
+    let h = Harness::new().await;
+    h.plex_tv_ok().await;
+    let lan = "http://192.168.1.20:32400";
+
+    // Without the opt-in: 400 before plex.tv is asked, nothing stored.
+    let resp = h
+        .post(json!({"plexToken": PLEX_TOKEN, "plexServerUrl": lan}))
+        .await;
+    assert_eq!(resp.status(), 400, "{}", text(&resp));
+    let body = json(&resp);
+    assert_eq!(body["error"], "bad_request");
+    let message = body["message"].as_str().unwrap();
+    assert!(
+        message.contains("plain http") && message.contains("allowInsecureHttp"),
+        "{message}"
+    );
+    assert!(h.plex.received_requests().await.unwrap().is_empty());
+    assert!(h.config_row().await.is_none());
+
+    // With it: stored with the flag, and the view says so.
+    let resp = h
+        .post(json!({"plexToken": PLEX_TOKEN, "plexServerUrl": lan, "allowInsecureHttp": true}))
+        .await;
+    assert_eq!(resp.status(), 200, "{}", text(&resp));
+    let row = h.config_row().await.unwrap();
+    assert_eq!(row.get::<_, Option<String>>(1).as_deref(), Some(lan));
+    assert!(row.get::<_, bool>(9));
+    let view = json(&h.call(authed("GET", "/api/plex/config", None)).await);
+    assert_eq!(view["allowInsecureHttp"], true);
+    assert_eq!(view["serverUrl"], lan);
+
+    // A later save without it (an https server now) clears it.
+    let resp = h
+        .post(json!({"plexToken": PLEX_TOKEN, "plexServerUrl": "https://plex.example.com:32400"}))
+        .await;
+    assert_eq!(resp.status(), 200, "{}", text(&resp));
+    assert!(!h.config_row().await.unwrap().get::<_, bool>(9));
+    let view = json(&h.call(authed("GET", "/api/plex/config", None)).await);
+    assert_eq!(view["allowInsecureHttp"], false);
+}
+
+#[tokio::test]
+async fn a_discovered_server_with_only_http_connections_needs_the_opt_in_too() {
+    let h = Harness::new().await;
+    Mock::given(path("/api/v2/user"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(fixtures::plex_tv_user()))
+        .mount(&h.plex)
+        .await;
+    let mut resources = fixtures::plex_tv_resources();
+    for resource in resources.as_array_mut().unwrap() {
+        if let Some(connections) = resource["connections"].as_array_mut() {
+            connections.retain(|c| c["protocol"] == "http");
+        }
+    }
+    Mock::given(path("/api/v2/resources"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(resources))
+        .mount(&h.plex)
+        .await;
+    let resp = h.post(json!({"plexToken": PLEX_TOKEN})).await;
+    assert_eq!(resp.status(), 422, "{}", text(&resp));
+    assert!(json(&resp)["message"]
+        .as_str()
+        .unwrap()
+        .contains("allowInsecureHttp"));
+    assert!(h.config_row().await.is_none());
+    let resp = h
+        .post(json!({"plexToken": PLEX_TOKEN, "allowInsecureHttp": true}))
+        .await;
+    assert_eq!(resp.status(), 200, "{}", text(&resp));
+    let row = h.config_row().await.unwrap();
+    assert!(row
+        .get::<_, Option<String>>(1)
+        .unwrap()
+        .starts_with("http://"));
+}

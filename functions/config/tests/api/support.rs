@@ -98,7 +98,8 @@ impl Harness {
             .unwrap()
             .query_opt(
                 "SELECT plex_token, plex_server_url, plex_server_name, plex_server_uuid,
-                        plex_account_id, plex_account_name, enabled, auto_add_shows, auto_mark_watched
+                        plex_account_id, plex_account_name, enabled, auto_add_shows, auto_mark_watched,
+                        allow_insecure_http
                    FROM plex_config",
                 &[],
             )

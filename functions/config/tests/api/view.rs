@@ -13,7 +13,7 @@ async fn get_never_returns_the_token_and_has_the_documented_shape() {
         before,
         json!({
             "configured": false, "enabled": false, "autoAddShows": true, "autoMarkWatched": true,
-            "serverName": null, "serverUrl": null, "plexAccountName": null,
+            "serverName": null, "serverUrl": null, "allowInsecureHttp": false, "plexAccountName": null,
             "allowedAccounts": [], "lastWebhookReceived": null, "webhookUrl": null
         })
     );

@@ -1,5 +1,6 @@
 //! Harness: the mappings function over a fresh database holding The Office and Game of Thrones,
-//! mappings for three Plex shows, and a wiremock Plex Media Server.
+//! mappings for three Plex shows, and a wiremock Plex Media Server (plain http, so the stored
+//! configuration allows it).
 
 use std::time::Duration;
 
@@ -46,8 +47,8 @@ impl Harness {
         let c = db.pool.get().await.unwrap();
         c.execute(
             "INSERT INTO plex_config (user_id, plex_token, plex_server_url, plex_server_uuid,
-                                      plex_account_id, plex_account_name)
-             VALUES (1, $1, $2, $3, 1, 'alice')",
+                                      plex_account_id, plex_account_name, allow_insecure_http)
+             VALUES (1, $1, $2, $3, 1, 'alice', true)",
             &[
                 &keyring.encrypt(&SecretString::from(PLEX_TOKEN.to_string())),
                 &plex.uri(),

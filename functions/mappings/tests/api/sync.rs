@@ -267,6 +267,29 @@ async fn sync_errors_have_their_statuses_and_change_nothing() {
         "{body}"
     );
 
+    // A plain http server the user did not allow (a URL stored before the opt-in existed):
+    // a clear 422 and nothing, token included, sent to it.
+    h.serve_leaves(
+        ResponseTemplate::new(200).set_body_json(fixtures::plex_server_office_all_leaves()),
+    )
+    .await;
+    h.set_config(&format!(
+        "UPDATE plex_config SET plex_server_url = '{}', allow_insecure_http = false",
+        h.plex.uri()
+    ))
+    .await;
+    h.plex.reset().await;
+    let resp = h.sync(h.office).await;
+    assert_eq!(resp.status(), 422, "{}", text(&resp));
+    let message = json(&resp)["message"].as_str().unwrap().to_string();
+    assert!(
+        message.contains("plain http") && message.contains("allowInsecureHttp"),
+        "{message}"
+    );
+    assert!(h.plex.received_requests().await.unwrap().is_empty());
+    h.set_config("UPDATE plex_config SET allow_insecure_http = true")
+        .await;
+
     // No server URL, integration disabled, not configured at all.
     h.set_config("UPDATE plex_config SET plex_server_url = NULL")
         .await;

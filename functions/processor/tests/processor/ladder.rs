@@ -186,6 +186,37 @@ async fn plex_server_metadata_gives_the_show_ids() {
     assert!(h.tmdb.received_requests().await.unwrap().is_empty());
 }
 
+/// A plain http server URL the user did not allow: the token is not sent, the step is skipped.
+#[tokio::test]
+async fn a_plain_http_server_without_the_opt_in_gets_no_token() {
+    let mut h = harness().await;
+    let aws = testing::moto_config().await;
+    let key_hex = generate_key_hex();
+    h.keyring = Arc::new(Keyring::from_secret(&SecretString::from(key_hex.clone())).unwrap());
+    h.state.keys = KeySource::Secrets {
+        cache: plexsync::secrets::SecretsCache::new(aws_sdk_secretsmanager_client(&aws)),
+        secret_id: testing::secret(&aws, &key_hex).await,
+    };
+    let plex = MockServer::start().await;
+    Mock::given(method("GET"))
+        .respond_with(
+            ResponseTemplate::new(200).set_body_json(fixtures::plex_server_show_the_office()),
+        )
+        .expect(0)
+        .mount(&plex)
+        .await;
+    h.configure(json!({"plex_server_url": plex.uri(), "allow_insecure_http": false}))
+        .await;
+    h.add_show(Some(2316), "The Office", office_seasons()).await;
+
+    let outcome = h.process(office_scrobble_with_guids(&[])).await;
+    assert_ne!(outcome.status, LogStatus::Success, "{outcome:?}");
+    assert!(
+        plex.received_requests().await.unwrap().is_empty(),
+        "nothing, token included, went to the http server"
+    );
+}
+
 fn aws_sdk_secretsmanager_client(aws: &aws_config::SdkConfig) -> aws_sdk_secretsmanager::Client {
     aws_sdk_secretsmanager::Client::new(aws)
 }

@@ -141,8 +141,8 @@ impl Harness {
             .execute(
                 "INSERT INTO plex_config (user_id, plex_token, plex_server_url, plex_server_uuid,
                      plex_account_id, plex_account_name, enabled, auto_add_shows, auto_mark_watched,
-                     allowed_accounts)
-                 VALUES (1, $1, $2, $3, 12345678, 'alice', $4, $5, $6, $7)",
+                     allowed_accounts, allow_insecure_http)
+                 VALUES (1, $1, $2, $3, 12345678, 'alice', $4, $5, $6, $7, $8)",
                 &[
                     &token,
                     &server_url,
@@ -151,6 +151,9 @@ impl Harness {
                     &get_bool("auto_add_shows"),
                     &get_bool("auto_mark_watched"),
                     &allowed,
+                    // The stub Plex servers listen on plain http, as a LAN server the user
+                    // allowed.
+                    &get_bool("allow_insecure_http"),
                 ],
             )
             .await
