@@ -464,6 +464,27 @@ impl TmdbClient {
         result
     }
 
+    /// One authenticated GET, its timeout cut to the caller's time left.
+    fn request(
+        &self,
+        url: &Url,
+        query: &[(&str, &str)],
+        path: &str,
+    ) -> Result<reqwest::RequestBuilder, TmdbError> {
+        let inner = &*self.inner;
+        let mut request = inner.http.get(url.clone()).query(query);
+        if let Some(left) = self.time_left() {
+            if left.is_zero() {
+                return Err(out_of_time(path));
+            }
+            request = request.timeout(left.min(inner.timeout));
+        }
+        Ok(match &inner.auth {
+            Auth::Bearer(token) => request.bearer_auth(token.expose_secret()),
+            Auth::ApiKey(key) => request.query(&[("api_key", key.expose_secret())]),
+        })
+    }
+
     async fn get_with_retries<T: DeserializeOwned>(
         &self,
         path: &str,
@@ -479,17 +500,7 @@ impl TmdbClient {
             attempt += 1;
             self.slot(path).await?;
             self.shared_slot(path).await?;
-            let mut request = inner.http.get(url.clone()).query(query);
-            if let Some(left) = self.time_left() {
-                if left.is_zero() {
-                    return Err(out_of_time(path));
-                }
-                request = request.timeout(left.min(inner.timeout));
-            }
-            request = match &inner.auth {
-                Auth::Bearer(token) => request.bearer_auth(token.expose_secret()),
-                Auth::ApiKey(key) => request.query(&[("api_key", key.expose_secret())]),
-            };
+            let request = self.request(&url, query, path)?;
             let last = attempt >= inner.retry.max_attempts;
             let response = match request.send().await {
                 Ok(r) => r,

@@ -80,6 +80,17 @@ const RUNTIME_SEQUENCES: &str = "
 /// Needs an owner role with CREATEROLE (RDS's and Neon's main user have it).
 pub async fn grant_runtime(pool: &DbPool, role: &RuntimeRole) -> Result<Vec<String>, DbError> {
     let client = pool.get().await?;
+    ensure_plain_login_role(&client, role).await?;
+    grant_database(&client, role).await?;
+    grant_tables(&client, role).await
+}
+
+/// Creates the role, or sets the password of an existing one that may do no more than DML,
+/// with the functions' timeouts as its defaults.
+async fn ensure_plain_login_role(
+    client: &tokio_postgres::Client,
+    role: &RuntimeRole,
+) -> Result<(), DbError> {
     let owner: String = client
         .query_one("SELECT current_user::text", &[])
         .await?
@@ -111,26 +122,34 @@ pub async fn grant_runtime(pool: &DbPool, role: &RuntimeRole) -> Result<Vec<Stri
     // Statements are built by Postgres's own format() (%I identifier, %L literal quoting):
     // role names and passwords cannot be bind parameters of DDL.
     let password = role.password.expose_secret();
-    run_formatted(&client, create, &[&role.name, &password]).await?;
+    run_formatted(client, create, &[&role.name, &password]).await?;
     // Also as role defaults, for proxies that drop the connection's startup options.
     run_formatted(
-        &client,
+        client,
         "ALTER ROLE %I SET statement_timeout = '15s'",
         &[&role.name],
     )
     .await?;
     run_formatted(
-        &client,
+        client,
         "ALTER ROLE %I SET lock_timeout = '5s'",
         &[&role.name],
     )
     .await?;
+    Ok(())
+}
+
+/// Lets the role connect and use the public schema, where no role but the owner may create.
+async fn grant_database(
+    client: &tokio_postgres::Client,
+    role: &RuntimeRole,
+) -> Result<(), DbError> {
     let database: String = client
         .query_one("SELECT current_database()::text", &[])
         .await?
         .get(0);
     run_formatted(
-        &client,
+        client,
         "GRANT CONNECT ON DATABASE %I TO %I",
         &[&database, &role.name],
     )
@@ -139,8 +158,15 @@ pub async fn grant_runtime(pool: &DbPool, role: &RuntimeRole) -> Result<Vec<Stri
     client
         .batch_execute("REVOKE CREATE ON SCHEMA public FROM PUBLIC")
         .await?;
-    run_formatted(&client, "GRANT USAGE ON SCHEMA public TO %I", &[&role.name]).await?;
+    run_formatted(client, "GRANT USAGE ON SCHEMA public TO %I", &[&role.name]).await?;
+    Ok(())
+}
 
+/// DML on the functions' tables (those that exist) and their sequences; the tables granted.
+async fn grant_tables(
+    client: &tokio_postgres::Client,
+    role: &RuntimeRole,
+) -> Result<Vec<String>, DbError> {
     let names: Vec<&str> = RUNTIME_TABLES.to_vec();
     let tables: Vec<String> = client
         .query(EXISTING_TABLES, &[&names])
@@ -150,7 +176,7 @@ pub async fn grant_runtime(pool: &DbPool, role: &RuntimeRole) -> Result<Vec<Stri
         .collect();
     for table in &tables {
         run_formatted(
-            &client,
+            client,
             "GRANT SELECT, INSERT, UPDATE, DELETE ON TABLE public.%I TO %I",
             &[table, &role.name],
         )
@@ -160,7 +186,7 @@ pub async fn grant_runtime(pool: &DbPool, role: &RuntimeRole) -> Result<Vec<Stri
     for row in sequences {
         let sequence: String = row.get(0);
         run_formatted(
-            &client,
+            client,
             "GRANT USAGE, SELECT ON SEQUENCE public.%I TO %I",
             &[&sequence, &role.name],
         )
