@@ -156,7 +156,7 @@ pub struct TmdbConfig {
 }
 
 impl TmdbConfig {
-    pub const DEFAULT_BASE_URL: &'static str = "https://api.themoviedb.org";
+    const DEFAULT_BASE_URL: &'static str = "https://api.themoviedb.org";
 
     pub fn from_env(env: &Env) -> Result<Self, EnvError> {
         Ok(Self {

@@ -60,7 +60,7 @@ where
 }
 
 /// The invocation's deadline (wall-clock milliseconds from the runtime API) as an `Instant`.
-pub fn deadline_of(context: &lambda_runtime::Context) -> Instant {
+fn deadline_of(context: &lambda_runtime::Context) -> Instant {
     let left = context
         .deadline()
         .duration_since(SystemTime::now())

@@ -420,7 +420,7 @@ pub enum Decision {
 }
 
 /// Deepest JSON nesting accepted; Plex payloads are about 4 levels deep.
-pub const MAX_JSON_DEPTH: usize = 32;
+const MAX_JSON_DEPTH: usize = 32;
 
 impl WebhookPayload {
     /// Parses the JSON text of a payload, bounding nesting depth before serde sees it.

@@ -341,11 +341,6 @@ pub mod fixtures {
         world("tmdb", "/3/search/tv?query=The Office")
     }
 
-    /// `GET /3/find/{id}` that matched nothing.
-    pub fn tmdb_find_nothing() -> Value {
-        json!({"movie_results": [], "person_results": [], "tv_results": [], "tv_season_results": [], "tv_episode_results": []})
-    }
-
     /// A Plex Media Server webhook payload as the new Plex agent sends it: The Office (US)
     /// S01E01 "Pilot" scrobbled by the server owner. The `Guid` array holds the *episode's* ids.
     pub fn plex_episode_scrobble() -> Value {

@@ -157,7 +157,7 @@ struct SharedLimit {
 }
 
 /// The shared bucket's name in `rate_limit_buckets`.
-pub const SHARED_BUCKET: &str = "tmdb";
+const SHARED_BUCKET: &str = "tmdb";
 
 /// The shared default: below TMDB's documented ~50 requests per second per address.
 pub const SHARED_RATE: Bucket = Bucket {

@@ -19,8 +19,8 @@ pub fn base_url(env: &Env) -> Result<Url, EnvError> {
 }
 
 /// Sent as `X-Plex-Client-Identifier` / `X-Plex-Product`: plex.tv wants a stable client id.
-pub const CLIENT_IDENTIFIER: &str = "plexsync-backend";
-pub const PRODUCT: &str = "plexsync";
+const CLIENT_IDENTIFIER: &str = "plexsync-backend";
+const PRODUCT: &str = "plexsync";
 
 #[derive(Debug, thiserror::Error)]
 pub enum PlexTvError {

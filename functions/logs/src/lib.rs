@@ -27,7 +27,7 @@ pub mod log_replay;
 use log_replay::replay_log;
 
 /// Days covered by `GET /api/plex/stats`.
-pub const STATS_DAYS: i32 = 7;
+const STATS_DAYS: i32 = 7;
 
 pub struct State {
     pub api: ApiContext,

@@ -51,7 +51,7 @@ pub struct LogReplayed {
 /// Rebuilds the queue message from a stored payload: the sender's payload itself, or (if the
 /// processor stored the whole queue message) its `raw` part. The event is re-derived from the
 /// payload by `sender`'s edge, so a replay is validated exactly like a live webhook.
-pub fn message_from_stored(
+fn message_from_stored(
     log_id: LogId,
     sender: Sender,
     stored: &serde_json::Value,

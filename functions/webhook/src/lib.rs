@@ -36,15 +36,12 @@ use plexsync::{
     senders::Sender,
 };
 
-/// The Plex route (each sender's is `Sender::webhook_path`).
-pub const WEBHOOK_PATH: &str = plexsync::api::routes::WEBHOOK[0].1;
-
 /// Largest body accepted. Payloads are a few KiB; Plex's thumb part is a small JPEG.
-pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+const MAX_BODY_BYTES: usize = 1024 * 1024;
 
 /// Requests per source address per window (like express-rate-limit's 100 per minute).
-pub const RATE_LIMIT: u32 = 100;
-pub const RATE_WINDOW: Duration = Duration::from_secs(60);
+const RATE_LIMIT: u32 = 100;
+const RATE_WINDOW: Duration = Duration::from_secs(60);
 
 /// What the function reads from the environment at start.
 #[derive(Debug, Clone)]
@@ -298,7 +295,7 @@ fn origin(req: &Request) -> Origin {
     }
 }
 
-pub fn is_allowed(allowed: &[IpNet], ip: IpAddr) -> bool {
+fn is_allowed(allowed: &[IpNet], ip: IpAddr) -> bool {
     let ip = ip.to_canonical();
     allowed.iter().any(|net| net.contains(&ip))
 }
@@ -435,7 +432,7 @@ impl RateLimiter {
         self.check_at(key, Instant::now())
     }
 
-    pub fn check_at(&self, key: IpAddr, now: Instant) -> Result<(), Duration> {
+    fn check_at(&self, key: IpAddr, now: Instant) -> Result<(), Duration> {
         // A poisoned lock only means another request panicked mid-update; the counts are
         // still usable.
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
@@ -467,7 +464,8 @@ impl RateLimiter {
     }
 
     /// Number of addresses currently tracked (for tests of the sweep).
-    pub fn tracked(&self) -> usize {
+    #[cfg(test)]
+    fn tracked(&self) -> usize {
         self.state
             .lock()
             .unwrap_or_else(|e| e.into_inner())

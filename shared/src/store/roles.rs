@@ -44,7 +44,7 @@ impl RuntimeRole {
 /// Tables the runtime role reads and writes: plexsync's own and the tracker's `tvshows`, by
 /// name, so other tables of a shared database stay out of reach. A migration that adds a table
 /// adds it here (a test compares this list with what the migrations create).
-pub const RUNTIME_TABLES: [&str; 12] = [
+const RUNTIME_TABLES: [&str; 12] = [
     "media_senders",
     "plex_config",
     "plex_conflicts",
