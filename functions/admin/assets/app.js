@@ -805,7 +805,8 @@ function bulkItemText(r) {
         : `tracker show #${r.tvshowId}`;
       const rp = r.replay || {};
       const plays = rp.marked ? `${plural(rp.marked, "waiting play")} marked` : "no waiting play marked";
-      const rest = rp.stillPending ? `; ${rp.stillPending} still waiting (temporary failure)` : "";
+      const queued = rp.queued ? `; ${rp.queued} queued, marked shortly` : "";
+      const rest = queued + (rp.stillPending ? `; ${rp.stillPending} still waiting (temporary failure)` : "");
       return `mapped to ${target}; ${plays}${rest}.`;
     }
     case "ignored": return "ignored.";
@@ -878,6 +879,7 @@ function replayText(r) {
   if (r.ignored) parts.push(`${r.ignored} ignored`);
   if (r.failed) parts.push(`${r.failed} failed`);
   if (r.stillPending) parts.push(`${r.stillPending} still waiting (temporary failure; replay them from Activity)`);
+  if (r.queued) parts.push(`${r.queued} queued (no time left here; marked shortly, see Activity)`);
   return `Replayed ${plural(r.replayed, "waiting play")}: ${parts.join("; ") || "nothing changed"}.`;
 }
 

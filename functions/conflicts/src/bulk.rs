@@ -247,6 +247,7 @@ struct ReplaySummary {
     already_watched: usize,
     failed: usize,
     still_pending: usize,
+    queued: usize,
 }
 
 impl From<&ReplayReport> for ReplaySummary {
@@ -257,6 +258,7 @@ impl From<&ReplayReport> for ReplaySummary {
             already_watched: r.already_watched,
             failed: r.failed,
             still_pending: r.still_pending,
+            queued: r.queued,
         }
     }
 }
@@ -366,6 +368,7 @@ struct BulkResponse {
 
 pub(crate) async fn resolve_many(state: &State, req: &Request) -> Result<Response<Body>, ApiError> {
     let started = Instant::now();
+    let deadline = tokio::time::Instant::now() + state.replay_budget;
     let body: BulkBody = api::parse_body(req)?;
     let plan = match body.check()? {
         BulkRequest::Ignore { ids } => ids
@@ -389,7 +392,7 @@ pub(crate) async fn resolve_many(state: &State, req: &Request) -> Result<Respons
             ),
             Plan::Resolve(request) => match ConflictId::from_request(id) {
                 None => ItemResult::failed(id, row_not_found::<ConflictId>(id)),
-                Some(conflict) => match settle(state, conflict, request).await {
+                Some(conflict) => match settle(state, conflict, request, deadline).await {
                     Ok(settled) => ItemResult::settled(id, request, settled),
                     Err(err) => ItemResult::failed(id, err),
                 },

@@ -7,7 +7,9 @@
 //! - `POST /api/plex/conflicts/{id}/resolve`: `select` a tracker show, `create_new` (create the
 //!   show from TMDB, or use the tracker show that already has that TMDB id) or `ignore` the Plex
 //!   show, in one transaction; then the conflict's pending events are replayed through the
-//!   processor ([`resolution::replay_pending`]) and the answer says what was marked.
+//!   processor ([`resolution::replay_pending`]) and the answer says what was marked. The work
+//!   ends by [`REPLAY_BUDGET`] after the request came in; what the replay had no time for goes
+//!   to the processor's queue ([`requeue`]).
 //! - `POST /api/plex/conflicts/bulk`: the same resolution for many conflicts, each in its own
 //!   transaction with its own replay, within a time budget ([`bulk`]).
 
@@ -24,9 +26,18 @@ use plexsync::{
 };
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
+use tokio::time::Instant;
 
 mod bulk;
+pub mod requeue;
 pub mod resolution;
+
+use requeue::EventQueue;
+
+/// A resolution's TMDB calls and replay end this long after the request came in: the
+/// function's timeout is 28 s and API Gateway's 30 s, and handing the rest to the queue and
+/// answering must still fit.
+pub const REPLAY_BUDGET: Duration = Duration::from_secs(20);
 
 use resolution::{CreatedShow, ReplayReport};
 
@@ -38,10 +49,15 @@ pub struct State {
     /// A bulk request starts no new conflict after this long, so its answer reaches API
     /// Gateway (30 s) while the last conflict's replay finishes.
     pub bulk_budget: Duration,
+    /// See [`REPLAY_BUDGET`].
+    pub replay_budget: Duration,
+    /// Where the events the replay had no time for go.
+    pub queue: EventQueue,
 }
 
 impl State {
-    /// The API's variables plus `TMDB_API_TOKEN`, `TMDB_BASE_URL`, `ENCRYPTION_KEY_SECRET_ID`.
+    /// The API's variables plus `TMDB_API_TOKEN`, `TMDB_BASE_URL`, `ENCRYPTION_KEY_SECRET_ID`
+    /// and `QUEUE_URL` (the processor's queue).
     pub fn from_env(env: &Env, sdk: &aws_config::SdkConfig) -> Result<Self, StartupError> {
         let api = ApiContext::from_env(env, sdk)?;
         let pipeline = Pipeline::with_pool(api.pool.clone(), env, sdk)?;
@@ -49,6 +65,11 @@ impl State {
             api,
             pipeline,
             bulk_budget: bulk::BUDGET,
+            replay_budget: REPLAY_BUDGET,
+            queue: EventQueue {
+                sqs: aws_sdk_sqs::Client::new(sdk),
+                url: env.url("QUEUE_URL")?.to_string(),
+            },
         })
     }
 }
@@ -199,7 +220,8 @@ async fn resolve(
 ) -> Result<Response<Body>, ApiError> {
     let id: ConflictId = route.row_id("id")?;
     let body: ResolveBody = api::parse_body(req)?;
-    let settled = settle(state, id, body.check()?).await?;
+    let deadline = Instant::now() + state.replay_budget;
+    let settled = settle(state, id, body.check()?, deadline).await?;
     Ok(json(
         StatusCode::OK,
         &ResolveResponse {
@@ -227,6 +249,7 @@ async fn settle(
     state: &State,
     id: ConflictId,
     request: ResolveRequest,
+    deadline: Instant,
 ) -> Result<Settled, ApiError> {
     let pool = &state.api.pool;
     let (resolved, created_show) = match request {
@@ -239,7 +262,8 @@ async fn settle(
             None,
         ),
         ResolveRequest::CreateNew { tmdb_id } => {
-            let (resolved, show) = resolution::create_new(&state.pipeline, id, tmdb_id).await?;
+            let (resolved, show) =
+                resolution::create_new(&state.pipeline, id, tmdb_id, deadline).await?;
             (resolved, Some(show))
         }
     };
@@ -250,7 +274,8 @@ async fn settle(
         pending = resolved.pending.len(),
         "conflict resolved"
     );
-    let replay = resolution::replay_pending(&state.pipeline, &resolved).await;
+    let replay =
+        resolution::replay_pending(&state.pipeline, &state.queue, &resolved, deadline).await;
     Ok(Settled {
         resolved,
         created_show,

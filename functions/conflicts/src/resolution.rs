@@ -1,8 +1,15 @@
 //! Settling a conflict beyond the store's transaction: creating the show from TMDB
 //! (`create_new`) and replaying the conflict's pending events through the processor, so
 //! marking, logging and idempotency are the processor's own.
+//!
+//! Both end by the request's deadline, so the answer reaches API Gateway (30 s): TMDB calls
+//! stop at it, no event is started after it, and the events the replay had no time for are
+//! handed to the processor's queue ([`crate::requeue`]).
 
 use serde::Serialize;
+use tokio::time::Instant;
+
+use crate::requeue::EventQueue;
 
 use plexsync::{
     api::ApiError,
@@ -24,8 +31,9 @@ use plexsync::{
 #[serde(rename_all = "camelCase")]
 pub struct ReplayedEvent {
     pub pending_event_id: PendingEventId,
-    /// The processor's status (`success`, `duplicate`, `ignored`, `failed`, ...), or `pending`
-    /// when it was kept for a retry.
+    /// The processor's status (`success`, `duplicate`, `ignored`, `failed`, ...); `queued`
+    /// when it was handed to the processor's queue (no time left to replay it here), or
+    /// `pending` when it was kept for a retry.
     pub status: String,
     pub action: Option<String>,
     pub reason: Option<String>,
@@ -47,8 +55,12 @@ pub struct ReplayReport {
     pub duplicate: usize,
     pub ignored: usize,
     pub failed: usize,
-    /// Not replayed because of a transient failure: kept, un-replayed, for a retry.
+    /// Not replayed because of a transient failure (or the queue would not take them): kept,
+    /// un-replayed, for a retry.
     pub still_pending: usize,
+    /// Not replayed here for lack of time: handed to the processor's queue, which marks them
+    /// shortly (the activity log shows them).
+    pub queued: usize,
     /// `S01E01`-style labels of the episodes marked watched.
     pub marked_episodes: Vec<String>,
     pub events: Vec<ReplayedEvent>,
@@ -95,6 +107,41 @@ impl ReplayReport {
         });
     }
 
+    /// The replay ran out of time at `rest[0]`: the events the queue took are `queued`, the
+    /// others stay pending.
+    fn hand_off(
+        &mut self,
+        rest: &[PendingEvent],
+        sent: &[PendingEventId],
+        queue_error: Option<&str>,
+    ) {
+        for event in rest {
+            let (season, episode) = episode_of(&event.message.to_string());
+            let queued = sent.contains(&event.id);
+            self.events.push(ReplayedEvent {
+                pending_event_id: event.id,
+                status: if queued { "queued" } else { "pending" }.into(),
+                action: None,
+                reason: (!queued).then(|| queue_error.unwrap_or_default().to_string()),
+                season,
+                episode,
+            });
+        }
+        self.queued = sent.len();
+        self.still_pending = rest.len() - sent.len();
+        let mut note = format!(
+            "{} event(s) were not replayed in time and went to the processor's queue, which marks them shortly (see the activity log)",
+            self.queued
+        );
+        if let Some(error) = queue_error {
+            note.push_str(&format!(
+                "; {} could not be queued ({error}): they are kept un-replayed and can be retried by replaying their log entries",
+                self.still_pending
+            ));
+        }
+        self.note = Some(note);
+    }
+
     /// A transient failure stopped the replay at `rest[0]`: it and the rest stay pending.
     fn stop(
         &mut self,
@@ -126,15 +173,34 @@ impl ReplayReport {
     }
 }
 
+/// `(season, episode)` of a stored queue message, for the report.
+fn episode_of(body: &str) -> (Option<i64>, Option<i64>) {
+    QueueMessage::from_body(body)
+        .ok()
+        .and_then(|m| m.event.episode.map(|e| (e.season, e.number)))
+        .unzip()
+}
+
 /// Replays the resolution's pending events, oldest first, through
-/// [`pipeline::process_body`]; each one processed is marked replayed.
+/// [`pipeline::process_body_until`]; each one processed is marked replayed.
 ///
-/// A transient failure (database or TMDB unavailable) stops the replay: that event and the
-/// ones after it stay un-replayed (FIFO order is kept) and are reported in `still_pending`
-/// with a note; the resolution itself stands. Replaying the event's `needs_resolution` log
-/// entry (`POST /api/plex/logs/{id}/replay`) retries it through the queue.
+/// No event starts after `deadline`, and one still running then is given up (its
+/// transaction rolls back; had it committed, its idempotency key makes the queued copy a
+/// duplicate): that event and the rest go to the processor's queue in their show's group and
+/// are marked replayed (handed over). Those the queue does not take stay pending.
+///
+/// A transient failure (database or TMDB unavailable) before the deadline stops the replay:
+/// that event and the ones after it stay un-replayed (FIFO order is kept) and are reported in
+/// `still_pending` with a note; the resolution itself stands. Replaying the event's
+/// `needs_resolution` log entry (`POST /api/plex/logs/{id}/replay`) retries it through the
+/// queue.
 #[tracing::instrument(skip_all, fields(conflict = resolved.conflict_id.0, pending = resolved.pending.len()))]
-pub async fn replay_pending(state: &Pipeline, resolved: &Resolved) -> ReplayReport {
+pub async fn replay_pending(
+    state: &Pipeline,
+    queue: &EventQueue,
+    resolved: &Resolved,
+    deadline: Instant,
+) -> ReplayReport {
     let mut report = ReplayReport {
         pending: resolved.pending.len(),
         ..ReplayReport::default()
@@ -147,12 +213,41 @@ pub async fn replay_pending(state: &Pipeline, resolved: &Resolved) -> ReplayRepo
     }
     for (i, event) in resolved.pending.iter().enumerate() {
         let body = event.message.to_string();
-        let (season, episode) = QueueMessage::from_body(&body)
-            .ok()
-            .and_then(|m| m.event.episode.map(|e| (e.season, e.number)))
-            .unzip();
+        let (season, episode) = episode_of(&body);
         let message_id = format!("conflict-{}-event-{}", resolved.conflict_id, event.id);
-        match pipeline::process_body(state, &body, &message_id, None).await {
+        let replay = pipeline::process_body_until(state, &body, &message_id, None, deadline);
+        let result = if Instant::now() >= deadline {
+            None
+        } else {
+            tokio::time::timeout_at(deadline, replay).await.ok()
+        };
+        let result = match result {
+            // Cut by the clock (a transient failure once the deadline has passed is the
+            // deadline too: TMDB stopped at it).
+            None => None,
+            Some(Err(_)) if Instant::now() >= deadline => None,
+            Some(done) => Some(done),
+        };
+        let Some(result) = result else {
+            let rest = &resolved.pending[i..];
+            tracing::warn!(
+                left = rest.len(),
+                "replay out of time; the rest goes to the queue"
+            );
+            let (sent, error) = queue.send(resolved.conflict_id, rest).await;
+            let recorded = match sent.is_empty() {
+                true => Ok(0),
+                false => conflicts::mark_replayed(&state.pool, &sent).await,
+            };
+            if let Err(e) = recorded {
+                // Queued but not recorded: the processor marks them; a later replay of their
+                // log entries would be a duplicate, nothing more.
+                tracing::warn!(error = %e, "queued events not recorded as replayed");
+            }
+            report.hand_off(rest, &sent, error.as_deref());
+            break;
+        };
+        match result {
             Ok(outcome) => {
                 if let Err(e) = conflicts::mark_replayed(&state.pool, &[event.id]).await {
                     // Processed but not recorded: a later replay is a duplicate, nothing more.
@@ -171,6 +266,7 @@ pub async fn replay_pending(state: &Pipeline, resolved: &Resolved) -> ReplayRepo
         replayed = report.replayed,
         marked = report.marked,
         still_pending = report.still_pending,
+        queued = report.queued,
         "pending events replayed"
     );
     report
@@ -229,6 +325,7 @@ pub async fn create_new(
     state: &Pipeline,
     conflict_id: ConflictId,
     tmdb_id: i64,
+    deadline: Instant,
 ) -> Result<(Resolved, CreatedShow), CreateNewError> {
     match conflicts::is_resolved(&state.pool, conflict_id).await? {
         None => return Err(DecisionError::ConflictNotFound(conflict_id).into()),
@@ -244,7 +341,7 @@ pub async fn create_new(
     drop(client);
     let source = match existing {
         Some((id, title)) => Source::Existing(id, title),
-        None => match state.tmdb.show_with_seasons(tmdb_id).await {
+        None => match state.tmdb.until(deadline).show_with_seasons(tmdb_id).await {
             Ok((details, seasons)) => Source::Tmdb(details, seasons),
             Err(TmdbError::NotFound(_)) => return Err(CreateNewError::TmdbMissing(tmdb_id)),
             Err(e) => return Err(CreateNewError::TmdbUnavailable(e.to_string())),

@@ -21,6 +21,7 @@ use plexsync::{
     store::mappings::{self, Mapping, MappingFilter},
 };
 use serde::{Deserialize, Serialize};
+use std::time::Duration;
 
 mod bulk;
 pub mod sync;
@@ -33,7 +34,14 @@ pub struct State {
     pub plex: PlexServerClient,
     /// Secrets Manager id of the key that decrypts the stored Plex token.
     pub encryption_key_id: String,
+    /// See [`SYNC_BUDGET`].
+    pub sync_budget: Duration,
 }
+
+/// A history sync answers within this long: the function's timeout is 28 s and API Gateway's
+/// 30 s. A sync still running then is given up (its transaction rolls back) and answered 503;
+/// it is safe to run again, since it never overwrites an episode already watched.
+pub const SYNC_BUDGET: Duration = Duration::from_secs(25);
 
 impl State {
     /// The API's variables plus `ENCRYPTION_KEY_SECRET_ID`.
@@ -42,6 +50,7 @@ impl State {
             api: ApiContext::from_env(env, sdk)?,
             plex: PlexServerClient::for_listings()?,
             encryption_key_id: env.required("ENCRYPTION_KEY_SECRET_ID")?,
+            sync_budget: SYNC_BUDGET,
         })
     }
 }
@@ -152,7 +161,15 @@ struct SyncResponse {
 async fn sync(state: &State, route: &RouteMatch) -> Result<Response<Body>, ApiError> {
     let id = route.row_id("id")?;
     let keyring = state.api.keyring(&state.encryption_key_id).await?;
-    let report = sync::sync_show_progress(&state.api.pool, &state.plex, &keyring, id).await?;
+    let work = sync::sync_show_progress(&state.api.pool, &state.plex, &keyring, id);
+    let Ok(report) = tokio::time::timeout(state.sync_budget, work).await else {
+        tracing::warn!(mapping = %id, "history sync out of time; given up");
+        return Err(ApiError::Unavailable(format!(
+            "history sync did not finish within {} s; what it had not saved was rolled back, and it is safe to run again",
+            state.sync_budget.as_secs()
+        )));
+    };
+    let report = report?;
     Ok(json(
         StatusCode::OK,
         &SyncResponse {

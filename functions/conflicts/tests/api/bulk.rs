@@ -160,7 +160,7 @@ async fn accept_top_resolves_clear_winners_replays_them_and_leaves_ties_and_low_
     assert_eq!(office["tvshowId"], h.office_show);
     assert_eq!(
         office["replay"],
-        json!({"pending": 2, "marked": 2, "alreadyWatched": 0, "failed": 0, "stillPending": 0})
+        json!({"pending": 2, "marked": 2, "alreadyWatched": 0, "failed": 0, "stillPending": 0, "queued": 0})
     );
     assert!(office["mappingId"].as_i64().is_some());
     assert_eq!(results[1]["id"], tie);

@@ -466,12 +466,14 @@ async fn the_function_starts_from_its_environment_and_replays() {
     let tmdb_token_id = secret(tmdb_token.to_string()).await;
     let key_id = secret(plexsync::crypto::generate_key_hex()).await;
     let tmdb_url = h.tmdb.uri();
+    let queue_url = h.state.queue.url.clone();
     let env = plexsync::env::Env::from_map([
         ("DATABASE_URL_SECRET_ID", url_id.as_str()),
         ("API_TOKEN_SECRET_ID", api_token_id.as_str()),
         ("TMDB_API_TOKEN_SECRET_ID", tmdb_token_id.as_str()),
         ("TMDB_BASE_URL", tmdb_url.as_str()),
         ("ENCRYPTION_KEY_SECRET_ID", key_id.as_str()),
+        ("QUEUE_URL", queue_url.as_str()),
     ])
     .with_secrets(&plexsync::api::testing::secrets_cache(&sdk))
     .await
@@ -497,4 +499,177 @@ async fn the_function_starts_from_its_environment_and_replays() {
         fixture_viewed_at().as_str()
     );
     assert_eq!(h.tmdb.received_requests().await.unwrap().len(), 1);
+}
+
+impl Harness {
+    /// Takes every message off the resolution's queue: (group id, body).
+    async fn drain_queue(&self) -> Vec<(String, String)> {
+        let queue = &self.state.queue;
+        let mut taken = Vec::new();
+        loop {
+            let out = queue
+                .sqs
+                .receive_message()
+                .queue_url(&queue.url)
+                .max_number_of_messages(10)
+                .message_system_attribute_names(
+                    aws_sdk_sqs::types::MessageSystemAttributeName::MessageGroupId,
+                )
+                .send()
+                .await
+                .unwrap();
+            if out.messages().is_empty() {
+                return taken;
+            }
+            for m in out.messages() {
+                let group = m
+                    .attributes()
+                    .and_then(|a| {
+                        a.get(&aws_sdk_sqs::types::MessageSystemAttributeName::MessageGroupId)
+                    })
+                    .cloned()
+                    .unwrap_or_default();
+                taken.push((group, m.body().unwrap_or_default().to_string()));
+                queue
+                    .sqs
+                    .delete_message()
+                    .queue_url(&queue.url)
+                    .receipt_handle(m.receipt_handle().unwrap())
+                    .send()
+                    .await
+                    .unwrap();
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn events_the_replay_has_no_time_for_go_to_the_queue_and_are_marked_from_there() {
+    let mut h = Harness::new().await;
+    h.state.replay_budget = std::time::Duration::ZERO;
+
+    let resp = h
+        .resolve(
+            h.office,
+            json!({"action": "select", "tvshowId": h.office_show}),
+        )
+        .await;
+    assert_eq!(resp.status(), 200, "the resolution stands");
+    let body = json(&resp);
+    let replay = &body["replay"];
+    assert_eq!(replay["replayed"], 0, "{body}");
+    assert_eq!(replay["queued"], 2);
+    assert_eq!(replay["stillPending"], 0);
+    let events = replay["events"].as_array().unwrap();
+    assert!(events.iter().all(|e| e["status"] == "queued"), "{body}");
+    assert_eq!(
+        (events[1]["season"].clone(), events[1]["episode"].clone()),
+        (json!(1), json!(2))
+    );
+    assert!(replay["note"].as_str().unwrap().contains("queue"), "{body}");
+    // Handed over, so never replayed twice from here; nothing marked yet.
+    assert_eq!(h.pending_replayed(h.office).await, vec![true, true]);
+    assert!(h.logs().await.is_empty());
+
+    // On the queue in the show's group, as the webhook would have queued them; the processor
+    // marks them with their own view dates.
+    let queued = h.drain_queue().await;
+    assert_eq!(queued.len(), 2, "{queued:?}");
+    for (i, (group, message)) in queued.iter().enumerate() {
+        assert_eq!(group, &format!("{}:48200", fixtures::server_uuid()));
+        let outcome = plexsync::pipeline::process_body(
+            &h.state.pipeline,
+            message,
+            &format!("queued-{i}"),
+            Some(1),
+        )
+        .await
+        .expect("processed");
+        assert_eq!(
+            outcome.action.as_deref(),
+            Some("marked_watched"),
+            "{outcome:?}"
+        );
+    }
+    let seasons = h.seasons(h.office_show).await;
+    assert_eq!(
+        episode(&seasons, 1, 1)["dateWatched"],
+        fixture_viewed_at().as_str()
+    );
+    assert_eq!(episode(&seasons, 1, 2)["watched"], true);
+}
+
+#[tokio::test]
+async fn an_event_still_replaying_at_the_deadline_goes_to_the_queue_with_the_rest() {
+    let mut h = Harness::new().await;
+    // Marking needs TMDB's season 1 (the show's seasons are empty), and TMDB hangs.
+    h.db.pool
+        .get()
+        .await
+        .unwrap()
+        .execute(
+            "UPDATE tvshows SET seasons = '[]' WHERE id = $1",
+            &[&h.office_show],
+        )
+        .await
+        .unwrap();
+    Mock::given(method("GET"))
+        .and(path("/3/tv/2316/season/1"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_delay(std::time::Duration::from_secs(30))
+                .set_body_json(fixtures::tmdb_the_office_season_1()),
+        )
+        .mount(&h.tmdb)
+        .await;
+    h.state.replay_budget = std::time::Duration::from_secs(1);
+
+    let resp = h
+        .resolve(
+            h.office,
+            json!({"action": "select", "tvshowId": h.office_show}),
+        )
+        .await;
+    assert_eq!(resp.status(), 200);
+    let body = json(&resp);
+    assert_eq!(body["replay"]["queued"], 2, "{body}");
+    assert_eq!(body["replay"]["replayed"], 0);
+    assert_eq!(h.drain_queue().await.len(), 2);
+    assert_eq!(h.pending_replayed(h.office).await, vec![true, true]);
+    // The cut replay wrote nothing: the queued copy is the one that will mark.
+    assert!(h.logs().await.is_empty());
+    assert_eq!(h.seasons(h.office_show).await, json!([]));
+}
+
+#[tokio::test]
+async fn events_the_queue_does_not_take_stay_pending() {
+    let mut h = Harness::new().await;
+    h.state.replay_budget = std::time::Duration::ZERO;
+    h.state.queue.url = format!("{}-gone", h.state.queue.url);
+
+    let resp = h
+        .resolve(
+            h.office,
+            json!({"action": "select", "tvshowId": h.office_show}),
+        )
+        .await;
+    assert_eq!(resp.status(), 200);
+    let body = json(&resp);
+    let replay = &body["replay"];
+    assert_eq!(replay["queued"], 0, "{body}");
+    assert_eq!(replay["stillPending"], 2);
+    assert!(replay["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|e| e["status"] == "pending"));
+    assert!(
+        replay["note"]
+            .as_str()
+            .unwrap()
+            .contains("could not be queued"),
+        "{body}"
+    );
+    // Not lost: still waiting, un-replayed, for a replay of their log entries.
+    assert_eq!(h.pending_replayed(h.office).await, vec![false, false]);
 }

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use chrono::{Duration, SecondsFormat, TimeZone, Utc};
-use conflicts::{handle, State};
+use conflicts::{handle, requeue::EventQueue, State};
 use lambda_http::{Body, Request, Response};
 use plexsync::{
     api::testing::authed,
@@ -13,7 +13,7 @@ use plexsync::{
     pipeline::{KeySource, Pipeline},
     plex::PlexServerClient,
     queue::QueueMessage,
-    testing::{fixtures, fresh_db, moto_config, TestDb},
+    testing::{fifo_queue, fixtures, fresh_db, moto_config, TestDb},
     tmdb::{RetryPolicy, SeasonDetails, TmdbClient},
 };
 use secrecy::SecretString;
@@ -179,6 +179,12 @@ impl Harness {
                 pipeline,
                 // No budget in tests: the one that stops a bulk request is set where tested.
                 bulk_budget: std::time::Duration::MAX,
+                // Likewise for the replay (an hour: an Instant cannot take Duration::MAX).
+                replay_budget: std::time::Duration::from_secs(3600),
+                queue: EventQueue {
+                    sqs: aws_sdk_sqs::Client::new(&sdk),
+                    url: fifo_queue(&sdk).await,
+                },
             },
             db,
             tmdb,

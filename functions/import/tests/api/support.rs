@@ -162,6 +162,12 @@ impl Harness {
                 api: conflicts_api,
                 pipeline: pipeline(db.pool.clone(), &tmdb, &keyring),
                 bulk_budget: Duration::from_secs(15),
+                replay_budget: conflicts::REPLAY_BUDGET,
+                // The processor's queue: what a replay has no time for goes there.
+                queue: conflicts::requeue::EventQueue {
+                    sqs: aws_sdk_sqs::Client::new(&sdk),
+                    url: queue_url.clone(),
+                },
             },
             db,
             sdk,

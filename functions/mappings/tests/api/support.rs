@@ -147,6 +147,8 @@ impl Harness {
                 // sync into a timeout. The timeout case sets an impatient client itself.
                 plex: PlexServerClient::with_timeout(Duration::from_secs(30)).unwrap(),
                 encryption_key_id,
+                // Likewise: the budget case sets its own.
+                sync_budget: Duration::from_secs(3600),
             },
             db,
             plex,

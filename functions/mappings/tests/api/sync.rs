@@ -324,6 +324,38 @@ async fn sync_errors_have_their_statuses_and_change_nothing() {
 }
 
 #[tokio::test]
+async fn a_sync_still_running_at_its_budget_answers_503_and_saves_nothing() {
+    let mut h = Harness::new().await;
+    h.office_season_1().await;
+    h.serve_leaves(
+        ResponseTemplate::new(200).set_body_json(fixtures::plex_server_office_all_leaves()),
+    )
+    .await;
+    let before = h.office_episodes().await;
+    h.state.sync_budget = Duration::from_secs(1);
+    // The tracker is busy with the show (its row locked) for longer than the sync's budget.
+    let mut holder = h.db.pool.get().await.unwrap();
+    let tx = holder.transaction().await.unwrap();
+    tx.execute(
+        "SELECT id FROM tvshows WHERE id = $1 FOR UPDATE",
+        &[&h.office_show],
+    )
+    .await
+    .unwrap();
+
+    let resp = h.sync(h.office).await;
+    tx.rollback().await.unwrap();
+
+    assert_eq!(resp.status(), 503, "{}", text(&resp));
+    let message = json(&resp)["message"].as_str().unwrap().to_string();
+    assert!(
+        message.contains("did not finish within 1 s") && message.contains("safe to run again"),
+        "{message}"
+    );
+    assert_eq!(h.office_episodes().await, before, "nothing saved");
+}
+
+#[tokio::test]
 async fn after_a_key_rotation_the_stored_token_is_reencrypted_on_its_next_use() {
     use plexsync::crypto::{generate_key_hex, Keyring};
     use secrecy::{ExposeSecret, SecretString};
