@@ -472,6 +472,29 @@ test("6. several conflicts at once: ignore the selected, accept the best matches
   await done(page);
 });
 
+test("6b. change a setting without typing the Plex token -> the saved token is kept", async () => {
+  const storedBefore = psql("SELECT plex_token || ' ' || updated_at FROM plex_config").split(" ");
+  const page = await newPage();
+  await signIn(page);
+  await page.getByText("Change settings").waitFor();
+  const tokenField = page.getByLabel("Plex token");
+  assert.equal(await tokenField.inputValue(), "", "the token is never put back into the form");
+  assert.match(await page.locator("#plex-token-help").textContent(), /A Plex token is saved.*Leave this empty to keep it/s);
+  await page.locator("#allowed-accounts").fill("bob, 4242, carol");
+  await page.getByRole("button", { name: "Save", exact: true }).click();
+  await page.locator("#setup-feedback", { hasText: "Saved. Still connected to basement-nas with your saved Plex token." }).waitFor();
+  const config = await api("/api/plex/config");
+  assert.deepEqual(config.allowedAccounts, ["bob", 4242, "carol"], "the setting changed");
+  assert.equal(config.plexTokenSet, true);
+  assert.equal(config.webhookUrl, shared.webhookUrl);
+  const storedAfter = psql("SELECT plex_token || ' ' || updated_at FROM plex_config").split(" ");
+  assert.equal(storedAfter[0], storedBefore[0], "the encrypted token in the database is unchanged");
+  assert.notEqual(storedAfter.slice(1).join(" "), storedBefore.slice(1).join(" "), "the row was saved");
+  await assertLabelled(page);
+  await done(page);
+  // Scenario 7's import runs in the processor on this kept token (the Plex stub wants one).
+});
+
 function episodeDate(tmdbId, season, episode) {
   return psql(`SELECT coalesce(ep->>'dateWatched', '-')
     FROM tvshows, jsonb_array_elements(seasons) s, jsonb_array_elements(s->'episodes') ep

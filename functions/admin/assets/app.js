@@ -532,6 +532,14 @@ function renderSetup(config) {
   $("webhook-url").value = config.webhookUrl || "";
   $("disable-card").hidden = !(config.configured && config.enabled);
   $("setup-form-title").textContent = config.configured ? "Change settings" : "Connect Plex";
+  // A stored token is kept by a save that leaves the field empty; only a new one replaces it.
+  const tokenInput = $("plex-token");
+  tokenInput.required = !config.plexTokenSet;
+  tokenInput.dataset.stored = config.plexTokenSet ? "true" : "";
+  tokenInput.placeholder = config.plexTokenSet ? "Saved (leave empty to keep it)" : "";
+  $("plex-token-state").textContent = config.plexTokenSet
+    ? "A Plex token is saved (encrypted; it is never shown). Leave this empty to keep it, or enter a new one to replace it."
+    : "Checked with plex.tv and stored encrypted; it is never shown again.";
   $("enabled").checked = config.configured ? config.enabled : true;
   $("auto-mark").checked = config.autoMarkWatched;
   $("auto-add").checked = config.autoAddShows;
@@ -550,28 +558,29 @@ async function saveSetup(event, { rotate = false } = {}) {
   const tokenInput = $("plex-token");
   const feedback = setupFeedback();
   const plexToken = tokenInput.value.trim();
-  if (plexToken.length < 20) {
+  // Empty keeps the stored token (when there is one); the API then checks that one with plex.tv.
+  const keepStored = !plexToken && tokenInput.dataset.stored === "true";
+  if (!keepStored && plexToken.length < 20) {
     tokenInput.setAttribute("aria-invalid", "true");
     feedback.replaceChildren(message("error", plexToken
       ? "That Plex token looks too short: Plex tokens are 20 characters or more."
-      : rotate ? "Enter your Plex token in the form to rotate the webhook secret (it is needed to save)."
-        : "Enter your Plex token to save."));
+      : "Enter your Plex token to connect Plex."));
     tokenInput.focus();
     return;
   }
   tokenInput.removeAttribute("aria-invalid");
   const body = {
-    plexToken,
     enabled: $("enabled").checked,
     autoMarkWatched: $("auto-mark").checked,
     autoAddShows: $("auto-add").checked,
     allowedAccounts: parseAccounts($("allowed-accounts").value),
   };
+  if (!keepStored) body.plexToken = plexToken;
   const url = $("server-url").value.trim();
   if (url) body.plexServerUrl = url;
   if ($("allow-unencrypted").checked) body.allowInsecureHttp = true;
   if (rotate) body.rotateWebhookSecret = true;
-  feedback.replaceChildren(message("info", "Checking the token with plex.tv…"));
+  feedback.replaceChildren(message("info", keepStored ? "Saving (checking the saved token with plex.tv)…" : "Checking the token with plex.tv…"));
   const saved = await busy($("save-setup"), () => attempt(() => api("POST", "/api/plex/config", body), feedback));
   if (!saved) {
     feedback.querySelector(".msg.error") && tokenInput.focus();
@@ -586,11 +595,14 @@ async function saveSetup(event, { rotate = false } = {}) {
     $("webhook-url").value = saved.webhookUrl;
   }
   $("webhook-card").hidden = false;
+  const server = saved.serverName || "your Plex server";
   const text = rotate
     ? "Saved. The webhook secret was rotated: paste the new URL into Plex."
-    : `Saved. Connected to ${saved.serverName || "your Plex server"}. Now paste the webhook URL into Plex.`;
+    : keepStored ? `Saved. Still connected to ${server} with your saved Plex token.`
+      : `Saved. Connected to ${server}. Now paste the webhook URL into Plex.`;
   setupFeedback().replaceChildren(message("ok", text));
   announce(text);
+  if (keepStored && !rotate) return; // the webhook URL did not change: nothing new to copy
   $("webhook-url").focus();
   $("webhook-url").select();
 }

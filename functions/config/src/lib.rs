@@ -4,6 +4,7 @@
 //! - `GET /api/plex/config`: the settings, never the token.
 //! - `POST /api/plex/config`: validate the token with plex.tv, discover the server, encrypt the
 //!   token, keep (or create, or rotate) the webhook secret, store; nothing is stored on failure.
+//!   Without `plexToken` the stored token is checked and kept as it is (settings-only save).
 //! - `DELETE /api/plex/config`: soft disable; mappings and history stay.
 //! - `GET /api/senders`, `PUT /api/senders/{sender}`: every sender's webhook URL, and the
 //!   Jellyfin / Emby settings (see [`senders`]).
@@ -14,6 +15,7 @@ use plexsync::{
     api::{self, json, route_not_found, routes, ApiContext, ApiError, StrictBody},
     crypto::random_token,
     env::{Env, EnvError},
+    plex::open_stored_token,
     senders::Sender,
     store::settings::{self as store, SaveSettings},
 };
@@ -24,7 +26,7 @@ use url::Url;
 pub mod plex_tv;
 pub mod senders;
 
-use plex_tv::{PlexServer, PlexTvClient};
+use plex_tv::{PlexServer, PlexTvClient, PlexTvError};
 
 /// Bytes of randomness in a generated webhook secret.
 pub const WEBHOOK_SECRET_BYTES: usize = 32;
@@ -80,6 +82,9 @@ struct ConfigView {
     server_name: Option<String>,
     server_url: Option<String>,
     allow_insecure_http: bool,
+    /// Whether a Plex token is stored (the token itself is never returned): a save without
+    /// `plexToken` keeps it.
+    plex_token_set: bool,
     plex_account_name: Option<String>,
     allowed_accounts: AllowedAccounts,
     last_webhook_received: Option<chrono::DateTime<chrono::Utc>>,
@@ -99,6 +104,7 @@ async fn get_config(state: &State) -> Result<Response<Body>, ApiError> {
             server_name: None,
             server_url: None,
             allow_insecure_http: false,
+            plex_token_set: false,
             plex_account_name: None,
             allowed_accounts: AllowedAccounts::default(),
             last_webhook_received: None,
@@ -114,6 +120,7 @@ async fn get_config(state: &State) -> Result<Response<Body>, ApiError> {
                 server_name: cfg.server_name,
                 server_url: cfg.server_url,
                 allow_insecure_http: cfg.allow_insecure_http,
+                plex_token_set: !cfg.encrypted_token.0.is_empty(),
                 plex_account_name: cfg.account_name,
                 allowed_accounts: cfg.allowed_accounts,
                 last_webhook_received: cfg.last_webhook_received,
@@ -128,7 +135,8 @@ async fn get_config(state: &State) -> Result<Response<Body>, ApiError> {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct SaveBody {
-    plex_token: SecretString,
+    /// A new token; absent (or null) keeps the stored one.
+    plex_token: Option<SecretString>,
     plex_server_url: Option<String>,
     /// Allows a plain `http://` server (one on the user's own network): the token then travels
     /// unencrypted to it. Given per save, with the URL it is for; absent means https only.
@@ -260,9 +268,67 @@ async fn webhook_secret(state: &State, rotate: bool) -> Result<(SecretString, bo
     })
 }
 
+/// The token a save works with: the one in the body, or else the stored one, opened to check it
+/// with plex.tv again (server and account may have changed) but stored as it is.
+enum SaveToken {
+    New(SecretString),
+    Stored(SecretString),
+}
+
+impl SaveToken {
+    fn secret(&self) -> &SecretString {
+        match self {
+            Self::New(t) | Self::Stored(t) => t,
+        }
+    }
+
+    /// plex.tv's answer for this token; a stored token that plex.tv no longer accepts needs the
+    /// user to paste a new one, which the message says.
+    fn explain(&self, err: PlexTvError) -> ApiError {
+        match (self, err) {
+            (Self::Stored(_), PlexTvError::Rejected) => ApiError::Unprocessable(
+                "the stored Plex token was rejected by plex.tv (signed out or changed): enter \
+                 your current Plex token"
+                    .into(),
+            ),
+            (_, err) => err.into(),
+        }
+    }
+}
+
+/// The given token (already validated), or the stored one; none stored yet is a 400.
+async fn save_token(state: &State, given: Option<SecretString>) -> Result<SaveToken, ApiError> {
+    if let Some(token) = given {
+        return Ok(SaveToken::New(token));
+    }
+    let client = state.api.pool.get().await.map_err(DbError::from)?;
+    let stored = store::load(&client).await?;
+    drop(client);
+    let Some(stored) = stored else {
+        return Err(ApiError::BadRequest(
+            "plexToken is required: no Plex token is stored yet".into(),
+        ));
+    };
+    let keyring = state.api.keyring(&state.encryption_key_id).await?;
+    let token = open_stored_token(&state.api.pool, &keyring, &stored.encrypted_token)
+        .await
+        .map_err(|err| {
+            tracing::warn!(error = %err, "stored Plex token cannot be opened");
+            ApiError::Unprocessable(
+                "the stored Plex token cannot be read with the current encryption key: enter \
+                 your Plex token again"
+                    .into(),
+            )
+        })?;
+    Ok(SaveToken::Stored(token))
+}
+
 async fn save_config(state: &State, req: &Request) -> Result<Response<Body>, ApiError> {
     let body: SaveBody = api::parse_body(req)?;
-    validate_token(&body.plex_token)?;
+    if let Some(token) = &body.plex_token {
+        // Before any other check, as before: a malformed token never reaches the database.
+        validate_token(token)?;
+    }
     let given_url = body
         .plex_server_url
         .as_deref()
@@ -275,11 +341,16 @@ async fn save_config(state: &State, req: &Request) -> Result<Response<Body>, Api
         .map(|list| AllowedAccounts::new(list.to_vec()))
         .transpose()?;
 
+    let token = save_token(state, body.plex_token).await?;
     // plex.tv first: a rejected token or an outage stores nothing.
-    let account = state.plex_tv.account(&body.plex_token).await?;
-    let servers = state.plex_tv.owned_servers(&body.plex_token).await?;
+    let account = (state.plex_tv.account(token.secret()).await).map_err(|e| token.explain(e))?;
+    let servers =
+        (state.plex_tv.owned_servers(token.secret()).await).map_err(|e| token.explain(e))?;
     let (server_url, server) = pick_server(&servers, given_url, body.allow_insecure_http)?;
-    let encrypted_token = encrypt_token(state, &body.plex_token).await?;
+    let encrypted_token = match &token {
+        SaveToken::New(t) => Some(encrypt_token(state, t).await?),
+        SaveToken::Stored(_) => None,
+    };
     let (webhook_secret, write_secret) = webhook_secret(state, body.rotate_webhook_secret).await?;
 
     // One transaction; the secret is written before the commit, so a Secrets Manager failure
@@ -289,7 +360,7 @@ async fn save_config(state: &State, req: &Request) -> Result<Response<Body>, Api
     store::save(
         &tx,
         &SaveSettings {
-            encrypted_token: &encrypted_token,
+            encrypted_token: encrypted_token.as_deref(),
             server_url: Some(&server_url)
                 .filter(|u| !u.is_empty())
                 .map(|u| u.as_str()),

@@ -76,8 +76,9 @@ pub async fn load(client: &impl GenericClient) -> Result<Option<PlexSettings>, D
 /// A validated save. `None` flags keep the stored value (or the column default on first save).
 #[derive(Debug)]
 pub struct SaveSettings<'a> {
-    /// Already encrypted (`crypto::Keyring::encrypt`).
-    pub encrypted_token: &'a str,
+    /// Already encrypted (`crypto::Keyring::encrypt`). `None` keeps the stored ciphertext as it
+    /// is (a settings-only save); the first save must give one.
+    pub encrypted_token: Option<&'a str>,
     pub server_url: Option<&'a str>,
     /// Given on every save: the opt-in goes with the URL it was given for.
     pub allow_insecure_http: bool,
@@ -93,7 +94,9 @@ pub struct SaveSettings<'a> {
 }
 
 /// Inserts or updates the configuration row; runs on the caller's transaction so the
-/// webhook-secret write can share its fate.
+/// webhook-secret write can share its fate. Without a token the stored one stays (Postgres
+/// checks NOT NULL on the proposed row before `ON CONFLICT`, hence the lookup in `VALUES`; with
+/// no row yet it fails).
 #[tracing::instrument(skip_all)]
 pub async fn save(client: &impl GenericClient, cfg: &SaveSettings<'_>) -> Result<(), DbError> {
     client
@@ -102,10 +105,11 @@ pub async fn save(client: &impl GenericClient, cfg: &SaveSettings<'_>) -> Result
                     (user_id, plex_token, plex_server_url, plex_server_name, plex_server_uuid,
                      plex_account_id, plex_account_name, enabled, auto_add_shows, auto_mark_watched,
                      allowed_accounts, allow_insecure_http)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, COALESCE($8, true), COALESCE($9, true),
+             VALUES ($1, COALESCE($2, (SELECT plex_token FROM plex_config WHERE user_id = $1)),
+                     $3, $4, $5, $6, $7, COALESCE($8, true), COALESCE($9, true),
                      COALESCE($10, true), COALESCE($11, '[]'::jsonb), $12)
              ON CONFLICT (user_id) DO UPDATE SET
-                    plex_token        = EXCLUDED.plex_token,
+                    plex_token        = COALESCE($2, plex_config.plex_token),
                     plex_server_url   = EXCLUDED.plex_server_url,
                     plex_server_name  = EXCLUDED.plex_server_name,
                     plex_server_uuid  = EXCLUDED.plex_server_uuid,

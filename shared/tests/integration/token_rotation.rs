@@ -18,7 +18,7 @@ async fn save_token(pool: &plexsync::db::DbPool, ciphertext: &str) {
     settings::save(
         &client,
         &SaveSettings {
-            encrypted_token: ciphertext,
+            encrypted_token: Some(ciphertext),
             server_url: Some("https://plex.example.com:32400"),
             allow_insecure_http: false,
             server_name: None,

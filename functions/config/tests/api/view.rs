@@ -13,7 +13,7 @@ async fn get_never_returns_the_token_and_has_the_documented_shape() {
         before,
         json!({
             "configured": false, "enabled": false, "autoAddShows": true, "autoMarkWatched": true,
-            "serverName": null, "serverUrl": null, "allowInsecureHttp": false, "plexAccountName": null,
+            "serverName": null, "serverUrl": null, "allowInsecureHttp": false, "plexTokenSet": false, "plexAccountName": null,
             "allowedAccounts": [], "lastWebhookReceived": null, "webhookUrl": null
         })
     );
@@ -44,6 +44,7 @@ async fn get_never_returns_the_token_and_has_the_documented_shape() {
     assert_eq!(body["lastWebhookReceived"], "2026-11-28T17:00:00Z");
     assert_eq!(body["webhookUrl"], saved["webhookUrl"]);
     assert!(body.get("plexToken").is_none());
+    assert_eq!(body["plexTokenSet"], true, "only whether one is set");
     let stored: String = h.config_row().await.unwrap().get(0);
     assert!(!text(&resp).contains(&stored), "not even the ciphertext");
 }
