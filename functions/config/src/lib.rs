@@ -301,7 +301,7 @@ async fn save_token(state: &State, given: Option<SecretString>) -> Result<SaveTo
     if let Some(token) = given {
         return Ok(SaveToken::New(token));
     }
-    let client = state.api.pool.get().await.map_err(DbError::from)?;
+    let client = state.api.pool.get().await?;
     let stored = store::load(&client).await?;
     drop(client);
     let Some(stored) = stored else {
