@@ -8,7 +8,7 @@ SHELL := bash
 VENV_PATH := $(CURDIR)/.venv/bin:$(PATH)
 SAM := SAM_CLI_TELEMETRY=0 PATH="$(VENV_PATH)" $(CURDIR)/.venv-sam/bin/sam
 
-.PHONY: help test dev demo lint lint-template build sam-build deploy bench reliability clean-dev
+.PHONY: help test dev demo lint lint-template build sam-build deploy bench reliability clean-dev import-demo
 
 help:
 	@echo "make test       Postgres + moto, then cargo test --workspace (ARGS=... go to cargo test)"
@@ -20,6 +20,7 @@ help:
 	@echo "make deploy     sam deploy (--guided the first time, i.e. without samconfig.toml)"
 	@echo "make demo       post a sequence of Plex webhooks to a running make dev and show the result"
 	@echo "make bench      release binaries: cold start, throughput vs pgbench, RSS; criterion; writes BENCHMARKS.md"
+	@echo "make import-demo  import a generated 2,000-show Plex library end to end, check it, time it (BENCHMARKS.md)"
 	@echo "make reliability  storm, DB outage, poison, fuzzing, schemathesis, secret scan (RELIABILITY.md)"
 	@echo "make clean-dev  stop what make dev started and remove .dev/"
 
@@ -44,6 +45,9 @@ build:
 
 demo:
 	.venv/bin/python tools/demo.py
+
+import-demo:
+	scripts/import-demo.sh
 
 sam-build:
 	scripts/ensure-venv.sh --with-cargo-lambda --with-sam

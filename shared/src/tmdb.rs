@@ -159,10 +159,11 @@ struct SharedLimit {
 /// The shared bucket's name in `rate_limit_buckets`.
 const SHARED_BUCKET: &str = "tmdb";
 
-/// The shared default: below TMDB's documented ~50 requests per second per address.
+/// The shared default: 30 per second and a burst of 10, so no second sees more than 40,
+/// below TMDB's ~50 requests per second per address.
 pub const SHARED_RATE: Bucket = Bucket {
     rate: 30.0,
-    burst: 30.0,
+    burst: 10.0,
     max_wait: Duration::from_secs(10),
 };
 

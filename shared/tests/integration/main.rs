@@ -6,6 +6,7 @@ mod metrics;
 mod migrations;
 mod openapi;
 mod pool;
+mod rate_limit;
 mod roles;
 mod secrets;
 mod template;
