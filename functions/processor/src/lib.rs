@@ -4,7 +4,8 @@
 //! `processor` function: consumes SQS batches of webhook events. Each record is processed on its
 //! own, in order, inside a span carrying its message id; records that failed transiently, or
 //! that there was no time left to start, are reported back as batch item failures so SQS
-//! retries them (then moves them to the DLQ).
+//! retries them (then moves them to the DLQ). Once a day an EventBridge schedule invokes it for
+//! the retention run instead ([`retention`]).
 
 use std::{collections::HashMap, time::Duration};
 
@@ -12,8 +13,13 @@ use aws_config::SdkConfig;
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
 use plexsync::env::{Env, EnvError};
 use plexsync::pipeline::{log_final_failure, process_body_until, Pipeline, StartupError};
+use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 use tracing::Instrument;
+
+pub mod retention;
+
+use retention::{Retention, RetentionReport};
 
 /// The processor's state: the message pipeline, the queue's redrive limit and the time rules.
 pub struct Processor {
@@ -21,6 +27,8 @@ pub struct Processor {
     /// The queue's `maxReceiveCount`: a record failing on this receive goes to the DLQ next.
     pub max_receive_count: i64,
     pub timing: Timing,
+    /// How long activity-log rows and processed keys are kept (`RETENTION_DAYS`).
+    pub retention: Retention,
 }
 
 /// How a batch shares its invocation's time. A record starts only while its whole TMDB budget
@@ -62,7 +70,55 @@ impl Processor {
             pipeline: Pipeline::from_env(env, aws)?,
             max_receive_count,
             timing: Timing::default(),
+            retention: Retention::from_env(env)?,
         })
+    }
+}
+
+/// What invokes the processor: the queue's batches, or the daily schedule's retention task
+/// (`{"task":"retention"}`, template.yaml). The task is tried first and takes exactly that
+/// shape, so a queue batch (which has `Records`) is never mistaken for it.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum Invocation {
+    Retention(RetentionTask),
+    Batch(SqsEvent),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionTask {
+    #[allow(dead_code)]
+    task: TaskName,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum TaskName {
+    Retention,
+}
+
+/// The answer: the batch's item failures, or what the retention run deleted.
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+pub enum Answer {
+    Batch(SqsBatchResponse),
+    Retention(RetentionReport),
+}
+
+/// Serves one invocation.
+pub async fn handle(state: &Processor, invocation: Invocation, deadline: Instant) -> Answer {
+    match invocation {
+        Invocation::Batch(batch) => Answer::Batch(handle_batch(state, batch, deadline).await),
+        Invocation::Retention(_) => Answer::Retention(
+            retention::run(
+                &state.pipeline.pool,
+                state.retention,
+                chrono::Utc::now(),
+                deadline,
+            )
+            .await,
+        ),
     }
 }
 

@@ -316,3 +316,22 @@ pub async fn last_failures(
         .map(|r| (r.get(0), (r.get(1), r.get(2))))
         .collect())
 }
+
+/// Retention: deletes up to `limit` log rows written before `cutoff`, oldest first, and says
+/// how many. Bounded so one statement stays well inside the statement timeout; the caller
+/// repeats while a full batch went.
+#[tracing::instrument(skip(client))]
+pub async fn delete_older_than(
+    client: &impl GenericClient,
+    cutoff: DateTime<Utc>,
+    limit: i64,
+) -> Result<u64, DbError> {
+    Ok(client
+        .execute(
+            "DELETE FROM plex_webhook_logs WHERE id IN (
+                 SELECT id FROM plex_webhook_logs WHERE created_at < $1
+                  ORDER BY created_at LIMIT $2)",
+            &[&cutoff, &limit],
+        )
+        .await?)
+}

@@ -5,6 +5,13 @@ use deadpool_postgres::GenericClient;
 
 use crate::db::DbError;
 
+/// Processed keys are never deleted younger than this, whatever the retention setting says: a
+/// message can come back from SQS until the queue's and then the DLQ's retention ran out (14
+/// days each, template.yaml; a redrive puts a dead letter back on the queue), and its key must
+/// still be there to make it a duplicate. 28 days cover both end to end, plus the 5-minute FIFO
+/// deduplication window. A template test keeps this at least the two retentions together.
+pub const MIN_KEEP_DAYS: u32 = 28;
+
 /// Whether a message with this idempotency key was applied.
 pub async fn contains(client: &impl GenericClient, idempotency_key: &str) -> Result<bool, DbError> {
     let row = client
@@ -44,4 +51,22 @@ pub async fn release(client: &impl GenericClient, idempotency_key: &str) -> Resu
         )
         .await?;
     Ok(())
+}
+
+/// Retention: deletes up to `limit` idempotency keys recorded before `cutoff`, and says how
+/// many. The caller keeps `cutoff` older than any message SQS could still deliver.
+#[tracing::instrument(skip(client))]
+pub async fn delete_older_than(
+    client: &impl GenericClient,
+    cutoff: chrono::DateTime<chrono::Utc>,
+    limit: i64,
+) -> Result<u64, DbError> {
+    Ok(client
+        .execute(
+            "DELETE FROM plex_processed_messages WHERE idempotency_key IN (
+                 SELECT idempotency_key FROM plex_processed_messages WHERE processed_at < $1
+                  ORDER BY processed_at LIMIT $2)",
+            &[&cutoff, &limit],
+        )
+        .await?)
 }

@@ -18,7 +18,8 @@ async fn apply_then_reapply_is_a_noop() {
             "V3__media_senders",
             "V4__plex_imports",
             "V5__webhook_received_on_logs",
-            "V6__plex_plain_http_opt_in"
+            "V6__plex_plain_http_opt_in",
+            "V7__fk_indexes_and_retention"
         ]
     );
     let second = db::migrate(&pool).await.unwrap();
@@ -26,7 +27,7 @@ async fn apply_then_reapply_is_a_noop() {
     let client = pool.get().await.unwrap();
     assert_eq!(
         count(&client, "SELECT count(*) FROM refinery_schema_history").await,
-        6
+        7
     );
     for table in [
         "tvshows",
@@ -57,7 +58,7 @@ async fn concurrent_migrations_apply_once() {
     let pool = db::pool(&SecretString::from(url)).unwrap();
     let (a, b) = tokio::join!(db::migrate(&pool), db::migrate(&pool));
     let (a, b) = (a.unwrap(), b.unwrap());
-    assert_eq!(a.len() + b.len(), 6, "{a:?} {b:?}");
+    assert_eq!(a.len() + b.len(), 7, "{a:?} {b:?}");
 }
 
 #[tokio::test]
@@ -371,4 +372,35 @@ async fn newer_schema_than_the_code_is_tolerated_but_changed_migrations_abort() 
         .unwrap();
     let err = db::migrate(&test_db.pool).await.unwrap_err();
     assert!(matches!(err, db::DbError::Migration(_)), "{err}");
+}
+
+/// Every foreign key has an index led by its column: `ON DELETE SET NULL` / `CASCADE` from a
+/// deleted tracker show (or conflict) would otherwise scan the whole referencing table under
+/// lock, once per deleted row.
+#[tokio::test]
+async fn every_foreign_key_column_is_indexed() {
+    let test_db = testing::fresh_db().await;
+    let client = test_db.pool.get().await.unwrap();
+    let unindexed: Vec<String> = client
+        .query(
+            "SELECT c.conrelid::regclass::text || '.' || a.attname
+               FROM pg_constraint c
+               JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = c.conkey[1]
+              WHERE c.contype = 'f'
+                AND c.connamespace = 'public'::regnamespace
+                AND NOT EXISTS (
+                    SELECT 1 FROM pg_index i
+                     WHERE i.indrelid = c.conrelid AND i.indkey[0] = c.conkey[1])
+              ORDER BY 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert!(
+        unindexed.is_empty(),
+        "foreign keys without an index: {unindexed:?}"
+    );
 }

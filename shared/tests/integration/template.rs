@@ -672,3 +672,51 @@ fn every_served_route_reaches_its_function_through_api_gateway() {
         }
     }
 }
+
+#[test]
+fn a_daily_schedule_runs_the_retention_on_the_processor() {
+    let t = Template::load();
+    let events = t.props("ProcessorFunction")["Events"]
+        .as_mapping()
+        .expect("the processor has events");
+    let schedules: Vec<_> = events
+        .values()
+        .filter(|e| e["Type"].as_str() == Some("Schedule"))
+        .collect();
+    assert_eq!(schedules.len(), 1, "one schedule on the processor");
+    let schedule = &schedules[0]["Properties"];
+    assert_eq!(schedule["Schedule"].as_str(), Some("rate(1 day)"));
+    // The exact task the processor recognises (processor::Invocation::Retention).
+    let input: serde_json::Value =
+        serde_json::from_str(schedule["Input"].as_str().expect("Input is a JSON string")).unwrap();
+    assert_eq!(input, serde_json::json!({"task": "retention"}));
+    assert_ne!(schedule["Enabled"].as_bool(), Some(false));
+    // No other function is scheduled: the cleanup needs no server and no new Lambda.
+    for f in functions(&t) {
+        if f != "ProcessorFunction" {
+            let scheduled = t.props(&f)["Events"]
+                .as_mapping()
+                .is_some_and(|e| e.values().any(|e| e["Type"].as_str() == Some("Schedule")));
+            assert!(!scheduled, "{f} has a schedule");
+        }
+    }
+
+    // Days from the parameter, default 90.
+    let vars = &t.props("ProcessorFunction")["Environment"]["Variables"];
+    assert_eq!(
+        intrinsic(&vars["RETENTION_DAYS"]),
+        Some(reference("DataRetentionDays"))
+    );
+    assert_eq!(t.number(&vars["RETENTION_DAYS"]), 90);
+    assert!(t.parameter("DataRetentionDays")["MinValue"].as_u64() >= Some(1));
+
+    // Processed keys outlive every message SQS may still deliver: the queue's retention, then
+    // the DLQ's (a redrive brings a dead letter back).
+    let retention_days = |queue: &str| t.number(&t.props(queue)["MessageRetentionPeriod"]) / 86_400;
+    let sqs_days = retention_days("EventsQueue") + retention_days("EventsDlq");
+    assert!(
+        u64::from(plexsync::store::processed::MIN_KEEP_DAYS) >= sqs_days,
+        "processed keys kept {} days, SQS can hold a message {sqs_days} days",
+        plexsync::store::processed::MIN_KEEP_DAYS
+    );
+}

@@ -43,6 +43,7 @@ impl Harness {
                 },
                 max_receive_count: 5,
                 timing: processor::Timing::default(),
+                retention: Default::default(),
             },
             logs: logs::State {
                 api,

@@ -189,6 +189,7 @@ impl Harness {
             pipeline: pipeline(pool, &self.tmdb, &self.keyring),
             max_receive_count: 5,
             timing: processor::Timing::default(),
+            retention: Default::default(),
         }
     }
 

@@ -564,6 +564,7 @@ async fn import_demo_2000_shows() {
                     pipeline: pipeline(db.pool.clone(), &tmdb.uri(), &keyring),
                     max_receive_count: 5,
                     timing: processor::Timing::default(),
+                    retention: Default::default(),
                 },
                 start_returned.clone(),
             ))

@@ -120,6 +120,7 @@ async fn database_down_fails_the_record_and_writes_nothing() {
             pipeline: down,
             max_receive_count: MAX_RECEIVE_COUNT,
             timing: Timing::default(),
+            retention: Default::default(),
         },
         sqs_event(&[("m-down", body, 1)]),
         ample_time(),

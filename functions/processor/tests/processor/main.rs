@@ -8,5 +8,6 @@ mod deadline;
 mod delivery;
 mod ladder;
 mod marking;
+mod retention;
 mod senders;
 mod support;

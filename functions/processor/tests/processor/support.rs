@@ -115,6 +115,7 @@ impl Harness {
             pipeline: pipeline(&self.db, &self.tmdb, &self.keyring),
             max_receive_count: MAX_RECEIVE_COUNT,
             timing: Timing::default(),
+            retention: Default::default(),
         }
     }
 
