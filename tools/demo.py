@@ -79,8 +79,10 @@ def main():
 
     print("1. POST /api/plex/config (Plex token; auto-add shows, auto-mark watched)")
     status, _, body = http("POST", f"{base}/api/plex/config",
+                           # The local Plex stub speaks plain http: the LAN opt-in.
                            json.dumps({"plexToken": "demo-plex-token-0123456789abcdef",
-                                       "autoAddShows": True, "autoMarkWatched": True}).encode(),
+                                       "autoAddShows": True, "autoMarkWatched": True,
+                                       "allowInsecureHttp": True}).encode(),
                            {**auth, "Content-Type": "application/json"}, timeout=WAIT)
     print(f"   -> {status} {body}")
     if status != 200:

@@ -496,8 +496,9 @@ def main():
     def config():
         status, _, body = http(
             "POST", f"{base}/api/plex/config",
+            # The stub Plex server speaks plain http (tools/stubs.py): the user's LAN opt-in.
             json.dumps({"plexToken": PLEX_TOKEN, "autoMarkWatched": True,
-                        "autoAddShows": False}).encode(),
+                        "autoAddShows": False, "allowInsecureHttp": True}).encode(),
             {**auth, "Content-Type": "application/json"}, timeout=FIRST_REQUEST_TIMEOUT)
         assert status == 200, f"{status} {body}"
         url = body.get("webhookUrl", "")

@@ -157,7 +157,9 @@ def api(stack, method, function, path, body=None, timeout=e2e.FIRST_REQUEST_TIME
 def configure(stack):
     """POST /api/plex/config (as the user does once); returns the webhook URL."""
     status, body = api(stack, "POST", "config", "/api/plex/config",
-                       {"plexToken": e2e.PLEX_TOKEN, "autoMarkWatched": True, "autoAddShows": False})
+                       # The stub Plex server speaks plain http: the user's LAN opt-in.
+                       {"plexToken": e2e.PLEX_TOKEN, "autoMarkWatched": True, "autoAddShows": False,
+                        "allowInsecureHttp": True})
     assert status == 200, f"config: {status} {body}"
     return body["webhookUrl"]
 

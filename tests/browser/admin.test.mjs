@@ -167,8 +167,16 @@ test("1. paste the API token, save a Plex token -> the webhook URL is shown", as
   await assertLabelled(page);
 
   await page.getByLabel("Plex token").fill(PLEX_TOKEN);
+  // The stub Plex server (tools/stubs.py) speaks plain http: without the LAN opt-in the save is
+  // refused with a message naming it.
+  const allowHttp = page.getByLabel("Allow a plain http address (a server on your own network)");
+  assert.equal(await allowHttp.isChecked(), false, "https only by default");
+  await page.getByRole("button", { name: "Save", exact: true }).click();
+  await page.locator("#setup-feedback", { hasText: /allowInsecureHttp/ }).waitFor();
+  await allowHttp.check();
   await page.getByRole("button", { name: "Save", exact: true }).click();
   await page.locator("#setup-feedback", { hasText: /Saved\. Connected to basement-nas/ }).waitFor();
+  assert.equal((await api("/api/plex/config")).allowInsecureHttp, true);
   const url = await page.getByLabel("Webhook URL", { exact: true }).inputValue();
   assert.match(url, new RegExp(`^${BASE.replace(/[.]/g, "\\.")}/api/plex/webhook\\?secret=[A-Za-z0-9_-]{20,}$`));
   assert.ok(await page.getByText("Settings → Webhooks").isVisible(), "the Plex steps are shown");
