@@ -592,6 +592,29 @@ async fn import_demo_2000_shows() {
         .map(|s| s.watched.len())
         .sum::<usize>()
         - hand;
+    // Shows that did not end as planned, with why (their summary row's reason), for the record.
+    let odd: Vec<(String, String, Option<String>)> = db
+        .pool
+        .get()
+        .await
+        .unwrap()
+        .query(
+            "SELECT plex_rating_key, outcome, detail FROM plex_import_shows
+              WHERE outcome IS NULL OR outcome = 'failed' ORDER BY 1 LIMIT 20",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r.get(0),
+                r.get::<_, Option<String>>(1).unwrap_or_default(),
+                r.get(2),
+            )
+        })
+        .collect();
+    assert!(odd.is_empty(), "shows not imported: {odd:?}");
     assert_eq!(import["status"], "completed", "{import}");
     assert_eq!(
         import["counts"],
