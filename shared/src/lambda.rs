@@ -111,3 +111,34 @@ pub fn or_exit<T, E: Display>(result: Result<T, E>) -> T {
         std::process::exit(2)
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn context_ending_in(ms_from_now: i64) -> lambda_runtime::Context {
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64;
+        let mut context = lambda_runtime::Context::default();
+        context.deadline = u64::try_from(now + ms_from_now).unwrap();
+        context
+    }
+
+    #[test]
+    fn the_runtime_deadline_becomes_an_instant_that_far_ahead() {
+        let before = Instant::now();
+        let deadline = deadline_of(&context_ending_in(60_000));
+        // Whole seconds apart, so no clock detail can flip it.
+        assert!(deadline > before + Duration::from_secs(50), "{deadline:?}");
+        assert!(deadline < before + Duration::from_secs(70), "{deadline:?}");
+    }
+
+    #[test]
+    fn a_deadline_already_passed_is_now() {
+        let deadline = deadline_of(&context_ending_in(-5_000));
+        assert!(deadline <= Instant::now());
+        assert!(deadline > Instant::now() - Duration::from_secs(1));
+    }
+}

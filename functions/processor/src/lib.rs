@@ -42,14 +42,20 @@ pub struct Timing {
     /// Kept after a record's TMDB budget: its database work, the last-receive logging and the
     /// batch response.
     pub margin: Duration,
+    /// The end of the margin: a record still running this long before the deadline (a stalled
+    /// database) is given up, its transaction rolled back, so the batch still answers. Had it
+    /// committed, its idempotency key makes the redelivery a duplicate.
+    pub answer: Duration,
 }
 
 impl Default for Timing {
-    /// With the template's 60 s timeout, records start during the first 30 s.
+    /// With the template's 60 s timeout, records start during the first 30 s, and one still
+    /// running 3 s before the deadline is given up.
     fn default() -> Self {
         Self {
             tmdb_budget: plexsync::pipeline::TMDB_BUDGET,
             margin: Duration::from_secs(10),
+            answer: Duration::from_secs(3),
         }
     }
 }
@@ -145,6 +151,10 @@ pub async fn handle_batch(
     // Group -> the error that stopped it. Records without a group id (a standard queue) share "".
     let mut stopped: HashMap<String, String> = HashMap::new();
     let reserve = state.timing.tmdb_budget + state.timing.margin;
+    let before = |d: Duration| deadline.checked_sub(d).unwrap_or_else(Instant::now);
+    let hard_stop = before(state.timing.answer);
+    // The last-receive logging and the metric get half of what is kept for the answer.
+    let bookkeeping_stop = before(state.timing.answer / 2);
     let mut out_of_time = false;
     for record in event.records {
         let message_id = record.message_id.clone().unwrap_or_default();
@@ -164,21 +174,30 @@ pub async fn handle_batch(
             None => {
                 let tmdb_until = Instant::now() + state.timing.tmdb_budget;
                 let span = tracing::info_span!("record", message_id = %message_id);
-                match handle_record(&state.pipeline, &record, &message_id, tmdb_until)
-                    .instrument(span)
-                    .await
-                {
-                    Ok(()) => continue,
-                    Err(e) => {
-                        tracing::warn!(message_id = %message_id, error = %e, "record will be retried");
-                        stopped.insert(group, e.0.clone());
-                        e.0
+                let work = handle_record(&state.pipeline, &record, &message_id, tmdb_until)
+                    .instrument(span);
+                let error = match tokio::time::timeout_at(hard_stop, work).await {
+                    Ok(Ok(())) => continue,
+                    Ok(Err(e)) => e.0,
+                    Err(_) => {
+                        out_of_time = true;
+                        "not finished before the invocation's deadline: given up, nothing kept"
+                            .to_string()
                     }
-                }
+                };
+                tracing::warn!(message_id = %message_id, %error, "record will be retried");
+                stopped.insert(group, error.clone());
+                error
             }
         };
         if receive_count(&record).is_some_and(|n| n >= state.max_receive_count) {
-            give_up(state, &record, &message_id, &error).await;
+            let logged = tokio::time::timeout_at(
+                bookkeeping_stop,
+                give_up(state, &record, &message_id, &error),
+            );
+            if logged.await.is_err() {
+                tracing::error!(message_id, %error, "record goes to the dead-letter queue; no time to log its failure");
+            }
         }
         let mut failure = BatchItemFailure::default();
         failure.item_identifier = message_id;

@@ -16,6 +16,7 @@ fn short_timing() -> Timing {
     Timing {
         tmdb_budget: Duration::from_secs(2),
         margin: Duration::from_secs(1),
+        answer: Duration::from_millis(500),
     }
 }
 
@@ -99,7 +100,9 @@ async fn a_record_not_started_on_its_last_receive_is_logged_before_the_dlq() {
     let body = message(fixtures::plex_episode_scrobble()).to_body();
     let event = sqs_event(&[("m-last", body, MAX_RECEIVE_COUNT as u32)]);
 
-    let response = processor::handle_batch(&processor, event, Instant::now()).await;
+    // Too near to start it (3 s needed), time enough to log it.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    let response = processor::handle_batch(&processor, event, deadline).await;
 
     assert_eq!(failed(&response), ["m-last"]);
     let logs = h.logs().await;
@@ -110,4 +113,74 @@ async fn a_record_not_started_on_its_last_receive_is_logged_before_the_dlq() {
         error.contains("dead-letter") && error.contains("too little"),
         "{error}"
     );
+}
+
+#[tokio::test]
+async fn a_record_stalled_on_the_database_is_given_up_so_the_batch_still_answers() {
+    let h = harness().await;
+    h.stub_find("110413", "tvdb_id", fixtures::tmdb_find_office_pilot())
+        .await;
+    let office = h.add_show(Some(2316), "The Office", office_seasons()).await;
+    let mut e3 = fixtures::plex_episode_scrobble();
+    e3["Metadata"]["index"] = 3.into();
+    e3["Metadata"]["ratingKey"] = "48215".into();
+    assert_eq!(
+        h.process(e3).await.action.as_deref(),
+        Some("marked_watched")
+    );
+    // A pool without lock_timeout: only the batch's own stop can end the wait.
+    let processor = Processor {
+        pipeline: h.concurrent_state(2),
+        timing: Timing {
+            tmdb_budget: Duration::from_secs(1),
+            margin: Duration::from_secs(1),
+            answer: Duration::from_secs(1),
+        },
+        ..h.processor()
+    };
+    // The tracker holds the show's row (a long transaction of its own).
+    let mut holder = h.db.pool.get().await.unwrap();
+    let tx = holder.transaction().await.unwrap();
+    tx.execute(
+        "SELECT id FROM tvshows WHERE id = $1 FOR UPDATE",
+        &[&office],
+    )
+    .await
+    .unwrap();
+    let pilot = message(fixtures::plex_episode_scrobble()).to_body();
+    let other = message(fixtures::plex_other_account_scrobble()).to_body();
+    let office_group = format!("{}:48200", fixtures::server_uuid());
+    let event = sqs_event_in_groups(&[
+        ("m-stuck", pilot, 1, office_group.as_str()),
+        ("m-next", other, 1, "group-2"),
+    ]);
+
+    // Starts the pilot (2 s needed, 3 s left), gives it up 1 s before the deadline.
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let batch = processor::handle_batch(&processor, event, deadline);
+    let response = tokio::time::timeout(Duration::from_secs(60), batch)
+        .await
+        .expect("the batch answers while the show's row is still locked");
+    assert_eq!(failed(&response), ["m-stuck", "m-next"]);
+
+    // Once the row is free, the given-up transaction rolls back: nothing of it is kept.
+    tx.rollback().await.unwrap();
+    while h
+        .count(
+            "SELECT count(*) FROM pg_stat_activity
+              WHERE datname = current_database() AND state = 'active' AND pid <> pg_backend_pid()",
+        )
+        .await
+        > 0
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(episode(&h.seasons(office).await, 1, 1)["watched"], false);
+    let logged: Vec<_> = h
+        .logs()
+        .await
+        .into_iter()
+        .filter_map(|l| l.message_id)
+        .collect();
+    assert_eq!(logged.len(), 1, "only the setup's scrobble: {logged:?}");
 }
