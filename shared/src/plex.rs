@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use secrecy::{ExposeSecret, SecretString};
-use serde::Deserialize;
+use serde::{de::DeserializeOwned, Deserialize};
 use url::Url;
 
 use crate::crypto::{CryptoError, Keyring};
@@ -104,18 +104,6 @@ pub struct PlexSection {
     pub title: Option<String>,
 }
 
-#[derive(Deserialize)]
-struct SectionsEnvelope {
-    #[serde(rename = "MediaContainer")]
-    container: SectionsContainer,
-}
-
-#[derive(Deserialize)]
-struct SectionsContainer {
-    #[serde(rename = "Directory", default)]
-    directories: Vec<PlexSection>,
-}
-
 /// One show of a TV section (`/library/sections/{key}/all`), with its own ids and how much of
 /// it the token's account has watched.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -140,30 +128,6 @@ pub struct PlexSectionShow {
     pub guids: Vec<GuidEntry>,
 }
 
-#[derive(Deserialize)]
-struct SectionShowsEnvelope {
-    #[serde(rename = "MediaContainer")]
-    container: SectionShowsContainer,
-}
-
-#[derive(Deserialize)]
-struct SectionShowsContainer {
-    #[serde(rename = "Metadata", default)]
-    metadata: Vec<PlexSectionShow>,
-}
-
-#[derive(Deserialize)]
-struct LeavesEnvelope {
-    #[serde(rename = "MediaContainer")]
-    container: LeavesContainer,
-}
-
-#[derive(Deserialize)]
-struct LeavesContainer {
-    #[serde(rename = "Metadata", default)]
-    metadata: Vec<PlexLeaf>,
-}
-
 /// What the server says about a show.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PlexShow {
@@ -178,16 +142,18 @@ pub struct PlexServerClient {
     http: reqwest::Client,
 }
 
+/// Every answer of the server's JSON API: `{"MediaContainer": {"Metadata": [...]}}`, or
+/// `"Directory"` for the library sections.
 #[derive(Deserialize)]
-struct Envelope {
+struct Envelope<T> {
     #[serde(rename = "MediaContainer")]
-    container: Container,
+    container: Container<T>,
 }
 
 #[derive(Deserialize)]
-struct Container {
-    #[serde(rename = "Metadata", default)]
-    metadata: Vec<Item>,
+struct Container<T> {
+    #[serde(rename = "Metadata", alias = "Directory", default = "Vec::new")]
+    items: Vec<T>,
 }
 
 #[derive(Deserialize)]
@@ -234,20 +200,10 @@ impl PlexServerClient {
         rating_key: &str,
         token: &SecretString,
     ) -> Result<PlexShow, PlexError> {
-        let response = self
-            .get(
-                server,
-                &format!("library/metadata/{}", numeric(rating_key)?),
-                token,
-            )
-            .await?;
-        let envelope: Envelope = response
-            .json()
-            .await
-            .map_err(|e| PlexError::Unexpected(format!("unreadable metadata: {e}")))?;
-        let item = envelope
-            .container
-            .metadata
+        let path = format!("library/metadata/{}", numeric(rating_key)?);
+        let item = self
+            .items::<Item>(server, &path, token, "metadata")
+            .await?
             .into_iter()
             .next()
             .ok_or_else(|| PlexError::Unexpected("no metadata for the show".into()))?;
@@ -266,12 +222,8 @@ impl PlexServerClient {
         server: &ServerUrl,
         token: &SecretString,
     ) -> Result<Vec<PlexSection>, PlexError> {
-        let response = self.get(server, "library/sections", token).await?;
-        let envelope: SectionsEnvelope = response
-            .json()
+        self.items(server, "library/sections", token, "section list")
             .await
-            .map_err(|e| PlexError::Unexpected(format!("unreadable section list: {e}")))?;
-        Ok(envelope.container.directories)
     }
 
     /// `GET {server}/library/sections/{key}/all?type=2&includeGuids=1` → every show of a TV
@@ -283,21 +235,11 @@ impl PlexServerClient {
         section_key: &str,
         token: &SecretString,
     ) -> Result<Vec<PlexSectionShow>, PlexError> {
-        let response = self
-            .get(
-                server,
-                &format!(
-                    "library/sections/{}/all?type=2&includeGuids=1",
-                    numeric(section_key)?
-                ),
-                token,
-            )
-            .await?;
-        let envelope: SectionShowsEnvelope = response
-            .json()
-            .await
-            .map_err(|e| PlexError::Unexpected(format!("unreadable show list: {e}")))?;
-        Ok(envelope.container.metadata)
+        let path = format!(
+            "library/sections/{}/all?type=2&includeGuids=1",
+            numeric(section_key)?
+        );
+        self.items(server, &path, token, "show list").await
     }
 
     /// `GET {server}/library/metadata/{rating_key}/allLeaves?includeGuids=1` → every episode of
@@ -309,21 +251,28 @@ impl PlexServerClient {
         rating_key: &str,
         token: &SecretString,
     ) -> Result<Vec<PlexLeaf>, PlexError> {
-        let response = self
-            .get(
-                server,
-                &format!(
-                    "library/metadata/{}/allLeaves?includeGuids=1",
-                    numeric(rating_key)?
-                ),
-                token,
-            )
-            .await?;
-        let envelope: LeavesEnvelope = response
+        let path = format!(
+            "library/metadata/{}/allLeaves?includeGuids=1",
+            numeric(rating_key)?
+        );
+        self.items(server, &path, token, "episode list").await
+    }
+
+    /// The items of a GET's media container; `what` names them when the JSON is unreadable.
+    async fn items<T: DeserializeOwned>(
+        &self,
+        server: &ServerUrl,
+        path: &str,
+        token: &SecretString,
+        what: &str,
+    ) -> Result<Vec<T>, PlexError> {
+        let envelope: Envelope<T> = self
+            .get(server, path, token)
+            .await?
             .json()
             .await
-            .map_err(|e| PlexError::Unexpected(format!("unreadable episode list: {e}")))?;
-        Ok(envelope.container.metadata)
+            .map_err(|e| PlexError::Unexpected(format!("unreadable {what}: {e}")))?;
+        Ok(envelope.container.items)
     }
 
     /// A JSON GET with the token header; non-success statuses become errors.

@@ -78,6 +78,14 @@ pub async fn fresh_db() -> TestDb {
 }
 
 impl TestDb {
+    /// A connection from the test's pool.
+    pub async fn client(&self) -> db::Client {
+        self.pool
+            .get()
+            .await
+            .expect("a connection to the test database")
+    }
+
     /// Another pool on this database for a test that runs `connections` messages at once: none
     /// waits for a connection, and lock waits have no limit. Under the runtime limits (a 10 s
     /// wait for one of four connections, a 5 s lock timeout) a loaded machine turned such
@@ -254,6 +262,21 @@ pub fn decide_as(
     sender
         .decide(payload.to_string().as_bytes())
         .map(|(decision, _)| decision)
+}
+
+/// The queue message the webhook makes of a Plex payload it accepts, received at
+/// `received_at`; panics when the payload is ignored.
+pub fn plex_message(
+    payload: serde_json::Value,
+    received_at: chrono::DateTime<chrono::Utc>,
+) -> crate::queue::QueueMessage {
+    let (decision, raw) = crate::senders::Sender::Plex
+        .decide(payload.to_string().as_bytes())
+        .expect("a valid payload");
+    let crate::payload::Decision::Process(event) = decision else {
+        panic!("the payload is ignored by the webhook's filter")
+    };
+    crate::queue::QueueMessage::new(*event, raw, received_at, None, None)
 }
 
 /// The event `sender`'s edge makes of a payload it must process; panics when it is ignored.

@@ -2,34 +2,19 @@
 
 use chrono::{DateTime, Duration, Utc};
 use lambda_http::{Body, Request, Response};
-use logs::{handle, State};
+use logs::handle;
 use plexsync::{
     api::testing::{authed, json, request, text},
     queue::QueueMessage,
-    testing::{fifo_queue_with_dlq, fixtures, fresh_db, moto_config, TestDb},
+    testing::fixtures,
 };
 use serde_json::{json, Value};
 
-struct Harness {
-    state: State,
-    db: TestDb,
-}
+mod support;
+
+use support::Harness;
 
 impl Harness {
-    async fn new() -> Self {
-        let db = fresh_db().await;
-        let sdk = moto_config().await;
-        let (api, _) = plexsync::api::testing::context(db.pool.clone(), &sdk).await;
-        let (queue_url, dlq_url) = fifo_queue_with_dlq(&sdk).await;
-        let state = State {
-            api,
-            sqs: aws_sdk_sqs::Client::new(&sdk),
-            queue_url,
-            dlq_url,
-        };
-        Self { state, db }
-    }
-
     async fn call(&self, req: Request) -> Response<Body> {
         handle(&self.state, req).await
     }
@@ -56,11 +41,7 @@ impl Harness {
             "success" => (None, Some("marked S01E01 watched")),
             _ => (None, None),
         };
-        self.db
-            .pool
-            .get()
-            .await
-            .unwrap()
+        self.db.client().await
             .query_one(
                 "INSERT INTO plex_webhook_logs
                         (message_id, event_type, plex_rating_key, plex_title, plex_season, plex_episode,
@@ -75,11 +56,7 @@ impl Harness {
     }
 
     async fn conflict(&self, rating_key: &str, resolved: bool) {
-        self.db
-            .pool
-            .get()
-            .await
-            .unwrap()
+        self.db.client().await
             .execute(
                 "INSERT INTO plex_conflicts (plex_server_uuid, plex_rating_key, plex_guid, plex_title,
                         conflict_type, resolved, resolved_at, resolution_action)

@@ -6,35 +6,19 @@ use std::time::{Duration, Instant};
 
 use aws_sdk_sqs::types::MessageSystemAttributeName as Attr;
 use lambda_http::{Body, Response};
-use logs::{handle, State};
+use logs::handle;
 use plexsync::{
     api::testing::{authed, json, request},
-    payload::{Decision, WebhookPayload},
     queue::QueueMessage,
-    testing::{fifo_queue_with_dlq, fixtures, fresh_db, moto_config, TestDb},
+    testing::fixtures,
 };
 use serde_json::{json, Value};
 
-struct Harness {
-    state: State,
-    db: TestDb,
-}
+mod support;
+
+use support::Harness;
 
 impl Harness {
-    async fn new() -> Self {
-        let db = fresh_db().await;
-        let sdk = moto_config().await;
-        let (api, _) = plexsync::api::testing::context(db.pool.clone(), &sdk).await;
-        let (queue_url, dlq_url) = fifo_queue_with_dlq(&sdk).await;
-        let state = State {
-            api,
-            sqs: aws_sdk_sqs::Client::new(&sdk),
-            queue_url,
-            dlq_url,
-        };
-        Self { state, db }
-    }
-
     async fn call(&self, method: &str, uri: &str) -> Response<Body> {
         handle(&self.state, authed(method, uri, None)).await
     }
@@ -93,11 +77,7 @@ impl Harness {
 
     /// The `failed` row the processor writes on a message's last receive.
     async fn failed_log(&self, message_id: &str, error: &str) -> i64 {
-        self.db
-            .pool
-            .get()
-            .await
-            .unwrap()
+        self.db.client().await
             .query_one(
                 "INSERT INTO plex_webhook_logs (message_id, event_type, payload, status, error_message,
                         receive_count)
@@ -111,12 +91,7 @@ impl Harness {
 }
 
 fn scrobble() -> QueueMessage {
-    let raw = fixtures::plex_episode_scrobble();
-    let (payload, raw) = WebhookPayload::from_json(raw.to_string().as_bytes()).unwrap();
-    let Decision::Process(event) = payload.decide().unwrap() else {
-        panic!("fixture is processed")
-    };
-    QueueMessage::new(*event, raw, chrono::Utc::now(), None, None)
+    plexsync::testing::plex_message(fixtures::plex_episode_scrobble(), chrono::Utc::now())
 }
 
 fn letters(body: &Value) -> Vec<Value> {

@@ -111,10 +111,8 @@ async fn a_second_save_keeps_what_it_does_not_mention() {
     assert_eq!(again["autoMarkWatched"], false);
     let row = h
         .db
-        .pool
-        .get()
+        .client()
         .await
-        .unwrap()
         .query_one(
             "SELECT enabled, account, allowed_accounts FROM media_senders WHERE sender = 'emby'",
             &[],
@@ -173,10 +171,8 @@ async fn bad_saves_are_clear_400s_or_404s_and_store_nothing() {
         );
     }
     let stored =
-        h.db.pool
-            .get()
+        h.db.client()
             .await
-            .unwrap()
             .query_one("SELECT count(*) FROM media_senders", &[])
             .await
             .unwrap()

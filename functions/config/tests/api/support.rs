@@ -91,11 +91,7 @@ impl Harness {
     }
 
     pub async fn config_row(&self) -> Option<tokio_postgres::Row> {
-        self.db
-            .pool
-            .get()
-            .await
-            .unwrap()
+        self.db.client().await
             .query_opt(
                 "SELECT plex_token, plex_server_url, plex_server_name, plex_server_uuid,
                         plex_account_id, plex_account_name, enabled, auto_add_shows, auto_mark_watched,

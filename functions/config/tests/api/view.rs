@@ -22,10 +22,8 @@ async fn get_never_returns_the_token_and_has_the_documented_shape() {
         &h.post(json!({"plexToken": PLEX_TOKEN, "autoAddShows": false}))
             .await,
     );
-    h.db.pool
-        .get()
+    h.db.client()
         .await
-        .unwrap()
         .execute(
             "UPDATE plex_config SET last_webhook_received = '2026-11-28T17:00:00Z'",
             &[],
@@ -56,7 +54,7 @@ async fn delete_soft_disables_and_keeps_mappings() {
     assert_eq!(resp.status(), 404, "nothing to disable yet");
     h.plex_tv_ok().await;
     h.post(json!({"plexToken": PLEX_TOKEN})).await;
-    let client = h.db.pool.get().await.unwrap();
+    let client = h.db.client().await;
     client
         .execute(
             "INSERT INTO plex_show_mappings (plex_server_uuid, plex_rating_key, plex_guid, plex_title)

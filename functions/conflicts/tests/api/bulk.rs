@@ -22,11 +22,7 @@ impl Harness {
 
     /// Another open conflict on the fixture server, offering `matches`.
     async fn add_conflict(&self, rating_key: &str, title: &str, matches: Value) -> i32 {
-        self.db
-            .pool
-            .get()
-            .await
-            .unwrap()
+        self.db.client().await
             .query_one(
                 "INSERT INTO plex_conflicts (plex_server_uuid, plex_rating_key, plex_guid, plex_title,
                         conflict_type, potential_matches)
@@ -46,10 +42,8 @@ impl Harness {
 
     async fn set_matches(&self, conflict: i32, matches: Value) {
         self.db
-            .pool
-            .get()
+            .client()
             .await
-            .unwrap()
             .execute(
                 "UPDATE plex_conflicts SET potential_matches = $2 WHERE id = $1",
                 &[&conflict, &matches],
@@ -62,10 +56,8 @@ impl Harness {
     async fn watched_office_episodes(&self) -> Vec<i64> {
         let seasons: Value = self
             .db
-            .pool
-            .get()
+            .client()
             .await
-            .unwrap()
             .query_one(
                 "SELECT seasons FROM tvshows WHERE id = $1",
                 &[&self.office_show],
@@ -84,10 +76,8 @@ impl Harness {
 
     async fn replayed_events(&self) -> i64 {
         self.db
-            .pool
-            .get()
+            .client()
             .await
-            .unwrap()
             .query_one(
                 "SELECT count(*) FROM plex_pending_events WHERE replayed_at IS NOT NULL",
                 &[],
@@ -99,10 +89,8 @@ impl Harness {
 
     async fn resolved_breaking_bad(&self) -> i32 {
         self.db
-            .pool
-            .get()
+            .client()
             .await
-            .unwrap()
             .query_one(
                 "SELECT id FROM plex_conflicts WHERE plex_title = 'Breaking Bad'",
                 &[],

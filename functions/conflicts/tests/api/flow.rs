@@ -55,14 +55,7 @@ impl Harness {
     }
 
     async fn rows(&self, sql: &str) -> Vec<tokio_postgres::Row> {
-        self.db
-            .pool
-            .get()
-            .await
-            .unwrap()
-            .query(sql, &[])
-            .await
-            .unwrap()
+        self.db.client().await.query(sql, &[]).await.unwrap()
     }
 
     async fn episode_2(&self) -> Value {

@@ -28,7 +28,7 @@ fn third_episode() -> Value {
 impl Harness {
     /// Backends of this test's database waiting for a lock.
     async fn lock_waiters(&self) -> i64 {
-        let c = self.db.pool.get().await.unwrap();
+        let c = self.db.client().await;
         c.query_one(
             "SELECT count(*) FROM pg_stat_activity
               WHERE datname = current_database() AND wait_event_type = 'Lock'",
@@ -46,7 +46,7 @@ async fn a_scrobble_kept_while_the_conflict_is_being_resolved_is_marked_not_stra
     let msg = QueueMessage::from_body(&queued(third_episode()).to_string()).unwrap();
 
     // The user's resolve, in flight: the conflict is resolved and mapped, not yet committed.
-    let mut resolver = h.db.pool.get().await.unwrap();
+    let mut resolver = h.db.client().await;
     let tx = resolver.transaction().await.unwrap();
     let resolved = conflicts::resolve_in(
         &tx,
@@ -78,7 +78,7 @@ async fn a_scrobble_kept_while_the_conflict_is_being_resolved_is_marked_not_stra
     assert_eq!(outcome.status, LogStatus::Success, "{outcome:?}");
     assert_eq!(outcome.action.as_deref(), Some("marked_watched"));
     assert_eq!(outcome.tvshow_id, Some(ShowId(h.office_show)));
-    let c = h.db.pool.get().await.unwrap();
+    let c = h.db.client().await;
     let stranded: i64 = c
         .query_one(
             "SELECT count(*) FROM plex_pending_events p JOIN plex_conflicts c ON c.id = p.conflict_id

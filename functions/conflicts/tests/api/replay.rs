@@ -13,10 +13,8 @@ use crate::support::*;
 impl Harness {
     async fn seasons(&self, id: i32) -> Value {
         self.db
-            .pool
-            .get()
+            .client()
             .await
-            .unwrap()
             .query_one("SELECT seasons FROM tvshows WHERE id = $1", &[&id])
             .await
             .unwrap()
@@ -25,11 +23,7 @@ impl Harness {
 
     /// (replayed_at set) per pending event of the conflict, in id order.
     async fn pending_replayed(&self, conflict: i32) -> Vec<bool> {
-        self.db
-            .pool
-            .get()
-            .await
-            .unwrap()
+        self.db.client().await
             .query(
                 "SELECT replayed_at IS NOT NULL FROM plex_pending_events WHERE conflict_id = $1 ORDER BY id",
                 &[&conflict],
@@ -43,10 +37,8 @@ impl Harness {
 
     async fn logs(&self) -> Vec<(String, Option<String>, Option<i32>)> {
         self.db
-            .pool
-            .get()
+            .client()
             .await
-            .unwrap()
             .query(
                 "SELECT status, action_taken, tvshow_id FROM plex_webhook_logs ORDER BY id",
                 &[],
@@ -68,10 +60,8 @@ impl Harness {
 
     async fn show_count(&self) -> i64 {
         self.db
-            .pool
-            .get()
+            .client()
             .await
-            .unwrap()
             .query_one("SELECT count(*) FROM tvshows", &[])
             .await
             .unwrap()
@@ -101,10 +91,8 @@ async fn select_replays_pending_scrobbles_and_marks_the_episodes() {
     let mut seasons = office_seasons();
     seasons[0]["episodes"][1]["watched"] = json!(true);
     seasons[0]["episodes"][1]["dateWatched"] = json!("2019-05-01T20:00:00.000Z");
-    h.db.pool
-        .get()
+    h.db.client()
         .await
-        .unwrap()
         .execute(
             "UPDATE tvshows SET seasons = $2, watched_episodes = 1 WHERE id = $1",
             &[&h.office_show, &seasons],
@@ -162,10 +150,8 @@ async fn select_replays_pending_scrobbles_and_marks_the_episodes() {
 async fn a_transient_failure_keeps_the_events_pending() {
     let h = Harness::new().await;
     // The show's seasons are empty, so marking needs TMDB's season 1, and TMDB is down.
-    h.db.pool
-        .get()
+    h.db.client()
         .await
-        .unwrap()
         .execute(
             "UPDATE tvshows SET seasons = '[]' WHERE id = $1",
             &[&h.office_show],
@@ -213,10 +199,8 @@ async fn a_transient_failure_keeps_the_events_pending() {
 async fn create_new_creates_the_show_from_tmdb_maps_it_and_replays() {
     let h = Harness::new().await;
     // The tracker does not have The Office (US) yet.
-    h.db.pool
-        .get()
+    h.db.client()
         .await
-        .unwrap()
         .execute("DELETE FROM tvshows WHERE id = $1", &[&h.office_show])
         .await
         .unwrap();
@@ -259,10 +243,8 @@ async fn create_new_creates_the_show_from_tmdb_maps_it_and_replays() {
 
     let row = h
         .db
-        .pool
-        .get()
+        .client()
         .await
-        .unwrap()
         .query_one(
             "SELECT tmdb_id, title, show_start_date::text, source, total_episodes, watched_episodes
                FROM tvshows WHERE id = $1",
@@ -434,10 +416,8 @@ async fn create_new_errors_leave_the_conflict_open() {
 #[tokio::test]
 async fn the_function_starts_from_its_environment_and_replays() {
     let mut h = Harness::new().await;
-    h.db.pool
-        .get()
+    h.db.client()
         .await
-        .unwrap()
         .execute(
             "UPDATE tvshows SET seasons = '[]' WHERE id = $1",
             &[&h.office_show],

@@ -116,11 +116,7 @@ async fn select_resolves_maps_and_reports_pending_events_then_409() {
 async fn select_updates_an_existing_mapping_instead_of_adding_one() {
     let h = Harness::new().await;
     let existing: i32 = h
-        .db
-        .pool
-        .get()
-        .await
-        .unwrap()
+        .db.client().await
         .query_one(
             "INSERT INTO plex_show_mappings (plex_server_uuid, plex_rating_key, plex_guid, plex_title, match_method, match_confidence, sync_enabled)
              VALUES ($1, '48200', 'plex://show/5d9c086c46115600200aa2fe', 'The Office', 'fuzzy', 0.62, false) RETURNING id",
@@ -152,11 +148,7 @@ async fn select_moves_a_mapping_found_by_guid_to_the_new_rating_key() {
     let h = Harness::new().await;
     // The show was re-added to the library: same guid, old rating key.
     let existing: i32 = h
-        .db
-        .pool
-        .get()
-        .await
-        .unwrap()
+        .db.client().await
         .query_one(
             "INSERT INTO plex_show_mappings (plex_server_uuid, plex_rating_key, plex_guid, plex_title)
              VALUES ($1, '31000', 'plex://show/5d9c086c46115600200aa2fe', 'The Office') RETURNING id",

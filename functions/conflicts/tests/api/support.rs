@@ -9,7 +9,6 @@ use lambda_http::{Body, Request, Response};
 use plexsync::{
     api::testing::authed,
     crypto::{generate_key_hex, Keyring},
-    payload::{Decision, WebhookPayload},
     pipeline::{KeySource, Pipeline},
     plex::PlexServerClient,
     queue::QueueMessage,
@@ -67,11 +66,7 @@ pub struct Harness {
 }
 
 pub fn queued(payload: Value) -> Value {
-    let (p, raw) = WebhookPayload::from_json(payload.to_string().as_bytes()).unwrap();
-    let Decision::Process(event) = p.decide().unwrap() else {
-        panic!("fixture is processable")
-    };
-    serde_json::to_value(QueueMessage::new(*event, raw, Utc::now(), None, None)).unwrap()
+    serde_json::to_value(plexsync::testing::plex_message(payload, Utc::now())).unwrap()
 }
 
 impl Harness {
@@ -223,10 +218,8 @@ impl Harness {
 
     pub async fn conflict_row(&self, id: i32) -> tokio_postgres::Row {
         self.db
-            .pool
-            .get()
+            .client()
             .await
-            .unwrap()
             .query_one(
                 "SELECT resolved, resolution_action, resolved_tvshow_id, resolved_at IS NOT NULL
                    FROM plex_conflicts WHERE id = $1",
@@ -238,10 +231,8 @@ impl Harness {
 
     pub async fn mappings(&self) -> Vec<tokio_postgres::Row> {
         self.db
-            .pool
-            .get()
+            .client()
             .await
-            .unwrap()
             .query(
                 "SELECT id, plex_rating_key, tvshow_id, match_method, match_confidence::float8,
                         manually_confirmed, sync_enabled, tmdb_id, plex_title

@@ -38,10 +38,8 @@ impl Harness {
     async fn watched(&self, show: i32, number: i64) -> Value {
         let seasons: Value = self
             .db
-            .pool
-            .get()
+            .client()
             .await
-            .unwrap()
             .query_one("SELECT seasons FROM tvshows WHERE id = $1", &[&show])
             .await
             .unwrap()
@@ -141,10 +139,8 @@ async fn an_unmatched_show_is_a_conflict_offering_both_same_titled_shows_until_r
 async fn a_single_exact_title_match_is_still_asked() {
     let h = Harness::new().await;
     h.stub_search().await;
-    h.db.pool
-        .get()
+    h.db.client()
         .await
-        .unwrap()
         .execute("DELETE FROM tvshows WHERE id = $1", &[&h.office_uk_show])
         .await
         .unwrap();
@@ -155,10 +151,8 @@ async fn a_single_exact_title_match_is_still_asked() {
     assert!(h.mappings().await.is_empty());
     assert_eq!(h.watched(h.office_show, 2).await, false);
     let shows: i64 =
-        h.db.pool
-            .get()
+        h.db.client()
             .await
-            .unwrap()
             .query_one("SELECT count(*) FROM tvshows", &[])
             .await
             .unwrap()

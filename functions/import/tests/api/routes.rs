@@ -3,7 +3,7 @@
 
 use plexsync::{
     api::testing::{json, request, API_TOKEN},
-    queue::{QueueBody, QueueMessage},
+    queue::QueueBody,
     testing::fixtures,
 };
 use serde_json::{json, Value};
@@ -76,14 +76,8 @@ async fn start_queues_one_message_per_watched_show_in_its_scrobbles_group() {
             .collect::<Vec<_>>()
     );
     // The same group as a scrobble of that show.
-    let scrobble = plexsync::payload::WebhookPayload::from_json(
-        fixtures::plex_episode_scrobble().to_string().as_bytes(),
-    )
-    .unwrap();
-    let plexsync::payload::Decision::Process(event) = scrobble.0.decide().unwrap() else {
-        panic!()
-    };
-    let msg = QueueMessage::new(*event, scrobble.1, chrono::Utc::now(), None, None);
+    let msg =
+        plexsync::testing::plex_message(fixtures::plex_episode_scrobble(), chrono::Utc::now());
     assert_eq!(msg.group_id(), format!("{uuid}:{OFFICE}"));
 }
 
@@ -143,7 +137,7 @@ async fn bad_input_is_400_and_queues_nothing() {
 #[tokio::test]
 async fn settings_that_forbid_an_import_are_422_and_an_unreachable_server_502() {
     let h = Harness::new().await;
-    let c = h.db.pool.get().await.unwrap();
+    let c = h.db.client().await;
     c.execute("UPDATE plex_config SET auto_mark_watched = false", &[])
         .await
         .unwrap();

@@ -453,22 +453,13 @@ impl Harness {
     }
 
     pub async fn query(&self, sql: &str) -> Vec<tokio_postgres::Row> {
-        self.db
-            .pool
-            .get()
-            .await
-            .unwrap()
-            .query(sql, &[])
-            .await
-            .unwrap()
+        self.db.client().await.query(sql, &[]).await.unwrap()
     }
 
     pub async fn seasons(&self, id: i32) -> Value {
         self.db
-            .pool
-            .get()
+            .client()
             .await
-            .unwrap()
             .query_one("SELECT seasons FROM tvshows WHERE id = $1", &[&id])
             .await
             .unwrap()

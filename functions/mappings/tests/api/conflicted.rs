@@ -4,7 +4,6 @@
 
 use plexsync::{
     env::TmdbConfig,
-    payload::{Decision, WebhookPayload},
     pipeline::{process_message, KeySource, Pipeline},
     plex::PlexServerClient,
     queue::QueueMessage,
@@ -28,10 +27,7 @@ async fn processor(h: &Harness, tmdb: &MockServer) -> Pipeline {
         .respond_with(ResponseTemplate::new(200).set_body_json(fixtures::tmdb_search_the_office()))
         .mount(tmdb)
         .await;
-    h.db.pool
-        .get()
-        .await
-        .unwrap()
+    h.db.client().await
         .execute(
             "UPDATE plex_config SET enabled = true, auto_mark_watched = true, auto_add_shows = false",
             &[],
@@ -51,11 +47,7 @@ async fn processor(h: &Harness, tmdb: &MockServer) -> Pipeline {
 }
 
 fn message(payload: Value) -> QueueMessage {
-    let (p, raw) = WebhookPayload::from_json(payload.to_string().as_bytes()).unwrap();
-    let Decision::Process(event) = p.decide().unwrap() else {
-        panic!("fixture is processed")
-    };
-    QueueMessage::new(*event, raw, chrono::Utc::now(), None, None)
+    plexsync::testing::plex_message(payload, chrono::Utc::now())
 }
 
 #[tokio::test]

@@ -172,11 +172,7 @@ impl Harness {
     }
 
     pub async fn row(&self, id: i32) -> tokio_postgres::Row {
-        self.db
-            .pool
-            .get()
-            .await
-            .unwrap()
+        self.db.client().await
             .query_one(
                 "SELECT tvshow_id, manually_confirmed, match_method, match_confidence::float8, sync_enabled, tmdb_id
                    FROM plex_show_mappings WHERE id = $1",

@@ -32,11 +32,7 @@ impl Harness {
         let mut seasons = json!([plexsync::episodes::season_from_tmdb(&season)]);
         seasons[0]["episodes"][3]["watched"] = json!(true);
         seasons[0]["episodes"][3]["dateWatched"] = json!("2019-05-01T20:00:00.000Z");
-        self.db
-            .pool
-            .get()
-            .await
-            .unwrap()
+        self.db.client().await
             .execute(
                 "UPDATE tvshows SET seasons = $2, watched_episodes = 1, total_episodes = 6 WHERE id = $1",
                 &[&self.office_show, &seasons],
@@ -48,10 +44,8 @@ impl Harness {
     async fn office_episodes(&self) -> (Vec<Value>, i32) {
         let row = self
             .db
-            .pool
-            .get()
+            .client()
             .await
-            .unwrap()
             .query_one(
                 "SELECT seasons, watched_episodes FROM tvshows WHERE id = $1",
                 &[&self.office_show],
@@ -96,14 +90,7 @@ impl Harness {
     }
 
     async fn set_config(&self, sql: &str) {
-        self.db
-            .pool
-            .get()
-            .await
-            .unwrap()
-            .execute(sql, &[])
-            .await
-            .unwrap();
+        self.db.client().await.execute(sql, &[]).await.unwrap();
     }
 }
 
@@ -162,10 +149,8 @@ async fn sync_writes_the_show_row_once() {
     )
     .await;
     // Every write of a tvshows row leaves a row here.
-    h.db.pool
-        .get()
+    h.db.client()
         .await
-        .unwrap()
         .batch_execute(
             "CREATE TABLE show_writes (id int);
          CREATE FUNCTION note_show_write() RETURNS trigger LANGUAGE plpgsql AS
@@ -176,10 +161,8 @@ async fn sync_writes_the_show_row_once() {
         .await
         .unwrap();
     let writes = || async {
-        h.db.pool
-            .get()
+        h.db.client()
             .await
-            .unwrap()
             .query_one("SELECT count(*) FROM show_writes", &[])
             .await
             .unwrap()
@@ -368,10 +351,8 @@ async fn after_a_key_rotation_the_stored_token_is_reencrypted_on_its_next_use() 
     .await;
     let stored = || async {
         let row =
-            h.db.pool
-                .get()
+            h.db.client()
                 .await
-                .unwrap()
                 .query_one("SELECT plex_token FROM plex_config WHERE user_id = 1", &[])
                 .await
                 .unwrap();

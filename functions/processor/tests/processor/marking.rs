@@ -77,7 +77,7 @@ async fn config_gates_ignore_with_a_reason() {
 }
 
 async fn last_webhook_received(h: &Harness) -> Option<DateTime<Utc>> {
-    let client = h.db.pool.get().await.unwrap();
+    let client = h.db.client().await;
     plexsync::store::settings::load(&client)
         .await
         .unwrap()
@@ -303,7 +303,7 @@ async fn the_same_message_delivered_twice_at_once_marks_once() {
     let msg = message(fixtures::plex_episode_scrobble());
     let state = h.concurrent_state(2);
 
-    let mut holder = h.db.pool.get().await.unwrap();
+    let mut holder = h.db.client().await;
     let hold = holder.transaction().await.unwrap();
     hold.execute("SELECT 1 FROM tvshows WHERE id = $1 FOR UPDATE", &[&office])
         .await

@@ -20,7 +20,7 @@ use crate::support::*;
 
 /// Settings of a Jellyfin or Emby edge (what `PUT /api/senders/{sender}` stores).
 async fn configure_sender(h: &Harness, sender: Sender, account: &str, settings: Value) {
-    let client = h.db.pool.get().await.unwrap();
+    let client = h.db.client().await;
     let flag = |k: &str| settings.get(k).and_then(Value::as_bool).unwrap_or(true);
     client
         .execute(
@@ -121,7 +121,7 @@ async fn jellyfin_new_show_is_added_through_the_episode_tvdb_id_and_marked() {
         ("jellyfin".into(), "success".into())
     );
     // The receipt is known from the log; the settings row is not written per message.
-    let client = h.db.pool.get().await.unwrap();
+    let client = h.db.client().await;
     let jellyfin = plexsync::store::senders::find(&client, Sender::Jellyfin)
         .await
         .unwrap()

@@ -6,7 +6,6 @@ use std::{sync::Arc, time::Duration};
 use aws_lambda_events::event::sqs::SqsEvent;
 use chrono::{DateTime, TimeZone, Utc};
 use plexsync::crypto::{generate_key_hex, Keyring};
-use plexsync::payload::{Decision, WebhookPayload};
 use plexsync::pipeline::{process_message, KeySource, Pipeline};
 use plexsync::plex::PlexServerClient;
 use plexsync::queue::QueueMessage;
@@ -121,7 +120,7 @@ impl Harness {
 
     /// Inserts (or replaces) the integration config; `overrides` sets columns by name.
     pub async fn configure(&self, overrides: Value) {
-        let client = self.db.pool.get().await.unwrap();
+        let client = self.db.client().await;
         let token = self
             .keyring
             .encrypt(&SecretString::from(PLEX_TOKEN.to_string()));
@@ -162,7 +161,7 @@ impl Harness {
     }
 
     pub async fn add_show(&self, tmdb_id: Option<i32>, title: &str, seasons: Value) -> i32 {
-        let client = self.db.pool.get().await.unwrap();
+        let client = self.db.client().await;
         let (watched, total) = plexsync::episodes::counts(&seasons);
         client
             .query_one(
@@ -176,14 +175,7 @@ impl Harness {
     }
 
     pub async fn query(&self, sql: &str) -> Vec<tokio_postgres::Row> {
-        self.db
-            .pool
-            .get()
-            .await
-            .unwrap()
-            .query(sql, &[])
-            .await
-            .unwrap()
+        self.db.client().await.query(sql, &[]).await.unwrap()
     }
 
     /// Waits until `n` sessions on this test's database wait for a lock (a row or key another
@@ -210,10 +202,8 @@ impl Harness {
 
     pub async fn seasons(&self, id: i32) -> Value {
         self.db
-            .pool
-            .get()
+            .client()
             .await
-            .unwrap()
             .query_one("SELECT seasons FROM tvshows WHERE id = $1", &[&id])
             .await
             .unwrap()
@@ -305,17 +295,11 @@ pub fn received_at() -> DateTime<Utc> {
 }
 
 pub fn message(payload: Value) -> QueueMessage {
-    let (parsed, raw) = WebhookPayload::from_json(payload.to_string().as_bytes()).unwrap();
-    let Decision::Process(event) = parsed.decide().unwrap() else {
-        panic!("fixture is ignored by the webhook filter")
-    };
-    QueueMessage::new(
-        *event,
-        raw,
-        received_at(),
-        Some("198.51.100.23".into()),
-        Some("req-1".into()),
-    )
+    QueueMessage {
+        source_ip: Some("198.51.100.23".into()),
+        request_id: Some("req-1".into()),
+        ..plexsync::testing::plex_message(payload, received_at())
+    }
 }
 
 pub fn sqs_event(records: &[(&str, String, u32)]) -> SqsEvent {
