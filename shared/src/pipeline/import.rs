@@ -411,6 +411,15 @@ async fn mark_all(
             refreshed = true;
             continue;
         }
+        // A retry after a crash between adding the show and marking it finds it mapped.
+        let how = match how {
+            Mapped::Existing
+                if imports::show_added_during(&tx, ctx.msg.import_id, tvshow_id).await? =>
+            {
+                Mapped::Added
+            }
+            how => how,
+        };
         let outcome = marked_outcome(tvshow_id, how, &tally);
         let result = ShowResult {
             outcome: match how {

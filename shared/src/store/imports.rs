@@ -7,6 +7,7 @@ use deadpool_postgres::GenericClient;
 use serde::Serialize;
 
 use crate::db::{DbError, DbPool};
+use crate::ids::ShowId;
 
 /// An import as the API shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -304,4 +305,27 @@ pub async fn complete_if_done(
         )
         .await?;
     Ok(n == 1)
+}
+
+/// Whether tracker show `tvshow_id` was added from Plex after import `import_id` started. The
+/// import counts such a show as added even when a crash between adding it and marking its
+/// episodes made the retry find it mapped (a live scrobble's addition meanwhile counts too).
+pub async fn show_added_during(
+    client: &impl GenericClient,
+    import_id: i32,
+    tvshow_id: ShowId,
+) -> Result<bool, DbError> {
+    let row = client
+        .query_one(
+            &client
+                .prepare_cached(
+                    "SELECT EXISTS (SELECT 1 FROM tvshows t JOIN plex_imports i ON i.id = $1
+                                     WHERE t.id = $2 AND t.source = 'plex'
+                                       AND t.created_at >= i.started_at)",
+                )
+                .await?,
+            &[&import_id, &tvshow_id],
+        )
+        .await?;
+    Ok(row.get(0))
 }

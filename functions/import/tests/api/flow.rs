@@ -159,6 +159,30 @@ async fn an_outage_halfway_resumes_to_the_same_end_state() {
         .with_priority(1)
         .mount(&h.tmdb)
         .await;
+    // A crash after the UK Office was added from TMDB and mapped, before its episodes were
+    // marked: what the first delivery left behind. The retry must still count it as added.
+    let c = h.db.pool.get().await.unwrap();
+    let season: plexsync::tmdb::SeasonDetails =
+        serde_json::from_value(plexsync::testing::fixtures::tmdb("/3/tv/2996/season/1")).unwrap();
+    let uk: i32 = c
+        .query_one(
+            "INSERT INTO tvshows (tmdb_id, title, show_start_date, seasons, total_episodes, source)
+             VALUES (2996, 'The Office', '2001-07-09', $1, 6, 'plex') RETURNING id",
+            &[&json!([plexsync::episodes::season_from_tmdb(&season)])],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    c.execute(
+        "INSERT INTO plex_show_mappings (plex_server_uuid, plex_rating_key, plex_guid, plex_title,
+                plex_year, tmdb_id, tvshow_id, match_confidence, match_method, manually_confirmed)
+         VALUES ($1, $2, 'plex://show/5d9c08544eefaa001f5d0001', 'The Office', 2001, 2996, $3,
+                 1.0, 'auto_added:tmdb_id', true)",
+        &[&plexsync::testing::fixtures::server_uuid(), &OFFICE_UK, &uk],
+    )
+    .await
+    .unwrap();
+    drop(c);
     h.drain(&h.processor(h.db.pool.clone())).await;
     check_first_import(&h).await;
     let refreshes = h
