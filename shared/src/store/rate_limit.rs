@@ -55,7 +55,10 @@ pub async fn reserve(client: &impl GenericClient, name: &str, b: Bucket) -> Resu
             let wait = if tokens >= 0.0 { 0.0 } else { -tokens / b.rate };
             return Ok(Slot::After(Duration::from_secs_f64(wait)));
         }
-        let created = client
+        // No row matched: the bucket is new (create it full) or its debt is at `max_wait`.
+        // Either way the second pass decides; a caller that lost the race to create it then
+        // takes its token like any other.
+        client
             .execute(
                 &client
                     .prepare_cached(
@@ -66,9 +69,6 @@ pub async fn reserve(client: &impl GenericClient, name: &str, b: Bucket) -> Resu
                 &[&name, &b.burst],
             )
             .await?;
-        if created == 0 {
-            return Ok(Slot::Busy);
-        }
     }
     Ok(Slot::Busy)
 }
