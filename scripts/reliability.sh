@@ -20,22 +20,10 @@ mkdir -p "$OUT"
 
 log() { echo "reliability: $*" >&2; }
 
-if [[ -z ${DATABASE_URL:-} ]]; then
-  scripts/ensure-postgres.sh
-  export DATABASE_URL=postgres://plexsync:plexsync@127.0.0.1:5432/plexsync
-fi
 scripts/ensure-venv.sh --with-cargo-lambda --with-schemathesis
 export PATH="$ROOT/.venv/bin:$PATH"
-if [[ -z ${AWS_ENDPOINT_URL:-} ]]; then
-  moto_state=$(scripts/moto.sh start)
-  if [[ $moto_state == started ]]; then
-    trap 'scripts/moto.sh stop' EXIT
-  fi
-  export AWS_ENDPOINT_URL=http://127.0.0.1:5050
-fi
-export AWS_REGION=${AWS_REGION:-us-east-1} AWS_DEFAULT_REGION=${AWS_DEFAULT_REGION:-us-east-1}
-export AWS_ACCESS_KEY_ID=${AWS_ACCESS_KEY_ID:-test} AWS_SECRET_ACCESS_KEY=${AWS_SECRET_ACCESS_KEY:-test}
-scripts/drop-stale-dbs.sh
+# shellcheck source=scripts/local-services.sh
+source scripts/local-services.sh
 
 log "building the functions (debug)"
 cargo build -q -p migrate -p config -p webhook -p processor -p logs -p mappings -p conflicts -p admin

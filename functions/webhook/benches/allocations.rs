@@ -25,6 +25,10 @@ use plexsync::{
 use serde_json::json;
 use webhook::{extract_payload, RateLimiter, Settings, State};
 
+mod support;
+
+use support::multipart;
+
 struct Counting;
 
 static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
@@ -65,17 +69,6 @@ where
     }
     let (a1, b1) = (ALLOCATIONS.load(Relaxed), BYTES.load(Relaxed));
     ((a1 - a0) as f64 / n as f64, (b1 - b0) as f64 / n as f64)
-}
-
-fn multipart(payload: &str) -> (String, Vec<u8>) {
-    let boundary = "------------------------a1b2c3d4e5f6a7b8";
-    let mut body = Vec::new();
-    body.extend_from_slice(format!("--{boundary}\r\nContent-Disposition: form-data; name=\"payload\"\r\nContent-Type: application/json\r\n\r\n{payload}\r\n").as_bytes());
-    body.extend_from_slice(format!("--{boundary}\r\nContent-Disposition: form-data; name=\"thumb\"; filename=\"image.jpg\"\r\nContent-Type: image/jpeg\r\n\r\n").as_bytes());
-    body.extend_from_slice(&[0xFF, 0xD8, 0xFF, 0xE0]);
-    body.extend(std::iter::repeat_n(0x5Au8, 40 * 1024));
-    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
-    (format!("multipart/form-data; boundary={boundary}"), body)
 }
 
 /// An API Gateway HTTP API event for the webhook route, from `source_ip`.
