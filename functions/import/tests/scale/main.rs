@@ -519,8 +519,9 @@ async fn import_demo_2000_shows() {
     let c = db.pool.get().await.unwrap();
     c.execute(
         "INSERT INTO plex_config (user_id, plex_token, plex_server_url, plex_server_uuid,
-                                  plex_server_name, plex_account_id, plex_account_name)
-         VALUES (1, $1, $2, $3, 'big-nas', 1, 'alice')",
+                                  plex_server_name, plex_account_id, plex_account_name,
+                                  allow_insecure_http)
+         VALUES (1, $1, $2, $3, 'big-nas', 1, 'alice', true)",
         &[
             &keyring.encrypt(&SecretString::from(PLEX_TOKEN.to_string())),
             &plex.uri(),
