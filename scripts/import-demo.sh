@@ -8,15 +8,8 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 
-scripts/ensure-postgres.sh
-moto_state=$(scripts/moto.sh start)
-if [[ $moto_state == started ]]; then
-  trap 'scripts/moto.sh stop' EXIT
-fi
-export DATABASE_URL=${DATABASE_URL:-postgres://plexsync:plexsync@127.0.0.1:5432/plexsync}
-export AWS_ENDPOINT_URL=${AWS_ENDPOINT_URL:-http://127.0.0.1:5050}
-export AWS_REGION=us-east-1 AWS_DEFAULT_REGION=us-east-1
-export AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test
+# shellcheck source=scripts/local-services.sh
+source scripts/local-services.sh
 
 rm -f target/import-demo.md
 cargo test -p import --test scale -- --ignored --nocapture import_demo_2000_shows

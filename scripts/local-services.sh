@@ -1,5 +1,5 @@
 # shellcheck shell=bash
-# Sourced (not run) by e2e.sh and reliability.sh, from the repository root: Postgres and moto
+# Sourced (not run) by e2e.sh, reliability.sh and import-demo.sh, from the repository root: Postgres and moto
 # for a local run, each started here only when DATABASE_URL / AWS_ENDPOINT_URL name none (moto
 # is then stopped on exit), the AWS variables the tools read, and no test databases left by a
 # killed earlier run.
