@@ -818,7 +818,7 @@ function bulkItemText(r) {
       const rp = r.replay || {};
       const plays = rp.marked ? `${plural(rp.marked, "waiting play")} marked` : "no waiting play marked";
       const queued = rp.queued ? `; ${rp.queued} queued, marked shortly` : "";
-      const rest = queued + (rp.stillPending ? `; ${rp.stillPending} still waiting (temporary failure)` : "");
+      const rest = queued + (rp.stillPending ? `; ${rp.stillPending} could not be queued (replay them from Activity)` : "");
       return `mapped to ${target}; ${plays}${rest}.`;
     }
     case "ignored": return "ignored.";
@@ -890,8 +890,8 @@ function replayText(r) {
   if (r.duplicate) parts.push(`${r.duplicate} duplicate`);
   if (r.ignored) parts.push(`${r.ignored} ignored`);
   if (r.failed) parts.push(`${r.failed} failed`);
-  if (r.stillPending) parts.push(`${r.stillPending} still waiting (temporary failure; replay them from Activity)`);
-  if (r.queued) parts.push(`${r.queued} queued (no time left here; marked shortly, see Activity)`);
+  if (r.stillPending) parts.push(`${r.stillPending} could not be queued (replay them from Activity)`);
+  if (r.queued) parts.push(`${r.queued} queued (not replayed here; marked shortly, see Activity)`);
   return `Replayed ${plural(r.replayed, "waiting play")}: ${parts.join("; ") || "nothing changed"}.`;
 }
 

@@ -107,10 +107,11 @@ impl ReplayReport {
         });
     }
 
-    /// The replay ran out of time at `rest[0]`: the events the queue took are `queued`, the
-    /// others stay pending.
+    /// The replay stopped at `rest[0]` (out of time, or a transient failure): the events the
+    /// queue took are `queued`, the others stay pending.
     fn hand_off(
         &mut self,
+        stopped: &Stopped,
         rest: &[PendingEvent],
         sent: &[PendingEventId],
         queue_error: Option<&str>,
@@ -129,8 +130,12 @@ impl ReplayReport {
         }
         self.queued = sent.len();
         self.still_pending = rest.len() - sent.len();
+        let why = match stopped {
+            Stopped::OutOfTime => "were not replayed in time".to_string(),
+            Stopped::Transient(error) => format!("could not be replayed now ({error})"),
+        };
         let mut note = format!(
-            "{} event(s) were not replayed in time and went to the processor's queue, which marks them shortly (see the activity log)",
+            "{} event(s) {why} and went to the processor's queue, which marks them shortly and retries while it fails (see the activity log)",
             self.queued
         );
         if let Some(error) = queue_error {
@@ -140,36 +145,6 @@ impl ReplayReport {
             ));
         }
         self.note = Some(note);
-    }
-
-    /// A transient failure stopped the replay at `rest[0]`: it and the rest stay pending.
-    fn stop(
-        &mut self,
-        rest: &[PendingEvent],
-        error: &str,
-        (season, episode): (Option<i64>, Option<i64>),
-    ) {
-        let first = self.events.len();
-        for event in rest {
-            self.events.push(ReplayedEvent {
-                pending_event_id: event.id,
-                status: "pending".into(),
-                action: None,
-                reason: None,
-                season: None,
-                episode: None,
-            });
-        }
-        if let Some(event) = self.events.get_mut(first) {
-            event.reason = Some(error.to_string());
-            event.season = season;
-            event.episode = episode;
-        }
-        self.still_pending = rest.len();
-        self.note = Some(format!(
-            "{} event(s) could not be replayed now ({error}); they are kept un-replayed and can be retried by replaying their log entries",
-            self.still_pending
-        ));
     }
 }
 
@@ -181,19 +156,22 @@ fn episode_of(body: &str) -> (Option<i64>, Option<i64>) {
         .unzip()
 }
 
+/// Why a replay stopped before its last event.
+enum Stopped {
+    OutOfTime,
+    Transient(String),
+}
+
 /// Replays the resolution's pending events, oldest first, through
 /// [`pipeline::process_body_until`]; each one processed is marked replayed.
 ///
 /// No event starts after `deadline`, and one still running then is given up (its
 /// transaction rolls back; had it committed, its idempotency key makes the queued copy a
-/// duplicate): that event and the rest go to the processor's queue in their show's group and
-/// are marked replayed (handed over). Those the queue does not take stay pending.
-///
-/// A transient failure (database or TMDB unavailable) before the deadline stops the replay:
-/// that event and the ones after it stay un-replayed (FIFO order is kept) and are reported in
-/// `still_pending` with a note; the resolution itself stands. Replaying the event's
-/// `needs_resolution` log entry (`POST /api/plex/logs/{id}/replay`) retries it through the
-/// queue.
+/// duplicate). A transient failure (database or TMDB unavailable) stops the replay too. Either
+/// way that event and the rest go to the processor's queue in their show's group (FIFO order
+/// kept), which retries them as it retries any scrobble, and are marked replayed (handed over).
+/// Those the queue does not take stay pending, retryable by replaying their log entries; the
+/// resolution itself stands.
 #[tracing::instrument(skip_all, fields(conflict = resolved.conflict_id.0, pending = resolved.pending.len()))]
 pub async fn replay_pending(
     state: &Pipeline,
@@ -213,7 +191,6 @@ pub async fn replay_pending(
     }
     for (i, event) in resolved.pending.iter().enumerate() {
         let body = event.message.to_string();
-        let (season, episode) = episode_of(&body);
         let message_id = format!("conflict-{}-event-{}", resolved.conflict_id, event.id);
         let replay = pipeline::process_body_until(state, &body, &message_id, None, deadline);
         let result = if Instant::now() >= deadline {
@@ -221,46 +198,23 @@ pub async fn replay_pending(
         } else {
             tokio::time::timeout_at(deadline, replay).await.ok()
         };
-        let result = match result {
+        let stopped = match result {
             // Cut by the clock (a transient failure once the deadline has passed is the
             // deadline too: TMDB stopped at it).
-            None => None,
-            Some(Err(_)) if Instant::now() >= deadline => None,
-            Some(done) => Some(done),
-        };
-        let Some(result) = result else {
-            let rest = &resolved.pending[i..];
-            tracing::warn!(
-                left = rest.len(),
-                "replay out of time; the rest goes to the queue"
-            );
-            let (sent, error) = queue.send(resolved.conflict_id, rest).await;
-            let recorded = match sent.is_empty() {
-                true => Ok(0),
-                false => conflicts::mark_replayed(&state.pool, &sent).await,
-            };
-            if let Err(e) = recorded {
-                // Queued but not recorded: the processor marks them; a later replay of their
-                // log entries would be a duplicate, nothing more.
-                tracing::warn!(error = %e, "queued events not recorded as replayed");
-            }
-            report.hand_off(rest, &sent, error.as_deref());
-            break;
-        };
-        match result {
-            Ok(outcome) => {
+            None => Stopped::OutOfTime,
+            Some(Err(_)) if Instant::now() >= deadline => Stopped::OutOfTime,
+            Some(Err(e)) => Stopped::Transient(e.0),
+            Some(Ok(outcome)) => {
                 if let Err(e) = conflicts::mark_replayed(&state.pool, &[event.id]).await {
                     // Processed but not recorded: a later replay is a duplicate, nothing more.
                     tracing::warn!(error = %e, event = event.id.0, "replayed event not recorded");
                 }
-                report.count(event.id, outcome, (season, episode));
+                report.count(event.id, outcome, episode_of(&body));
+                continue;
             }
-            Err(e) => {
-                tracing::warn!(error = %e, event = event.id.0, "replay stopped by a transient failure");
-                report.stop(&resolved.pending[i..], &e.0, (season, episode));
-                break;
-            }
-        }
+        };
+        hand_off(state, queue, resolved, i, &stopped, &mut report).await;
+        break;
     }
     tracing::info!(
         replayed = report.replayed,
@@ -270,6 +224,37 @@ pub async fn replay_pending(
         "pending events replayed"
     );
     report
+}
+
+/// Sends the pending events from index `from` on to the processor's queue and records those
+/// it took as replayed.
+async fn hand_off(
+    state: &Pipeline,
+    queue: &EventQueue,
+    resolved: &Resolved,
+    from: usize,
+    stopped: &Stopped,
+    report: &mut ReplayReport,
+) {
+    let rest = &resolved.pending[from..];
+    match stopped {
+        Stopped::OutOfTime => tracing::warn!(
+            left = rest.len(),
+            "replay out of time; the rest goes to the queue"
+        ),
+        Stopped::Transient(error) => {
+            tracing::warn!(left = rest.len(), %error, "replay stopped by a transient failure; the rest goes to the queue")
+        }
+    }
+    let (sent, error) = queue.send(resolved.conflict_id, rest).await;
+    if !sent.is_empty() {
+        if let Err(e) = conflicts::mark_replayed(&state.pool, &sent).await {
+            // Queued but not recorded: the processor marks them; a later replay of their log
+            // entries would be a duplicate, nothing more.
+            tracing::warn!(error = %e, "queued events not recorded as replayed");
+        }
+    }
+    report.hand_off(stopped, rest, &sent, error.as_deref());
 }
 
 /// The tracker show a `create_new` resolution mapped to.

@@ -1,8 +1,8 @@
 //! The conflict flow whole, through the functions that carry it: the processor opens the
 //! conflict from a real scrobble (its own candidate shape, not a hand-inserted one), the API
 //! lists and resolves it, the replay marks the episode; and when the replay fails transiently,
-//! replaying the event's log entry (logs function -> queue -> processor) ends with the mark,
-//! once.
+//! the event goes to the processor's queue and the processor's retry ends with the mark, once
+//! (a later replay of its log entry is a duplicate).
 
 use chrono::{SecondsFormat, TimeZone, Utc};
 use lambda_http::{Body, Response};
@@ -153,8 +153,10 @@ impl Neighbours {
 
 #[tokio::test]
 async fn a_processor_conflict_resolved_then_retried_after_a_failed_replay_marks_once() {
-    let h = Harness::new().await;
+    let mut h = Harness::new().await;
     let n = h.neighbours().await;
+    // The conflicts function hands what it cannot replay to the processor's queue.
+    h.state.queue.url = n.logs.queue_url.clone();
     h.stub_search().await;
     // The tracker show has no seasons yet: marking needs TMDB's season 1, which fails on the
     // replay's attempts (the client tries twice) and answers afterwards.
@@ -218,7 +220,8 @@ async fn a_processor_conflict_resolved_then_retried_after_a_failed_replay_marks_
         .clone();
     assert_eq!(pick["tvshowId"], h.office_show);
 
-    // Resolving maps the show; the replay hits TMDB's failure and keeps the event.
+    // Resolving maps the show; the replay hits TMDB's failure and hands the event to the
+    // processor's queue, where the processor's own retry marks it.
     let resp = h
         .resolve(
             &conflict["id"],
@@ -227,9 +230,10 @@ async fn a_processor_conflict_resolved_then_retried_after_a_failed_replay_marks_
         .await;
     assert_eq!(resp.status(), 200);
     let body = json(&resp);
-    assert_eq!(body["replay"]["stillPending"], 1, "{body}");
+    assert_eq!(body["replay"]["queued"], 1, "{body}");
+    assert_eq!(body["replay"]["stillPending"], 0);
     assert_eq!(body["replay"]["marked"], 0);
-    assert_eq!(h.episode_2().await, Value::Null, "nothing marked");
+    assert_eq!(h.episode_2().await, Value::Null, "nothing marked yet");
     assert_eq!(
         h.log_rows().await,
         [(
@@ -238,13 +242,6 @@ async fn a_processor_conflict_resolved_then_retried_after_a_failed_replay_marks_
             None
         )]
     );
-
-    // The retry the note points to: replay the event's log entry.
-    let log_id: i64 = h
-        .rows("SELECT id FROM plex_webhook_logs WHERE status = 'needs_resolution'")
-        .await[0]
-        .get(0);
-    assert_eq!(n.replay_log(log_id).await.status(), 202);
     assert_eq!(n.run_processor().await, 1);
     let viewed_at = Utc
         .timestamp_opt(scrobble["Metadata"]["lastViewedAt"].as_i64().unwrap(), 0)
@@ -260,7 +257,12 @@ async fn a_processor_conflict_resolved_then_retried_after_a_failed_replay_marks_
     );
     assert_eq!(h.log_rows().await[1..], *std::slice::from_ref(&marked));
 
-    // A second retry (or a redelivery) changes nothing: one mark, one success row.
+    // A retry by hand (replaying the event's log entry) changes nothing: one mark, one
+    // success row.
+    let log_id: i64 = h
+        .rows("SELECT id FROM plex_webhook_logs WHERE status = 'needs_resolution'")
+        .await[0]
+        .get(0);
     assert_eq!(n.replay_log(log_id).await.status(), 202);
     assert_eq!(n.run_processor().await, 1);
     let rows = h.log_rows().await;

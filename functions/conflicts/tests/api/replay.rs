@@ -147,7 +147,7 @@ async fn select_replays_pending_scrobbles_and_marks_the_episodes() {
 }
 
 #[tokio::test]
-async fn a_transient_failure_keeps_the_events_pending() {
+async fn a_transient_failure_hands_the_events_to_the_queue() {
     let h = Harness::new().await;
     // The show's seasons are empty, so marking needs TMDB's season 1, and TMDB is down.
     h.db.client()
@@ -174,22 +174,22 @@ async fn a_transient_failure_keeps_the_events_pending() {
     let body = json(&resp);
     let replay = &body["replay"];
     assert_eq!(replay["replayed"], 0, "{body}");
-    assert_eq!(replay["stillPending"], 2);
+    assert_eq!(replay["queued"], 2);
+    assert_eq!(replay["stillPending"], 0);
     assert_eq!(replay["marked"], 0);
     let events = replay["events"].as_array().unwrap();
     assert_eq!(events.len(), 2);
-    assert!(events.iter().all(|e| e["status"] == "pending"));
-    assert!(
-        events[0]["reason"].as_str().unwrap().contains("TMDB"),
-        "{body}"
-    );
+    assert!(events.iter().all(|e| e["status"] == "queued"));
     let note = replay["note"].as_str().unwrap();
     assert!(
-        note.contains("2 event(s)") && note.contains("kept"),
+        note.contains("2 event(s)") && note.contains("TMDB") && note.contains("queue"),
         "{note}"
     );
-    // Kept for a retry: not marked replayed, nothing logged, nothing marked.
-    assert_eq!(h.pending_replayed(h.office).await, vec![false, false]);
+    // Handed to the processor, in order and in the show's group; the failed attempt wrote
+    // nothing.
+    let queued = h.drain_queue().await;
+    assert_eq!(queued.len(), 2);
+    assert_eq!(h.pending_replayed(h.office).await, vec![true, true]);
     assert!(h.logs().await.is_empty());
     assert_eq!(h.seasons(h.office_show).await, json!([]));
     assert!(h.conflict_row(h.office).await.get::<_, bool>(0));
