@@ -18,7 +18,8 @@ use plexsync::{
     api::ApiError,
     db::{DbError, DbPool},
     ids::LogId,
-    queue::QueueMessage,
+    pipeline::IMPORT_EVENT_TYPE,
+    queue::{QueueBody, QueueMessage},
     store,
 };
 use serde::Serialize;
@@ -335,8 +336,11 @@ fn attribute(m: &Message, name: Attr) -> Option<&str> {
 /// What a DLQ message says: its SQS attributes and, when the body is a queue message, the event.
 pub fn decode(m: &Message) -> DeadLetter {
     let body = m.body.as_deref().unwrap_or_default();
-    let (event, unreadable) = match QueueMessage::from_body(body) {
-        Ok(q) => (
+    let sent_at = attribute(m, Attr::SentTimestamp)
+        .and_then(|v| v.parse::<i64>().ok())
+        .and_then(|ms| Utc.timestamp_millis_opt(ms).single());
+    let (event, unreadable) = match QueueBody::parse(body) {
+        Ok(QueueBody::Event(q)) => (
             Some(DeadEvent {
                 event_type: q.event.kind.as_str(),
                 plex_title: q.event.show.title.clone(),
@@ -345,6 +349,19 @@ pub fn decode(m: &Message) -> DeadLetter {
                 episode: q.event.episode.as_ref().map(|e| e.number),
                 account: q.event.account.title.clone(),
                 received_at: q.received_at,
+            }),
+            None,
+        ),
+        // One show of a history import: a later import retries it (this one counted it failed).
+        Ok(QueueBody::ImportShow(i)) => (
+            Some(DeadEvent {
+                event_type: IMPORT_EVENT_TYPE,
+                plex_title: i.show.title.clone(),
+                plex_rating_key: i.show.rating_key.clone(),
+                season: None,
+                episode: None,
+                account: None,
+                received_at: sent_at.unwrap_or_else(Utc::now),
             }),
             None,
         ),
@@ -360,9 +377,7 @@ pub fn decode(m: &Message) -> DeadLetter {
         message_id: m.message_id.clone().unwrap_or_default(),
         group_id: attribute(m, Attr::MessageGroupId).map(str::to_owned),
         receive_count: attribute(m, Attr::ApproximateReceiveCount).and_then(|v| v.parse().ok()),
-        sent_at: attribute(m, Attr::SentTimestamp)
-            .and_then(|v| v.parse::<i64>().ok())
-            .and_then(|ms| Utc.timestamp_millis_opt(ms).single()),
+        sent_at,
         event,
         unreadable,
         log: None,

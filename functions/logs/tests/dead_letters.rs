@@ -261,3 +261,35 @@ async fn the_token_is_required_and_an_unreachable_queue_is_503() {
         );
     }
 }
+
+#[tokio::test]
+async fn an_imported_show_in_the_dead_letter_queue_is_listed_as_that_show() {
+    let h = Harness::new().await;
+    let show = plexsync::payload::ShowRef {
+        rating_key: "48200".into(),
+        guid: Some("plex://show/5d9c086c46115600200aa2fe".into()),
+        title: "The Office".into(),
+        year: Some(2005),
+        ids: Default::default(),
+    };
+    let message = plexsync::queue::ImportShowMessage::new(
+        3,
+        fixtures::server_uuid().into(),
+        Some("basement-nas".into()),
+        show,
+        None,
+    );
+    let id = h.dead_letter(&message.to_body(), &message.group_id()).await;
+    let resp = h.call("GET", "/api/plex/dead-letters").await;
+    let body = json(&resp);
+    let listed = letters(&body);
+    let letter = listed
+        .iter()
+        .find(|l| l["messageId"] == id.as_str())
+        .unwrap();
+    assert_eq!(letter["unreadable"], Value::Null, "{letter}");
+    assert_eq!(letter["event"]["eventType"], "import.show");
+    assert_eq!(letter["event"]["plexTitle"], "The Office");
+    assert_eq!(letter["event"]["plexRatingKey"], "48200");
+    assert_eq!(letter["groupId"], message.group_id());
+}
