@@ -111,6 +111,26 @@ async fn a_second_start_while_one_runs_is_409() {
 }
 
 #[tokio::test]
+async fn of_two_starts_at_once_one_runs_and_the_other_is_409() {
+    let h = Harness::new().await;
+    let (a, b) = tokio::join!(h.start(None), h.start(None));
+    let mut statuses = [a.0, b.0];
+    statuses.sort();
+    assert_eq!(statuses, [202, 409], "{a:?} {b:?}");
+    let imports = h.query("SELECT count(*) FROM plex_imports").await;
+    assert_eq!(imports[0].get::<_, i64>(0), 1);
+    let mut queued = 0;
+    loop {
+        let batch = h.receive().await.len();
+        if batch == 0 {
+            break;
+        }
+        queued += batch;
+    }
+    assert_eq!(queued, 4, "only the running import queued its shows");
+}
+
+#[tokio::test]
 async fn bad_input_is_400_and_queues_nothing() {
     let h = Harness::new().await;
     for (body, needle) in [
