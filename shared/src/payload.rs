@@ -658,20 +658,12 @@ pub(crate) fn json_depth_exceeds(bytes: &[u8], max: usize) -> bool {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::testing::{self, fixtures};
+    use crate::testing::{decide_as, fixtures, processed_as};
     use proptest::prelude::*;
-
-    fn decide(value: serde_json::Value) -> Result<Decision, PayloadError> {
-        testing::decide_as(Sender::Plex, value)
-    }
-
-    fn processed(value: serde_json::Value) -> PlexEvent {
-        testing::processed_as(Sender::Plex, value)
-    }
 
     #[test]
     fn new_agent_episode_uses_show_identity_not_episode_ids() {
-        let e = processed(fixtures::plex_episode_scrobble());
+        let e = processed_as(Sender::Plex, fixtures::plex_episode_scrobble());
         assert_eq!(e.kind, EventKind::Scrobble);
         assert_eq!(e.item, ItemKind::Episode);
         assert_eq!(e.show.rating_key, "48200");
@@ -699,7 +691,7 @@ pub(crate) mod tests {
 
     #[test]
     fn legacy_agent_episode_carries_show_tvdb_id() {
-        let e = processed(fixtures::plex_legacy_episode_scrobble());
+        let e = processed_as(Sender::Plex, fixtures::plex_legacy_episode_scrobble());
         assert_eq!(e.show.ids.tvdb, Some(121361));
         assert_eq!(e.show.ids.tmdb, None);
         assert_eq!(e.episode.unwrap().season, 1);
@@ -707,7 +699,7 @@ pub(crate) mod tests {
 
     #[test]
     fn library_new_show_takes_ids_and_year_from_the_show() {
-        let e = processed(fixtures::plex_library_new_show());
+        let e = processed_as(Sender::Plex, fixtures::plex_library_new_show());
         assert_eq!(e.kind, EventKind::LibraryNew);
         assert_eq!(e.item, ItemKind::Show);
         assert_eq!(e.show.rating_key, "51000");
@@ -726,10 +718,10 @@ pub(crate) mod tests {
             "media.rate",
             "admin.database.backup",
         ] {
-            let d = decide(fixtures::with_event(
-                fixtures::plex_episode_scrobble(),
-                event,
-            ))
+            let d = decide_as(
+                Sender::Plex,
+                fixtures::with_event(fixtures::plex_episode_scrobble(), event),
+            )
             .unwrap();
             assert!(
                 matches!(d, Decision::Ignore(ref r) if r.contains(event)),
@@ -737,13 +729,14 @@ pub(crate) mod tests {
             );
         }
         assert!(
-            matches!(decide(fixtures::plex_movie_scrobble()).unwrap(), Decision::Ignore(r) if r.contains("movie"))
+            matches!(decide_as(Sender::Plex, fixtures::plex_movie_scrobble()).unwrap(), Decision::Ignore(r) if r.contains("movie"))
         );
     }
 
     #[test]
     fn unmatched_local_items_are_processed_without_ids() {
-        let Decision::Process(e) = decide(fixtures::plex_unmatched_episode_scrobble()).unwrap()
+        let Decision::Process(e) =
+            decide_as(Sender::Plex, fixtures::plex_unmatched_episode_scrobble()).unwrap()
         else {
             panic!("an unmatched show's scrobble is processed")
         };
@@ -799,7 +792,7 @@ pub(crate) mod tests {
             let mut p = fixtures::plex_episode_scrobble();
             set_path(&mut p, path, long.clone().into());
             assert_eq!(
-                decide(p).unwrap_err(),
+                decide_as(Sender::Plex, p).unwrap_err(),
                 PayloadError::TooLong {
                     field: name.into(),
                     max: MAX_FIELD_CHARS
@@ -810,11 +803,14 @@ pub(crate) mod tests {
         // The cap counts characters: 512 two-byte characters pass.
         let mut p = fixtures::plex_episode_scrobble();
         p["Metadata"]["grandparentTitle"] = "é".repeat(MAX_FIELD_CHARS).into();
-        assert_eq!(processed(p).show.title.chars().count(), MAX_FIELD_CHARS);
+        assert_eq!(
+            processed_as(Sender::Plex, p).show.title.chars().count(),
+            MAX_FIELD_CHARS
+        );
         // Fields we do not read (a long summary) are not capped.
         let mut p = fixtures::plex_episode_scrobble();
         p["Metadata"]["summary"] = "x".repeat(10 * MAX_FIELD_CHARS).into();
-        processed(p);
+        processed_as(Sender::Plex, p);
         assert_eq!(
             PayloadError::TooLong {
                 field: "Metadata.title".into(),
@@ -836,11 +832,17 @@ pub(crate) mod tests {
         ] {
             let mut p = fixtures::plex_episode_scrobble();
             p["Metadata"].as_object_mut().unwrap().remove(field);
-            assert_eq!(decide(p).unwrap_err(), PayloadError::Missing(name));
+            assert_eq!(
+                decide_as(Sender::Plex, p).unwrap_err(),
+                PayloadError::Missing(name)
+            );
         }
         let mut p = fixtures::plex_episode_scrobble();
         p.as_object_mut().unwrap().remove("Metadata");
-        assert_eq!(decide(p).unwrap_err(), PayloadError::Missing("Metadata"));
+        assert_eq!(
+            decide_as(Sender::Plex, p).unwrap_err(),
+            PayloadError::Missing("Metadata")
+        );
     }
 
     #[test]
@@ -848,11 +850,11 @@ pub(crate) mod tests {
         let mut p = fixtures::plex_episode_scrobble();
         p["Metadata"]["index"] = "one".into();
         assert!(
-            matches!(decide(p), Err(PayloadError::Shape(m)) if m.contains("Metadata.index") && m.contains("integer"))
+            matches!(decide_as(Sender::Plex, p), Err(PayloadError::Shape(m)) if m.contains("Metadata.index") && m.contains("integer"))
         );
         let mut p = fixtures::plex_episode_scrobble();
         p["Metadata"]["index"] = "3".into();
-        assert_eq!(processed(p).episode.unwrap().number, 3);
+        assert_eq!(processed_as(Sender::Plex, p).episode.unwrap().number, 3);
         assert!(matches!(
             WebhookPayload::from_json(b"[1,2]"),
             Err(PayloadError::Shape(_))

@@ -159,50 +159,12 @@ fn provider_value(v: &serde_json::Value) -> Option<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::payload::PlexEvent;
-    use crate::testing::{self, fixtures};
-
-    fn decide(value: serde_json::Value) -> Result<Decision, PayloadError> {
-        testing::decide_as(Sender::Emby, value)
-    }
-
-    fn processed(value: serde_json::Value) -> PlexEvent {
-        testing::processed_as(Sender::Emby, value)
-    }
-
-    #[test]
-    fn playback_stop_to_completion_is_a_scrobble_keyed_by_the_series() {
-        let e = processed(fixtures::emby_playback_stop());
-        assert_eq!(e.sender, Sender::Emby);
-        assert_eq!(e.show.title, "The Office");
-        assert_eq!(e.show.rating_key, "2090");
-        assert_eq!(e.item_rating_key, "2103");
-        assert_eq!(e.server_uuid, "8c1e5b7a2d3f4e6a9b0c1d2e3f4a5b6c");
-        let ep = e.episode.as_ref().unwrap();
-        assert_eq!((ep.season, ep.number), (1, 3));
-        assert_eq!(e.account.title.as_deref(), Some("alice"));
-        assert_eq!(
-            e.account.uuid.as_deref(),
-            Some("d1e2f3a4b5c64d7e8f9a0b1c2d3e4f5a")
-        );
-        assert!(e.viewed_at.is_some());
-        assert!(e.show_key().starts_with("emby:"));
-    }
-
-    #[test]
-    fn episode_provider_ids_never_become_show_ids() {
-        let e = processed(fixtures::emby_playback_stop());
-        assert!(e.show.ids.is_empty());
-        let ep = e.episode.unwrap();
-        assert_eq!(ep.ids.tvdb, Some(110415));
-        assert_eq!(ep.ids.imdb.as_deref(), Some("tt0664517"));
-        assert_eq!(ep.ids.tmdb, Some(397629));
-    }
+    use crate::testing::{decide_as, fixtures, processed_as};
 
     #[test]
     fn mark_played_counts_and_unfinished_or_other_events_do_not() {
         assert_eq!(
-            processed(fixtures::emby_mark_played())
+            processed_as(Sender::Emby, fixtures::emby_mark_played())
                 .episode
                 .unwrap()
                 .number,
@@ -210,17 +172,22 @@ mod tests {
         );
         let mut early = fixtures::emby_playback_stop();
         early["PlaybackInfo"]["PlayedToCompletion"] = false.into();
-        assert!(matches!(decide(early).unwrap(), Decision::Ignore(r) if r.contains("completion")));
+        assert!(
+            matches!(decide_as(Sender::Emby, early).unwrap(), Decision::Ignore(r) if r.contains("completion"))
+        );
         let mut no_info = fixtures::emby_playback_stop();
         no_info.as_object_mut().unwrap().remove("PlaybackInfo");
-        assert!(matches!(decide(no_info).unwrap(), Decision::Ignore(_)));
+        assert!(matches!(
+            decide_as(Sender::Emby, no_info).unwrap(),
+            Decision::Ignore(_)
+        ));
         let mut pause = fixtures::emby_playback_stop();
         pause["Event"] = "playback.pause".into();
         assert!(
-            matches!(decide(pause).unwrap(), Decision::Ignore(r) if r.contains("playback.pause"))
+            matches!(decide_as(Sender::Emby, pause).unwrap(), Decision::Ignore(r) if r.contains("playback.pause"))
         );
         assert!(
-            matches!(decide(fixtures::emby_movie_playback_stop()).unwrap(), Decision::Ignore(r) if r.contains("Movie"))
+            matches!(decide_as(Sender::Emby, fixtures::emby_movie_playback_stop()).unwrap(), Decision::Ignore(r) if r.contains("Movie"))
         );
     }
 
@@ -235,14 +202,22 @@ mod tests {
         ] {
             let mut p = fixtures::emby_playback_stop();
             p["Item"].as_object_mut().unwrap().remove(field);
-            assert_eq!(decide(p).unwrap_err(), PayloadError::Missing(name));
+            assert_eq!(
+                decide_as(Sender::Emby, p).unwrap_err(),
+                PayloadError::Missing(name)
+            );
         }
         let mut p = fixtures::emby_playback_stop();
         p["Item"]["IndexNumber"] = "three".into();
-        assert!(matches!(decide(p), Err(PayloadError::Shape(m)) if m.contains("Item.IndexNumber")));
+        assert!(
+            matches!(decide_as(Sender::Emby, p), Err(PayloadError::Shape(m)) if m.contains("Item.IndexNumber"))
+        );
         let mut p = fixtures::emby_playback_stop();
         p.as_object_mut().unwrap().remove("Item");
-        assert_eq!(decide(p).unwrap_err(), PayloadError::Missing("Item"));
+        assert_eq!(
+            decide_as(Sender::Emby, p).unwrap_err(),
+            PayloadError::Missing("Item")
+        );
     }
 
     #[test]
@@ -267,7 +242,7 @@ mod tests {
             crate::payload::tests::set_path(&mut p, path, long.clone().into());
             let field = path.trim_end_matches(".Tvdb");
             assert_eq!(
-                decide(p).unwrap_err(),
+                decide_as(Sender::Emby, p).unwrap_err(),
                 PayloadError::TooLong {
                     field: field.into(),
                     max: 512
@@ -279,7 +254,7 @@ mod tests {
         let mut p = fixtures::emby_playback_stop();
         p["Item"]["ProviderIds"][long.as_str()] = "1".into();
         assert!(
-            matches!(decide(p), Err(PayloadError::TooLong { field, .. }) if field == "Item.ProviderIds")
+            matches!(decide_as(Sender::Emby, p), Err(PayloadError::TooLong { field, .. }) if field == "Item.ProviderIds")
         );
     }
 }

@@ -138,43 +138,7 @@ pub(crate) fn parse_time(s: Option<&str>) -> Option<DateTime<Utc>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::payload::{EventKind, PlexEvent};
-    use crate::testing::{self, fixtures};
-
-    fn decide(value: serde_json::Value) -> Result<Decision, PayloadError> {
-        testing::decide_as(Sender::Jellyfin, value)
-    }
-
-    fn processed(value: serde_json::Value) -> PlexEvent {
-        testing::processed_as(Sender::Jellyfin, value)
-    }
-
-    #[test]
-    fn playback_stop_to_completion_is_a_scrobble_keyed_by_the_series() {
-        let e = processed(fixtures::jellyfin_playback_stop());
-        assert_eq!(e.sender, Sender::Jellyfin);
-        assert_eq!(e.kind, EventKind::Scrobble);
-        assert_eq!(e.show.title, "The Office");
-        assert_eq!(e.show.rating_key, "a4d5b6c7-d8e9-4f01-9234-56789abcdef0");
-        assert_eq!(e.server_uuid, "f3a9c1d2e4b5467890abcdef12345678");
-        let ep = e.episode.as_ref().unwrap();
-        assert_eq!((ep.season, ep.number), (1, 2));
-        assert_eq!(e.account.title.as_deref(), Some("alice"));
-        assert!(!e.account.is_webhook_user);
-        assert!(e.account.uuid.is_some());
-        assert!(e.viewed_at.is_some());
-        assert!(e.show_key().starts_with("jellyfin:"));
-    }
-
-    #[test]
-    fn episode_provider_ids_never_become_show_ids() {
-        let e = processed(fixtures::jellyfin_playback_stop());
-        assert!(e.show.ids.is_empty(), "{:?}", e.show.ids);
-        let ep = e.episode.unwrap();
-        assert_eq!(ep.ids.tvdb, Some(110414));
-        assert_eq!(ep.ids.tmdb, Some(397628));
-        assert_eq!(ep.ids.imdb.as_deref(), Some("tt0664514"));
-    }
+    use crate::testing::{decide_as, fixtures, processed_as};
 
     #[test]
     fn template_strings_parse_like_send_all_properties() {
@@ -185,7 +149,7 @@ mod tests {
         }
         p["PlayedToCompletion"] = "True".into();
         p["Provider_tmdb"] = "".into();
-        let e = processed(p);
+        let e = processed_as(Sender::Jellyfin, p);
         let ep = e.episode.unwrap();
         assert_eq!((ep.season, ep.number), (1, 2));
         assert_eq!(ep.ids.tmdb, None);
@@ -193,30 +157,35 @@ mod tests {
 
     #[test]
     fn user_data_saved_played_counts_other_saves_do_not() {
-        let e = processed(fixtures::jellyfin_user_data_saved());
+        let e = processed_as(Sender::Jellyfin, fixtures::jellyfin_user_data_saved());
         assert_eq!(e.episode.unwrap().number, 2);
         let mut rating = fixtures::jellyfin_user_data_saved();
         rating["SaveReason"] = "UpdateUserRating".into();
         assert!(
-            matches!(decide(rating).unwrap(), Decision::Ignore(r) if r.contains("UpdateUserRating"))
+            matches!(decide_as(Sender::Jellyfin, rating).unwrap(), Decision::Ignore(r) if r.contains("UpdateUserRating"))
         );
         let mut unplayed = fixtures::jellyfin_user_data_saved();
         unplayed["Played"] = false.into();
-        assert!(matches!(decide(unplayed).unwrap(), Decision::Ignore(_)));
+        assert!(matches!(
+            decide_as(Sender::Jellyfin, unplayed).unwrap(),
+            Decision::Ignore(_)
+        ));
     }
 
     #[test]
     fn unfinished_movies_and_other_notifications_are_ignored() {
         let mut early = fixtures::jellyfin_playback_stop();
         early["PlayedToCompletion"] = false.into();
-        assert!(matches!(decide(early).unwrap(), Decision::Ignore(r) if r.contains("completion")));
         assert!(
-            matches!(decide(fixtures::jellyfin_movie_playback_stop()).unwrap(), Decision::Ignore(r) if r.contains("Movie"))
+            matches!(decide_as(Sender::Jellyfin, early).unwrap(), Decision::Ignore(r) if r.contains("completion"))
+        );
+        assert!(
+            matches!(decide_as(Sender::Jellyfin, fixtures::jellyfin_movie_playback_stop()).unwrap(), Decision::Ignore(r) if r.contains("Movie"))
         );
         let mut start = fixtures::jellyfin_playback_stop();
         start["NotificationType"] = "PlaybackStart".into();
         assert!(
-            matches!(decide(start).unwrap(), Decision::Ignore(r) if r.contains("PlaybackStart"))
+            matches!(decide_as(Sender::Jellyfin, start).unwrap(), Decision::Ignore(r) if r.contains("PlaybackStart"))
         );
     }
 
@@ -232,18 +201,23 @@ mod tests {
         ] {
             let mut p = fixtures::jellyfin_playback_stop();
             p.as_object_mut().unwrap().remove(field);
-            assert_eq!(decide(p).unwrap_err(), PayloadError::Missing(field));
+            assert_eq!(
+                decide_as(Sender::Jellyfin, p).unwrap_err(),
+                PayloadError::Missing(field)
+            );
         }
         let mut p = fixtures::jellyfin_playback_stop();
         p["EpisodeNumber"] = "two".into();
-        assert!(matches!(decide(p), Err(PayloadError::Shape(m)) if m.contains("EpisodeNumber")));
+        assert!(
+            matches!(decide_as(Sender::Jellyfin, p), Err(PayloadError::Shape(m)) if m.contains("EpisodeNumber"))
+        );
         let mut p = fixtures::jellyfin_playback_stop();
         p["PlayedToCompletion"] = "maybe".into();
         assert!(
-            matches!(decide(p), Err(PayloadError::Shape(m)) if m.contains("PlayedToCompletion"))
+            matches!(decide_as(Sender::Jellyfin, p), Err(PayloadError::Shape(m)) if m.contains("PlayedToCompletion"))
         );
         assert!(matches!(
-            decide(serde_json::json!({"ItemType": "Episode"})),
+            decide_as(Sender::Jellyfin, serde_json::json!({"ItemType": "Episode"})),
             Err(PayloadError::Shape(m)) if m.contains("NotificationType")
         ));
     }
@@ -273,7 +247,7 @@ mod tests {
             let mut p = fixtures::jellyfin_playback_stop();
             p[field] = long.clone().into();
             assert_eq!(
-                decide(p).unwrap_err(),
+                decide_as(Sender::Jellyfin, p).unwrap_err(),
                 PayloadError::TooLong {
                     field: field.into(),
                     max: 512

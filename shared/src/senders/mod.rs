@@ -264,6 +264,68 @@ pub fn same_user_id(a: &str, b: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::{fixtures, processed_as};
+
+    /// What one sender's watched-episode fixture must become.
+    struct Expected {
+        sender: Sender,
+        payload: serde_json::Value,
+        series_id: &'static str,
+        item_id: &'static str,
+        server_id: &'static str,
+        episode: (i64, i64),
+        user_id: &'static str,
+        /// The episode's tvdb, tmdb and imdb ids.
+        episode_ids: (i64, i64, &'static str),
+    }
+
+    #[test]
+    fn jellyfin_and_emby_plays_are_scrobbles_keyed_by_the_series_with_episode_ids_only() {
+        for x in [
+            Expected {
+                sender: Sender::Jellyfin,
+                payload: fixtures::jellyfin_playback_stop(),
+                series_id: "a4d5b6c7-d8e9-4f01-9234-56789abcdef0",
+                item_id: "0b7e3c9a-1f2d-4e5b-8a6c-7d9e0f1a2b3c",
+                server_id: "f3a9c1d2e4b5467890abcdef12345678",
+                episode: (1, 2),
+                user_id: "5f0c7a1e-3b2d-4c9a-8e7f-6d5c4b3a2910",
+                episode_ids: (110414, 397628, "tt0664514"),
+            },
+            Expected {
+                sender: Sender::Emby,
+                payload: fixtures::emby_playback_stop(),
+                series_id: "2090",
+                item_id: "2103",
+                server_id: "8c1e5b7a2d3f4e6a9b0c1d2e3f4a5b6c",
+                episode: (1, 3),
+                user_id: "d1e2f3a4b5c64d7e8f9a0b1c2d3e4f5a",
+                episode_ids: (110415, 397629, "tt0664517"),
+            },
+        ] {
+            let e = processed_as(x.sender, x.payload);
+            let sender = x.sender;
+            assert_eq!(e.sender, sender);
+            assert_eq!(e.kind, crate::payload::EventKind::Scrobble, "{sender}");
+            assert_eq!(e.show.title, "The Office", "{sender}");
+            assert_eq!(e.show.rating_key, x.series_id, "{sender}");
+            assert_eq!(e.item_rating_key, x.item_id, "{sender}");
+            assert_eq!(e.server_uuid, x.server_id, "{sender}");
+            assert!(e.show_key().starts_with(&format!("{sender}:")), "{sender}");
+            assert_eq!(e.account.title.as_deref(), Some("alice"), "{sender}");
+            assert_eq!(e.account.uuid.as_deref(), Some(x.user_id), "{sender}");
+            assert!(!e.account.is_webhook_user, "{sender}");
+            assert!(e.viewed_at.is_some(), "{sender}");
+            // The payload's provider ids are the episode's: never taken for the show's.
+            assert!(e.show.ids.is_empty(), "{sender}: {:?}", e.show.ids);
+            let ep = e.episode.unwrap();
+            assert_eq!((ep.season, ep.number), x.episode, "{sender}");
+            let (tvdb, tmdb, imdb) = x.episode_ids;
+            assert_eq!(ep.ids.tvdb, Some(tvdb), "{sender}");
+            assert_eq!(ep.ids.tmdb, Some(tmdb), "{sender}");
+            assert_eq!(ep.ids.imdb.as_deref(), Some(imdb), "{sender}");
+        }
+    }
 
     #[test]
     fn senders_round_trip_their_names_and_routes() {
