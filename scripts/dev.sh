@@ -100,6 +100,7 @@ moto_state=$(scripts/moto.sh start)
 # and friends; any Plex token is accepted), which is also what `make demo` expects.
 # Export TMDB_API_TOKEN before `make dev` to use the real services instead.
 stub_pids=()
+stub_note=""
 if [[ -z ${TMDB_API_TOKEN:-} ]]; then
   if port_open "$STUBS_PORT"; then
     log "127.0.0.1:$STUBS_PORT is already in use; stop it first (make clean-dev)"
@@ -111,6 +112,10 @@ if [[ -z ${TMDB_API_TOKEN:-} ]]; then
   export TMDB_BASE_URL="http://127.0.0.1:$STUBS_PORT" PLEX_TV_BASE_URL="http://127.0.0.1:$STUBS_PORT"
   export TMDB_API_TOKEN=dev-stub-tmdb-token
   log "TMDB and plex.tv: stubs on $TMDB_BASE_URL (export TMDB_API_TOKEN to use the real ones)"
+  stub_note="
+  Stubbed plex.tv: any Plex token of 20+ characters works; its Plex server is plain http on
+    127.0.0.1, so switch on \"Allow a plain http address\" on the page (or allowInsecureHttp: true).
+"
 fi
 
 secrets_out=$(.venv/bin/python tools/bootstrap_aws.py --print)
@@ -178,7 +183,7 @@ cat <<EOF
 
   Webhook URL (Plex: Settings > Webhooks):
     $origin/api/plex/webhook?secret=$webhook_secret
-
+$stub_note
   Management API:  $origin/api/plex/...   (the same paths as on API Gateway)
     e.g. curl -H "Authorization: Bearer $api_token" $origin/api/plex/config
   Behind it: tools/router.py routes by template.yaml to cargo lambda watch

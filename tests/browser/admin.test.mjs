@@ -168,11 +168,16 @@ test("1. paste the API token, save a Plex token -> the webhook URL is shown", as
 
   await page.getByLabel("Plex token").fill(PLEX_TOKEN);
   // The stub Plex server (tools/stubs.py) speaks plain http: without the LAN opt-in the save is
-  // refused with a message naming it.
+  // refused, in the form's words (not the API's field names), and nothing is stored.
   const allowHttp = page.getByLabel("Allow a plain http address (a server on your own network)");
   assert.equal(await allowHttp.isChecked(), false, "https only by default");
   await page.getByRole("button", { name: "Save", exact: true }).click();
-  await page.locator("#setup-feedback", { hasText: /allowInsecureHttp/ }).waitFor();
+  const refused = page.locator("#setup-feedback .msg.error");
+  await refused.waitFor();
+  const why = await refused.textContent();
+  assert.match(why, /plain http.*switch on “Allow a plain http address”/, why);
+  assert.doesNotMatch(why, /allowInsecureHttp|plexServerUrl/, why);
+  assert.equal(psql("SELECT count(*) FROM plex_config"), "0", "nothing stored");
   await allowHttp.check();
   await page.getByRole("button", { name: "Save", exact: true }).click();
   await page.locator("#setup-feedback", { hasText: /Saved\. Connected to basement-nas/ }).waitFor();
@@ -180,6 +185,9 @@ test("1. paste the API token, save a Plex token -> the webhook URL is shown", as
   const url = await page.getByLabel("Webhook URL", { exact: true }).inputValue();
   assert.match(url, new RegExp(`^${BASE.replace(/[.]/g, "\\.")}/api/plex/webhook\\?secret=[A-Za-z0-9_-]{20,}$`));
   assert.ok(await page.getByText("Settings → Webhooks").isVisible(), "the Plex steps are shown");
+  // The local stack's URL is on 127.0.0.1: the page says a Plex server elsewhere cannot reach it.
+  assert.match(await page.locator("#webhook-local-note").textContent(), /only a Plex server running on this same machine/);
+  assert.ok(await page.locator("#webhook-local-note").isVisible());
   assert.equal(await page.locator("#server-name").textContent(), "basement-nas");
   // The token is in this tab's sessionStorage only; the Plex token is not kept in the form.
   const storage = await page.evaluate(() => ({

@@ -530,6 +530,7 @@ function renderSetup(config) {
   }
   $("webhook-card").hidden = !config.webhookUrl;
   $("webhook-url").value = config.webhookUrl || "";
+  $("webhook-local-note").hidden = !isLoopback(config.webhookUrl);
   $("disable-card").hidden = !(config.configured && config.enabled);
   $("setup-form-title").textContent = config.configured ? "Change settings" : "Connect Plex";
   // A stored token is kept by a save that leaves the field empty; only a new one replaces it.
@@ -546,6 +547,15 @@ function renderSetup(config) {
   $("server-url").value = config.serverUrl || "";
   $("allow-unencrypted").checked = Boolean(config.allowInsecureHttp);
   $("allowed-accounts").value = (config.allowedAccounts || []).join(", ");
+}
+
+/** A URL only this machine can reach (make dev's 127.0.0.1): Plex elsewhere cannot post to it. */
+function isLoopback(url) {
+  try {
+    return ["127.0.0.1", "localhost", "[::1]"].includes(new URL(url).hostname);
+  } catch {
+    return false;
+  }
 }
 
 function parseAccounts(text) {
@@ -581,7 +591,9 @@ async function saveSetup(event, { rotate = false } = {}) {
   if ($("allow-unencrypted").checked) body.allowInsecureHttp = true;
   if (rotate) body.rotateWebhookSecret = true;
   feedback.replaceChildren(message("info", keepStored ? "Saving (checking the saved token with plex.tv)…" : "Checking the token with plex.tv…"));
-  const saved = await busy($("save-setup"), () => attempt(() => api("POST", "/api/plex/config", body), feedback));
+  const saved = await busy($("save-setup"), () => attempt(() => api("POST", "/api/plex/config", body).catch((e) => {
+    throw e instanceof ApiError ? new ApiError(e.status, inFormWords(e.message), e.code) : e;
+  }), feedback));
   if (!saved) {
     feedback.querySelector(".msg.error") && tokenInput.focus();
     return;
@@ -605,6 +617,15 @@ async function saveSetup(event, { rotate = false } = {}) {
   if (keepStored && !rotate) return; // the webhook URL did not change: nothing new to copy
   $("webhook-url").focus();
   $("webhook-url").select();
+}
+
+/** The API names its fields; on the page they are the form's labels. */
+function inFormWords(text) {
+  return text
+    .replace(/set allowInsecureHttp: true/g, "switch on “Allow a plain http address”")
+    .replace(/(pass|use) (its|the server's) https (plexServerUrl|address)/g, "enter its https address under “Plex server address”")
+    .replace(/\bplexServerUrl\b/g, "the Plex server address")
+    .replace(/\bplexToken\b/g, "the Plex token");
 }
 
 function setupFeedback() {
