@@ -100,12 +100,7 @@ async fn select_replays_pending_scrobbles_and_marks_the_episodes() {
         .await
         .unwrap();
 
-    let resp = h
-        .resolve(
-            h.office,
-            json!({"action": "select", "tvshowId": h.office_show}),
-        )
-        .await;
+    let resp = h.select_office().await;
     assert_eq!(resp.status(), 200);
     let body = json(&resp);
     let replay = &body["replay"];
@@ -164,12 +159,7 @@ async fn a_transient_failure_hands_the_events_to_the_queue() {
         json!({"status_code": 11, "status_message": "Internal error."}),
     )
     .await;
-    let resp = h
-        .resolve(
-            h.office,
-            json!({"action": "select", "tvshowId": h.office_show}),
-        )
-        .await;
+    let resp = h.select_office().await;
     assert_eq!(resp.status(), 200, "the resolution itself stands");
     let body = json(&resp);
     let replay = &body["replay"];
@@ -460,12 +450,7 @@ async fn the_function_starts_from_its_environment_and_replays() {
     .unwrap();
     h.state = conflicts::State::from_env(&env, &sdk).expect("the conflicts state builds");
 
-    let resp = h
-        .resolve(
-            h.office,
-            json!({"action": "select", "tvshowId": h.office_show}),
-        )
-        .await;
+    let resp = h.select_office().await;
     assert_eq!(resp.status(), 200);
     let body = json(&resp);
     assert_eq!(
@@ -528,12 +513,7 @@ async fn events_the_replay_has_no_time_for_go_to_the_queue_and_are_marked_from_t
     let mut h = Harness::new().await;
     h.state.replay_budget = std::time::Duration::ZERO;
 
-    let resp = h
-        .resolve(
-            h.office,
-            json!({"action": "select", "tvshowId": h.office_show}),
-        )
-        .await;
+    let resp = h.select_office().await;
     assert_eq!(resp.status(), 200, "the resolution stands");
     let body = json(&resp);
     let replay = &body["replay"];
@@ -604,12 +584,7 @@ async fn an_event_still_replaying_at_the_deadline_goes_to_the_queue_with_the_res
         .await;
     h.state.replay_budget = std::time::Duration::from_secs(1);
 
-    let resp = h
-        .resolve(
-            h.office,
-            json!({"action": "select", "tvshowId": h.office_show}),
-        )
-        .await;
+    let resp = h.select_office().await;
     assert_eq!(resp.status(), 200);
     let body = json(&resp);
     assert_eq!(body["replay"]["queued"], 2, "{body}");
@@ -627,12 +602,7 @@ async fn events_the_queue_does_not_take_stay_pending() {
     h.state.replay_budget = std::time::Duration::ZERO;
     h.state.queue.url = format!("{}-gone", h.state.queue.url);
 
-    let resp = h
-        .resolve(
-            h.office,
-            json!({"action": "select", "tvshowId": h.office_show}),
-        )
-        .await;
+    let resp = h.select_office().await;
     assert_eq!(resp.status(), 200);
     let body = json(&resp);
     let replay = &body["replay"];

@@ -58,12 +58,7 @@ async fn list_shows_open_conflicts_newest_first_with_matches() {
 #[tokio::test]
 async fn select_resolves_maps_and_reports_pending_events_then_409() {
     let h = Harness::new().await;
-    let resp = h
-        .resolve(
-            h.office,
-            json!({"action": "select", "tvshowId": h.office_show}),
-        )
-        .await;
+    let resp = h.select_office().await;
     assert_eq!(resp.status(), 200);
     let body = json(&resp);
     assert_eq!(body["success"], true);
@@ -157,12 +152,7 @@ async fn select_moves_a_mapping_found_by_guid_to_the_new_rating_key() {
         .await
         .unwrap()
         .get(0);
-    let resp = h
-        .resolve(
-            h.office,
-            json!({"action": "select", "tvshowId": h.office_show}),
-        )
-        .await;
+    let resp = h.select_office().await;
     assert_eq!(resp.status(), 200);
     assert_eq!(json(&resp)["mappingId"], existing);
     let mappings = h.mappings().await;

@@ -203,6 +203,15 @@ impl Harness {
         .await
     }
 
+    /// The user resolves The Office's conflict by selecting the tracker's The Office.
+    pub async fn select_office(&self) -> Response<Body> {
+        self.resolve(
+            self.office,
+            json!({"action": "select", "tvshowId": self.office_show}),
+        )
+        .await
+    }
+
     /// TMDB's title search for "The Office" (three shows: US, UK, AU).
     pub async fn stub_search(&self) {
         wiremock::Mock::given(wiremock::matchers::method("GET"))
