@@ -7,7 +7,10 @@
 //! retries them (then moves them to the DLQ). Once a day an EventBridge schedule invokes it for
 //! the retention run instead ([`retention`]).
 
-use std::{collections::HashMap, time::Duration};
+use std::{
+    collections::{HashMap, HashSet},
+    time::Duration,
+};
 
 use aws_config::SdkConfig;
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
@@ -140,15 +143,33 @@ pub async fn handle(state: &Processor, invocation: Invocation, deadline: Instant
 /// The invocation's `deadline` is watched: a record starts only while its TMDB budget and a
 /// margin fit before it ([`Timing`]); the records after that are returned untried, in order.
 ///
+/// Every return counts as a receive, so a record on its last receive is never returned untried
+/// while it can still start: the groups holding one go first, and such a record starts even
+/// with less than its budget left (it is given up at the answer's stop like any other).
+/// Otherwise a record could reach the DLQ, and an imported show be recorded failed, without
+/// ever being tried.
+///
 /// A record failed on its last receive (the DLQ is next) is logged `failed` with the error
 /// first, so it shows in the activity log and can be replayed from there.
 pub async fn handle_batch(
     state: &Processor,
-    event: SqsEvent,
+    mut event: SqsEvent,
     deadline: Instant,
 ) -> SqsBatchResponse {
+    let last_receive =
+        |r: &SqsMessage| receive_count(r).is_some_and(|n| n >= state.max_receive_count);
+    let urgent: HashSet<String> = event
+        .records
+        .iter()
+        .filter(|r| last_receive(r))
+        .map(group_of)
+        .collect();
+    // Stable: each group keeps its order (all SQS guarantees is order within a group).
+    event
+        .records
+        .sort_by_key(|r| !urgent.contains(&group_of(r)));
     let mut response = SqsBatchResponse::default();
-    // Group -> the error that stopped it. Records without a group id (a standard queue) share "".
+    // Group -> the error that stopped it.
     let mut stopped: HashMap<String, String> = HashMap::new();
     let reserve = state.timing.tmdb_budget + state.timing.margin;
     let before = |d: Duration| deadline.checked_sub(d).unwrap_or_else(Instant::now);
@@ -158,21 +179,18 @@ pub async fn handle_batch(
     let mut out_of_time = false;
     for record in event.records {
         let message_id = record.message_id.clone().unwrap_or_default();
-        let group = record
-            .attributes
-            .get("MessageGroupId")
-            .cloned()
-            .unwrap_or_default();
+        let group = group_of(&record);
         out_of_time = out_of_time || deadline.saturating_duration_since(Instant::now()) < reserve;
+        let last = last_receive(&record);
         let error = match stopped.get(&group) {
             Some(first) => {
                 format!("not processed: an earlier message of its show failed ({first})")
             }
-            None if out_of_time => {
+            None if out_of_time && !(last && Instant::now() < hard_stop) => {
                 "not processed: too little of the invocation was left to start it".to_string()
             }
             None => {
-                let tmdb_until = Instant::now() + state.timing.tmdb_budget;
+                let tmdb_until = (Instant::now() + state.timing.tmdb_budget).min(hard_stop);
                 let span = tracing::info_span!("record", message_id = %message_id);
                 let work = handle_record(&state.pipeline, &record, &message_id, tmdb_until)
                     .instrument(span);
@@ -190,7 +208,7 @@ pub async fn handle_batch(
                 error
             }
         };
-        if receive_count(&record).is_some_and(|n| n >= state.max_receive_count) {
+        if last {
             let logged = tokio::time::timeout_at(
                 bookkeeping_stop,
                 give_up(state, &record, &message_id, &error),
@@ -218,6 +236,15 @@ pub async fn handle_batch(
         }
     }
     response
+}
+
+/// The record's message group. Records without one (a standard queue) share "".
+fn group_of(record: &SqsMessage) -> String {
+    record
+        .attributes
+        .get("MessageGroupId")
+        .cloned()
+        .unwrap_or_default()
 }
 
 fn receive_count(record: &SqsMessage) -> Option<i64> {

@@ -91,17 +91,87 @@ async fn no_record_starts_when_the_deadline_is_nearer_than_a_records_budget() {
 }
 
 #[tokio::test]
-async fn a_record_not_started_on_its_last_receive_is_logged_before_the_dlq() {
+async fn a_record_on_its_last_receive_goes_first_and_is_tried_even_short_of_time() {
+    let h = harness().await;
+    Mock::given(method("GET"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_delay(Duration::from_secs(30))
+                .set_body_json(fixtures::tmdb_find_office_pilot()),
+        )
+        .mount(&h.tmdb)
+        .await;
+    // A record starts while 2 s are left; one still running 1 s before the deadline is given up.
+    let processor = Processor {
+        timing: Timing {
+            tmdb_budget: Duration::from_secs(2),
+            margin: Duration::ZERO,
+            answer: Duration::from_secs(1),
+        },
+        ..h.processor()
+    };
+    let slow = message(fixtures::plex_episode_scrobble()).to_body();
+    let other = message(fixtures::plex_other_account_scrobble()).to_body();
+    let office = format!("{}:48200", fixtures::server_uuid());
+    let event = sqs_event_in_groups(&[
+        ("m-slow", slow, 1, office.as_str()),
+        ("m-last", other, MAX_RECEIVE_COUNT as u32, "group-2"),
+    ]);
+
+    // Taken in order, the hanging first record would run until the answer's stop and the
+    // second, on its last receive, would go to the DLQ untried (logged failed).
+    let deadline = Instant::now() + Duration::from_millis(2500);
+    let response = processor::handle_batch(&processor, event, deadline).await;
+
+    assert_eq!(failed(&response), ["m-slow"]);
+    let logs = h.logs().await;
+    assert_eq!(logs.len(), 1, "{logs:?}");
+    assert_eq!(logs[0].message_id.as_deref(), Some("m-last"));
+    assert_eq!(logs[0].status, "ignored", "tried: {logs:?}");
+}
+
+#[tokio::test]
+async fn a_record_on_its_last_receive_starts_with_less_than_its_budget_left() {
     let h = harness().await;
     let processor = Processor {
         timing: short_timing(),
         ..h.processor()
     };
+    let other = message(fixtures::plex_other_account_scrobble()).to_body();
+    let event = sqs_event(&[
+        ("m-last", other.clone(), MAX_RECEIVE_COUNT as u32),
+        ("m-next", other, 1),
+    ]);
+
+    // Too near for a fresh start (3 s needed), not for the answer's stop (0.5 s).
+    let deadline = Instant::now() + Duration::from_secs(2);
+    let response = processor::handle_batch(&processor, event, deadline).await;
+
+    assert_eq!(failed(&response), ["m-next"], "the other goes back untried");
+    let logs = h.logs().await;
+    assert_eq!(logs.len(), 1, "{logs:?}");
+    assert_eq!(logs[0].message_id.as_deref(), Some("m-last"));
+    assert_eq!(logs[0].status, "ignored");
+}
+
+#[tokio::test]
+async fn a_record_not_started_on_its_last_receive_is_logged_before_the_dlq() {
+    let h = harness().await;
+    // The answer's stop is already past: not even a last receive can start.
+    let processor = Processor {
+        timing: Timing {
+            tmdb_budget: Duration::from_secs(2),
+            margin: Duration::from_secs(3),
+            answer: Duration::from_millis(4500),
+        },
+        ..h.processor()
+    };
     let body = message(fixtures::plex_episode_scrobble()).to_body();
     let event = sqs_event(&[("m-last", body, MAX_RECEIVE_COUNT as u32)]);
 
-    // Too near to start it (3 s needed), time enough to log it.
-    let deadline = Instant::now() + Duration::from_secs(2);
+    // Too near to start it (5 s needed, and the answer's stop is past), time enough (1.75 s)
+    // to log it.
+    let deadline = Instant::now() + Duration::from_secs(4);
     let response = processor::handle_batch(&processor, event, deadline).await;
 
     assert_eq!(failed(&response), ["m-last"]);
