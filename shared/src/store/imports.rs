@@ -234,7 +234,8 @@ pub async fn fail(client: &impl GenericClient, id: i32, error: &str) -> Result<(
 }
 
 /// Whether the import's show was handled already: `None` when the import does not list it,
-/// `Some(false)` while it waits.
+/// `Some(false)` while it waits, and also when it was recorded `failed`: a failed show's message
+/// (redriven from the dead-letter queue) tries it again.
 pub async fn show_done(
     client: &impl GenericClient,
     import_id: i32,
@@ -244,7 +245,7 @@ pub async fn show_done(
         .query_opt(
             &client
                 .prepare_cached(
-                    "SELECT outcome IS NOT NULL FROM plex_import_shows
+                    "SELECT outcome IS NOT NULL AND outcome <> 'failed' FROM plex_import_shows
                       WHERE import_id = $1 AND plex_rating_key = $2",
                 )
                 .await?,
@@ -255,7 +256,9 @@ pub async fn show_done(
 }
 
 /// Records a show's result, once: `false` (nothing written) when it was recorded already, so
-/// the caller's transaction can roll back what a redelivery would double.
+/// the caller's transaction can roll back what a redelivery would double. A `failed` result is
+/// the exception: a later success or conflict replaces it (the retry of a redriven message),
+/// another failure does not (so it gets no second summary row).
 pub async fn record_show(
     client: &impl GenericClient,
     import_id: i32,
@@ -269,7 +272,8 @@ pub async fn record_show(
                     "UPDATE plex_import_shows
                         SET outcome = $3, episodes_marked = $4, already_watched = $5, detail = $6,
                             finished_at = now()
-                      WHERE import_id = $1 AND plex_rating_key = $2 AND outcome IS NULL",
+                      WHERE import_id = $1 AND plex_rating_key = $2
+                        AND (outcome IS NULL OR (outcome = 'failed' AND $3 <> 'failed'))",
                 )
                 .await?,
             &[

@@ -2,6 +2,9 @@
 //! nothing; an outage halfway resumes to the same end state; a conflict holds the show's
 //! episodes until the user resolves it.
 
+use std::time::Duration;
+
+use aws_lambda_events::event::sqs::SqsEvent;
 use plexsync::api::testing::{authed, json};
 use serde_json::{json, Value};
 use wiremock::{
@@ -204,6 +207,47 @@ async fn an_outage_halfway_resumes_to_the_same_end_state() {
         1,
         "one summary row, after the retry"
     );
+}
+
+#[tokio::test]
+async fn a_show_sent_to_the_dlq_untried_is_imported_when_its_message_is_redriven() {
+    let h = Harness::new().await;
+    assert_eq!(h.start(None).await.0, 202);
+    let mut records = Vec::new();
+    for _ in 0..10 {
+        records.extend(h.receive().await.into_iter().map(|(r, _)| r));
+        if records.len() == 4 {
+            break;
+        }
+    }
+    assert_eq!(records.len(), 4, "one message per show");
+    // Every message on its last receive, with no time left to start any (the answer's stop
+    // is past): each show is recorded failed on its way to the dead-letter queue.
+    let last = processor::Processor {
+        max_receive_count: 1,
+        timing: processor::Timing {
+            answer: Duration::from_secs(20),
+            ..processor::Timing::default()
+        },
+        ..h.processor(h.db.pool.clone())
+    };
+    let mut event = SqsEvent::default();
+    event.records = records;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    let response = processor::handle_batch(&last, event.clone(), deadline).await;
+    assert_eq!(response.batch_item_failures.len(), 4);
+    let import = h.latest().await;
+    assert_eq!(import["status"], "completed", "{import}");
+    assert_eq!(import["counts"]["failed"], 4, "{import}");
+
+    // The redrive delivers the same messages again: each show is tried, not taken as done.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(3600);
+    let response = processor::handle_batch(&h.processor(h.db.pool.clone()), event, deadline).await;
+    assert!(response.batch_item_failures.is_empty());
+    check_first_import(&h).await;
+    let rows = log_rows(&h).await;
+    let failed = rows.iter().filter(|r| r.1 == "failed").count();
+    assert_eq!((rows.len(), failed), (8, 4), "{rows:?}");
 }
 
 #[tokio::test]
