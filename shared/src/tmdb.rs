@@ -1,6 +1,7 @@
 //! TMDB API client: the calls the processor needs (find by external id, show, season, search),
-//! with timeouts, retries (exponential backoff with jitter, `Retry-After` honoured on 429) and a
-//! client-side limit of 40 requests per 10 seconds.
+//! with timeouts, retries (exponential backoff with jitter, `Retry-After` honoured on 429) and
+//! client-side rate limits: the one every instance shares (a token bucket in Postgres) and,
+//! under it, each instance's own cap at TMDB's per-second ceiling.
 //!
 //! A caller with a time budget (one queue message, one HTTP request) works through
 //! [`TmdbClient::until`]: every request, retry and wait (`Retry-After` included) of that view
@@ -261,13 +262,21 @@ struct SearchPage {
     results: Vec<TvSummary>,
 }
 
+/// One instance's own cap: TMDB's ceiling of about 40 requests per second. The shared bucket
+/// ([`SHARED_RATE`]) is the limit that holds; this cap only matters when the bucket cannot be
+/// reached (a database error lets the request go). It is never stricter than the bucket: TMDB's
+/// old 40-per-10-s rule (dropped in 2019) held each instance to 4 per second, which slowed the
+/// auto-adding of shows (a request per season) until import messages ran out of time.
+const INSTANCE_LIMIT: (usize, Duration) = (40, Duration::from_secs(1));
+
 impl TmdbClient {
     pub fn new(config: &TmdbConfig) -> Result<Self, TmdbError> {
+        let (max_requests, window) = INSTANCE_LIMIT;
         Self::with_options(
             config,
             RetryPolicy::default(),
-            40,
-            Duration::from_secs(10),
+            max_requests,
+            window,
             Duration::from_secs(8),
         )
     }
@@ -848,6 +857,23 @@ mod tests {
         assert!(err.is_transient(), "{err}");
         assert!(err.to_string().contains("out of time"), "{err}");
         assert_eq!(server.received_requests().await.unwrap().len(), 1);
+    }
+
+    #[test]
+    fn an_instances_own_cap_is_never_stricter_than_the_shared_bucket() {
+        let config = TmdbConfig {
+            base_url: "http://127.0.0.1:9/".parse().unwrap(),
+            token: SecretString::from("key".to_string()),
+        };
+        let limiter = &TmdbClient::new(&config).unwrap().inner.limiter;
+        // The most the bucket lets one instance send in one of the limiter's windows.
+        let bucket = SHARED_RATE.burst + SHARED_RATE.rate * limiter.window.as_secs_f64();
+        assert!(
+            limiter.max as f64 >= bucket,
+            "{} per {:?} holds an instance under the bucket's {bucket}",
+            limiter.max,
+            limiter.window
+        );
     }
 
     #[tokio::test]
