@@ -36,7 +36,7 @@ use plexsync::{
     pipeline::{KeySource, Pipeline},
     plex::PlexServerClient,
     testing::{fifo_queue, fresh_db, moto_config},
-    tmdb::{RetryPolicy, TmdbClient},
+    tmdb::TmdbClient,
 };
 use secrecy::SecretString;
 use serde_json::{json, Value};
@@ -377,17 +377,11 @@ impl Respond for TmdbStub {
 }
 
 fn pipeline(pool: plexsync::db::DbPool, tmdb: &str, keyring: &Arc<Keyring>) -> Pipeline {
-    // The deployed client: its retry policy and per-instance limit, plus the shared bucket.
-    let client = TmdbClient::with_options(
-        &plexsync::env::TmdbConfig {
-            base_url: tmdb.parse().unwrap(),
-            token: SecretString::from("eyJhbGciOiJIUzI1NiJ9.eyJhdWQiOiJ0ZXN0In0.c2ln".to_string()),
-        },
-        RetryPolicy::default(),
-        40,
-        Duration::from_secs(10),
-        Duration::from_secs(8),
-    )
+    // The deployed client: its retry policy and per-instance cap, plus the shared bucket.
+    let client = TmdbClient::new(&plexsync::env::TmdbConfig {
+        base_url: tmdb.parse().unwrap(),
+        token: SecretString::from("eyJhbGciOiJIUzI1NiJ9.eyJhdWQiOiJ0ZXN0In0.c2ln".to_string()),
+    })
     .unwrap()
     .with_shared_limit(pool.clone(), plexsync::tmdb::SHARED_RATE);
     Pipeline {
