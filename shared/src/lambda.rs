@@ -59,13 +59,20 @@ where
     .await
 }
 
+/// Lambda's longest timeout: no real invocation's deadline lies further ahead, nor (when the
+/// invocation starts) further behind.
+const LAMBDA_MAX_TIMEOUT: Duration = Duration::from_secs(15 * 60);
+
 /// The invocation's deadline (wall-clock milliseconds from the runtime API) as an `Instant`.
 fn deadline_of(context: &lambda_runtime::Context) -> Instant {
-    let left = context
-        .deadline()
-        .duration_since(SystemTime::now())
-        .unwrap_or(Duration::ZERO);
-    Instant::now() + left
+    match context.deadline().duration_since(SystemTime::now()) {
+        Ok(left) => Instant::now() + left,
+        // `cargo lambda watch` (make dev, the end-to-end test) sends the constant 600000, i.e.
+        // 1970, not a deadline. Taken as one, the processor saw no time left and returned every
+        // record untried; its emulator enforces no deadline, so it gets Lambda's longest.
+        Err(past) if past.duration() > LAMBDA_MAX_TIMEOUT => Instant::now() + LAMBDA_MAX_TIMEOUT,
+        Err(_) => Instant::now(),
+    }
 }
 
 /// Logging, SDK configuration and the state. The state lives as long as the process (a warm
@@ -133,6 +140,15 @@ mod tests {
         // Whole seconds apart, so no clock detail can flip it.
         assert!(deadline > before + Duration::from_secs(50), "{deadline:?}");
         assert!(deadline < before + Duration::from_secs(70), "{deadline:?}");
+    }
+
+    #[test]
+    fn cargo_lambda_watchs_placeholder_is_no_deadline() {
+        let mut context = lambda_runtime::Context::default();
+        // What `cargo lambda watch` sends in Lambda-Runtime-Deadline-Ms.
+        context.deadline = 600_000;
+        let before = Instant::now();
+        assert!(deadline_of(&context) >= before + LAMBDA_MAX_TIMEOUT);
     }
 
     #[test]
