@@ -159,8 +159,8 @@ pub struct NewLogEntry<'a> {
 }
 
 /// Writes the log row. It carries the webhook's arrival time, which is how "last webhook
-/// received" is known (SQL function `plex_last_webhook_received`, read with the settings): no
-/// settings row is written per message.
+/// received" is known (the newest `received_at` of the sender's rows, read with its settings):
+/// no settings row is written per message.
 pub async fn record(client: &impl GenericClient, e: &NewLogEntry<'_>) -> Result<(), DbError> {
     client
         .execute(

@@ -24,9 +24,23 @@ pub struct SenderSettings {
     pub last_webhook_received: Option<DateTime<Utc>>,
 }
 
-const SELECT: &str = "SELECT sender, enabled, account, allowed_accounts, auto_add_shows,
-        auto_mark_watched, GREATEST(last_webhook_received, plex_last_webhook_received(sender))
-   FROM media_senders WHERE user_id = $1";
+/// The settings' columns. `last_webhook_received` is the newest arrival on the sender's log
+/// rows (one probe of `idx_webhook_logs_sender_received`), never older than the column, which
+/// holds what was recorded before arrivals were logged.
+macro_rules! columns {
+    () => {
+        "sender, enabled, account, allowed_accounts, auto_add_shows, auto_mark_watched,
+         GREATEST(last_webhook_received,
+                  (SELECT max(l.received_at) FROM plex_webhook_logs l
+                    WHERE l.sender = media_senders.sender AND l.received_at IS NOT NULL))"
+    };
+}
+
+const SELECT: &str = concat!(
+    "SELECT ",
+    columns!(),
+    " FROM media_senders WHERE user_id = $1"
+);
 
 fn from_row(r: &tokio_postgres::Row) -> SenderSettings {
     let sender: String = r.get(0);
@@ -84,7 +98,8 @@ pub async fn save(pool: &DbPool, save: &SaveSender<'_>) -> Result<SenderSettings
     let client = pool.get().await?;
     let row = client
         .query_one(
-            "INSERT INTO media_senders (user_id, sender, account, enabled, allowed_accounts,
+            concat!(
+                "INSERT INTO media_senders (user_id, sender, account, enabled, allowed_accounts,
                                         auto_add_shows, auto_mark_watched)
              VALUES ($1, $2, $3, COALESCE($4, true), COALESCE($5, '[]'::jsonb),
                      COALESCE($6, true), COALESCE($7, true))
@@ -95,9 +110,9 @@ pub async fn save(pool: &DbPool, save: &SaveSender<'_>) -> Result<SenderSettings
                  auto_add_shows = COALESCE($6, media_senders.auto_add_shows),
                  auto_mark_watched = COALESCE($7, media_senders.auto_mark_watched),
                  updated_at = now()
-             RETURNING sender, enabled, account, allowed_accounts, auto_add_shows,
-                       auto_mark_watched,
-                       GREATEST(last_webhook_received, plex_last_webhook_received(sender))",
+             RETURNING ",
+                columns!()
+            ),
             &[
                 &USER_ID,
                 &save.sender.as_str(),

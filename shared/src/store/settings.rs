@@ -50,7 +50,9 @@ pub async fn load(client: &impl GenericClient) -> Result<Option<PlexSettings>, D
         .query_opt(
             &client.prepare_cached("SELECT enabled, auto_add_shows, auto_mark_watched, plex_server_url, plex_server_name,
                     plex_server_uuid, plex_account_id, plex_account_name,
-                    GREATEST(last_webhook_received, plex_last_webhook_received('plex')),
+                    GREATEST(last_webhook_received,
+                             (SELECT max(received_at) FROM plex_webhook_logs
+                               WHERE sender = 'plex' AND received_at IS NOT NULL)),
                     updated_at, allowed_accounts, plex_token, allow_insecure_http
                FROM plex_config WHERE user_id = $1").await?,
             &[&USER_ID],

@@ -19,7 +19,8 @@ async fn apply_then_reapply_is_a_noop() {
             "V4__plex_imports",
             "V5__webhook_received_on_logs",
             "V6__plex_plain_http_opt_in",
-            "V7__fk_indexes_and_retention"
+            "V7__fk_indexes_and_retention",
+            "V8__drop_last_webhook_received_fn"
         ]
     );
     let second = db::migrate(&pool).await.unwrap();
@@ -27,7 +28,7 @@ async fn apply_then_reapply_is_a_noop() {
     let client = pool.get().await.unwrap();
     assert_eq!(
         count(&client, "SELECT count(*) FROM refinery_schema_history").await,
-        7
+        8
     );
     for table in [
         "tvshows",
@@ -58,7 +59,7 @@ async fn concurrent_migrations_apply_once() {
     let pool = db::pool(&SecretString::from(url)).unwrap();
     let (a, b) = tokio::join!(db::migrate(&pool), db::migrate(&pool));
     let (a, b) = (a.unwrap(), b.unwrap());
-    assert_eq!(a.len() + b.len(), 7, "{a:?} {b:?}");
+    assert_eq!(a.len() + b.len(), 8, "{a:?} {b:?}");
 }
 
 #[tokio::test]
