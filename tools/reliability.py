@@ -527,7 +527,7 @@ FUNCTIONS = {
     "mappings": r"^/api/plex/mappings(/|$)",
     "conflicts": r"^/api/plex/conflicts(/|$)",
     "logs": r"^/api/plex/(logs|stats|dead-letters)(/|$)",
-    "config": r"^/api/plex/config/?$",
+    "config": r"^/api/(plex/config/?|senders(/[^/]*)?)$",
     "admin": r"^/($|admin/)",
 }
 
