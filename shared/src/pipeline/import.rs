@@ -16,8 +16,8 @@ use deadpool_postgres::GenericClient;
 use serde_json::{json, Value};
 
 use super::{
-    find_show, load_config, plex_target, Decided, Failure, Mapped, Outcome, Pipeline, Subject,
-    TransientError,
+    find_show, load_config, plex_target, Decided, Failure, Mapped, Outcome, Pipeline, SenderConfig,
+    Subject, TransientError,
 };
 use crate::db::DbError;
 use crate::episodes::{self, MarkOutcome, MarkRequest};
@@ -195,21 +195,8 @@ async fn run(
     started: Instant,
 ) -> Result<Outcome, Failure> {
     let client = state.pool.get().await?;
-    match imports::show_done(&client, msg.import_id, &msg.show.rating_key).await? {
-        None => {
-            return Ok(Outcome::ignored(format!(
-                "import {} does not list this show",
-                msg.import_id
-            )))
-        }
-        Some(true) => {
-            return Ok(Outcome::new(
-                LogStatus::Duplicate,
-                None,
-                Some("show already imported".into()),
-            ))
-        }
-        Some(false) => {}
+    if let Some(outcome) = settled(&client, msg).await? {
+        return Ok(outcome);
     }
     let mut ctx = ShowCtx {
         msg,
@@ -219,26 +206,9 @@ async fn run(
         plays: Vec::new(),
         tmdb: tmdb.clone(),
     };
-    let config = match load_config(&client, Sender::Plex).await? {
-        Some(c) if c.enabled && c.auto_mark_watched => c,
-        Some(c) if !c.enabled => {
-            return ctx
-                .conclude(&client, Outcome::ignored("Plex integration is disabled"))
-                .await
-        }
-        Some(_) => {
-            return ctx
-                .conclude(&client, Outcome::ignored("auto-mark watched is off"))
-                .await
-        }
-        None => {
-            return ctx
-                .conclude(
-                    &client,
-                    Outcome::ignored("Plex integration is not configured"),
-                )
-                .await
-        }
+    let config = match import_gate(load_config(&client, Sender::Plex).await?) {
+        Ok(config) => config,
+        Err(why) => return ctx.conclude(&client, Outcome::ignored(why)).await,
     };
     drop(client);
     let Some(target) = plex_target(state, &config).await else {
@@ -268,6 +238,37 @@ async fn run(
     match find_show(state, Subject::Show(&ctx), client, &config).await? {
         (Decided::Done(outcome), _) => Ok(outcome),
         (Decided::Show(tvshow_id, how), _) => mark_all(state, &ctx, tvshow_id, how).await,
+    }
+}
+
+/// The outcome of a show the import no longer needs: one it does not list, or one done.
+async fn settled(
+    client: &impl GenericClient,
+    msg: &ImportShowMessage,
+) -> Result<Option<Outcome>, Failure> {
+    Ok(
+        match imports::show_done(client, msg.import_id, &msg.show.rating_key).await? {
+            None => Some(Outcome::ignored(format!(
+                "import {} does not list this show",
+                msg.import_id
+            ))),
+            Some(true) => Some(Outcome::new(
+                LogStatus::Duplicate,
+                None,
+                Some("show already imported".into()),
+            )),
+            Some(false) => None,
+        },
+    )
+}
+
+/// The Plex settings when they let an import mark episodes; otherwise why not.
+fn import_gate(config: Option<SenderConfig>) -> Result<SenderConfig, &'static str> {
+    match config {
+        Some(c) if c.enabled && c.auto_mark_watched => Ok(c),
+        Some(c) if !c.enabled => Err("Plex integration is disabled"),
+        Some(_) => Err("auto-mark watched is off"),
+        None => Err("Plex integration is not configured"),
     }
 }
 
@@ -370,39 +371,7 @@ async fn mark_all(
     loop {
         let mut client = state.pool.get().await?;
         let tx = client.transaction().await?;
-        let mut tally = Tally::default();
-        let mut to_refresh: Vec<(i64, Option<i32>)> = Vec::new();
-        for play in &ctx.plays {
-            let Some(ep) = play.event.episode.as_ref() else {
-                continue;
-            };
-            let key = play.idempotency_key();
-            let req = MarkRequest {
-                tvshow_id,
-                season: ep.season,
-                episode: ep.number,
-                watched_at: play.event.viewed_at.unwrap_or(play.received_at),
-                idempotency_key: Some(&key),
-                message_id: Some(ctx.message_id),
-            };
-            match episodes::mark_episode_in(&tx, &req, fresh.remove(&ep.season)).await? {
-                MarkOutcome::Marked { .. } => tally.marked += 1,
-                MarkOutcome::AlreadyWatched { .. } | MarkOutcome::Duplicate => tally.already += 1,
-                MarkOutcome::EpisodeMissing { show_tmdb_id } => {
-                    tally
-                        .missing
-                        .push(format!("S{:02}E{:02}", ep.season, ep.number));
-                    if !to_refresh.iter().any(|(s, _)| *s == ep.season) {
-                        to_refresh.push((ep.season, show_tmdb_id));
-                    }
-                }
-                MarkOutcome::ShowMissing => {
-                    return Err(Failure::Permanent(format!(
-                        "tracker show {tvshow_id} no longer exists"
-                    )))
-                }
-            }
-        }
+        let (tally, to_refresh) = mark_plays(&tx, ctx, tvshow_id, &mut fresh).await?;
         if !to_refresh.is_empty() && !refreshed {
             // Nothing is kept from this attempt: the next one marks with the fresh seasons.
             drop(tx);
@@ -450,6 +419,50 @@ async fn mark_all(
         tx.commit().await?;
         return Ok(outcome);
     }
+}
+
+/// Marks each play of the show in `tx`, the seasons in `fresh` (refreshed from TMDB) first.
+/// Returns the tally and the seasons whose episodes the tracker does not have yet.
+async fn mark_plays(
+    tx: &deadpool_postgres::Transaction<'_>,
+    ctx: &ShowCtx<'_>,
+    tvshow_id: ShowId,
+    fresh: &mut HashMap<i64, Value>,
+) -> Result<(Tally, Vec<(i64, Option<i32>)>), Failure> {
+    let mut tally = Tally::default();
+    let mut to_refresh: Vec<(i64, Option<i32>)> = Vec::new();
+    for play in &ctx.plays {
+        let Some(ep) = play.event.episode.as_ref() else {
+            continue;
+        };
+        let key = play.idempotency_key();
+        let req = MarkRequest {
+            tvshow_id,
+            season: ep.season,
+            episode: ep.number,
+            watched_at: play.event.viewed_at.unwrap_or(play.received_at),
+            idempotency_key: Some(&key),
+            message_id: Some(ctx.message_id),
+        };
+        match episodes::mark_episode_in(tx, &req, fresh.remove(&ep.season)).await? {
+            MarkOutcome::Marked { .. } => tally.marked += 1,
+            MarkOutcome::AlreadyWatched { .. } | MarkOutcome::Duplicate => tally.already += 1,
+            MarkOutcome::EpisodeMissing { show_tmdb_id } => {
+                tally
+                    .missing
+                    .push(format!("S{:02}E{:02}", ep.season, ep.number));
+                if !to_refresh.iter().any(|(s, _)| *s == ep.season) {
+                    to_refresh.push((ep.season, show_tmdb_id));
+                }
+            }
+            MarkOutcome::ShowMissing => {
+                return Err(Failure::Permanent(format!(
+                    "tracker show {tvshow_id} no longer exists"
+                )))
+            }
+        }
+    }
+    Ok((tally, to_refresh))
 }
 
 /// The seasons to retry with, from TMDB (a season TMDB does not have is left out: its
