@@ -24,7 +24,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import re
 import tempfile
 import threading
 import time
@@ -35,6 +34,7 @@ from urllib.parse import parse_qsl, urlparse, urlsplit
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import e2e  # noqa: E402
+import router  # noqa: E402
 import stubs  # noqa: E402
 import world  # noqa: E402
 from e2e import aws, check, http, log, psql  # noqa: E402
@@ -99,7 +99,7 @@ def post_from(source, webhook_url, body, headers, timeout=120):
 
 class Gateway(BaseHTTPRequestHandler):
     """A minimal API Gateway in front of watch for schemathesis: every method and path, routed
-    to its function by FUNCTIONS, as a payload 2.0 event with a base64 body. (watch's own
+    to its function by template.yaml's routes (as make dev's router does), as a payload 2.0 event with a base64 body. (watch's own
     function URLs answer 500 themselves to a body that is not UTF-8, before any function runs;
     API Gateway passes such a body on, base64-encoded.) No route: API Gateway's 404."""
 
@@ -116,7 +116,8 @@ class Gateway(BaseHTTPRequestHandler):
     def forward(self):
         url = urlsplit(self.path)
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        function = next((f for f, pattern in FUNCTIONS.items() if re.match(pattern, url.path)), None)
+        route = router.find(ROUTES, self.command, url.path)
+        function = route.function if route else None
         if function is None:
             status, headers, raw = 404, {"content-type": "application/json"}, b'{"message":"Not Found"}'
         else:
@@ -522,14 +523,9 @@ def outage(n, down_seconds, visibility, max_receive):
 
 # ------------------------------------------------------------------ API fuzzing (schemathesis)
 
-# Which function serves which management paths (template.yaml's HttpApi routes).
-FUNCTIONS = {
-    "mappings": r"^/api/plex/mappings(/|$)",
-    "conflicts": r"^/api/plex/conflicts(/|$)",
-    "logs": r"^/api/plex/(logs|stats|dead-letters)(/|$)",
-    "config": r"^/api/(plex/config/?|senders(/[^/]*)?)$",
-    "admin": r"^/($|admin/)",
-}
+# Which function serves which path: template.yaml's HttpApi routes, read as make dev's router
+# reads them, so a new route cannot be missed here.
+ROUTES = router.build_table(router.routes_from_template(ROOT / "template.yaml"))
 
 
 def schemathesis(stack, max_examples):
