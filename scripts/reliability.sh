@@ -26,7 +26,7 @@ export PATH="$ROOT/.venv/bin:$PATH"
 source scripts/local-services.sh
 
 log "building the functions (debug)"
-cargo build -q -p migrate -p config -p webhook -p processor -p logs -p mappings -p conflicts -p admin
+cargo build -q -p migrate -p config -p webhook -p processor -p logs -p mappings -p conflicts -p admin -p import
 
 status=0
 if $QUICK; then
