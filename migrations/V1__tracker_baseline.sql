@@ -1,5 +1,6 @@
--- Baseline tracker schema. The seed assumes an existing `tvshows` table without defining it
--- (design.md flaw 10); this is the smallest shape a real tracker can map onto.
+-- Baseline tracker schema. The original design assumed an existing `tvshows` table without
+-- defining it (docs/architecture.md, "Flaws of the original design, fixed"); this is the
+-- smallest shape a real tracker can map onto.
 CREATE TABLE IF NOT EXISTS tvshows (
     id               SERIAL PRIMARY KEY,
     tmdb_id          INTEGER UNIQUE,

@@ -1,4 +1,5 @@
--- Plex integration schema: the seed's tables with the fixes listed in design.md
+-- Plex integration schema: the original design's tables with the fixes listed in
+-- docs/architecture.md, "Flaws of the original design, fixed"
 -- (TIMESTAMPTZ everywhere, no useless dedup constraint, one *open* conflict per show,
 -- mappings survive show deletion, show identity includes the server).
 CREATE EXTENSION IF NOT EXISTS pg_trgm;
@@ -48,7 +49,7 @@ CREATE TABLE IF NOT EXISTS plex_show_mappings (
     imdb_id            TEXT,
     tmdb_id            INTEGER,
     -- SET NULL (not CASCADE): a deleted show must not come back through auto-add on the next
-    -- scrobble; the trigger below also turns sync off (design.md flaw 8).
+    -- scrobble; the trigger below also turns sync off (docs/architecture.md, "Flaws of the original design, fixed").
     tvshow_id          INTEGER REFERENCES tvshows (id) ON DELETE SET NULL,
     match_confidence   NUMERIC(3, 2) CHECK (match_confidence BETWEEN 0 AND 1),
     match_method       TEXT,
@@ -122,7 +123,7 @@ CREATE TABLE IF NOT EXISTS plex_conflicts (
     updated_at         TIMESTAMPTZ NOT NULL DEFAULT now(),
     CONSTRAINT plex_conflicts_resolution_complete CHECK (resolved = (resolved_at IS NOT NULL))
 );
--- At most one open conflict per Plex show; any number of resolved ones (design.md flaw 2).
+-- At most one open conflict per Plex show; any number of resolved ones (docs/architecture.md, "Flaws of the original design, fixed").
 CREATE UNIQUE INDEX IF NOT EXISTS plex_conflicts_one_open_per_show
     ON plex_conflicts (plex_server_uuid, plex_rating_key) WHERE NOT resolved;
 CREATE INDEX IF NOT EXISTS idx_plex_conflicts_unresolved

@@ -292,6 +292,29 @@ impl ServerCertVerifier for EncryptOnly {
     }
 }
 
+/// Migrations whose comments were reworded after release (they cited a document outside the
+/// repository), with the checksum refinery recorded for their earlier text.
+const REWORDED: [(i32, &str); 2] = [(1, "16137018667484369832"), (2, "13415879746427247875")];
+
+/// Lets a database migrated before [`REWORDED`]'s edits take their new checksums, so refinery
+/// does not abort on them as changed; any other difference still aborts.
+async fn adopt_reworded(
+    client: &impl deadpool_postgres::GenericClient,
+    runner: &refinery::Runner,
+) -> Result<(), DbError> {
+    for (version, old) in REWORDED {
+        let current = runner
+            .get_migrations()
+            .iter()
+            .find(|m| m.version() == version)
+            .map(|m| m.checksum().to_string());
+        if let Some(new) = current {
+            store::migrations::adopt_checksum(client, version, old, &new).await?;
+        }
+    }
+    Ok(())
+}
+
 /// Applies pending migrations in order, each recorded so it runs once. A session lock
 /// ([`store::migrations::lock`]) keeps two concurrent deploys (or a deploy and a test) from
 /// applying the same migration twice.
@@ -303,12 +326,16 @@ impl ServerCertVerifier for EncryptOnly {
 pub async fn migrate(pool: &Pool) -> Result<Vec<String>, DbError> {
     let mut client = pool.get().await?;
     store::migrations::lock(&client).await?;
+    let runner = embedded::migrations::runner().set_abort_missing(false);
+    let adopted = adopt_reworded(&client, &runner).await;
     let raw: &mut tokio_postgres::Client = &mut client;
-    let report = embedded::migrations::runner()
-        .set_abort_missing(false)
-        .run_async(raw)
-        .await
-        .map_err(|e| DbError::Migration(e.to_string()));
+    let report = match adopted {
+        Ok(()) => runner
+            .run_async(raw)
+            .await
+            .map_err(|e| DbError::Migration(e.to_string())),
+        Err(e) => Err(e),
+    };
     // Unlock even when the run failed; the session ends with the connection anyway.
     let _ = store::migrations::unlock(&client).await;
     Ok(report?

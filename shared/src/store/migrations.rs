@@ -23,3 +23,30 @@ pub async fn unlock(client: &impl GenericClient) -> Result<(), DbError> {
         .await?;
     Ok(())
 }
+
+/// Records `new` as the checksum of migration `version` where the database holds `old`: for a
+/// migration whose text changed in its comments only, so a database migrated before the
+/// change does not take it for a divergent migration. Nothing on a fresh database.
+pub async fn adopt_checksum(
+    client: &impl GenericClient,
+    version: i32,
+    old: &str,
+    new: &str,
+) -> Result<(), DbError> {
+    let history = client
+        .query_one(
+            "SELECT to_regclass('refinery_schema_history') IS NOT NULL",
+            &[],
+        )
+        .await?;
+    if history.get::<_, bool>(0) {
+        client
+            .execute(
+                "UPDATE refinery_schema_history SET checksum = $3
+                  WHERE version = $1 AND checksum = $2",
+                &[&version, &old, &new],
+            )
+            .await?;
+    }
+    Ok(())
+}

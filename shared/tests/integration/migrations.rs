@@ -375,6 +375,43 @@ async fn newer_schema_than_the_code_is_tolerated_but_changed_migrations_abort() 
     assert!(matches!(err, db::DbError::Migration(_)), "{err}");
 }
 
+/// V1 and V2 had their comments reworded after release: a database that recorded their earlier
+/// checksums takes the new ones instead of aborting the deploy.
+#[tokio::test]
+async fn a_database_migrated_before_the_comment_rewording_still_migrates() {
+    let test_db = testing::fresh_db().await;
+    let client = test_db.pool.get().await.unwrap();
+    let checksums =
+        "SELECT checksum FROM refinery_schema_history WHERE version IN (1, 2) ORDER BY version";
+    let current: Vec<String> = client
+        .query(checksums, &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    // What a database migrated by an earlier release holds.
+    client
+        .execute(
+            "UPDATE refinery_schema_history SET checksum = CASE version
+                 WHEN 1 THEN '16137018667484369832' ELSE '13415879746427247875' END
+              WHERE version IN (1, 2)",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert!(db::migrate(&test_db.pool).await.unwrap().is_empty());
+    let adopted: Vec<String> = client
+        .query(checksums, &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(adopted, current);
+    assert_ne!(current[0], "16137018667484369832", "V1's text did change");
+}
+
 /// Every foreign key has an index led by its column: `ON DELETE SET NULL` / `CASCADE` from a
 /// deleted tracker show (or conflict) would otherwise scan the whole referencing table under
 /// lock, once per deleted row.
