@@ -648,8 +648,10 @@ def shutil_which(cmd):
 
 
 class PgCounter:
-    """A TCP proxy in front of Postgres that counts the client's protocol messages: each Sync
-    or simple Query ends a round trip; each Execute or simple Query is a statement."""
+    """A TCP proxy in front of Postgres that counts the client's protocol messages: each Execute
+    or simple Query is a statement; a round trip is each read of the client's side that ends a
+    Sync or simple Query (statements pipelined back to back arrive in one read and count once:
+    the client's next message can only follow the server's answer)."""
 
     def __init__(self, upstream_port):
         self.upstream = upstream_port
@@ -701,12 +703,16 @@ class PgCounter:
                     if len(buf) < n:
                         continue
                     buf, started = buf[n:], True
+                waits = False
                 while len(buf) >= 5:
                     n = struct.unpack("!I", buf[1:5])[0]
                     if len(buf) < 1 + n:
                         break
-                    counter(buf[:1], buf[5:1 + n])
+                    waits |= counter(buf[:1], buf[5:1 + n])
                     buf = buf[1 + n:]
+                if waits:
+                    with self.lock:
+                        self.counts["round_trips"] += 1
         except OSError:
             pass
         finally:
@@ -717,19 +723,18 @@ class PgCounter:
                     pass
 
     def count(self, kind, body):
+        """Counts one message; says whether the client waits for an answer after it."""
         with self.lock:
             c = self.counts
             if kind == b"Q":
-                c["round_trips"] += 1
                 c["statements"] += 1
                 if body[:6].upper() in (b"COMMIT", b"BEGIN\x00") or body[:5].upper() == b"BEGIN":
                     c["transactions"] += body[:6].upper() == b"COMMIT"
-            elif kind == b"S":
-                c["round_trips"] += 1
             elif kind == b"E":
                 c["statements"] += 1
             elif kind == b"P":
                 c["parses"] += 1
+        return kind in (b"Q", b"S")
 
     def close(self):
         self.open = False

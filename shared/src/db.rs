@@ -12,7 +12,7 @@
 
 use std::{sync::Arc, time::Duration};
 
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use deadpool_postgres::{Hook, HookError, Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use rustls::{
     client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier},
     pki_types::{CertificateDer, ServerName, UnixTime},
@@ -82,6 +82,9 @@ pub struct PoolSettings {
     /// `None` for migrations, which may legitimately take long.
     pub statement_timeout: Option<Duration>,
     pub lock_timeout: Option<Duration>,
+    /// A connection checked out less than this long ago is handed out again without the
+    /// liveness query ([`verify_if_idle`]).
+    pub verify_after_idle: Duration,
 }
 
 impl PoolSettings {
@@ -90,12 +93,14 @@ impl PoolSettings {
         max_size: 2,
         statement_timeout: Some(Duration::from_secs(15)),
         lock_timeout: Some(Duration::from_secs(5)),
+        verify_after_idle: Duration::from_secs(5),
     };
     /// Migrations: one connection, no statement or lock limit.
     pub const MIGRATIONS: Self = Self {
         max_size: 1,
         statement_timeout: None,
         lock_timeout: None,
+        verify_after_idle: Duration::from_secs(5),
     };
 
     /// [`Self::RUNTIME`] with the size from `DATABASE_POOL_SIZE` when set (the template sets
@@ -180,12 +185,10 @@ fn pool_from_config(
     if !options.is_empty() {
         config.options(options.join(" "));
     }
+    // Fast: the pool itself only checks that the connection's task still runs; the hook below
+    // adds the liveness query for a connection unused for a while (see [`verify_if_idle`]).
     let manager_config = ManagerConfig {
-        // Verified: a checked-out connection first answers a trivial query. A Lambda instance
-        // is frozen between invocations; a connection the server or a NAT dropped meanwhile
-        // still looks open until used, and without the check the first query of the next
-        // message would fail (and the message come back only after the visibility timeout).
-        recycling_method: RecyclingMethod::Verified,
+        recycling_method: RecyclingMethod::Fast,
     };
     let manager = match config.get_ssl_mode() {
         SslMode::Disable => Manager::from_config(config, tokio_postgres::NoTls, manager_config),
@@ -203,8 +206,39 @@ fn pool_from_config(
         .wait_timeout(Some(Duration::from_secs(10)))
         .create_timeout(Some(Duration::from_secs(6)))
         .recycle_timeout(Some(Duration::from_secs(5)))
+        .pre_recycle(Hook::async_fn(move |client, metrics| {
+            Box::pin(verify_if_idle(
+                client,
+                metrics.last_used(),
+                settings.verify_after_idle,
+            ))
+        }))
         .build()
         .map_err(|e| DbError::Config(e.to_string()))
+}
+
+/// The liveness check of a connection about to be reused, when it was idle for
+/// [`PoolSettings::verify_after_idle`] or more: it answers a trivial query, or it is dropped (and another one
+/// taken or opened). A Lambda instance is frozen between invocations, and a connection the
+/// server or a NAT dropped meanwhile still looks open until used: without the check the first
+/// query of the next message would fail, and the message come back only after the visibility
+/// timeout. Within a batch, connections are reused milliseconds apart, and the query would be
+/// one round trip more per message for nothing.
+async fn verify_if_idle(
+    client: &mut deadpool_postgres::ClientWrapper,
+    idle: Duration,
+    verify_after: Duration,
+) -> Result<(), HookError> {
+    if idle < verify_after {
+        return Ok(());
+    }
+    match client.simple_query("").await {
+        Ok(_) => Ok(()),
+        Err(e) => {
+            tracing::warn!(error = %e, "an idle database connection is dead; opening another");
+            Err(HookError::Backend(e))
+        }
+    }
 }
 
 /// The process-wide public roots ([`crate::tls`]), plus the CA bundle named by `PGSSLROOTCERT` (the libpq variable), which is how

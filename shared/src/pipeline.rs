@@ -450,18 +450,30 @@ pub async fn process_message_until(
 
 async fn run(state: &Pipeline, ctx: &LogCtx<'_>) -> Result<Outcome, Failure> {
     let client = state.pool.get().await?;
-    let config = match admit(&client, ctx).await? {
+    let ev = &ctx.msg.event;
+    let guid = matching::show_guid(ev);
+    let show = matching::show_key(ev, &guid);
+    let first = first_reads(&client, ctx, show).await?;
+    let config = match admit(ctx, first.config, first.seen) {
         Ok(config) => config,
         Err(ignored) => return finish(&client, ctx, ignored).await,
     };
-    // A mapped show (the usual case) hands its connection on to the mark: one checkout (and
-    // one liveness check) per message.
-    let (tvshow_id, how, client) =
-        match find_show(state, Subject::Event(ctx), client, &config).await? {
-            (Decided::Show(id, how), client) => (id, how, client),
-            (Decided::Done(outcome), _) => return Ok(outcome),
-        };
-    if ctx.msg.event.kind != EventKind::Scrobble {
+    // A mapped show (the usual case) hands its connection on to the mark: one checkout per
+    // message.
+    let (tvshow_id, how, client) = match find_show_from(
+        state,
+        Subject::Event(ctx),
+        client,
+        &config,
+        show,
+        first.mapping,
+    )
+    .await?
+    {
+        (Decided::Show(id, how), client) => (id, how, client),
+        (Decided::Done(outcome), _) => return Ok(outcome),
+    };
+    if ev.kind != EventKind::Scrobble {
         // library.new: the mapping exists now; nothing is marked.
         let action = match how {
             Mapped::Existing => "show_already_mapped",
@@ -478,42 +490,73 @@ async fn run(state: &Pipeline, ctx: &LogCtx<'_>) -> Result<Outcome, Failure> {
     mark(state, ctx, tvshow_id, how, client).await
 }
 
+/// What every message is decided on before its transaction: the sender's settings, whether
+/// this message was applied already (plays only), and the show's mapping.
+struct FirstReads {
+    config: Option<SenderConfig>,
+    seen: bool,
+    mapping: Option<MappingState>,
+}
+
+/// [`FirstReads`] as three statements pipelined on one connection (tokio-postgres sends
+/// concurrent queries back to back): one round trip instead of three.
+async fn first_reads(
+    client: &deadpool_postgres::Client,
+    ctx: &LogCtx<'_>,
+    show: PlexShowKey<'_>,
+) -> Result<FirstReads, DbError> {
+    let play = ctx.msg.event.kind == EventKind::Scrobble;
+    let seen = async {
+        match play {
+            true => processed::contains(client, &ctx.key).await,
+            false => Ok(false),
+        }
+    };
+    let (config, seen, mapping) = tokio::try_join!(
+        load_config(client, ctx.msg.event.sender),
+        seen,
+        mappings::find_for_show(client, show, Lock::No),
+    )?;
+    Ok(FirstReads {
+        config,
+        seen,
+        mapping,
+    })
+}
+
 /// The sender's settings, or the outcome of a message that is not processed: the sender is not
 /// set up or disabled, or (for a play) auto-mark is off, it is another account's, or the same
-/// message was processed already.
-async fn admit(
-    client: &impl GenericClient,
+/// message was processed already (`seen`).
+fn admit(
     ctx: &LogCtx<'_>,
-) -> Result<Result<SenderConfig, Outcome>, Failure> {
+    config: Option<SenderConfig>,
+    seen: bool,
+) -> Result<SenderConfig, Outcome> {
     let ev = &ctx.msg.event;
     let label = ev.sender.label();
-    let Some(config) = load_config(client, ev.sender).await? else {
-        return Ok(Err(Outcome::ignored(format!(
+    let Some(config) = config else {
+        return Err(Outcome::ignored(format!(
             "{label} integration is not configured"
-        ))));
+        )));
     };
     if !config.enabled {
-        return Ok(Err(Outcome::ignored(format!(
-            "{label} integration is disabled"
-        ))));
+        return Err(Outcome::ignored(format!("{label} integration is disabled")));
     }
     if ev.kind != EventKind::Scrobble {
-        return Ok(Ok(config));
+        return Ok(config);
     }
     if !config.auto_mark_watched {
-        return Ok(Err(Outcome::ignored("auto-mark watched is off")));
+        return Err(Outcome::ignored("auto-mark watched is off"));
     }
-    if let Err(reason) = account_gate(&config, &ev.account) {
-        return Ok(Err(Outcome::ignored(reason)));
-    }
-    if processed::contains(client, &ctx.key).await? {
-        return Ok(Err(Outcome::new(
+    account_gate(&config, &ev.account).map_err(Outcome::ignored)?;
+    if seen {
+        return Err(Outcome::new(
             LogStatus::Duplicate,
             None,
             Some("message already processed".into()),
-        )));
+        ));
     }
-    Ok(Ok(config))
+    Ok(config)
 }
 
 /// The tracker show the message's show maps to: its mapping, else (no open conflict holding
@@ -528,7 +571,20 @@ async fn find_show(
     let ev = ctx.event();
     let guid = matching::show_guid(ev);
     let show = matching::show_key(ev, &guid);
-    match mappings::find_for_show(&client, show, Lock::No).await? {
+    let mapping = mappings::find_for_show(&client, show, Lock::No).await?;
+    find_show_from(state, ctx, client, config, show, mapping).await
+}
+
+/// [`find_show`] with the show's `mapping` read already.
+async fn find_show_from(
+    state: &Pipeline,
+    ctx: Subject<'_>,
+    client: deadpool_postgres::Client,
+    config: &SenderConfig,
+    show: PlexShowKey<'_>,
+    mapping: Option<MappingState>,
+) -> Result<(Decided, Option<deadpool_postgres::Client>), Failure> {
+    match mapping {
         Some(m) if !m.sync_enabled => {
             let outcome = ctx.conclude(&client, sync_disabled(m.id)).await?;
             return Ok((Decided::Done(outcome), None));

@@ -97,6 +97,7 @@ impl TestDb {
                 max_size: connections,
                 statement_timeout: None,
                 lock_timeout: None,
+                ..db::PoolSettings::RUNTIME
             },
         )
         .expect("pool for test database")
@@ -543,7 +544,10 @@ pub struct WireCounts {
     /// Statements run: each `Execute`, and each simple `Query` (`BEGIN`, `COMMIT`, the pool's
     /// liveness check).
     pub statements: u64,
-    /// Round trips: each `Sync` and each simple `Query` (the client then waits for the server).
+    /// Round trips: the times the client waited for the server, i.e. each read of its side that
+    /// ends a `Sync` or a simple `Query`. Statements pipelined (sent back to back, each with its
+    /// own `Sync`, before any answer) arrive in one read and count once: the client's next
+    /// message can only follow the server's answer, so it cannot arrive in the same read.
     pub round_trips: u64,
     /// Statements parsed (`Parse`): a statement prepared once per connection counts once.
     pub parses: u64,
@@ -655,6 +659,7 @@ async fn copy(
         if !started {
             continue;
         }
+        let mut waits = false;
         while buf.len() >= 5 {
             let len = u32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]) as usize;
             if buf.len() < 1 + len {
@@ -664,15 +669,18 @@ async fn copy(
             match buf[0] {
                 b'Q' => {
                     c.statements += 1;
-                    c.round_trips += 1;
+                    waits = true;
                 }
                 b'E' => c.statements += 1,
-                b'S' => c.round_trips += 1,
+                b'S' => waits = true,
                 b'P' => c.parses += 1,
                 _ => {}
             }
             drop(c);
             buf.drain(..1 + len);
+        }
+        if waits {
+            counts.lock().expect("counts").round_trips += 1;
         }
     }
 }

@@ -118,7 +118,12 @@ fn run_elsewhere(url: String, sql: &'static str, pid: i32) {
 async fn a_connection_killed_while_frozen_is_replaced_on_next_use() {
     let test_db = testing::fresh_db().await;
     let url = test_db.url.expose_secret().to_string();
-    let pool = db::pool_from_env(&env_for(&url, "1")).unwrap();
+    let settings = PoolSettings {
+        max_size: 1,
+        verify_after_idle: Duration::from_millis(100),
+        ..PoolSettings::RUNTIME
+    };
+    let pool = db::pool_with(&test_db.url, settings).unwrap();
     let pid: i32 = {
         let client = pool.get().await.unwrap();
         client
@@ -129,6 +134,10 @@ async fn a_connection_killed_while_frozen_is_replaced_on_next_use() {
     };
     // The server (or a NAT, or an idle timeout) drops the idle connection.
     run_elsewhere(url, "SELECT pg_terminate_backend($1)", pid);
+    // Frozen longer than `verify_after_idle` (a blocking sleep: the connection's task must not
+    // run), so the checkout asks the connection first; the pool's own check only sees that
+    // its task has not ended. With a longer `verify_after_idle` this test fails ("Closed").
+    std::thread::sleep(Duration::from_millis(200));
 
     // The next message's first query succeeds, on a new backend.
     let client = pool.get().await.expect("a working connection");
