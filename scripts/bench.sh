@@ -9,7 +9,8 @@
 #      vs pgbench, round trips per message);
 #   4. tools/bench_report.py writes BENCHMARKS.md.
 # Takes about 30-60 minutes on 2 cores (most of it the LTO builds). Arguments go to
-# tools/lambda_bench.py (e.g. --rounds 5 --only cold); SKIP_BUILD=1 reuses target/lambda;
+# tools/lambda_bench.py (e.g. --rounds 5 --only cold; --baseline-processor PATH --baseline-label
+# COMMIT measures an earlier processor binary beside the current one); SKIP_BUILD=1 reuses target/lambda;
 # BENCH_CRITERION=0 skips the criterion benches (BENCHMARKS.md then shows their last figures).
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)

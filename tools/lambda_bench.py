@@ -547,49 +547,70 @@ class Bench:
     # ---- processor throughput
 
     def throughput(self):
-        out = {}
+        out, baseline = {}, {}
+        current = self.binary("processor")
         for clients in self.args.clients:
-            per = max(self.args.messages // clients, 40)
-            procs = [Process(self.binary("processor"), self.env, self.logdir) for _ in range(clients)]
-            try:
-                for p in procs:
-                    p.wait_first_next()
-                # Shows are split between the instances, as FIFO message groups are.
-                batches = []
-                for i, _ in enumerate(procs):
-                    shows = [s for s in range(1, SHOWS + 1) if s % clients == i % clients] or [1 + i % SHOWS]
-                    msgs = [self.queue_message(shows[k % len(shows)]) for k in range(per)]
-                    batches.append([self.sqs_event(msgs[k:k + 10]) for k in range(0, per, 10)])
-                errors = []
-
-                def drive(proc, events):
-                    try:
-                        for ev in events:
-                            _, _, kind, body = proc.runtime.invoke(ev, timeout=120)
-                            self.check("processor", kind, body)
-                    except Exception as e:  # noqa: BLE001 - reported below
-                        errors.append(e)
-
-                threads = [threading.Thread(target=drive, args=(p, b)) for p, b in zip(procs, batches)]
-                t0 = time.perf_counter()
-                for t in threads:
-                    t.start()
-                for t in threads:
-                    t.join()
-                elapsed = time.perf_counter() - t0
-                if errors:
-                    raise errors[0]
-            finally:
-                for p in procs:
-                    p.stop()
-            total = per * clients
-            out[clients] = {"messages": total, "seconds": elapsed, "per_second": total / elapsed,
-                            "pgbench_tps": self.pgbench(clients)}
-            log(f"throughput: {clients} processors {total / elapsed:.0f} msg/s, "
-                f"pgbench {out[clients]['pgbench_tps']:.0f} tps")
+            if self.args.baseline_processor:
+                # Interleaved with the current binary (current, baseline, baseline, current: neither
+                # always runs first), half the messages each time, against the same pgbench figure.
+                earlier = Path(self.args.baseline_processor)
+                runs = {current: [], earlier: []}
+                for binary in (current, earlier, earlier, current):
+                    runs[binary].append(self.throughput_of(binary, clients, self.args.messages // 2))
+                out[clients], baseline[clients] = (combined(runs[current]), combined(runs[earlier]))
+            else:
+                out[clients] = self.throughput_of(current, clients, self.args.messages)
+            tps = self.pgbench(clients)
+            for runs in (out, baseline):
+                if clients in runs:
+                    runs[clients]["pgbench_tps"] = tps
+            log(f"throughput: {clients} processors {out[clients]['per_second']:.0f} msg/s"
+                + (f" (baseline {baseline[clients]['per_second']:.0f})" if baseline else "")
+                + f", pgbench {tps:.0f} tps")
         self.results["throughput"] = out
+        if baseline:
+            self.results["throughput_baseline"] = baseline
+            self.results["baseline_label"] = self.args.baseline_label
         marked = psql(self.url, "SELECT count(*) FROM plex_webhook_logs WHERE status = 'success'")
         self.results["throughput_success_rows"] = int(marked)
+
+    def throughput_of(self, binary, clients, messages):
+        """Messages per second of `clients` instances of the processor `binary` at once."""
+        per = max(messages // clients, 40)
+        procs = [Process(binary, self.env, self.logdir) for _ in range(clients)]
+        try:
+            for p in procs:
+                p.wait_first_next()
+            # Shows are split between the instances, as FIFO message groups are.
+            batches = []
+            for i, _ in enumerate(procs):
+                shows = [s for s in range(1, SHOWS + 1) if s % clients == i % clients] or [1 + i % SHOWS]
+                msgs = [self.queue_message(shows[k % len(shows)]) for k in range(per)]
+                batches.append([self.sqs_event(msgs[k:k + 10]) for k in range(0, per, 10)])
+            errors = []
+
+            def drive(proc, events):
+                try:
+                    for ev in events:
+                        _, _, kind, body = proc.runtime.invoke(ev, timeout=120)
+                        self.check("processor", kind, body)
+                except Exception as e:  # noqa: BLE001 - reported below
+                    errors.append(e)
+
+            threads = [threading.Thread(target=drive, args=(p, b)) for p, b in zip(procs, batches)]
+            t0 = time.perf_counter()
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            elapsed = time.perf_counter() - t0
+            if errors:
+                raise errors[0]
+        finally:
+            for p in procs:
+                p.stop()
+        total = per * clients
+        return {"messages": total, "seconds": elapsed, "per_second": total / elapsed}
 
     def pgbench(self, clients):
         name = f"{self.db_name}_pgbench"
@@ -607,6 +628,11 @@ class Bench:
     # ---- statements and round trips per message
 
     def round_trips(self):
+        self.results["per_message"] = self.round_trips_of(self.binary("processor"))
+        if self.args.baseline_processor:
+            self.results["per_message_baseline"] = self.round_trips_of(Path(self.args.baseline_processor))
+
+    def round_trips_of(self, binary):
         proxy = PgCounter(urlsplit(self.url).port or 5432)
         parts = urlsplit(self.url)
         netloc = parts.netloc.rsplit(":", 1)[0] if ":" in parts.netloc.split("@")[-1] else parts.netloc
@@ -616,7 +642,7 @@ class Bench:
                          + ["sslmode=disable"])
         env = {**self.env, "DATABASE_URL": urlunsplit(parts._replace(netloc=f"{netloc}:{proxy.port}",
                                                                      query=query))}
-        proc = Process(self.binary("processor"), env, self.logdir)
+        proc = Process(binary, env, self.logdir)
         try:
             proc.wait_first_next()
             # Warm up: connections made, nothing prepared is reused across messages anyway.
@@ -636,7 +662,7 @@ class Bench:
         finally:
             proc.stop()
             proxy.close()
-        self.results["per_message"] = per_batch
+        return per_batch
 
     def sizes(self):
         self.results["binary_bytes"] = {n: self.binary(n).stat().st_size for n in ["hello-lambda"] + FUNCTIONS}
@@ -647,11 +673,19 @@ def shutil_which(cmd):
     return which(cmd)
 
 
+def combined(runs):
+    """Throughput runs of one binary as one figure: all their messages over all their time."""
+    messages, seconds = sum(r["messages"] for r in runs), sum(r["seconds"] for r in runs)
+    return {"messages": messages, "seconds": seconds, "per_second": messages / seconds, "runs": len(runs)}
+
+
 class PgCounter:
     """A TCP proxy in front of Postgres that counts the client's protocol messages: each Execute
     or simple Query is a statement; a round trip is each read of the client's side that ends a
     Sync or simple Query (statements pipelined back to back arrive in one read and count once:
-    the client's next message can only follow the server's answer)."""
+    the client's next message can only follow the server's answer). A pipelined burst that the
+    client writes in two pieces (the processor's connection task may flush between two of its
+    queries on the multi-threaded runtime) counts twice, so the figure is an upper bound."""
 
     def __init__(self, upstream_port):
         self.upstream = upstream_port
@@ -756,6 +790,9 @@ def main():
     ap.add_argument("--messages", type=int, default=2000, help="processor messages per client count")
     ap.add_argument("--pgbench-seconds", type=int, default=10)
     ap.add_argument("--only", nargs="+", choices=list(STEPS), default=list(STEPS))
+    ap.add_argument("--baseline-processor", help="an earlier processor binary, measured in the throughput and "
+                    "round-trip steps beside the current one (interleaved, same pgbench)")
+    ap.add_argument("--baseline-label", default="baseline", help="what the baseline binary is (a commit)")
     args = ap.parse_args()
 
     out = Path(args.out)
