@@ -293,6 +293,7 @@ impl TmdbClient {
             .timeout(timeout)
             .connect_timeout(Duration::from_secs(3))
             .user_agent("plexsync/0.1")
+            .redirect(same_origin_redirects())
             .build()
             .map_err(|e| TmdbError::Permanent(format!("HTTP client: {e}")))?;
         let token = config.token.expose_secret().trim();
@@ -569,10 +570,32 @@ impl TmdbClient {
                         "{path} answered {status}: check TMDB_API_TOKEN"
                     )))
                 }
+                s if s.is_redirection() => {
+                    return Err(TmdbError::Permanent(format!(
+                        "{path} answered {s}: a redirect away from TMDB, not followed"
+                    )))
+                }
                 s => return Err(TmdbError::Permanent(format!("{path} answered {s}"))),
             }
         }
     }
+}
+
+/// Redirects are followed only within the origin (scheme, host and port) the request went to.
+/// The credential rides on every request (a v4 token in a header, a v3 key in the query):
+/// reqwest drops the header on a redirect to another host, but not on one to plain http of
+/// the same host, and a redirect elsewhere is never TMDB's own answer.
+fn same_origin_redirects() -> reqwest::redirect::Policy {
+    reqwest::redirect::Policy::custom(|attempt| {
+        let from = attempt.previous()[0].origin();
+        if attempt.previous().len() > 3 {
+            attempt.error("more than 3 redirects")
+        } else if attempt.url().origin() == from {
+            attempt.follow()
+        } else {
+            attempt.stop()
+        }
+    })
 }
 
 /// The caller's time for TMDB is spent: retrying later (the queue) may help.
@@ -686,6 +709,50 @@ mod tests {
             .unwrap();
         assert_eq!(show.name, "The Office");
         assert_eq!(show.seasons.len(), 3);
+    }
+
+    #[tokio::test]
+    async fn a_redirect_to_another_host_is_not_followed_and_one_within_tmdb_is() {
+        let server = MockServer::start().await;
+        let elsewhere = MockServer::start().await;
+        Mock::given(method("GET"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(fixtures::tmdb_the_office()))
+            .expect(0)
+            .mount(&elsewhere)
+            .await;
+        Mock::given(method("GET"))
+            .and(path("/3/tv/1"))
+            .respond_with(
+                ResponseTemplate::new(302)
+                    .insert_header("location", format!("{}/3/tv/2316", elsewhere.uri())),
+            )
+            .expect(1)
+            .mount(&server)
+            .await;
+        // Within the same origin (TMDB moving a resource): followed.
+        Mock::given(method("GET"))
+            .and(path("/3/tv/2"))
+            .respond_with(ResponseTemplate::new(301).insert_header("location", "/3/tv/2316"))
+            .expect(1)
+            .mount(&server)
+            .await;
+        Mock::given(method("GET"))
+            .and(path("/3/tv/2316"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(fixtures::tmdb_the_office()))
+            .expect(1)
+            .mount(&server)
+            .await;
+        let tmdb = client(&server, "0123456789abcdef0123456789abcdef");
+
+        let err = tmdb.tv(1).await.unwrap_err();
+        assert!(
+            matches!(&err, TmdbError::Permanent(m) if m.contains("not followed")),
+            "{err}"
+        );
+        assert!(elsewhere.received_requests().await.unwrap().is_empty());
+        assert_eq!(tmdb.tv(2).await.unwrap().name, "The Office");
+        elsewhere.verify().await;
+        server.verify().await;
     }
 
     #[tokio::test]
