@@ -70,22 +70,32 @@ fn unreachable_pool() -> db::DbPool {
     .unwrap()
 }
 
+/// Sends CloudFormation's `kind` request to the handler, whose response goes to `cfn`.
+async fn handle(
+    cfn: &MockServer,
+    kind: &str,
+    target: Result<migrate::Target<'_>, &str>,
+    invocation: &Invocation,
+) -> aws_lambda_events::event::cloudformation::CloudFormationCustomResourceResponse {
+    let req = request(kind, &format!("{}/cfn-response", cfn.uri()));
+    migrate::handle_migrations(&migrate::http_client(), target, req, invocation)
+        .await
+        .unwrap()
+}
+
 #[tokio::test]
 async fn create_applies_migrations_and_reports_success() {
     let cfn = cloudformation().await;
     let (_, url) = testing::empty_db().await;
     let pool = db::pool(&SecretString::from(url)).unwrap();
-    let http = migrate::http_client();
 
-    let req = request("Create", &format!("{}/cfn-response", cfn.uri()));
-    migrate::handle_migrations(
-        &http,
+    handle(
+        &cfn,
+        "Create",
         Ok(migrate::Target::owner_only(&pool)),
-        req,
         &invocation(),
     )
-    .await
-    .unwrap();
+    .await;
 
     let (body, raw) = sent(&cfn).await;
     assert_eq!(body["Status"], "SUCCESS");
@@ -111,17 +121,14 @@ async fn create_applies_migrations_and_reports_success() {
 async fn update_on_a_migrated_database_keeps_the_physical_id() {
     let cfn = cloudformation().await;
     let test_db = testing::fresh_db().await;
-    let http = migrate::http_client();
 
-    let req = request("Update", &format!("{}/cfn-response", cfn.uri()));
-    migrate::handle_migrations(
-        &http,
+    handle(
+        &cfn,
+        "Update",
         Ok(migrate::Target::owner_only(&test_db.pool)),
-        req,
         &invocation(),
     )
-    .await
-    .unwrap();
+    .await;
 
     let (body, _) = sent(&cfn).await;
     assert_eq!(body["Status"], "SUCCESS");
@@ -132,18 +139,15 @@ async fn update_on_a_migrated_database_keeps_the_physical_id() {
 #[tokio::test]
 async fn delete_succeeds_without_touching_the_database() {
     let cfn = cloudformation().await;
-    let http = migrate::http_client();
     let pool = unreachable_pool();
 
-    let req = request("Delete", &format!("{}/cfn-response", cfn.uri()));
-    migrate::handle_migrations(
-        &http,
+    handle(
+        &cfn,
+        "Delete",
         Ok(migrate::Target::owner_only(&pool)),
-        req,
         &invocation(),
     )
-    .await
-    .unwrap();
+    .await;
 
     let (body, _) = sent(&cfn).await;
     assert_eq!(body["Status"], "SUCCESS");
@@ -153,18 +157,15 @@ async fn delete_succeeds_without_touching_the_database() {
 #[tokio::test]
 async fn unreachable_database_is_reported_as_failed_without_the_password() {
     let cfn = cloudformation().await;
-    let http = migrate::http_client();
     let pool = unreachable_pool();
 
-    let req = request("Create", &format!("{}/cfn-response", cfn.uri()));
-    let response = migrate::handle_migrations(
-        &http,
+    let response = handle(
+        &cfn,
+        "Create",
         Ok(migrate::Target::owner_only(&pool)),
-        req,
         &invocation(),
     )
-    .await
-    .unwrap();
+    .await;
 
     let (body, _) = sent(&cfn).await;
     assert_eq!(body["Status"], "FAILED");
@@ -182,17 +183,14 @@ async fn unreachable_database_is_reported_as_failed_without_the_password() {
 #[tokio::test]
 async fn a_pool_that_could_not_be_built_is_reported_as_failed() {
     let cfn = cloudformation().await;
-    let http = migrate::http_client();
 
-    let req = request("Update", &format!("{}/cfn-response", cfn.uri()));
-    migrate::handle_migrations(
-        &http,
+    handle(
+        &cfn,
+        "Update",
         Err("environment variable DATABASE_URL is not set"),
-        req,
         &invocation(),
     )
-    .await
-    .unwrap();
+    .await;
 
     let (body, _) = sent(&cfn).await;
     assert_eq!(body["Status"], "FAILED");
@@ -206,7 +204,6 @@ async fn a_pool_that_could_not_be_built_is_reported_as_failed() {
 async fn a_held_migration_lock_fails_within_the_budget_instead_of_hanging() {
     let cfn = cloudformation().await;
     let test_db = testing::fresh_db().await;
-    let http = migrate::http_client();
     // Another deploy is migrating: it holds the same advisory lock as db::migrate.
     let holder = test_db.pool.get().await.unwrap();
     holder
@@ -214,19 +211,17 @@ async fn a_held_migration_lock_fails_within_the_budget_instead_of_hanging() {
         .await
         .unwrap();
 
-    let req = request("Update", &format!("{}/cfn-response", cfn.uri()));
     let invocation = Invocation {
         budget: Duration::from_secs(1),
         log_stream: None,
     };
-    migrate::handle_migrations(
-        &http,
+    handle(
+        &cfn,
+        "Update",
         Ok(migrate::Target::owner_only(&test_db.pool)),
-        req,
         &invocation,
     )
-    .await
-    .unwrap();
+    .await;
 
     let (body, _) = sent(&cfn).await;
     assert_eq!(body["Status"], "FAILED");
@@ -247,17 +242,14 @@ async fn a_rejected_response_is_retried() {
         .with_priority(2)
         .mount(&cfn)
         .await;
-    let http = migrate::http_client();
 
-    let req = request("Delete", &format!("{}/cfn-response", cfn.uri()));
-    migrate::handle_migrations(
-        &http,
+    handle(
+        &cfn,
+        "Delete",
         Ok(migrate::Target::owner_only(&unreachable_pool())),
-        req,
         &invocation(),
     )
-    .await
-    .unwrap();
+    .await;
 
     let requests = cfn.received_requests().await.unwrap();
     assert_eq!(requests.len(), 2, "one 503, then the accepted retry");
@@ -276,11 +268,7 @@ async fn update_migrates_as_owner_and_grants_the_runtime_role() {
         ("DATABASE_URL", runtime_url.as_str()),
     ]))
     .unwrap();
-    let http = migrate::http_client();
-    let req = request("Update", &format!("{}/cfn-response", cfn.uri()));
-    migrate::handle_migrations(&http, Ok(setup.target()), req, &invocation())
-        .await
-        .unwrap();
+    handle(&cfn, "Update", Ok(setup.target()), &invocation()).await;
 
     let (body, _) = sent(&cfn).await;
     assert_eq!(body["Status"], "SUCCESS", "{body}");
