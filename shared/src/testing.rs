@@ -2,6 +2,8 @@
 //! AWS clients, and HTTP stubs for services we do not own. Missing services fail the test with
 //! a message saying how to start them; nothing is skipped silently.
 
+use std::time::Duration;
+
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_sdk_sqs::config::Credentials;
 use secrecy::SecretString;
@@ -78,6 +80,16 @@ pub async fn fresh_db() -> TestDb {
 }
 
 impl TestDb {
+    /// The `seasons` JSON of tracker show `id`.
+    pub async fn seasons(&self, id: i32) -> serde_json::Value {
+        self.client()
+            .await
+            .query_one("SELECT seasons FROM tvshows WHERE id = $1", &[&id])
+            .await
+            .unwrap()
+            .get(0)
+    }
+
     /// A connection from the test's pool.
     pub async fn client(&self) -> db::Client {
         self.pool
@@ -248,6 +260,45 @@ pub async fn secret(config: &SdkConfig, value: &str) -> String {
         .await
         .expect("create secret on moto");
     name
+}
+
+/// A fresh encryption key stored as a secret on moto: the secret's id and the key's keyring.
+pub async fn key_secret(config: &SdkConfig) -> (String, crate::crypto::Keyring) {
+    let key_hex = crate::crypto::generate_key_hex();
+    let id = secret(config, &key_hex).await;
+    let keyring = crate::crypto::Keyring::from_secret(&SecretString::from(key_hex)).unwrap();
+    (id, keyring)
+}
+
+/// A TMDB client for a wiremock stand-in at `uri`: a dummy token, quick retries (3 attempts)
+/// and a rate limit of `max_requests` per `window`.
+pub fn tmdb_client(uri: &str, max_requests: usize, window: Duration) -> crate::tmdb::TmdbClient {
+    crate::tmdb::TmdbClient::with_options(
+        &crate::env::TmdbConfig {
+            base_url: uri.parse().unwrap(),
+            token: SecretString::from("eyJhbGciOiJIUzI1NiJ9.eyJhdWQiOiJ0ZXN0In0.c2ln".to_string()),
+        },
+        crate::tmdb::RetryPolicy {
+            max_attempts: 3,
+            base_delay: Duration::from_millis(10),
+            max_delay: Duration::from_millis(50),
+            max_retry_after: Duration::from_secs(5),
+        },
+        max_requests,
+        window,
+        Duration::from_secs(5),
+    )
+    .unwrap()
+}
+
+/// Serves `body` as JSON to every GET of `at` on the stub `server`.
+pub async fn serve_json(server: &wiremock::MockServer, at: &str, body: serde_json::Value) {
+    use wiremock::{matchers, Mock, ResponseTemplate};
+    Mock::given(matchers::method("GET"))
+        .and(matchers::path(at))
+        .respond_with(ResponseTemplate::new(200).set_body_json(body))
+        .mount(server)
+        .await;
 }
 
 /// A name no other test will pick.

@@ -10,11 +10,10 @@ use aws_sdk_sqs::types::MessageSystemAttributeName;
 use lambda_http::{Body, Request, Response};
 use plexsync::{
     api::testing::{authed, json},
-    crypto::{generate_key_hex, Keyring},
+    crypto::Keyring,
     pipeline::{KeySource, Pipeline},
     plex::PlexServerClient,
     testing::{fifo_queue, fixtures, fresh_db, moto_config, TestDb},
-    tmdb::{RetryPolicy, TmdbClient},
 };
 use secrecy::SecretString;
 use serde_json::{json, Value};
@@ -45,29 +44,11 @@ pub struct Harness {
     pub got_show: i32,
 }
 
-fn tmdb_client(uri: &str) -> TmdbClient {
-    TmdbClient::with_options(
-        &plexsync::env::TmdbConfig {
-            base_url: uri.parse().unwrap(),
-            token: SecretString::from("eyJhbGciOiJIUzI1NiJ9.eyJhdWQiOiJ0ZXN0In0.c2ln".to_string()),
-        },
-        RetryPolicy {
-            max_attempts: 3,
-            base_delay: Duration::from_millis(10),
-            max_delay: Duration::from_millis(50),
-            max_retry_after: Duration::from_secs(5),
-        },
-        100,
-        Duration::from_secs(1),
-        Duration::from_secs(5),
-    )
-    .unwrap()
-}
-
 /// A pipeline over `pool` (the shared TMDB bucket in that database, as deployed).
 pub fn pipeline(pool: plexsync::db::DbPool, tmdb: &MockServer, keyring: &Arc<Keyring>) -> Pipeline {
     Pipeline {
-        tmdb: tmdb_client(&tmdb.uri()).with_shared_limit(pool.clone(), plexsync::tmdb::SHARED_RATE),
+        tmdb: plexsync::testing::tmdb_client(&tmdb.uri(), 100, Duration::from_secs(1))
+            .with_shared_limit(pool.clone(), plexsync::tmdb::SHARED_RATE),
         pool,
         plex: PlexServerClient::with_timeout(Duration::from_secs(30)).unwrap(),
         keys: KeySource::Fixed(keyring.clone()),
@@ -106,9 +87,8 @@ impl Harness {
         let queue_url = fifo_queue(&sdk).await;
         let (api, _) = plexsync::api::testing::context(db.pool.clone(), &sdk).await;
         let (conflicts_api, _) = plexsync::api::testing::context(db.pool.clone(), &sdk).await;
-        let key_hex = generate_key_hex();
-        let encryption_key_id = plexsync::testing::secret(&sdk, &key_hex).await;
-        let keyring = Arc::new(Keyring::from_secret(&SecretString::from(key_hex)).unwrap());
+        let (encryption_key_id, keyring) = plexsync::testing::key_secret(&sdk).await;
+        let keyring = Arc::new(keyring);
         let plex = MockServer::start().await;
         let tmdb = MockServer::start().await;
         let c = db.pool.get().await.unwrap();
@@ -313,11 +293,7 @@ impl Harness {
     }
 
     pub async fn tmdb_get(&self, at: &str, body: Value) {
-        Mock::given(method("GET"))
-            .and(path(at))
-            .respond_with(ResponseTemplate::new(200).set_body_json(body))
-            .mount(&self.tmdb)
-            .await;
+        plexsync::testing::serve_json(&self.tmdb, at, body).await;
     }
 
     async fn serve_tmdb(&self) {
@@ -457,13 +433,7 @@ impl Harness {
     }
 
     pub async fn seasons(&self, id: i32) -> Value {
-        self.db
-            .client()
-            .await
-            .query_one("SELECT seasons FROM tvshows WHERE id = $1", &[&id])
-            .await
-            .unwrap()
-            .get(0)
+        self.db.seasons(id).await
     }
 
     /// Every tracker show: (tmdb id, title, seasons, watched count), by TMDB id.

@@ -32,7 +32,7 @@ use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
 use aws_sdk_sqs::types::{MessageSystemAttributeName, QueueAttributeName};
 use plexsync::{
     api::testing::{authed, json},
-    crypto::{generate_key_hex, Keyring},
+    crypto::Keyring,
     pipeline::{KeySource, Pipeline},
     plex::PlexServerClient,
     testing::{fifo_queue, fresh_db, moto_config},
@@ -507,9 +507,8 @@ async fn import_demo_2000_shows() {
         .mount(&tmdb)
         .await;
 
-    let key_hex = generate_key_hex();
-    let encryption_key_id = plexsync::testing::secret(&sdk, &key_hex).await;
-    let keyring = Arc::new(Keyring::from_secret(&SecretString::from(key_hex)).unwrap());
+    let (encryption_key_id, keyring) = plexsync::testing::key_secret(&sdk).await;
+    let keyring = Arc::new(keyring);
     let c = db.pool.get().await.unwrap();
     c.execute(
         "INSERT INTO plex_config (user_id, plex_token, plex_server_url, plex_server_uuid,

@@ -20,6 +20,14 @@ fn short_timing() -> Timing {
     }
 }
 
+/// The SQS handler with [`short_timing`].
+fn short_processor(h: &Harness) -> Processor {
+    Processor {
+        timing: short_timing(),
+        ..h.processor()
+    }
+}
+
 /// The Office's pilot (needs TMDB to find its show), then two plays by another account in
 /// other shows' groups (no TMDB: ignored by the account gate, if they are ever processed).
 fn batch() -> aws_lambda_events::event::sqs::SqsEvent {
@@ -33,17 +41,8 @@ fn batch() -> aws_lambda_events::event::sqs::SqsEvent {
     ])
 }
 
-fn failed(response: &aws_lambda_events::event::sqs::SqsBatchResponse) -> Vec<&str> {
-    response
-        .batch_item_failures
-        .iter()
-        .map(|f| f.item_identifier.as_str())
-        .collect()
-}
-
-#[tokio::test]
-async fn a_hanging_tmdb_costs_its_record_only_its_budget_and_the_rest_goes_back_untried() {
-    let h = harness().await;
+/// TMDB answers, but only after 30 s: longer than any record's budget.
+async fn stub_tmdb_hanging(h: &Harness) {
     Mock::given(method("GET"))
         .respond_with(
             ResponseTemplate::new(200)
@@ -52,16 +51,19 @@ async fn a_hanging_tmdb_costs_its_record_only_its_budget_and_the_rest_goes_back_
         )
         .mount(&h.tmdb)
         .await;
-    let processor = Processor {
-        timing: short_timing(),
-        ..h.processor()
-    };
+}
+
+#[tokio::test]
+async fn a_hanging_tmdb_costs_its_record_only_its_budget_and_the_rest_goes_back_untried() {
+    let h = harness().await;
+    stub_tmdb_hanging(&h).await;
+    let processor = short_processor(&h);
     // Enough to start the first record (3 s needed), not a second one after it spent its 2 s.
     let deadline = Instant::now() + Duration::from_millis(4500);
 
     let response = processor::handle_batch(&processor, batch(), deadline).await;
 
-    assert_eq!(failed(&response), ["m-slow", "m-2", "m-3"]);
+    assert_eq!(failed_ids(&response), ["m-slow", "m-2", "m-3"]);
     let received = h.tmdb.received_requests().await.unwrap().len();
     assert_eq!(
         received, 1,
@@ -77,15 +79,12 @@ async fn a_hanging_tmdb_costs_its_record_only_its_budget_and_the_rest_goes_back_
 #[tokio::test]
 async fn no_record_starts_when_the_deadline_is_nearer_than_a_records_budget() {
     let h = harness().await;
-    let processor = Processor {
-        timing: short_timing(),
-        ..h.processor()
-    };
+    let processor = short_processor(&h);
     let deadline = Instant::now() + Duration::from_secs(2);
 
     let response = processor::handle_batch(&processor, batch(), deadline).await;
 
-    assert_eq!(failed(&response), ["m-slow", "m-2", "m-3"]);
+    assert_eq!(failed_ids(&response), ["m-slow", "m-2", "m-3"]);
     assert!(h.tmdb.received_requests().await.unwrap().is_empty());
     assert_eq!(h.count("SELECT count(*) FROM plex_webhook_logs").await, 0);
 }
@@ -93,14 +92,7 @@ async fn no_record_starts_when_the_deadline_is_nearer_than_a_records_budget() {
 #[tokio::test]
 async fn a_record_on_its_last_receive_goes_first_and_is_tried_even_short_of_time() {
     let h = harness().await;
-    Mock::given(method("GET"))
-        .respond_with(
-            ResponseTemplate::new(200)
-                .set_delay(Duration::from_secs(30))
-                .set_body_json(fixtures::tmdb_find_office_pilot()),
-        )
-        .mount(&h.tmdb)
-        .await;
+    stub_tmdb_hanging(&h).await;
     // A record starts while 2 s are left; one still running 1 s before the deadline is given up.
     let processor = Processor {
         timing: Timing {
@@ -123,7 +115,7 @@ async fn a_record_on_its_last_receive_goes_first_and_is_tried_even_short_of_time
     let deadline = Instant::now() + Duration::from_millis(2500);
     let response = processor::handle_batch(&processor, event, deadline).await;
 
-    assert_eq!(failed(&response), ["m-slow"]);
+    assert_eq!(failed_ids(&response), ["m-slow"]);
     let logs = h.logs().await;
     assert_eq!(logs.len(), 1, "{logs:?}");
     assert_eq!(logs[0].message_id.as_deref(), Some("m-last"));
@@ -133,10 +125,7 @@ async fn a_record_on_its_last_receive_goes_first_and_is_tried_even_short_of_time
 #[tokio::test]
 async fn a_record_on_its_last_receive_starts_with_less_than_its_budget_left() {
     let h = harness().await;
-    let processor = Processor {
-        timing: short_timing(),
-        ..h.processor()
-    };
+    let processor = short_processor(&h);
     let other = message(fixtures::plex_other_account_scrobble()).to_body();
     let event = sqs_event(&[
         ("m-last", other.clone(), MAX_RECEIVE_COUNT as u32),
@@ -147,7 +136,11 @@ async fn a_record_on_its_last_receive_starts_with_less_than_its_budget_left() {
     let deadline = Instant::now() + Duration::from_secs(2);
     let response = processor::handle_batch(&processor, event, deadline).await;
 
-    assert_eq!(failed(&response), ["m-next"], "the other goes back untried");
+    assert_eq!(
+        failed_ids(&response),
+        ["m-next"],
+        "the other goes back untried"
+    );
     let logs = h.logs().await;
     assert_eq!(logs.len(), 1, "{logs:?}");
     assert_eq!(logs[0].message_id.as_deref(), Some("m-last"));
@@ -174,7 +167,7 @@ async fn a_record_not_started_on_its_last_receive_is_logged_before_the_dlq() {
     let deadline = Instant::now() + Duration::from_secs(4);
     let response = processor::handle_batch(&processor, event, deadline).await;
 
-    assert_eq!(failed(&response), ["m-last"]);
+    assert_eq!(failed_ids(&response), ["m-last"]);
     let logs = h.logs().await;
     assert_eq!(logs.len(), 1, "{logs:?}");
     assert_eq!(logs[0].status, "failed");
@@ -231,7 +224,7 @@ async fn a_record_stalled_on_the_database_is_given_up_so_the_batch_still_answers
     let response = tokio::time::timeout(Duration::from_secs(60), batch)
         .await
         .expect("the batch answers while the show's row is still locked");
-    assert_eq!(failed(&response), ["m-stuck", "m-next"]);
+    assert_eq!(failed_ids(&response), ["m-stuck", "m-next"]);
 
     // Once the row is free, the given-up transaction rolls back: nothing of it is kept.
     tx.rollback().await.unwrap();

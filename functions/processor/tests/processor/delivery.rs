@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use plexsync::pipeline::{process_message, process_message_until, KeySource, Pipeline};
+use plexsync::pipeline::{process_message, KeySource, Pipeline};
 use plexsync::plex::PlexServerClient;
 use plexsync::queue::QueueMessage;
 use plexsync::store::logs::LogStatus;
@@ -32,18 +32,7 @@ async fn twenty_concurrent_messages_for_a_new_show_give_one_mapping() {
             message(p)
         })
         .collect();
-    let ids: Vec<String> = (0..messages.len()).map(|i| format!("c-{i}")).collect();
-    let state = h.concurrent_state(messages.len());
-    // All 20 share one client's rate limit (40 requests per 10 s), so the last ones wait longer
-    // than one message's TMDB budget: give them the time (the processor runs one at a time).
-    let until = tokio::time::Instant::now() + Duration::from_secs(120);
-    let results = futures_util::future::join_all(
-        messages
-            .iter()
-            .zip(&ids)
-            .map(|(m, id)| process_message_until(&state, m, id, Some(1), until)),
-    )
-    .await;
+    let results = h.process_concurrently(&messages).await;
     for r in &results {
         let o = r.as_ref().expect("no transient failure");
         assert_eq!(o.status, LogStatus::Success, "{o:?}");
@@ -74,18 +63,7 @@ async fn twenty_concurrent_messages_for_an_unmatched_show_give_one_conflict() {
     let messages: Vec<QueueMessage> = (0..20)
         .map(|i| message(office_episode(i % 6 + 1 + 6 * (i / 6))))
         .collect();
-    let ids: Vec<String> = (0..messages.len()).map(|i| format!("c-{i}")).collect();
-    let state = h.concurrent_state(messages.len());
-    // All 20 share one client's rate limit (40 requests per 10 s), so the last ones wait longer
-    // than one message's TMDB budget: give them the time (the processor runs one at a time).
-    let until = tokio::time::Instant::now() + Duration::from_secs(120);
-    let results = futures_util::future::join_all(
-        messages
-            .iter()
-            .zip(&ids)
-            .map(|(m, id)| process_message_until(&state, m, id, Some(1), until)),
-    )
-    .await;
+    let results = h.process_concurrently(&messages).await;
     for r in &results {
         assert_eq!(
             r.as_ref().expect("no failure").status,
@@ -126,12 +104,7 @@ async fn database_down_fails_the_record_and_writes_nothing() {
         ample_time(),
     )
     .await;
-    let failed: Vec<&str> = response
-        .batch_item_failures
-        .iter()
-        .map(|f| f.item_identifier.as_str())
-        .collect();
-    assert_eq!(failed, ["m-down"]);
+    assert_eq!(failed_ids(&response), ["m-down"]);
     assert_eq!(h.count("SELECT count(*) FROM plex_webhook_logs").await, 0);
     assert_eq!(
         h.count("SELECT count(*) FROM plex_processed_messages")
@@ -143,18 +116,10 @@ async fn database_down_fails_the_record_and_writes_nothing() {
 #[tokio::test]
 async fn tmdb_outage_fails_the_record_and_writes_nothing() {
     let h = harness().await;
-    Mock::given(method("GET"))
-        .respond_with(ResponseTemplate::new(503))
-        .mount(&h.tmdb)
-        .await;
+    h.stub_tmdb_outage().await;
     h.add_show(Some(2316), "The Office", office_seasons()).await;
     let body = message(fixtures::plex_episode_scrobble()).to_body();
-    let response = processor::handle_batch(
-        &h.processor(),
-        sqs_event(&[("m-503", body, 1)]),
-        ample_time(),
-    )
-    .await;
+    let response = h.handle(sqs_event(&[("m-503", body, 1)])).await;
     assert_eq!(response.batch_item_failures.len(), 1);
     assert_eq!(
         h.tmdb.received_requests().await.unwrap().len(),
@@ -182,35 +147,28 @@ async fn tmdb_outage_fails_the_record_and_writes_nothing() {
 #[tokio::test]
 async fn the_last_receive_of_a_failing_record_is_logged_failed() {
     let h = harness().await;
-    Mock::given(method("GET"))
-        .respond_with(ResponseTemplate::new(503))
-        .mount(&h.tmdb)
-        .await;
+    h.stub_tmdb_outage().await;
     h.add_show(Some(2316), "The Office", office_seasons()).await;
     let first = message(fixtures::plex_episode_scrobble()).to_body();
     let second = message(office_episode(2)).to_body();
 
-    let early = processor::handle_batch(
-        &h.processor(),
-        sqs_event(&[("m-1", first.clone(), 4), ("m-2", second.clone(), 4)]),
-        ample_time(),
-    )
-    .await;
+    let early = h
+        .handle(sqs_event(&[
+            ("m-1", first.clone(), 4),
+            ("m-2", second.clone(), 4),
+        ]))
+        .await;
     assert_eq!(early.batch_item_failures.len(), 2);
     assert_eq!(h.count("SELECT count(*) FROM plex_webhook_logs").await, 0);
 
-    let last = processor::handle_batch(
-        &h.processor(),
-        sqs_event(&[("m-1", first, 5), ("m-2", second, 5)]),
-        ample_time(),
-    )
-    .await;
-    let failed: Vec<&str> = last
-        .batch_item_failures
-        .iter()
-        .map(|f| f.item_identifier.as_str())
-        .collect();
-    assert_eq!(failed, ["m-1", "m-2"], "still failed, so SQS moves them on");
+    let last = h
+        .handle(sqs_event(&[("m-1", first, 5), ("m-2", second, 5)]))
+        .await;
+    assert_eq!(
+        failed_ids(&last),
+        ["m-1", "m-2"],
+        "still failed, so SQS moves them on"
+    );
     let logs = h.logs().await;
     assert_eq!(logs.len(), 2, "{logs:?}");
     for (log, id) in logs.iter().zip(["m-1", "m-2"]) {
@@ -270,12 +228,13 @@ async fn tmdb_429_with_retry_after_is_waited_out() {
 #[tokio::test]
 async fn unreadable_body_is_logged_failed_and_acknowledged() {
     let h = harness().await;
-    let response = processor::handle_batch(
-        &h.processor(),
-        sqs_event(&[("m-bad", "{\"version\": 1, \"event\": 42}".to_string(), 3)]),
-        ample_time(),
-    )
-    .await;
+    let response = h
+        .handle(sqs_event(&[(
+            "m-bad",
+            "{\"version\": 1, \"event\": 42}".to_string(),
+            3,
+        )]))
+        .await;
     assert!(response.batch_item_failures.is_empty());
     let logs = h.logs().await;
     assert_eq!(logs.len(), 1);
@@ -296,12 +255,9 @@ async fn batch_records_are_processed_in_order_with_their_receive_counts() {
     let office = h.add_show(Some(2316), "The Office", office_seasons()).await;
     let first = message(fixtures::plex_episode_scrobble()).to_body();
     let second = message(office_episode(2)).to_body();
-    let response = processor::handle_batch(
-        &h.processor(),
-        sqs_event(&[("m-a", first, 4), ("m-b", second, 1)]),
-        ample_time(),
-    )
-    .await;
+    let response = h
+        .handle(sqs_event(&[("m-a", first, 4), ("m-b", second, 1)]))
+        .await;
     assert!(response.batch_item_failures.is_empty());
     let logs = h.logs().await;
     let ids: Vec<_> = logs
@@ -378,23 +334,15 @@ async fn id_conversions_are_cached_for_a_day() {
 #[tokio::test]
 async fn records_after_a_transient_failure_are_returned_unprocessed() {
     let h = harness().await;
-    Mock::given(method("GET"))
-        .respond_with(ResponseTemplate::new(503))
-        .mount(&h.tmdb)
-        .await;
+    h.stub_tmdb_outage().await;
     let body = message(fixtures::plex_episode_scrobble()).to_body();
-    let response = processor::handle_batch(
-        &h.processor(),
-        sqs_event(&[("m-1", body, 1), ("m-2", "not json".to_string(), 1)]),
-        ample_time(),
-    )
-    .await;
-    let failed: Vec<&str> = response
-        .batch_item_failures
-        .iter()
-        .map(|f| f.item_identifier.as_str())
-        .collect();
-    assert_eq!(failed, ["m-1", "m-2"]);
+    let response = h
+        .handle(sqs_event(&[
+            ("m-1", body, 1),
+            ("m-2", "not json".to_string(), 1),
+        ]))
+        .await;
+    assert_eq!(failed_ids(&response), ["m-1", "m-2"]);
     // m-2 would have been logged `failed` had it been processed.
     assert_eq!(h.count("SELECT count(*) FROM plex_webhook_logs").await, 0);
 }
@@ -404,28 +352,17 @@ async fn records_after_a_transient_failure_are_returned_unprocessed() {
 #[tokio::test]
 async fn a_transient_failure_holds_back_only_its_own_group() {
     let h = harness().await;
-    Mock::given(method("GET"))
-        .respond_with(ResponseTemplate::new(503))
-        .mount(&h.tmdb)
-        .await;
+    h.stub_tmdb_outage().await;
     let body = message(fixtures::plex_episode_scrobble()).to_body();
     let show = format!("{}:48200", fixtures::server_uuid());
-    let response = processor::handle_batch(
-        &h.processor(),
-        sqs_event_in_groups(&[
+    let response = h
+        .handle(sqs_event_in_groups(&[
             ("m-1", body, 1, &show),
             ("m-2", "not json".to_string(), 1, "other-server:777"),
             ("m-3", "not json either".to_string(), 1, &show),
-        ]),
-        ample_time(),
-    )
-    .await;
-    let failed: Vec<&str> = response
-        .batch_item_failures
-        .iter()
-        .map(|f| f.item_identifier.as_str())
-        .collect();
-    assert_eq!(failed, ["m-1", "m-3"]);
+        ]))
+        .await;
+    assert_eq!(failed_ids(&response), ["m-1", "m-3"]);
     // m-2 (another show) was processed: logged `failed` as unreadable, and acknowledged.
     assert_eq!(
         h.count(

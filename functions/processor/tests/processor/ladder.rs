@@ -3,7 +3,6 @@
 
 use std::sync::Arc;
 
-use plexsync::crypto::{generate_key_hex, Keyring};
 use plexsync::queue::QueueMessage;
 use plexsync::testing::{self, fixtures};
 use plexsync::{
@@ -11,7 +10,6 @@ use plexsync::{
     pipeline::KeySource,
     store::logs::LogStatus,
 };
-use secrecy::SecretString;
 use serde_json::{json, Value};
 use wiremock::{
     matchers::{header, method, path},
@@ -146,14 +144,7 @@ async fn new_agent_episode_imdb_id_maps_via_imdb() {
 /// from Secrets Manager) gives the show's TMDB id.
 #[tokio::test]
 async fn plex_server_metadata_gives_the_show_ids() {
-    let mut h = harness().await;
-    let aws = testing::moto_config().await;
-    let key_hex = generate_key_hex();
-    h.keyring = Arc::new(Keyring::from_secret(&SecretString::from(key_hex.clone())).unwrap());
-    h.state.keys = KeySource::Secrets {
-        cache: plexsync::secrets::SecretsCache::new(aws_sdk_secretsmanager_client(&aws)),
-        secret_id: testing::secret(&aws, &key_hex).await,
-    };
+    let h = harness_with_key_in_secrets_manager().await;
     let plex = MockServer::start().await;
     Mock::given(method("GET"))
         .and(path("/library/metadata/48200"))
@@ -189,14 +180,7 @@ async fn plex_server_metadata_gives_the_show_ids() {
 /// A plain http server URL the user did not allow: the token is not sent, the step is skipped.
 #[tokio::test]
 async fn a_plain_http_server_without_the_opt_in_gets_no_token() {
-    let mut h = harness().await;
-    let aws = testing::moto_config().await;
-    let key_hex = generate_key_hex();
-    h.keyring = Arc::new(Keyring::from_secret(&SecretString::from(key_hex.clone())).unwrap());
-    h.state.keys = KeySource::Secrets {
-        cache: plexsync::secrets::SecretsCache::new(aws_sdk_secretsmanager_client(&aws)),
-        secret_id: testing::secret(&aws, &key_hex).await,
-    };
+    let h = harness_with_key_in_secrets_manager().await;
     let plex = MockServer::start().await;
     Mock::given(method("GET"))
         .respond_with(
@@ -215,6 +199,20 @@ async fn a_plain_http_server_without_the_opt_in_gets_no_token() {
         plex.received_requests().await.unwrap().is_empty(),
         "nothing, token included, went to the http server"
     );
+}
+
+/// A harness whose pipeline reads its encryption key from Secrets Manager (moto), as deployed;
+/// configure it after this so the Plex token is encrypted with that key.
+async fn harness_with_key_in_secrets_manager() -> Harness {
+    let mut h = harness().await;
+    let aws = testing::moto_config().await;
+    let (secret_id, keyring) = testing::key_secret(&aws).await;
+    h.keyring = Arc::new(keyring);
+    h.state.keys = KeySource::Secrets {
+        cache: plexsync::secrets::SecretsCache::new(aws_sdk_secretsmanager_client(&aws)),
+        secret_id,
+    };
+    h
 }
 
 fn aws_sdk_secretsmanager_client(aws: &aws_config::SdkConfig) -> aws_sdk_secretsmanager::Client {
@@ -437,12 +435,7 @@ async fn library_new_of_an_untracked_show_with_auto_add_off_is_ignored_until_scr
     h.stub_find("110413", "tvdb_id", fixtures::tmdb_find_office_pilot())
         .await;
     let added = message(fixtures::plex_library_new_show()).to_body();
-    let response = processor::handle_batch(
-        &h.processor(),
-        sqs_event(&[("m-new", added, 1)]),
-        ample_time(),
-    )
-    .await;
+    let response = h.handle(sqs_event(&[("m-new", added, 1)])).await;
     assert!(response.batch_item_failures.is_empty());
     let logs = h.logs().await;
     assert_eq!(logs.len(), 1);
@@ -461,12 +454,7 @@ async fn library_new_of_an_untracked_show_with_auto_add_off_is_ignored_until_scr
     let mut scrobble = fixtures::plex_episode_scrobble();
     scrobble["Metadata"]["grandparentRatingKey"] = "51000".into();
     let body = message(scrobble).to_body();
-    let response = processor::handle_batch(
-        &h.processor(),
-        sqs_event(&[("m-watch", body, 1)]),
-        ample_time(),
-    )
-    .await;
+    let response = h.handle(sqs_event(&[("m-watch", body, 1)])).await;
     assert!(response.batch_item_failures.is_empty());
     let rows = h
         .query("SELECT conflict_type, plex_rating_key FROM plex_conflicts")

@@ -124,12 +124,7 @@ async fn redelivered_message_is_a_duplicate_and_changes_nothing() {
     let office = h.add_show(Some(2316), "The Office", office_seasons()).await;
     let body = message(fixtures::plex_episode_scrobble()).to_body();
 
-    let first = processor::handle_batch(
-        &h.processor(),
-        sqs_event(&[("m-1", body.clone(), 1)]),
-        ample_time(),
-    )
-    .await;
+    let first = h.handle(sqs_event(&[("m-1", body.clone(), 1)])).await;
     assert!(first.batch_item_failures.is_empty());
     let after_first = h
         .query(&format!(
@@ -137,12 +132,9 @@ async fn redelivered_message_is_a_duplicate_and_changes_nothing() {
         ))
         .await;
     // Redelivery (SQS at-least-once), then the same payload replayed as a new message.
-    let second = processor::handle_batch(
-        &h.processor(),
-        sqs_event(&[("m-1", body.clone(), 2), ("m-2", body, 1)]),
-        ample_time(),
-    )
-    .await;
+    let second = h
+        .handle(sqs_event(&[("m-1", body.clone(), 2), ("m-2", body, 1)]))
+        .await;
     assert!(second.batch_item_failures.is_empty());
     let after_second = h
         .query(&format!(
@@ -360,12 +352,7 @@ async fn a_redelivery_after_the_user_unmarked_the_episode_changes_nothing() {
     let h = harness().await;
     let office = mapped_office(&h).await;
     let body = message(fixtures::plex_episode_scrobble()).to_body();
-    let first = processor::handle_batch(
-        &h.processor(),
-        sqs_event(&[("m-1", body.clone(), 1)]),
-        ample_time(),
-    )
-    .await;
+    let first = h.handle(sqs_event(&[("m-1", body.clone(), 1)])).await;
     assert!(first.batch_item_failures.is_empty());
     assert_eq!(episode(&h.seasons(office).await, 1, 1)["watched"], true);
 
@@ -381,8 +368,7 @@ async fn a_redelivery_after_the_user_unmarked_the_episode_changes_nothing() {
     let unmarked = h.seasons(office).await;
     assert_eq!(episode(&unmarked, 1, 1)["watched"], false);
 
-    let again =
-        processor::handle_batch(&h.processor(), sqs_event(&[("m-1", body, 2)]), ample_time()).await;
+    let again = h.handle(sqs_event(&[("m-1", body, 2)])).await;
     assert!(again.batch_item_failures.is_empty());
     assert_eq!(h.seasons(office).await, unmarked, "still un-marked");
     assert_eq!(
@@ -409,16 +395,11 @@ async fn a_redelivery_is_a_duplicate_even_after_sync_was_turned_off() {
     let h = harness().await;
     mapped_office(&h).await;
     let body = message(fixtures::plex_episode_scrobble()).to_body();
-    processor::handle_batch(
-        &h.processor(),
-        sqs_event(&[("m-1", body.clone(), 1)]),
-        ample_time(),
-    )
-    .await;
+    h.handle(sqs_event(&[("m-1", body.clone(), 1)])).await;
     h.query("UPDATE plex_show_mappings SET sync_enabled = false")
         .await;
 
-    processor::handle_batch(&h.processor(), sqs_event(&[("m-1", body, 2)]), ample_time()).await;
+    h.handle(sqs_event(&[("m-1", body, 2)])).await;
     assert_eq!(
         rows_of(&h, "m-1").await,
         [

@@ -3,14 +3,16 @@
 
 use std::{sync::Arc, time::Duration};
 
-use aws_lambda_events::event::sqs::SqsEvent;
+use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use chrono::{DateTime, TimeZone, Utc};
 use plexsync::crypto::{generate_key_hex, Keyring};
-use plexsync::pipeline::{process_message, KeySource, Pipeline};
+use plexsync::pipeline::{
+    process_message, process_message_until, KeySource, Outcome, Pipeline, TransientError,
+};
 use plexsync::plex::PlexServerClient;
 use plexsync::queue::QueueMessage;
 use plexsync::testing::{self, fixtures, TestDb};
-use plexsync::tmdb::{RetryPolicy, TmdbClient};
+use plexsync::tmdb::TmdbClient;
 pub use processor::{Processor, Timing};
 use secrecy::SecretString;
 use serde_json::{json, Value};
@@ -28,23 +30,9 @@ pub struct Harness {
     pub state: Pipeline,
 }
 
+/// The TMDB client of the tests: 40 requests per 10 s, as TMDB allows.
 pub fn tmdb_client(uri: &str) -> TmdbClient {
-    TmdbClient::with_options(
-        &plexsync::env::TmdbConfig {
-            base_url: uri.parse().unwrap(),
-            token: SecretString::from("eyJhbGciOiJIUzI1NiJ9.eyJhdWQiOiJ0ZXN0In0.c2ln".to_string()),
-        },
-        RetryPolicy {
-            max_attempts: 3,
-            base_delay: Duration::from_millis(10),
-            max_delay: Duration::from_millis(50),
-            max_retry_after: Duration::from_secs(5),
-        },
-        40,
-        Duration::from_secs(10),
-        Duration::from_secs(5),
-    )
-    .unwrap()
+    testing::tmdb_client(uri, 40, Duration::from_secs(10))
 }
 
 pub async fn harness() -> Harness {
@@ -116,6 +104,38 @@ impl Harness {
             timing: Timing::default(),
             retention: Default::default(),
         }
+    }
+
+    /// Runs `event` through the SQS handler with time to spare.
+    pub async fn handle(&self, event: SqsEvent) -> SqsBatchResponse {
+        processor::handle_batch(&self.processor(), event, ample_time()).await
+    }
+
+    /// Processes `messages` all at once (bypassing FIFO ordering), each as its first receive.
+    pub async fn process_concurrently(
+        &self,
+        messages: &[QueueMessage],
+    ) -> Vec<Result<Outcome, TransientError>> {
+        let ids: Vec<String> = (0..messages.len()).map(|i| format!("c-{i}")).collect();
+        let state = self.concurrent_state(messages.len());
+        // All share one client's rate limit (40 requests per 10 s), so the last ones wait longer
+        // than one message's TMDB budget: give them the time (the processor runs one at a time).
+        let until = tokio::time::Instant::now() + Duration::from_secs(120);
+        futures_util::future::join_all(
+            messages
+                .iter()
+                .zip(&ids)
+                .map(|(m, id)| process_message_until(&state, m, id, Some(1), until)),
+        )
+        .await
+    }
+
+    /// TMDB answers every request 503.
+    pub async fn stub_tmdb_outage(&self) {
+        Mock::given(method("GET"))
+            .respond_with(ResponseTemplate::new(503))
+            .mount(&self.tmdb)
+            .await;
     }
 
     /// Inserts (or replaces) the integration config; `overrides` sets columns by name.
@@ -201,13 +221,7 @@ impl Harness {
     }
 
     pub async fn seasons(&self, id: i32) -> Value {
-        self.db
-            .client()
-            .await
-            .query_one("SELECT seasons FROM tvshows WHERE id = $1", &[&id])
-            .await
-            .unwrap()
-            .get(0)
+        self.db.seasons(id).await
     }
 
     pub async fn logs(&self) -> Vec<Log> {
@@ -254,11 +268,7 @@ impl Harness {
     }
 
     pub async fn stub_get(&self, at: &str, body: Value) {
-        Mock::given(method("GET"))
-            .and(path(at))
-            .respond_with(ResponseTemplate::new(200).set_body_json(body))
-            .mount(&self.tmdb)
-            .await;
+        plexsync::testing::serve_json(&self.tmdb, at, body).await;
     }
 
     pub async fn process(&self, payload: Value) -> plexsync::pipeline::Outcome {
@@ -288,6 +298,15 @@ pub struct Log {
     pub title: Option<String>,
     pub payload: Value,
     pub event_type: String,
+}
+
+/// The ids of the records the handler returned for retry, in order.
+pub fn failed_ids(response: &SqsBatchResponse) -> Vec<&str> {
+    response
+        .batch_item_failures
+        .iter()
+        .map(|f| f.item_identifier.as_str())
+        .collect()
 }
 
 pub fn received_at() -> DateTime<Utc> {
