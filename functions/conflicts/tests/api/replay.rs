@@ -1,6 +1,7 @@
 //! What a resolution does with the conflict's pending scrobbles: select replays and marks them,
 //! create_new adds the show from TMDB first; failures keep the events pending.
 
+use lambda_http::{Body, Response};
 use plexsync::{api::testing::json, testing::fixtures};
 use serde_json::{json, Value};
 use wiremock::{
@@ -56,6 +57,28 @@ impl Harness {
             .respond_with(ResponseTemplate::new(status).set_body_json(body))
             .mount(&self.tmdb)
             .await;
+    }
+
+    /// Resolves `conflict` with create_new from TMDB show `tmdb_id`.
+    async fn create_new(&self, conflict: impl std::fmt::Display, tmdb_id: i64) -> Response<Body> {
+        self.resolve(
+            conflict,
+            json!({"action": "create_new", "createNew": {"tmdbId": tmdb_id}}),
+        )
+        .await
+    }
+
+    /// Empties The Office's seasons, so marking an episode needs TMDB's season.
+    async fn empty_office_seasons(&self) {
+        self.db
+            .client()
+            .await
+            .execute(
+                "UPDATE tvshows SET seasons = '[]' WHERE id = $1",
+                &[&self.office_show],
+            )
+            .await
+            .unwrap();
     }
 
     async fn show_count(&self) -> i64 {
@@ -145,14 +168,7 @@ async fn select_replays_pending_scrobbles_and_marks_the_episodes() {
 async fn a_transient_failure_hands_the_events_to_the_queue() {
     let h = Harness::new().await;
     // The show's seasons are empty, so marking needs TMDB's season 1, and TMDB is down.
-    h.db.client()
-        .await
-        .execute(
-            "UPDATE tvshows SET seasons = '[]' WHERE id = $1",
-            &[&h.office_show],
-        )
-        .await
-        .unwrap();
+    h.empty_office_seasons().await;
     h.stub_tmdb(
         "/3/tv/2316/season/1",
         503,
@@ -214,12 +230,7 @@ async fn create_new_creates_the_show_from_tmdb_maps_it_and_replays() {
     h.stub_tmdb("/3/tv/2316/season/0", 404, json!({"status_code": 34, "status_message": "The resource you requested could not be found."}))
         .await;
 
-    let resp = h
-        .resolve(
-            h.office,
-            json!({"action": "create_new", "createNew": {"tmdbId": 2316}}),
-        )
-        .await;
+    let resp = h.create_new(h.office, 2316).await;
     assert_eq!(resp.status(), 200);
     let body = json(&resp);
     assert_eq!(body["action"], "create_new");
@@ -287,12 +298,7 @@ async fn create_new_creates_the_show_from_tmdb_maps_it_and_replays() {
 #[tokio::test]
 async fn create_new_uses_the_tracker_show_that_has_the_tmdb_id() {
     let h = Harness::new().await;
-    let resp = h
-        .resolve(
-            h.office,
-            json!({"action": "create_new", "createNew": {"tmdbId": 2316}}),
-        )
-        .await;
+    let resp = h.create_new(h.office, 2316).await;
     assert_eq!(resp.status(), 200);
     let body = json(&resp);
     assert_eq!(body["createdShow"]["created"], false);
@@ -326,33 +332,18 @@ async fn create_new_errors_leave_the_conflict_open() {
     .await;
     let before = h.show_count().await;
 
-    let resp = h
-        .resolve(
-            h.office,
-            json!({"action": "create_new", "createNew": {"tmdbId": 99999999}}),
-        )
-        .await;
+    let resp = h.create_new(h.office, 99999999).await;
     assert_eq!(resp.status(), 422);
     assert_eq!(json(&resp)["message"], "TMDB has no show 99999999");
 
-    let resp = h
-        .resolve(
-            h.office,
-            json!({"action": "create_new", "createNew": {"tmdbId": 1399}}),
-        )
-        .await;
+    let resp = h.create_new(h.office, 1399).await;
     assert_eq!(resp.status(), 502);
     let j = json(&resp);
     assert_eq!(j["error"], "bad_gateway");
     assert!(j["message"].as_str().unwrap().contains("TMDB"), "{j}");
 
     // An id the tracker's int4 column cannot hold is no show either (and costs no call).
-    let resp = h
-        .resolve(
-            h.office,
-            json!({"action": "create_new", "createNew": {"tmdbId": 9_999_999_999i64}}),
-        )
-        .await;
+    let resp = h.create_new(h.office, 9_999_999_999i64).await;
     assert_eq!(resp.status(), 422);
 
     assert_eq!(
@@ -361,26 +352,10 @@ async fn create_new_errors_leave_the_conflict_open() {
             .status(),
         422
     );
-    assert_eq!(
-        h.resolve(
-            999999,
-            json!({"action": "create_new", "createNew": {"tmdbId": 2316}})
-        )
-        .await
-        .status(),
-        404
-    );
+    assert_eq!(h.create_new(999999, 2316).await.status(), 404);
     h.resolve(h.got, json!({"action": "ignore"})).await;
     let requests = h.tmdb.received_requests().await.unwrap().len();
-    assert_eq!(
-        h.resolve(
-            h.got,
-            json!({"action": "create_new", "createNew": {"tmdbId": 1399}})
-        )
-        .await
-        .status(),
-        409
-    );
+    assert_eq!(h.create_new(h.got, 1399).await.status(), 409);
     assert_eq!(
         h.tmdb.received_requests().await.unwrap().len(),
         requests,
@@ -406,14 +381,7 @@ async fn create_new_errors_leave_the_conflict_open() {
 #[tokio::test]
 async fn the_function_starts_from_its_environment_and_replays() {
     let mut h = Harness::new().await;
-    h.db.client()
-        .await
-        .execute(
-            "UPDATE tvshows SET seasons = '[]' WHERE id = $1",
-            &[&h.office_show],
-        )
-        .await
-        .unwrap();
+    h.empty_office_seasons().await;
     let tmdb_token = "eyJhbGciOiJIUzI1NiJ9.eyJhdWQiOiJmcm9tLXNlY3JldHMifQ.c2ln";
     Mock::given(method("GET"))
         .and(path("/3/tv/2316/season/1"))
@@ -563,16 +531,7 @@ async fn events_the_replay_has_no_time_for_go_to_the_queue_and_are_marked_from_t
 async fn an_event_still_replaying_at_the_deadline_goes_to_the_queue_with_the_rest() {
     let mut h = Harness::new().await;
     // Marking needs TMDB's season 1 (the show's seasons are empty), and TMDB hangs.
-    h.db.pool
-        .get()
-        .await
-        .unwrap()
-        .execute(
-            "UPDATE tvshows SET seasons = '[]' WHERE id = $1",
-            &[&h.office_show],
-        )
-        .await
-        .unwrap();
+    h.empty_office_seasons().await;
     Mock::given(method("GET"))
         .and(path("/3/tv/2316/season/1"))
         .respond_with(
