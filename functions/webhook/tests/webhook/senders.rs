@@ -28,7 +28,7 @@ fn assert_status(resp: &lambda_http::Response<lambda_http::Body>, status: u16) -
 async fn jellyfin_playback_stop_is_queued_under_its_series_with_episode_ids_only() {
     let h = harness().await;
     let payload = fixtures::jellyfin_playback_stop();
-    let resp = h.call(jellyfin(&h, &payload).request()).await;
+    let resp = h.send(jellyfin(&h, &payload)).await;
     assert_eq!(assert_status(&resp, 202), json!({"status": "accepted"}));
 
     let got = h.received().await;
@@ -68,18 +68,12 @@ async fn jellyfin_playback_stop_is_queued_under_its_series_with_episode_ids_only
 #[tokio::test]
 async fn jellyfin_stop_and_its_played_save_are_one_delivery() {
     let h = harness().await;
-    let stop = h
-        .call(jellyfin(&h, &fixtures::jellyfin_playback_stop()).request())
+    h.accept(jellyfin(&h, &fixtures::jellyfin_playback_stop()))
         .await;
-    assert_status(&stop, 202);
-    let saved = h
-        .call(jellyfin(&h, &fixtures::jellyfin_user_data_saved()).request())
+    h.accept(jellyfin(&h, &fixtures::jellyfin_user_data_saved()))
         .await;
-    assert_status(&saved, 202);
-    let again = h
-        .call(jellyfin(&h, &fixtures::jellyfin_playback_stop()).request())
+    h.accept(jellyfin(&h, &fixtures::jellyfin_playback_stop()))
         .await;
-    assert_status(&again, 202);
     let got = h.received().await;
     assert_eq!(
         got.len(),
@@ -92,16 +86,9 @@ async fn jellyfin_stop_and_its_played_save_are_one_delivery() {
 async fn emby_json_and_multipart_bodies_both_queue_and_repeats_are_dropped() {
     let h = harness().await;
     let payload = fixtures::emby_playback_stop();
-    let resp = h
-        .call(Event::emby_multipart(h.query(), &payload).request())
-        .await;
-    assert_status(&resp, 202);
-    let resp = h.call(emby(&h, &payload).request()).await;
-    assert_status(&resp, 202);
-    let resp = h
-        .call(emby(&h, &fixtures::emby_mark_played()).request())
-        .await;
-    assert_status(&resp, 202);
+    h.accept(Event::emby_multipart(h.query(), &payload)).await;
+    h.accept(emby(&h, &payload)).await;
+    h.accept(emby(&h, &fixtures::emby_mark_played())).await;
 
     let got = h.received().await;
     assert_eq!(got.len(), 1, "{got:#?}");
@@ -134,7 +121,7 @@ async fn movies_unfinished_plays_and_other_events_are_ignored() {
         (emby(&h, &fixtures::emby_movie_playback_stop()), "Movie"),
         (emby(&h, &pause), "playback.pause"),
     ] {
-        let json = assert_status(&h.call(event.request()).await, 200);
+        let json = assert_status(&h.send(event).await, 200);
         assert_eq!(json["status"], "ignored", "{json}");
         assert!(json["reason"].as_str().unwrap().contains(reason), "{json}");
     }
@@ -146,14 +133,10 @@ async fn other_users_plays_are_queued_for_the_processors_account_filter() {
     // As for Plex, the filter needs the user's settings, which live in Postgres: the webhook
     // (which never touches the database) queues the play with who made it.
     let h = harness().await;
-    let resp = h
-        .call(jellyfin(&h, &fixtures::jellyfin_other_user_playback_stop()).request())
+    h.accept(jellyfin(&h, &fixtures::jellyfin_other_user_playback_stop()))
         .await;
-    assert_status(&resp, 202);
-    let resp = h
-        .call(emby(&h, &fixtures::emby_other_user_playback_stop()).request())
+    h.accept(emby(&h, &fixtures::emby_other_user_playback_stop()))
         .await;
-    assert_status(&resp, 202);
     let mut accounts: Vec<_> = h
         .received()
         .await
@@ -183,9 +166,7 @@ async fn bad_or_missing_secret_is_401_on_every_sender_route() {
             "secret=wrong".to_string(),
             format!("secret={}x", h.secret),
         ] {
-            let resp = h
-                .call(Event::json(query, &payload).to(sender).request())
-                .await;
+            let resp = h.send(Event::json(query, &payload).to(sender)).await;
             assert_error(&resp, 401, "unauthorized");
         }
     }
@@ -222,17 +203,13 @@ async fn malformed_bodies_are_400_naming_the_problem() {
         ),
     ];
     for (event, mention) in cases {
-        let msg = assert_error(&h.call(event.request()).await, 400, "bad_request");
+        let msg = assert_error(&h.send(event).await, 400, "bad_request");
         assert!(msg.contains(mention), "{mention}: {msg}");
     }
     // Emby multipart without its `data` field.
     let (ct, body) = multipart_parts(&[("payload", None, b"{}")]);
     let resp = h
-        .call(
-            Event::new(h.query(), Some(&ct), body)
-                .to(Sender::Emby)
-                .request(),
-        )
+        .send(Event::new(h.query(), Some(&ct), body).to(Sender::Emby))
         .await;
     let msg = assert_error(&resp, 400, "bad_request");
     assert!(msg.contains("data"), "{msg}");
@@ -248,34 +225,18 @@ async fn allowlist_and_rate_limit_are_shared_by_every_sender() {
     })
     .await;
     let resp = h
-        .call(jellyfin(&h, &fixtures::jellyfin_playback_stop()).request())
+        .send(jellyfin(&h, &fixtures::jellyfin_playback_stop()))
         .await;
     assert_error(&resp, 403, "forbidden");
 
     let inside = "203.0.113.9";
-    let resp = h
-        .call(
-            Event::plex(h.query(), &fixtures::plex_episode_scrobble())
-                .from(inside)
-                .request(),
-        )
+    h.accept(Event::plex(h.query(), &fixtures::plex_episode_scrobble()).from(inside))
         .await;
-    assert_status(&resp, 202);
-    let resp = h
-        .call(
-            jellyfin(&h, &fixtures::jellyfin_playback_stop())
-                .from(inside)
-                .request(),
-        )
+    h.accept(jellyfin(&h, &fixtures::jellyfin_playback_stop()).from(inside))
         .await;
-    assert_status(&resp, 202);
     // The third request from that address in the minute, on a third route, is refused.
     let resp = h
-        .call(
-            emby(&h, &fixtures::emby_playback_stop())
-                .from(inside)
-                .request(),
-        )
+        .send(emby(&h, &fixtures::emby_playback_stop()).from(inside))
         .await;
     assert_error(&resp, 429, "rate_limited");
     let senders: Vec<_> = h
@@ -319,7 +280,7 @@ async fn an_overlong_string_field_is_400_naming_it_for_every_sender() {
         (emby(&h, &emby_provider), "Item.ProviderIds"),
     ];
     for (event, field) in cases {
-        let msg = assert_error(&h.call(event.request()).await, 400, "bad_request");
+        let msg = assert_error(&h.send(event).await, 400, "bad_request");
         assert!(
             msg.contains(&format!("{field} is longer than 512 characters")),
             "{field}: {msg}"
@@ -329,8 +290,7 @@ async fn an_overlong_string_field_is_400_naming_it_for_every_sender() {
     // At the cap exactly (in characters, not bytes) the event is accepted.
     let mut at_cap = fixtures::plex_episode_scrobble();
     at_cap["Metadata"]["grandparentTitle"] = "é".repeat(512).into();
-    let resp = h.call(Event::plex(h.query(), &at_cap).request()).await;
-    assert_status(&resp, 202);
+    h.accept(Event::plex(h.query(), &at_cap)).await;
     let got = h.received().await;
     assert_eq!(got.len(), 1, "only the event at the cap was queued");
     assert_eq!(got[0].message.event.show.title.chars().count(), 512);

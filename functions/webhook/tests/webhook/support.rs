@@ -102,6 +102,18 @@ impl Harness {
         webhook::handle(&self.state, req).await
     }
 
+    pub async fn send(&self, event: Event) -> Response<Body> {
+        self.call(event.request()).await
+    }
+
+    /// Sends `event` and asserts it was accepted for the queue.
+    pub async fn accept(&self, event: Event) -> Value {
+        let resp = self.send(event).await;
+        let json = body_json(&resp);
+        assert_eq!(resp.status().as_u16(), 202, "{json}");
+        json
+    }
+
     /// Everything on the queue right now (a single receive: moto delivers every message of a
     /// FIFO group in one call).
     pub async fn received(&self) -> Vec<Received> {
