@@ -9,6 +9,7 @@ mod pool;
 mod rate_limit;
 mod roles;
 mod secrets;
+mod sql;
 mod template;
 mod token_rotation;
 mod trigram;

@@ -1,5 +1,8 @@
 use plexsync::{db, testing};
 use secrecy::SecretString;
+use tokio_postgres::error::SqlState;
+
+use crate::sql::{assert_rejected, texts};
 
 async fn count(client: &tokio_postgres::Client, sql: &str) -> i64 {
     client.query_one(sql, &[]).await.unwrap().get(0)
@@ -76,10 +79,9 @@ async fn the_sender_kind_is_part_of_a_shows_server_identity() {
     client.execute(&insert("plex"), &[]).await.unwrap();
     client.execute(&insert("jellyfin"), &[]).await.unwrap();
     client.execute(&insert("emby"), &[]).await.unwrap();
-    let again = client.execute(&insert("jellyfin"), &[]).await.unwrap_err();
-    assert_eq!(
-        again.code(),
-        Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION)
+    assert_rejected(
+        client.execute(&insert("jellyfin"), &[]).await,
+        SqlState::UNIQUE_VIOLATION,
     );
     assert!(client.execute(&insert("kodi"), &[]).await.is_err());
     // Rows written before senders existed are Plex's.
@@ -145,13 +147,9 @@ async fn only_one_open_conflict_per_show_but_many_resolved() {
         .await
         .unwrap()
         .get(0);
-    let dup = client
-        .query_one(OPEN_CONFLICT, &[&"48200"])
-        .await
-        .unwrap_err();
-    assert_eq!(
-        dup.code(),
-        Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION)
+    assert_rejected(
+        client.query_one(OPEN_CONFLICT, &[&"48200"]).await,
+        SqlState::UNIQUE_VIOLATION,
     );
     // Another show may have its own open conflict.
     client.query_one(OPEN_CONFLICT, &[&"48300"]).await.unwrap();
@@ -179,16 +177,14 @@ async fn only_one_open_conflict_per_show_but_many_resolved() {
     assert!(first > 0);
 
     // resolved without a resolution time is rejected.
-    let err = client
-        .execute(
-            "UPDATE plex_conflicts SET resolved = true WHERE plex_rating_key = '48300'",
-            &[],
-        )
-        .await
-        .unwrap_err();
-    assert_eq!(
-        err.code(),
-        Some(&tokio_postgres::error::SqlState::CHECK_VIOLATION)
+    assert_rejected(
+        client
+            .execute(
+                "UPDATE plex_conflicts SET resolved = true WHERE plex_rating_key = '48300'",
+                &[],
+            )
+            .await,
+        SqlState::CHECK_VIOLATION,
     );
 }
 
@@ -257,21 +253,17 @@ async fn mapping_is_unique_per_server_and_show() {
         .execute(insert, &[&"srv-b", &"1", &"plex://show/1"])
         .await
         .unwrap();
-    let err = client
-        .execute(insert, &[&"srv-a", &"1", &"plex://show/2"])
-        .await
-        .unwrap_err();
-    assert_eq!(
-        err.code(),
-        Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION)
+    assert_rejected(
+        client
+            .execute(insert, &[&"srv-a", &"1", &"plex://show/2"])
+            .await,
+        SqlState::UNIQUE_VIOLATION,
     );
-    let err = client
-        .execute(insert, &[&"srv-a", &"2", &"plex://show/1"])
-        .await
-        .unwrap_err();
-    assert_eq!(
-        err.code(),
-        Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION)
+    assert_rejected(
+        client
+            .execute(insert, &[&"srv-a", &"2", &"plex://show/1"])
+            .await,
+        SqlState::UNIQUE_VIOLATION,
     );
 }
 
@@ -290,31 +282,21 @@ async fn trigram_index_serves_fuzzy_title_search() {
         .unwrap();
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0].get::<_, String>(0), "The Office");
-    let plan: Vec<String> = client
-        .query(
-            "EXPLAIN (COSTS OFF) SELECT id FROM tvshows WHERE title % 'office'",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let plan: Vec<String> = texts(
+        &client,
+        "EXPLAIN (COSTS OFF) SELECT id FROM tvshows WHERE title % 'office'",
+    )
+    .await;
     // With two rows the planner may still choose a seq scan; force the index to prove it exists.
     client
         .batch_execute("SET enable_seqscan = off")
         .await
         .unwrap();
-    let forced: Vec<String> = client
-        .query(
-            "EXPLAIN (COSTS OFF) SELECT id FROM tvshows WHERE title % 'office'",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let forced: Vec<String> = texts(
+        &client,
+        "EXPLAIN (COSTS OFF) SELECT id FROM tvshows WHERE title % 'office'",
+    )
+    .await;
     assert!(
         forced.iter().any(|l| l.contains("idx_tvshows_title_trgm")),
         "plan without index: {plan:?} / forced: {forced:?}"
@@ -383,13 +365,7 @@ async fn a_database_migrated_before_the_comment_rewording_still_migrates() {
     let client = test_db.pool.get().await.unwrap();
     let checksums =
         "SELECT checksum FROM refinery_schema_history WHERE version IN (1, 2) ORDER BY version";
-    let current: Vec<String> = client
-        .query(checksums, &[])
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let current: Vec<String> = texts(&client, checksums).await;
     // What a database migrated by an earlier release holds.
     client
         .execute(
@@ -401,13 +377,7 @@ async fn a_database_migrated_before_the_comment_rewording_still_migrates() {
         .await
         .unwrap();
     assert!(db::migrate(&test_db.pool).await.unwrap().is_empty());
-    let adopted: Vec<String> = client
-        .query(checksums, &[])
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let adopted: Vec<String> = texts(&client, checksums).await;
     assert_eq!(adopted, current);
     assert_ne!(current[0], "16137018667484369832", "V1's text did change");
 }
@@ -419,9 +389,9 @@ async fn a_database_migrated_before_the_comment_rewording_still_migrates() {
 async fn every_foreign_key_column_is_indexed() {
     let test_db = testing::fresh_db().await;
     let client = test_db.pool.get().await.unwrap();
-    let unindexed: Vec<String> = client
-        .query(
-            "SELECT c.conrelid::regclass::text || '.' || a.attname
+    let unindexed: Vec<String> = texts(
+        &client,
+        "SELECT c.conrelid::regclass::text || '.' || a.attname
                FROM pg_constraint c
                JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = c.conkey[1]
               WHERE c.contype = 'f'
@@ -430,13 +400,8 @@ async fn every_foreign_key_column_is_indexed() {
                     SELECT 1 FROM pg_index i
                      WHERE i.indrelid = c.conrelid AND i.indkey[0] = c.conkey[1])
               ORDER BY 1",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    )
+    .await;
     assert!(
         unindexed.is_empty(),
         "foreign keys without an index: {unindexed:?}"

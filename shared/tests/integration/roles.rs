@@ -7,6 +7,8 @@ use plexsync::{
 };
 use secrecy::{ExposeSecret, SecretString};
 
+use crate::sql::texts;
+
 const DENIED: &str = "42501"; // insufficient_privilege
 
 #[tokio::test]
@@ -19,17 +21,12 @@ async fn the_runtime_role_may_use_the_tables_but_not_change_the_schema() {
     let tables = grant_runtime(&test_db.pool, &role).await.unwrap();
     // Every table the migrations create, except their own history.
     let owner = test_db.pool.get().await.unwrap();
-    let all: Vec<String> = owner
-        .query(
-            "SELECT tablename::text FROM pg_tables WHERE schemaname = 'public'
+    let all: Vec<String> = texts(
+        &owner,
+        "SELECT tablename::text FROM pg_tables WHERE schemaname = 'public'
              AND tablename <> 'refinery_schema_history' ORDER BY 1",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    )
+    .await;
     assert_eq!(tables, all);
     // Idempotent: a second deploy runs it again.
     grant_runtime(&test_db.pool, &role).await.unwrap();

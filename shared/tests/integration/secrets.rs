@@ -3,74 +3,66 @@ use std::time::Duration;
 use plexsync::{crypto::Keyring, secrets::SecretsCache, testing};
 use secrecy::{ExposeSecret, SecretString};
 
+/// A secret holding `value` on moto and a cache over it with these timings; the client is for
+/// rotating the secret behind the cache's back.
+async fn cached_secret(
+    value: &str,
+    ttl: Duration,
+    min_refresh: Duration,
+) -> (SecretsCache, aws_sdk_secretsmanager::Client, String) {
+    let config = testing::moto_config().await;
+    let id = testing::secret(&config, value).await;
+    let client = aws_sdk_secretsmanager::Client::new(&config);
+    let cache = SecretsCache::with_timings(client.clone(), ttl, min_refresh);
+    (cache, client, id)
+}
+
+/// The value a read returned (the secret exists and was read).
+fn value(read: Result<Option<SecretString>, plexsync::secrets::SecretsError>) -> String {
+    read.unwrap().unwrap().expose_secret().to_string()
+}
+
 /// What the cache answers depends on the age of its entry against the TTL and the refresh
 /// interval. The tests set those to "never" (an hour) or "always" (zero), so no step depends on
 /// how fast moto answers on a loaded machine; a value rotated behind the cache's back tells
 /// whether a read went to Secrets Manager or came from the cache.
 #[tokio::test]
 async fn get_and_refresh_answer_from_the_cache_within_their_intervals() {
-    let config = testing::moto_config().await;
-    let id = testing::secret(&config, "first-value").await;
-    let client = aws_sdk_secretsmanager::Client::new(&config);
     let hour = Duration::from_secs(3600);
-    let cache = SecretsCache::with_timings(client.clone(), hour, hour);
+    let (cache, client, id) = cached_secret("first-value", hour, hour).await;
 
-    assert_eq!(
-        cache.get(&id).await.unwrap().unwrap().expose_secret(),
-        "first-value"
-    );
+    assert_eq!(value(cache.get(&id).await), "first-value");
     rotate(&client, &id, "second-value").await;
     // get() keeps the cached value until the TTL...
-    assert_eq!(
-        cache.get(&id).await.unwrap().unwrap().expose_secret(),
-        "first-value"
-    );
+    assert_eq!(value(cache.get(&id).await), "first-value");
     // ...and so does refresh() within the minimum refresh interval (rate-limited).
-    assert_eq!(
-        cache.refresh(&id).await.unwrap().unwrap().expose_secret(),
-        "first-value"
-    );
+    assert_eq!(value(cache.refresh(&id).await), "first-value");
 }
 
 #[tokio::test]
 async fn refresh_after_its_interval_rereads_and_get_then_has_the_new_value() {
-    let config = testing::moto_config().await;
-    let id = testing::secret(&config, "first-value").await;
-    let client = aws_sdk_secretsmanager::Client::new(&config);
-    let cache =
-        SecretsCache::with_timings(client.clone(), Duration::from_secs(3600), Duration::ZERO);
+    let (cache, client, id) =
+        cached_secret("first-value", Duration::from_secs(3600), Duration::ZERO).await;
 
-    assert_eq!(
-        cache.get(&id).await.unwrap().unwrap().expose_secret(),
-        "first-value"
-    );
+    assert_eq!(value(cache.get(&id).await), "first-value");
     rotate(&client, &id, "second-value").await;
     assert_eq!(
-        cache.get(&id).await.unwrap().unwrap().expose_secret(),
+        value(cache.get(&id).await),
         "first-value",
         "still within the TTL"
     );
-    assert_eq!(
-        cache.refresh(&id).await.unwrap().unwrap().expose_secret(),
-        "second-value"
-    );
+    assert_eq!(value(cache.refresh(&id).await), "second-value");
     // The re-read value is what get() serves from then on.
-    assert_eq!(
-        cache.get(&id).await.unwrap().unwrap().expose_secret(),
-        "second-value"
-    );
+    assert_eq!(value(cache.get(&id).await), "second-value");
 }
 
 #[tokio::test]
 async fn an_expired_entry_is_reread() {
-    let config = testing::moto_config().await;
-    let id = testing::secret(&config, "v1").await;
-    let client = aws_sdk_secretsmanager::Client::new(&config);
     // A TTL of zero: every entry is expired as soon as it is stored.
-    let cache = SecretsCache::with_timings(client.clone(), Duration::ZERO, Duration::ZERO);
-    assert_eq!(cache.get(&id).await.unwrap().unwrap().expose_secret(), "v1");
+    let (cache, client, id) = cached_secret("v1", Duration::ZERO, Duration::ZERO).await;
+    assert_eq!(value(cache.get(&id).await), "v1");
     rotate(&client, &id, "v2").await;
-    assert_eq!(cache.get(&id).await.unwrap().unwrap().expose_secret(), "v2");
+    assert_eq!(value(cache.get(&id).await), "v2");
 }
 
 async fn rotate(client: &aws_sdk_secretsmanager::Client, id: &str, value: &str) {
@@ -96,19 +88,13 @@ async fn missing_secret_is_none_and_put_creates_it() {
         .unwrap();
     // A new cache (a cold start) sees what was written.
     let fresh = SecretsCache::new(aws_sdk_secretsmanager::Client::new(&config));
-    assert_eq!(
-        fresh.get(&id).await.unwrap().unwrap().expose_secret(),
-        "created"
-    );
+    assert_eq!(value(fresh.get(&id).await), "created");
     cache
         .put(&id, &SecretString::from("updated".to_string()))
         .await
         .unwrap();
     let fresh = SecretsCache::new(aws_sdk_secretsmanager::Client::new(&config));
-    assert_eq!(
-        fresh.get(&id).await.unwrap().unwrap().expose_secret(),
-        "updated"
-    );
+    assert_eq!(value(fresh.get(&id).await), "updated");
 }
 
 #[tokio::test]
