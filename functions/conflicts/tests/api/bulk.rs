@@ -54,17 +54,7 @@ impl Harness {
 
     /// The Office's season 1 episodes marked watched, by number.
     async fn watched_office_episodes(&self) -> Vec<i64> {
-        let seasons: Value = self
-            .db
-            .client()
-            .await
-            .query_one(
-                "SELECT seasons FROM tvshows WHERE id = $1",
-                &[&self.office_show],
-            )
-            .await
-            .unwrap()
-            .get(0);
+        let seasons = self.seasons(self.office_show).await;
         seasons[0]["episodes"]
             .as_array()
             .unwrap()
@@ -166,13 +156,8 @@ async fn accept_top_resolves_clear_winners_replays_them_and_leaves_ties_and_low_
     );
 
     // The database: The Office resolved and mapped by hand, both scrobbles marked and replayed.
-    let row = h.conflict_row(h.office).await;
-    assert!(row.get::<_, bool>(0));
-    assert_eq!(
-        row.get::<_, Option<String>>(1).as_deref(),
-        Some("user_selected")
-    );
-    assert_eq!(row.get::<_, Option<i32>>(2), Some(h.office_show));
+    h.assert_resolved(h.office, "user_selected", Some(h.office_show))
+        .await;
     assert_eq!(h.watched_office_episodes().await, vec![1, 2]);
     assert_eq!(h.replayed_events().await, 2);
     let mappings = h.mappings().await;

@@ -12,16 +12,6 @@ use wiremock::{
 use crate::support::*;
 
 impl Harness {
-    async fn seasons(&self, id: i32) -> Value {
-        self.db
-            .client()
-            .await
-            .query_one("SELECT seasons FROM tvshows WHERE id = $1", &[&id])
-            .await
-            .unwrap()
-            .get(0)
-    }
-
     /// (replayed_at set) per pending event of the conflict, in id order.
     async fn pending_replayed(&self, conflict: i32) -> Vec<bool> {
         self.db.client().await
@@ -263,13 +253,8 @@ async fn create_new_creates_the_show_from_tmdb_maps_it_and_replays() {
     assert_eq!(row.get::<_, i32>(4), 8);
     assert_eq!(row.get::<_, i32>(5), 2, "both pending scrobbles marked");
 
-    let conflict = h.conflict_row(h.office).await;
-    assert!(conflict.get::<_, bool>(0));
-    assert_eq!(
-        conflict.get::<_, Option<String>>(1).as_deref(),
-        Some("user_created_new")
-    );
-    assert_eq!(conflict.get::<_, Option<i32>>(2), Some(new_id));
+    h.assert_resolved(h.office, "user_created_new", Some(new_id))
+        .await;
     let mappings = h.mappings().await;
     assert_eq!(mappings.len(), 1);
     assert_eq!(body["mappingId"], mappings[0].get::<_, i32>(0));

@@ -68,13 +68,9 @@ async fn select_resolves_maps_and_reports_pending_events_then_409() {
     assert_eq!(body["replay"]["pending"], 2);
     assert_eq!(body["replay"]["replayed"], 2, "{body}");
 
-    let row = h.conflict_row(h.office).await;
-    assert!(row.get::<_, bool>(0));
-    assert_eq!(
-        row.get::<_, Option<String>>(1).as_deref(),
-        Some("user_selected")
-    );
-    assert_eq!(row.get::<_, Option<i32>>(2), Some(h.office_show));
+    let row = h
+        .assert_resolved(h.office, "user_selected", Some(h.office_show))
+        .await;
     assert!(row.get::<_, bool>(3));
 
     let mappings = h.mappings().await;
@@ -170,10 +166,7 @@ async fn ignore_resolves_and_keeps_the_show_from_syncing() {
     assert_eq!(body["action"], "ignore");
     assert_eq!(body["tvshowId"], Value::Null);
     assert_eq!(body["replay"]["pending"], 0);
-    let row = h.conflict_row(h.got).await;
-    assert!(row.get::<_, bool>(0));
-    assert_eq!(row.get::<_, Option<String>>(1).as_deref(), Some("ignored"));
-    assert_eq!(row.get::<_, Option<i32>>(2), None);
+    h.assert_resolved(h.got, "ignored", None).await;
     let mappings = h.mappings().await;
     assert_eq!(mappings.len(), 1);
     assert_eq!(mappings[0].get::<_, String>(1), "1199");

@@ -225,6 +225,32 @@ impl Harness {
             .await;
     }
 
+    /// Asserts the conflict is resolved by `action` onto `show`; returns its row (see
+    /// `conflict_row`).
+    pub async fn assert_resolved(
+        &self,
+        id: i32,
+        action: &str,
+        show: Option<i32>,
+    ) -> tokio_postgres::Row {
+        let row = self.conflict_row(id).await;
+        assert!(row.get::<_, bool>(0), "conflict {id} resolved");
+        assert_eq!(row.get::<_, Option<String>>(1).as_deref(), Some(action));
+        assert_eq!(row.get::<_, Option<i32>>(2), show);
+        row
+    }
+
+    /// A tracker show's seasons (JSON).
+    pub async fn seasons(&self, show: i32) -> Value {
+        self.db
+            .client()
+            .await
+            .query_one("SELECT seasons FROM tvshows WHERE id = $1", &[&show])
+            .await
+            .unwrap()
+            .get(0)
+    }
+
     pub async fn conflict_row(&self, id: i32) -> tokio_postgres::Row {
         self.db
             .client()

@@ -36,14 +36,7 @@ impl Harness {
     }
 
     async fn watched(&self, show: i32, number: i64) -> Value {
-        let seasons: Value = self
-            .db
-            .client()
-            .await
-            .query_one("SELECT seasons FROM tvshows WHERE id = $1", &[&show])
-            .await
-            .unwrap()
-            .get(0);
+        let seasons = self.seasons(show).await;
         seasons[0]["episodes"]
             .as_array()
             .unwrap()
