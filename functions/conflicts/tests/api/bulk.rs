@@ -95,27 +95,21 @@ fn tracker(id: i32, tmdb: i64, score: f64) -> Value {
     json!({"tvshowId": id, "title": "The Office", "tmdbId": tmdb, "matchScore": score, "source": "title"})
 }
 
+/// Candidates: the tracker's The Office (US) and The Office (UK), with these scores.
+fn us_and_uk(h: &Harness, us: f64, uk: f64) -> Value {
+    json!([
+        tracker(h.office_show, 2316, us),
+        tracker(h.office_uk_show, 2996, uk)
+    ])
+}
+
 #[tokio::test]
 async fn accept_top_resolves_clear_winners_replays_them_and_leaves_ties_and_low_scores() {
     let h = Harness::new().await;
     // The Office (two pending scrobbles): the US show now clearly ahead.
-    h.set_matches(
-        h.office,
-        json!([
-            tracker(h.office_show, 2316, 0.88),
-            tracker(h.office_uk_show, 2996, 0.6)
-        ]),
-    )
-    .await;
+    h.set_matches(h.office, us_and_uk(&h, 0.88, 0.6)).await;
     let tie = h
-        .add_conflict(
-            "50001",
-            "The Office",
-            json!([
-                tracker(h.office_show, 2316, 0.85),
-                tracker(h.office_uk_show, 2996, 0.85)
-            ]),
-        )
+        .add_conflict("50001", "The Office", us_and_uk(&h, 0.85, 0.85))
         .await;
     let low = h
         .add_conflict(
