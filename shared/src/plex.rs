@@ -376,15 +376,29 @@ mod tests {
         ServerUrl::parse(uri, true).unwrap()
     }
 
+    fn token() -> SecretString {
+        SecretString::from("tok-123".to_string())
+    }
+
+    /// Show 48200 (The Office) as the stub server at `uri` answers it.
+    async fn show_48200(uri: &str) -> Result<PlexShow, PlexError> {
+        PlexServerClient::new()
+            .unwrap()
+            .show(&local(uri), "48200", &token())
+            .await
+    }
+
+    fn the_office() -> ResponseTemplate {
+        ResponseTemplate::new(200).set_body_json(fixtures::plex_server_show_the_office())
+    }
+
     #[tokio::test]
     async fn a_redirect_is_not_followed_so_the_token_stays_with_the_server() {
         let server = MockServer::start().await;
         let elsewhere = MockServer::start().await;
         // Another host: it must never be asked (with or without the token).
         Mock::given(method("GET"))
-            .respond_with(
-                ResponseTemplate::new(200).set_body_json(fixtures::plex_server_show_the_office()),
-            )
+            .respond_with(the_office())
             .expect(0)
             .mount(&elsewhere)
             .await;
@@ -397,15 +411,7 @@ mod tests {
             .expect(1)
             .mount(&server)
             .await;
-        let err = PlexServerClient::new()
-            .unwrap()
-            .show(
-                &local(&server.uri()),
-                "48200",
-                &SecretString::from("tok-123".to_string()),
-            )
-            .await
-            .unwrap_err();
+        let err = show_48200(&server.uri()).await.unwrap_err();
         assert!(err.to_string().contains("not followed"), "{err}");
         assert!(elsewhere.received_requests().await.unwrap().is_empty());
         elsewhere.verify().await;
@@ -415,9 +421,7 @@ mod tests {
     async fn plain_http_needs_the_opt_in_and_nothing_is_sent_without_it() {
         let server = MockServer::start().await;
         Mock::given(method("GET"))
-            .respond_with(
-                ResponseTemplate::new(200).set_body_json(fixtures::plex_server_show_the_office()),
-            )
+            .respond_with(the_office())
             .expect(0)
             .mount(&server)
             .await;
@@ -439,21 +443,11 @@ mod tests {
             .and(path("/library/metadata/48200"))
             .and(header("x-plex-token", "tok-123"))
             .and(header("accept", "application/json"))
-            .respond_with(
-                ResponseTemplate::new(200).set_body_json(fixtures::plex_server_show_the_office()),
-            )
+            .respond_with(the_office())
             .expect(1)
             .mount(&server)
             .await;
-        let show = PlexServerClient::new()
-            .unwrap()
-            .show(
-                &local(&server.uri()),
-                "48200",
-                &SecretString::from("tok-123".to_string()),
-            )
-            .await
-            .unwrap();
+        let show = show_48200(&server.uri()).await.unwrap();
         assert_eq!(show.ids.tmdb, Some(2316));
         assert_eq!(show.ids.tvdb, Some(73244));
         assert_eq!(show.year, Some(2005));
@@ -473,11 +467,7 @@ mod tests {
             .await;
         let leaves = PlexServerClient::new()
             .unwrap()
-            .all_leaves(
-                &local(&format!("{}/plex", server.uri())),
-                "48200",
-                &SecretString::from("tok-123".to_string()),
-            )
+            .all_leaves(&local(&format!("{}/plex", server.uri())), "48200", &token())
             .await
             .unwrap();
         assert_eq!(leaves.len(), 5);
