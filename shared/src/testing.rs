@@ -301,6 +301,27 @@ pub async fn serve_json(server: &wiremock::MockServer, at: &str, body: serde_jso
         .await;
 }
 
+/// Collects every line a tracing subscriber writes, for tests that check what reaches the logs:
+/// `.with_writer(move || capture.clone())` on the subscriber, then `text()`.
+#[derive(Clone, Default)]
+pub struct LogCapture(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl LogCapture {
+    pub fn text(&self) -> String {
+        String::from_utf8(self.0.lock().unwrap().clone()).expect("log lines are UTF-8")
+    }
+}
+
+impl std::io::Write for LogCapture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 /// A name no other test will pick.
 pub fn unique_suffix() -> String {
     hex::encode(rand::random::<[u8; 6]>())

@@ -1,14 +1,12 @@
 //! No log line contains the Plex token. In its own test binary: the subscriber captures
 //! every line of this process, and no other test races it for tracing's callsite cache.
 
-use std::sync::{Arc, Mutex};
-
 use config::{handle, plex_tv::PlexTvClient, State};
 use lambda_http::{Body, Response};
 use plexsync::{
     api::testing::{authed, text},
     crypto::generate_key_hex,
-    testing::{fixtures, fresh_db, moto_config, secret, unique_suffix, TestDb},
+    testing::{fixtures, fresh_db, moto_config, secret, unique_suffix, LogCapture, TestDb},
 };
 use serde_json::json;
 use wiremock::{matchers::path, Mock, MockServer, ResponseTemplate};
@@ -36,23 +34,9 @@ async fn call(state: &State, method: &str, body: Option<serde_json::Value>) -> R
     resp
 }
 
-/// Collects every log line written while a test runs.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 #[tokio::test]
 async fn no_log_line_contains_the_plex_token() {
-    let captured = Captured::default();
+    let captured = LogCapture::default();
     let writer = captured.clone();
     let subscriber = tracing_subscriber::fmt()
         .with_max_level(tracing::Level::TRACE)
@@ -101,7 +85,7 @@ async fn no_log_line_contains_the_plex_token() {
         502
     );
 
-    let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let logs = captured.text();
     assert!(
         logs.contains("plex configuration saved"),
         "logging was captured: {logs}"
