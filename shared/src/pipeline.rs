@@ -505,11 +505,12 @@ async fn first_reads(
     ctx: &LogCtx<'_>,
     show: PlexShowKey<'_>,
 ) -> Result<FirstReads, DbError> {
-    let play = ctx.msg.event.kind == EventKind::Scrobble;
+    // Only a play has an idempotency key worth checking before its transaction.
     let seen = async {
-        match play {
-            true => processed::contains(client, &ctx.key).await,
-            false => Ok(false),
+        if ctx.msg.event.kind == EventKind::Scrobble {
+            processed::contains(client, &ctx.key).await
+        } else {
+            Ok(false)
         }
     };
     let (config, seen, mapping) = tokio::try_join!(

@@ -587,10 +587,10 @@ impl TmdbClient {
 /// the same host, and a redirect elsewhere is never TMDB's own answer.
 fn same_origin_redirects() -> reqwest::redirect::Policy {
     reqwest::redirect::Policy::custom(|attempt| {
-        let from = attempt.previous()[0].origin();
+        let from = attempt.previous().first().map(Url::origin);
         if attempt.previous().len() > 3 {
             attempt.error("more than 3 redirects")
-        } else if attempt.url().origin() == from {
+        } else if from == Some(attempt.url().origin()) {
             attempt.follow()
         } else {
             attempt.stop()
